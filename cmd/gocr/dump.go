@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gocr/gocr/core"
+)
+
+type dumpOptions struct {
+	*globalOptions
+	pids         []int
+	dir          string
+	leaveRunning bool
+	leaveStopped bool
+	overwrite    bool
+	noSync       bool
+	json         bool
+}
+
+func newCmdDump(g *globalOptions, runF func(*dumpOptions) error) *cobra.Command {
+	opts := &dumpOptions{globalOptions: g}
+	cmd := &cobra.Command{
+		Use:   "dump -t PID [-t PID...] -D DIR",
+		Short: "Checkpoint a tree of processes into an images directory",
+		Long: `Freeze the tree rooted at each PID (the process and all its descendants), write
+everything about it to DIR, and then kill it (the default), leave it running
+(--leave-running) or leave it stopped (--leave-stopped). If the dump fails or is
+interrupted, the tree goes on running as it was and no image is left in DIR.`,
+		Example: `  gocr dump -t 4121 -D /var/lib/ckpt/job1
+  gocr dump -t 4121 -D /tmp/img --leave-running
+  gocr dump -t 4121,5230 -D /tmp/img`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(opts.pids) == 0 {
+				return usageError{fmt.Errorf("dump: which tree? give its root with -t PID")}
+			}
+			if opts.dir == "" {
+				return usageError{fmt.Errorf("dump: where to? give an images directory with -D DIR")}
+			}
+			if opts.leaveRunning && opts.leaveStopped {
+				return usageError{fmt.Errorf("dump: --leave-running and --leave-stopped exclude each other")}
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return dumpRun(cmd, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.IntSliceVarP(&opts.pids, "tree", "t", nil, "root PID of a tree to dump (repeatable, or comma-separated)")
+	f.StringVarP(&opts.dir, "images-dir", "D", "", "directory to write the image to")
+	f.BoolVarP(&opts.leaveRunning, "leave-running", "R", false, "let the tree go on running after the dump")
+	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the tree stopped (SIGSTOP) after the dump")
+	f.BoolVar(&opts.overwrite, "overwrite", false, "replace an image already in the directory")
+	f.BoolVar(&opts.noSync, "no-sync", false, "do not fsync the image (faster; unsafe when the tree is killed)")
+	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
+	final := core.Kill
+	switch {
+	case opts.leaveRunning:
+		final = core.LeaveRunning
+	case opts.leaveStopped:
+		final = core.LeaveStopped
+	}
+	prog := newProgress(opts.errOut, "dump")
+	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
+	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
+		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync,
+		Progress: prog.update,
+	})
+	prog.done()
+	if err != nil {
+		return err
+	}
+	opts.log.Debug("dump done", "processes", stats.Processes, "bytes", stats.Bytes,
+		"frozen", stats.Frozen, "collect", stats.Collect, "memory", stats.Memory, "commit", stats.Commit, "total", stats.Total)
+	if opts.json {
+		return json.NewEncoder(opts.out).Encode(map[string]any{
+			"images_dir": opts.dir, "processes": stats.Processes, "pages": stats.Pages, "bytes": stats.Bytes,
+			"seconds": stats.Total.Seconds(),
+		})
+	}
+	fmt.Fprintf(opts.out, "dumped %d process(es), %s of memory, to %s in %s\n",
+		stats.Processes, humanBytes(stats.Bytes), opts.dir, stats.Total.Round(1e5))
+	return nil
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gocr/gocr/core"
+)
+
+// globalOptions are the flags every command has.
+type globalOptions struct {
+	verbose bool
+	logFile string
+	json    bool
+	out     io.Writer
+	errOut  io.Writer
+	log     *slog.Logger
+}
+
+func newRootCmd(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gocr",
+		Short: "Checkpoint and restore trees of Linux processes",
+		Long: `gocr freezes a running tree of processes and writes it to a directory of images
+(gocr dump), and brings it back later with the same PIDs, memory, files and signals
+(gocr restore).`,
+		Version:       core.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return g.setupLog()
+		},
+	}
+	cmd.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log detail to standard error")
+	cmd.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write a detailed log to this file")
+	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil))
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	return cmd
+}
+
+func (g *globalOptions) setupLog() error {
+	var w io.Writer = io.Discard
+	level := slog.LevelInfo
+	if g.verbose {
+		w = g.errOut
+		level = slog.LevelDebug
+	}
+	if g.logFile != "" {
+		f, err := os.OpenFile(g.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("open log file: %w", err)
+		}
+		w = f
+		level = slog.LevelDebug
+		if g.verbose {
+			w = io.MultiWriter(f, g.errOut)
+		}
+	}
+	g.log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return nil
+}
+
+// Main runs the CLI and returns the exit code.
+func Main() int {
+	return run(os.Args[1:], os.Stdout, os.Stderr)
+}
+
+func run(args []string, out, errOut io.Writer) int {
+	g := &globalOptions{out: out, errOut: errOut, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cmd := newRootCmd(g)
+	cmd.SetArgs(args)
+	cmd.SetOut(out)
+	cmd.SetErr(errOut)
+	// Ctrl-C and SIGTERM cancel the operation, which then rolls back.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	if code == exitUsage && !errors.Is(err, core.ErrBadArgs) {
+		fmt.Fprintf(errOut, "gocr: %v\nRun 'gocr --help' for usage.\n", err)
+	} else {
+		fmt.Fprintf(errOut, "gocr: %v\n", err)
+	}
+	g.log.Error("command failed", "err", err, "exit", code)
+	return code
+}

@@ -1,0 +1,372 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+	"github.com/gocr/gocr/core/internal/tracer"
+)
+
+// FinalState is what happens to a dumped tree once its image is safe.
+type FinalState int
+
+const (
+	// Kill the tree (the default, as in CRIU).
+	Kill FinalState = iota
+	// LeaveRunning lets the tree go on.
+	LeaveRunning
+	// LeaveStopped leaves every process stopped with SIGSTOP, detached.
+	LeaveStopped
+)
+
+// Version is gocr's version, recorded in images.
+var Version = "0.1.0-dev"
+
+// DumpOptions says what to dump and where.
+type DumpOptions struct {
+	// Roots are the PIDs whose trees (the process and all its descendants) are dumped.
+	Roots []int
+	// Dir is the images directory.
+	Dir string
+	// Final is the state the tree is left in after a successful dump.
+	Final FinalState
+	// Overwrite allows replacing an image already in Dir.
+	Overwrite bool
+	// NoSync skips fsync of the image. Only sensible with LeaveRunning or LeaveStopped.
+	NoSync bool
+	// Progress, if set, is called as work advances (from any goroutine).
+	Progress func(Progress)
+}
+
+// Progress reports how far an operation is.
+type Progress struct {
+	Stage       string
+	Done, Total uint64 // bytes
+}
+
+// DumpStats are figures of a finished dump.
+type DumpStats struct {
+	Processes int
+	Pages     uint64
+	Bytes     uint64 // bytes of memory written
+	Frozen    time.Duration
+	Collect   time.Duration
+	Memory    time.Duration
+	Commit    time.Duration
+	Total     time.Duration
+}
+
+// Dump freezes the trees, writes their image to opts.Dir and then applies opts.Final. If it
+// fails, or ctx is cancelled, the trees go on running as they were and no image is left.
+func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
+	start := time.Now()
+	if len(opts.Roots) == 0 {
+		return nil, fmt.Errorf("dump: no process given: %w", ErrBadArgs)
+	}
+	for _, pid := range opts.Roots {
+		if pid <= 0 {
+			return nil, fmt.Errorf("dump: pid %d: %w", pid, ErrBadArgs)
+		}
+		if _, err := os.Stat(procfs.Path(pid, "")); err != nil {
+			return nil, fmt.Errorf("dump: pid %d: %w", pid, ErrNoProcess)
+		}
+	}
+	w, err := image.Create(opts.Dir, opts.Overwrite)
+	if err != nil {
+		return nil, fmt.Errorf("dump: %w", err)
+	}
+	d := &dumper{
+		opts:   opts,
+		w:      w,
+		thread: tracer.NewThread(),
+		procs:  map[int]*procDump{},
+		tree:   &imagepb.Tree{},
+		files:  newFileTable(),
+		shmem:  map[[2]uint64]*imagepb.SharedMemory{},
+		stats:  &DumpStats{},
+	}
+	defer d.thread.Close()
+	err = d.run(ctx)
+	d.files.close()
+	if err != nil {
+		w.Abort()
+		if rerr := d.thread.Do(func() error { return d.release(false) }); rerr != nil {
+			err = fmt.Errorf("%w (and letting the tree go failed: %v)", err, rerr)
+		}
+		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
+			err = fmt.Errorf("%w: %w", ErrInterrupted, err)
+		}
+		return nil, err
+	}
+	d.stats.Total = time.Since(start)
+	return d.stats, nil
+}
+
+type dumper struct {
+	opts   DumpOptions
+	w      *image.Writer
+	thread *tracer.Thread
+	order  []int // pids, parents before children
+	procs  map[int]*procDump
+	tree   *imagepb.Tree
+	files  *fileTable
+	shmem  map[[2]uint64]*imagepb.SharedMemory
+	// shmemSrc says where each shared memory object can be read from.
+	shmemSrc []shmemSource
+	stats    *DumpStats
+}
+
+type shmemSource struct {
+	shm        *imagepb.SharedMemory
+	pid        int
+	start, end uint64
+}
+
+// procDump is one frozen process and what was collected from it.
+type procDump struct {
+	t      *tracer.Tracee
+	entry  *imagepb.ProcessEntry
+	img    *imagepb.Process
+	maps   []procfs.Mapping
+	mask   uint64 // the blocked mask to put back
+	masked bool
+	pidfd  int
+	runs   []pageRun
+	pages  uint64
+}
+
+type pageRun struct {
+	addr, n uint64 // n pages
+	direct  bool   // readable with process_vm_readv; else through /proc/PID/mem
+}
+
+func (d *dumper) run(ctx context.Context) error {
+	t0 := time.Now()
+	if err := d.thread.Do(d.freeze); err != nil {
+		return err
+	}
+	d.stats.Frozen = time.Since(t0)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dump: %w", ErrInterrupted)
+	}
+	t1 := time.Now()
+	for _, pid := range d.order {
+		p := d.procs[pid]
+		if err := d.thread.Do(func() error { return d.collect(p) }); err != nil {
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		if err := d.collectFiles(p); err != nil {
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		if err := d.collectMemory(p); err != nil {
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("dump: %w", ErrInterrupted)
+		}
+	}
+	if err := d.files.writeData(d.w, d.tree); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	d.stats.Collect = time.Since(t1)
+	t2 := time.Now()
+	if err := d.writeMemory(ctx); err != nil {
+		return err
+	}
+	d.stats.Memory = time.Since(t2)
+	for _, pid := range d.order {
+		p := d.procs[pid]
+		d.tree.Processes = append(d.tree.Processes, p.entry)
+		if err := d.w.WriteMessage(image.ProcName(int32(pid)), p.img); err != nil {
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+	}
+	if err := d.w.WriteMessage(image.TreeName, d.tree); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dump: %w", ErrInterrupted)
+	}
+	t3 := time.Now()
+	idx := &imagepb.Index{Kind: imagepb.Kind_KIND_FULL, GocrVersion: Version, KernelRelease: linux.KernelRelease()}
+	if err := d.w.Commit(idx, !d.opts.NoSync); err != nil {
+		return fmt.Errorf("dump: write image: %w", err)
+	}
+	d.stats.Commit = time.Since(t3)
+	d.stats.Processes = len(d.order)
+	// The image is safe: from here on a failure must not undo it.
+	return d.thread.Do(d.finish)
+}
+
+// freeze seizes every process of every tree, parents first. A frozen parent cannot fork, so
+// once a process is stopped its list of children is final.
+func (d *dumper) freeze() error {
+	inTree := map[int]int{} // pid -> root
+	for _, root := range d.opts.Roots {
+		if r, ok := inTree[root]; ok {
+			return fmt.Errorf("dump: pid %d is inside the tree of %d: %w", root, r, ErrBadArgs)
+		}
+		queue := []int{root}
+		for len(queue) > 0 {
+			pid := queue[0]
+			queue = queue[1:]
+			if pid == os.Getpid() {
+				return fmt.Errorf("dump: pid %d is gocr itself: %w", pid, ErrBadArgs)
+			}
+			if r, ok := inTree[pid]; ok && r != root {
+				return fmt.Errorf("dump: pid %d is inside the tree of %d: %w", pid, r, ErrBadArgs)
+			}
+			inTree[pid] = root
+			p, err := d.seize(pid)
+			if err != nil {
+				return err
+			}
+			d.procs[pid] = p
+			d.order = append(d.order, pid)
+			kids, err := procfs.Children(pid)
+			if err != nil {
+				return fmt.Errorf("dump pid %d: list children: %w", pid, err)
+			}
+			queue = append(queue, kids...)
+		}
+		d.tree.Roots = append(d.tree.Roots, int32(root))
+	}
+	// A root given later may be a descendant of a root given earlier.
+	for i, root := range d.opts.Roots {
+		if r := inTree[root]; r != root {
+			return fmt.Errorf("dump: pid %d is inside the tree of %d: %w", root, r, ErrBadArgs)
+		}
+		_ = i
+	}
+	return nil
+}
+
+func (d *dumper) seize(pid int) (*procDump, error) {
+	st, err := procfs.ReadStatus(pid)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("dump pid %d: %w", pid, ErrNoProcess)
+		}
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	if st.TracerPid != 0 {
+		return nil, fmt.Errorf("dump pid %d: traced by pid %d (detach the debugger or strace first): %w", pid, st.TracerPid, ErrTraced)
+	}
+	t, err := tracer.Seize(pid)
+	switch {
+	case errors.Is(err, linux.EPERM):
+		return nil, fmt.Errorf("dump pid %d: may not trace it (run gocr as root or as its owner with ptrace rights): %w", pid, ErrPermission)
+	case errors.Is(err, linux.ESRCH), errors.Is(err, tracer.ErrExited):
+		return nil, fmt.Errorf("dump pid %d: %w", pid, ErrNoProcess)
+	case err != nil:
+		return nil, fmt.Errorf("dump pid %d: seize: %w", pid, err)
+	}
+	p := &procDump{t: t, pidfd: -1}
+	threads, err := procfs.Threads(pid)
+	if err != nil {
+		return p, fmt.Errorf("dump pid %d: list threads: %w", pid, err)
+	}
+	if len(threads) != 1 {
+		d.procs[pid] = p // so that it is released
+		return nil, fmt.Errorf("dump: %w", &UnsupportedError{Pid: pid, What: "threads", Kind: fmt.Sprintf("a process with %d threads", len(threads)), Hint: "multi-threaded processes come with a later version"})
+	}
+	return p, nil
+}
+
+// release lets every frozen process go as it was before the dump.
+func (d *dumper) release(stop bool) error {
+	var first error
+	for _, pid := range d.order {
+		p := d.procs[pid]
+		if err := d.releaseOne(p, stop); err != nil && first == nil {
+			first = err
+		}
+	}
+	// A process that failed to be fully seized is in procs but not in order.
+	for pid, p := range d.procs {
+		if !contains(d.order, pid) && p != nil {
+			if err := d.releaseOne(p, stop); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func (d *dumper) releaseOne(p *procDump, stop bool) error {
+	if p.t == nil {
+		return nil
+	}
+	if p.masked {
+		if err := linux.SetSigMask(p.t.Pid, p.mask); err != nil {
+			return fmt.Errorf("pid %d: put signal mask back: %w", p.t.Pid, err)
+		}
+		p.masked = false
+	}
+	t := p.t
+	p.t = nil
+	if err := t.Release(t.Regs, true, stop); err != nil && !errors.Is(err, linux.ESRCH) {
+		return fmt.Errorf("pid %d: %w", t.Pid, err)
+	}
+	return nil
+}
+
+// finish applies the final state once the image is safe.
+func (d *dumper) finish() error {
+	switch d.opts.Final {
+	case LeaveRunning:
+		return d.release(false)
+	case LeaveStopped:
+		return d.release(true)
+	}
+	// Kill children before parents, and take each exit notification as the tracer so that
+	// the real parent can reap.
+	var first error
+	for i := len(d.order) - 1; i >= 0; i-- {
+		p := d.procs[d.order[i]]
+		if p.t == nil {
+			continue
+		}
+		pid := p.t.Pid
+		if err := linux.Kill(pid, linux.SIGKILL); err != nil && first == nil {
+			first = fmt.Errorf("kill pid %d: %w", pid, err)
+			continue
+		}
+		for {
+			_, ws, err := linux.Wait4(pid, 0)
+			if err != nil || ws.Exited() || ws.Signaled() {
+				break
+			}
+		}
+		p.t = nil
+	}
+	return first
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys[V any](m map[int]V) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}

@@ -1,0 +1,280 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+)
+
+// fileTable gathers the open file descriptions of the whole dump. Each is known by a dup of
+// it in gocr (pidfd_getfd), so two fds share one description exactly when kcmp says so.
+type fileTable struct {
+	byIno map[[2]uint64][]*openFile
+	pipes map[uint64]*pipeDump // by inode
+	all   []*openFile
+}
+
+type openFile struct {
+	img *imagepb.OpenFile
+	dup int // our dup of it; never read from or seeked
+	pid int // a process that has it open, and its fd there
+	fd  int
+}
+
+type pipeDump struct {
+	img  *imagepb.Pipe
+	data []byte
+	read bool // data was taken
+}
+
+func newFileTable() *fileTable {
+	return &fileTable{byIno: map[[2]uint64][]*openFile{}, pipes: map[uint64]*pipeDump{}}
+}
+
+func (ft *fileTable) close() {
+	for _, f := range ft.all {
+		if f.dup >= 0 {
+			linux.Close(f.dup)
+			f.dup = -1
+		}
+	}
+}
+
+// Character devices the core reopens by path: the memory devices (/dev/null, /dev/zero...)
+// and terminals. Anything else is a device a plugin must handle.
+func reopenableCharDev(rdev uint64) bool {
+	major := (rdev >> 8) & 0xfff
+	switch {
+	case major == 1, major == 4, major == 5, major >= 136 && major <= 143:
+		return true
+	}
+	return false
+}
+
+// collectFiles records every fd of the process.
+func (d *dumper) collectFiles(p *procDump) error {
+	pid := p.t.Pid
+	pidfd, err := linux.PidfdOpen(pid)
+	if err != nil {
+		return err
+	}
+	defer linux.Close(pidfd)
+	fds, err := procfs.Fds(pid)
+	if err != nil {
+		return fmt.Errorf("list fds: %w", err)
+	}
+	for _, fd := range fds {
+		f, cloexec, err := d.files.add(pid, pidfd, fd)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+		p.img.Fds = append(p.img.Fds, &imagepb.Fd{Fd: int32(fd), FileId: f.img.Id, Cloexec: cloexec})
+	}
+	return nil
+}
+
+func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
+	link, err := procfs.Link(pid, "fd/"+strconv.Itoa(fd))
+	if err != nil {
+		return nil, false, err
+	}
+	info, err := procfs.ReadFdInfo(pid, fd)
+	if err != nil {
+		return nil, false, fmt.Errorf("read fdinfo: %w", err)
+	}
+	unsupported := func(kind, hint string) error {
+		return &UnsupportedError{Pid: pid, What: "fd " + strconv.Itoa(fd), Kind: kind, Hint: hint}
+	}
+	switch {
+	case strings.HasPrefix(link, "socket:"):
+		return nil, false, unsupported("socket "+link, "sockets come with a later version")
+	case strings.HasPrefix(link, "anon_inode:"):
+		return nil, false, unsupported(strings.TrimPrefix(link, "anon_inode:"), "")
+	}
+	dup, err := linux.PidfdGetfd(pidfd, fd)
+	if err != nil {
+		return nil, false, err
+	}
+	st, err := linux.Fstat(dup)
+	if err != nil {
+		linux.Close(dup)
+		return nil, false, err
+	}
+	const oCloexec = 0o2000000
+	cloexec := info.Flags&oCloexec != 0
+	key := [2]uint64{st.Dev, st.Ino}
+	for _, o := range ft.byIno[key] {
+		same, err := linux.SameFile(dup, o.dup)
+		if err != nil {
+			linux.Close(dup)
+			return nil, false, err
+		}
+		if same {
+			linux.Close(dup)
+			return o, cloexec, nil
+		}
+	}
+	f := &openFile{dup: dup, pid: pid, fd: fd, img: &imagepb.OpenFile{
+		Id: uint32(len(ft.all) + 1), Path: link, Flags: info.Flags &^ oCloexec, Pos: info.Pos,
+		Dev: st.Dev, Ino: st.Ino, Rdev: st.Rdev, Mode: st.Mode, Size: uint64(st.Size),
+	}}
+	ft.all = append(ft.all, f)
+	ft.byIno[key] = append(ft.byIno[key], f)
+	switch st.Mode & linux.SIFMT {
+	case linux.SIFREG:
+		f.img.Kind = imagepb.FileKind_FILE_KIND_REGULAR
+		if st.Nlink == 0 {
+			f.img.Deleted = true
+			f.img.Path = strings.TrimSuffix(link, " (deleted)")
+		}
+	case linux.SIFDIR:
+		f.img.Kind = imagepb.FileKind_FILE_KIND_DIRECTORY
+	case linux.SIFCHR:
+		if !reopenableCharDev(st.Rdev) {
+			return nil, false, unsupported("character device "+link, "devices other than /dev/null-like ones and terminals need a plugin")
+		}
+		f.img.Kind = imagepb.FileKind_FILE_KIND_CHAR_DEVICE
+	case linux.SIFIFO:
+		f.img.Kind = imagepb.FileKind_FILE_KIND_FIFO
+		if strings.HasPrefix(link, "pipe:") {
+			f.img.Kind = imagepb.FileKind_FILE_KIND_PIPE
+			f.img.Path = ""
+		}
+		pd, err := ft.pipe(pid, fd, dup, st.Ino, info.Flags)
+		if err != nil {
+			return nil, false, err
+		}
+		f.img.PipeId = pd.img.Id
+	default:
+		return nil, false, unsupported(fmt.Sprintf("file %s of type %#o", link, st.Mode&linux.SIFMT), "")
+	}
+	return f, cloexec, nil
+}
+
+// pipe records a pipe's capacity and copies its unread bytes with tee(2), which leaves them
+// in place for the process.
+func (ft *fileTable) pipe(pid, fd, dup int, ino uint64, flags uint32) (*pipeDump, error) {
+	if pd := ft.pipes[ino]; pd != nil {
+		return pd, nil
+	}
+	capacity, err := linux.PipeSize(dup)
+	if err != nil {
+		return nil, err
+	}
+	pd := &pipeDump{img: &imagepb.Pipe{Id: uint32(len(ft.pipes) + 1), Ino: ino, Capacity: uint32(capacity)}}
+	ft.pipes[ino] = pd
+	// tee needs a read end: this one, or a new reader opened through /proc.
+	src := dup
+	if flags&linux.OAccmode == linux.OWronly {
+		src, err = linux.Open(procfs.Path(pid, "fd/"+strconv.Itoa(fd)), linux.ORdonly|linux.ONonblock|linux.OCloexec, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open a reader of the pipe: %w", err)
+		}
+		defer linux.Close(src)
+	}
+	r, w, err := linux.Pipe2(linux.OCloexec | linux.ONonblock)
+	if err != nil {
+		return nil, err
+	}
+	defer linux.Close(r)
+	defer linux.Close(w)
+	if err := linux.SetPipeSize(w, capacity); err != nil {
+		return nil, err
+	}
+	n, err := linux.Tee(src, w, capacity)
+	if errors.Is(err, linux.EAGAIN) {
+		return pd, nil // empty
+	}
+	if err != nil {
+		return nil, err
+	}
+	pd.data = make([]byte, n)
+	for got := 0; got < int(n); {
+		m, err := linux.Read(r, pd.data[got:])
+		if err != nil {
+			return nil, fmt.Errorf("read pipe copy: %w", err)
+		}
+		got += m
+	}
+	pd.img.DataLen = uint64(n)
+	return pd, nil
+}
+
+// writeData writes the open files, pipe contents and deleted files into the image.
+func (ft *fileTable) writeData(w *image.Writer, tree *imagepb.Tree) error {
+	for _, f := range ft.all {
+		tree.Files = append(tree.Files, f.img)
+		if !f.img.Deleted {
+			continue
+		}
+		name := image.FileDataName(f.img.Id)
+		df, err := w.CreateData(name)
+		if err != nil {
+			return err
+		}
+		// Our dup may be write-only: read through a new description opened via /proc.
+		src, err := linux.Open(procfs.Path(f.pid, "fd/"+strconv.Itoa(f.fd)), linux.ORdonly|linux.OCloexec, 0)
+		if err != nil {
+			return fmt.Errorf("read deleted file %s: %w", f.img.Path, err)
+		}
+		buf := make([]byte, 1<<20)
+		var off int64
+		for {
+			n, err := linux.Pread(src, buf, off)
+			if n > 0 {
+				if _, werr := df.Write(buf[:n]); werr != nil {
+					return werr
+				}
+				off += int64(n)
+			}
+			if err != nil {
+				linux.Close(src)
+				return fmt.Errorf("read deleted file %s: %w", f.img.Path, err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		linux.Close(src)
+		df.Close()
+		f.img.Size = uint64(off)
+		f.img.DataFile = name
+	}
+	for _, ino := range sortedPipes(ft.pipes) {
+		pd := ft.pipes[ino]
+		tree.Pipes = append(tree.Pipes, pd.img)
+		if len(pd.data) == 0 {
+			continue
+		}
+		name := image.PipeDataName(pd.img.Id)
+		df, err := w.CreateData(name)
+		if err != nil {
+			return err
+		}
+		if _, err := df.Write(pd.data); err != nil {
+			return err
+		}
+		df.Close()
+		pd.img.DataFile = name
+	}
+	return nil
+}
+
+func sortedPipes(m map[uint64]*pipeDump) []uint64 {
+	out := make([]uint64, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	for i := 1; i < len(out); i++ { // few pipes: insertion sort by id
+		for j := i; j > 0 && m[out[j]].img.Id < m[out[j-1]].img.Id; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}

@@ -1,0 +1,303 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+)
+
+// collect reads one frozen process: registers and signals through ptrace, /proc, and what
+// only the process can tell through injected syscalls. It runs on the tracer thread.
+func (d *dumper) collect(p *procDump) error {
+	pid := p.t.Pid
+	stat, err := procfs.ReadStat(pid)
+	if err != nil {
+		return fmt.Errorf("read stat: %w", err)
+	}
+	status, err := procfs.ReadStatus(pid)
+	if err != nil {
+		return fmt.Errorf("read status: %w", err)
+	}
+	exe, _ := procfs.Link(pid, "exe")
+	p.entry = &imagepb.ProcessEntry{
+		Pid: int32(pid), Ppid: int32(stat.PPid), Pgid: int32(stat.PGid), Sid: int32(stat.Sid),
+		Threads: []int32{int32(pid)}, Comm: stat.Comm, Exe: exe,
+	}
+	img := &imagepb.Process{Pid: int32(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
+	p.img = img
+
+	xs, err := linux.GetXState(pid)
+	if err != nil {
+		return err
+	}
+	img.Xstate = xs
+	if d.tree.Cpu == nil {
+		d.tree.Cpu = &imagepb.CPU{XstateSize: uint32(len(xs)), Xfeatures: linux.XStateFeatures(xs)}
+	}
+	if p.mask, err = linux.GetSigMask(pid); err != nil {
+		return err
+	}
+	img.Sigmask = p.mask
+	for _, shared := range []bool{false, true} {
+		infos, err := linux.PeekSigInfo(pid, shared)
+		if err != nil {
+			return err
+		}
+		for _, info := range infos {
+			img.Pending = append(img.Pending, &imagepb.SigInfo{Signo: int32(binary.LittleEndian.Uint32(info)), Shared: shared, Info: info})
+		}
+	}
+	if rs, err := linux.GetRseqConfig(pid); err == nil && rs.AbiPointer != 0 {
+		img.Rseq = &imagepb.Rseq{AbiPointer: rs.AbiPointer, AbiSize: rs.Len, Flags: rs.Flags, Signature: rs.Signature}
+	}
+	if head, n, err := linux.GetRobustList(pid); err == nil {
+		img.RobustList, img.RobustListLen = head, n
+	}
+
+	if p.maps, err = procfs.ReadSmaps(pid); err != nil {
+		return fmt.Errorf("read smaps: %w", err)
+	}
+	for _, m := range p.maps {
+		if m.Path == "[vdso]" {
+			if err := p.t.FindSyscallInsn(m.Start, m.End); err != nil {
+				return err
+			}
+		}
+	}
+	if err := d.inject(p, status); err != nil {
+		return err
+	}
+
+	auxv, err := procfs.ReadFile(pid, "auxv")
+	if err != nil {
+		return fmt.Errorf("read auxv: %w", err)
+	}
+	img.Mm.StartCode, img.Mm.EndCode, img.Mm.StartStack = stat.StartCode, stat.EndCode, stat.StartStack
+	img.Mm.StartData, img.Mm.EndData, img.Mm.StartBrk = stat.StartData, stat.EndData, stat.StartBrk
+	img.Mm.ArgStart, img.Mm.ArgEnd, img.Mm.EnvStart, img.Mm.EnvEnd = stat.ArgStart, stat.ArgEnd, stat.EnvStart, stat.EnvEnd
+	img.Mm.Auxv = auxv
+	img.Mm.Exe = exe
+	if st, err := linux.StatPath(procfs.Path(pid, "exe")); err == nil {
+		img.Mm.ExeSize = uint64(st.Size)
+	}
+	if img.Cwd, err = procfs.Link(pid, "cwd"); err != nil {
+		return fmt.Errorf("read cwd: %w", err)
+	}
+	if img.Root, err = procfs.Link(pid, "root"); err != nil {
+		return fmt.Errorf("read root: %w", err)
+	}
+	limits, err := procfs.ReadLimits(pid)
+	if err != nil {
+		return fmt.Errorf("read limits: %w", err)
+	}
+	for _, l := range limits {
+		img.Rlimits = append(img.Rlimits, &imagepb.RLimit{Resource: int32(l.Resource), Cur: l.Cur, Max: l.Max})
+	}
+	img.Creds = &imagepb.Creds{
+		Uids: status.Uids, Gids: status.Gids, Groups: status.Groups,
+		CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff, CapBnd: status.CapBnd, CapAmb: status.CapAmb,
+		NoNewPrivs: status.NoNewPrivs,
+	}
+	return d.collectVMAs(p)
+}
+
+// inject asks the process what only it can tell, by syscalls run inside it from its vdso.
+// All signals are blocked meanwhile so that none is delivered between two calls; the mask is
+// put back when the process is let go.
+func (d *dumper) inject(p *procDump, status *procfs.Status) error {
+	t := p.t
+	if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
+		return err
+	}
+	p.masked = true
+	const scratchSize = linux.PageSize
+	scratch, err := t.Syscall(linux.SysMmap, 0, scratchSize, linux.ProtRead|linux.ProtWrite, linux.MapPrivate|linux.MapAnonymous, ^uint64(0), 0)
+	if err != nil {
+		return fmt.Errorf("map scratch page: %w", err)
+	}
+	err = d.injectQueries(p, status, scratch)
+	if _, uerr := t.Syscall(linux.SysMunmap, scratch, scratchSize); uerr != nil && err == nil {
+		err = fmt.Errorf("unmap scratch page: %w", uerr)
+	}
+	return err
+}
+
+func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint64) error {
+	t, img := p.t, p.img
+	buf := make([]byte, 32)
+	// Signal actions: only those /proc says are caught or ignored differ from the default.
+	for sig := 1; sig <= 64; sig++ {
+		bit := uint64(1) << (sig - 1)
+		if (status.SigCgt|status.SigIgn)&bit == 0 || sig == 9 || sig == 19 {
+			continue
+		}
+		if _, err := t.Syscall(linux.SysRtSigaction, uint64(sig), 0, scratch, 8); err != nil {
+			return fmt.Errorf("read action of signal %d: %w", sig, err)
+		}
+		if err := t.ReadMem(scratch, buf[:32]); err != nil {
+			return err
+		}
+		img.Sigactions = append(img.Sigactions, &imagepb.SigAction{
+			Signo: int32(sig), Handler: le64(buf[0:]), Flags: le64(buf[8:]), Restorer: le64(buf[16:]), Mask: le64(buf[24:]),
+		})
+	}
+	if _, err := t.Syscall(linux.SysSigaltstack, 0, scratch); err != nil {
+		return fmt.Errorf("read sigaltstack: %w", err)
+	}
+	if err := t.ReadMem(scratch, buf[:24]); err != nil {
+		return err
+	}
+	img.Altstack = &imagepb.SigAltStack{Sp: le64(buf[0:]), Flags: int32(binary.LittleEndian.Uint32(buf[8:])), Size: le64(buf[16:])}
+	for which := 0; which < 3; which++ {
+		if _, err := t.Syscall(linux.SysGetitimer, uint64(which), scratch); err != nil {
+			return fmt.Errorf("read itimer %d: %w", which, err)
+		}
+		if err := t.ReadMem(scratch, buf[:32]); err != nil {
+			return err
+		}
+		iv := int64(le64(buf[0:]))*1e6 + int64(le64(buf[8:]))
+		val := int64(le64(buf[16:]))*1e6 + int64(le64(buf[24:]))
+		if iv != 0 || val != 0 {
+			img.Itimers = append(img.Itimers, &imagepb.ITimer{Which: int32(which), IntervalUsec: iv, ValueUsec: val})
+		}
+	}
+	brk, err := t.Syscall(linux.SysBrk, 0)
+	if err != nil {
+		return fmt.Errorf("read brk: %w", err)
+	}
+	img.Mm.Brk = brk
+	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetTidAddress, scratch); err != nil {
+		return fmt.Errorf("read tid address: %w", err)
+	}
+	if err := t.ReadMem(scratch, buf[:8]); err != nil {
+		return err
+	}
+	img.TidAddress = le64(buf)
+	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetPdeathsig, scratch); err != nil {
+		return fmt.Errorf("read parent death signal: %w", err)
+	}
+	if err := t.ReadMem(scratch, buf[:4]); err != nil {
+		return err
+	}
+	img.Pdeathsig = int32(binary.LittleEndian.Uint32(buf))
+	pers, err := t.Syscall(linux.SysPersonality, 0xffffffff)
+	if err != nil {
+		return fmt.Errorf("read personality: %w", err)
+	}
+	img.Personality = uint32(pers)
+	return nil
+}
+
+func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
+// collectVMAs classifies every mapping, refusing those the core cannot restore.
+func (d *dumper) collectVMAs(p *procDump) error {
+	pid := p.t.Pid
+	for i := range p.maps {
+		m := &p.maps[i]
+		v := &imagepb.VMA{Start: m.Start, End: m.End, Shared: m.Shared, Pgoff: m.Offset, Path: m.Path,
+			Dev: uint64(m.DevMajor)<<32 | uint64(m.DevMinor), Ino: m.Inode, VmFlags: m.VmFlags}
+		if m.Read {
+			v.Prot |= linux.ProtRead
+		}
+		if m.Write {
+			v.Prot |= linux.ProtWrite
+		}
+		if m.Exec {
+			v.Prot |= linux.ProtExec
+		}
+		what := fmt.Sprintf("mapping %#x-%#x", m.Start, m.End)
+		unsupported := func(kind, hint string) error {
+			return &UnsupportedError{Pid: pid, What: what, Kind: kind, Hint: hint}
+		}
+		switch {
+		case m.Path == "[vdso]":
+			v.Kind = imagepb.VMAKind_VMA_KIND_VDSO
+		case m.Path == "[vvar]":
+			v.Kind = imagepb.VMAKind_VMA_KIND_VVAR
+		case m.Path == "[vvar_vclock]":
+			v.Kind = imagepb.VMAKind_VMA_KIND_VVAR_VCLOCK
+		case m.Path == "[vsyscall]":
+			v.Kind = imagepb.VMAKind_VMA_KIND_VSYSCALL
+		case m.Path == "[heap]":
+			v.Kind = imagepb.VMAKind_VMA_KIND_HEAP
+		case m.Path == "[stack]":
+			v.Kind = imagepb.VMAKind_VMA_KIND_STACK
+		case m.Inode == 0 && (m.Path == "" || strings.HasPrefix(m.Path, "[anon:")):
+			if m.Shared {
+				return unsupported("shared anonymous mapping without an inode", "")
+			}
+			v.Kind = imagepb.VMAKind_VMA_KIND_ANON_PRIVATE
+		case m.Shared && m.DevMajor == 0 && m.DevMinor == 1 && strings.HasPrefix(m.Path, "/dev/zero"):
+			v.Kind = imagepb.VMAKind_VMA_KIND_ANON_SHARED
+			if err := d.addShmem(p, m, v); err != nil {
+				return err
+			}
+		case strings.HasPrefix(m.Path, "/SYSV"):
+			return unsupported("System V shared memory", "")
+		case strings.HasPrefix(m.Path, "/memfd:"):
+			return unsupported("memfd mapping "+m.Path, "")
+		case strings.HasSuffix(m.Path, " (deleted)"):
+			return unsupported("mapping of deleted file "+m.Path, "")
+		case strings.HasPrefix(m.Path, "/"):
+			st, err := linux.StatPath(procfs.Path(pid, fmt.Sprintf("map_files/%x-%x", m.Start, m.End)))
+			if err != nil {
+				return fmt.Errorf("%s: stat %s: %w", what, m.Path, err)
+			}
+			if st.Mode&linux.SIFMT != linux.SIFREG {
+				return unsupported("device mapping "+m.Path, "device mappings need a plugin")
+			}
+			v.Kind = imagepb.VMAKind_VMA_KIND_FILE_PRIVATE
+			if m.Shared {
+				v.Kind = imagepb.VMAKind_VMA_KIND_FILE_SHARED
+			}
+			v.FileFlags = linux.ORdonly
+			if m.Shared && m.HasFlag("mw") {
+				v.FileFlags = linux.ORdwr
+			}
+		default:
+			return unsupported("mapping "+m.Path, "")
+		}
+		p.img.Vmas = append(p.img.Vmas, v)
+	}
+	return nil
+}
+
+// addShmem records the shared anonymous memory behind a mapping once for the whole dump.
+func (d *dumper) addShmem(p *procDump, m *procfs.Mapping, v *imagepb.VMA) error {
+	key := [2]uint64{uint64(m.DevMajor)<<32 | uint64(m.DevMinor), m.Inode}
+	s := d.shmem[key]
+	if s == nil {
+		s = &imagepb.SharedMemory{Id: uint32(len(d.shmem) + 1), Dev: key[0], Ino: key[1]}
+		d.shmem[key] = s
+		d.tree.Shmem = append(d.tree.Shmem, s)
+		d.shmemSrc = append(d.shmemSrc, shmemSource{shm: s, pid: p.t.Pid, start: m.Start, end: m.End})
+	}
+	if end := m.Offset + (m.End - m.Start); end > s.Size {
+		s.Size = end
+	}
+	v.ShmemId = s.Id
+	return nil
+}
+
+func regsToImage(r *linux.Regs) *imagepb.Regs {
+	return &imagepb.Regs{
+		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
+		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi, OrigRax: r.Orig_rax,
+		Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss, FsBase: r.Fs_base, GsBase: r.Gs_base,
+		Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
+	}
+}
+
+func regsFromImage(r *imagepb.Regs) linux.Regs {
+	return linux.Regs{
+		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
+		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi, Orig_rax: r.OrigRax,
+		Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss, Fs_base: r.FsBase, Gs_base: r.GsBase,
+		Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
+	}
+}

@@ -1,0 +1,194 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+)
+
+// maxMessage bounds every metadata file: no honest image comes near it.
+const maxMessage = 64 << 20
+
+// Names of the files of an image.
+const (
+	TreeName = "tree.img"
+)
+
+// ProcName is the metadata file of process pid.
+func ProcName(pid int32) string { return fmt.Sprintf("proc-%d.img", pid) }
+
+// PagesName is the page file of process pid.
+func PagesName(pid int32) string { return fmt.Sprintf("pages-%d.img", pid) }
+
+// PipeDataName is the file of the unread bytes of pipe id.
+func PipeDataName(id uint32) string { return fmt.Sprintf("pipe-%d.img", id) }
+
+// FileDataName is the saved content of deleted file id.
+func FileDataName(id uint32) string { return fmt.Sprintf("file-%d.img", id) }
+
+// ShmemName is the page file of shared memory object id.
+func ShmemName(id uint32) string { return fmt.Sprintf("shmem-%d.img", id) }
+
+// Checkpoint is an image that was read and checked.
+type Checkpoint struct {
+	Dir     string
+	Index   *imagepb.Index
+	Tree    *imagepb.Tree
+	Procs   map[int32]*imagepb.Process
+	entries map[string]*imagepb.FileEntry
+}
+
+// Open reads the image in dir and checks it: the index, the sizes of all files, the checksums
+// of the metadata and every count, length and offset in it. Data files are checksummed by
+// VerifyData.
+func Open(dir string) (*Checkpoint, error) {
+	idxPath := filepath.Join(dir, IndexName)
+	b, err := readLimited(idxPath)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return nil, fmt.Errorf("open image: %w", serr)
+		}
+		return nil, fmt.Errorf("%s has no %s: %w", dir, IndexName, ErrNoImage)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := &Checkpoint{Dir: dir, Index: &imagepb.Index{}, Procs: map[int32]*imagepb.Process{}, entries: map[string]*imagepb.FileEntry{}}
+	if err := proto.Unmarshal(b, c.Index); err != nil {
+		return nil, corrupt(IndexName, "cannot decode: %v", err)
+	}
+	if err := c.checkIndex(); err != nil {
+		return nil, err
+	}
+	c.Tree = &imagepb.Tree{}
+	if err := c.ReadMessage(TreeName, c.Tree); err != nil {
+		return nil, err
+	}
+	for _, p := range c.Tree.Processes {
+		m := &imagepb.Process{}
+		if err := c.ReadMessage(ProcName(p.Pid), m); err != nil {
+			return nil, err
+		}
+		c.Procs[p.Pid] = m
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxMessage+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxMessage {
+		return nil, corrupt(filepath.Base(path), "larger than %d bytes", maxMessage)
+	}
+	return b, nil
+}
+
+func (c *Checkpoint) checkIndex() error {
+	idx := c.Index
+	if idx.FormatVersion != FormatVersion {
+		return fmt.Errorf("image format version %d, this gocr reads version %d: %w", idx.FormatVersion, FormatVersion, ErrVersion)
+	}
+	switch idx.Kind {
+	case imagepb.Kind_KIND_FULL, imagepb.Kind_KIND_CHECK_ONLY:
+	default:
+		return corrupt(IndexName, "unknown image kind %d", idx.Kind)
+	}
+	for _, e := range idx.Files {
+		if err := checkName(e.Name); err != nil || e.Name == IndexName {
+			return corrupt(IndexName, "bad file name %q", e.Name)
+		}
+		if _, dup := c.entries[e.Name]; dup {
+			return corrupt(IndexName, "file %s listed twice", e.Name)
+		}
+		c.entries[e.Name] = e
+		st, err := os.Lstat(filepath.Join(c.Dir, e.Name))
+		if err != nil {
+			return corrupt(e.Name, "missing: %v", err)
+		}
+		if !st.Mode().IsRegular() {
+			return corrupt(e.Name, "not a regular file")
+		}
+		if uint64(st.Size()) != e.Size {
+			return corrupt(e.Name, "size %d, index says %d", st.Size(), e.Size)
+		}
+	}
+	if _, ok := c.entries[TreeName]; !ok {
+		return corrupt(IndexName, "no %s listed", TreeName)
+	}
+	return nil
+}
+
+// ReadMessage reads, checksums and decodes the metadata file name.
+func (c *Checkpoint) ReadMessage(name string, m proto.Message) error {
+	e, ok := c.entries[name]
+	if !ok {
+		return corrupt(name, "not listed in %s", IndexName)
+	}
+	if e.Size > maxMessage {
+		return corrupt(name, "larger than %d bytes", maxMessage)
+	}
+	b, err := readLimited(filepath.Join(c.Dir, name))
+	if err != nil {
+		return err
+	}
+	if uint64(len(b)) != e.Size {
+		return corrupt(name, "size %d, index says %d", len(b), e.Size)
+	}
+	if sum := crc32.Checksum(b, castagnoli); sum != e.Crc32C {
+		return corrupt(name, "checksum %08x, index says %08x", sum, e.Crc32C)
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return corrupt(name, "cannot decode: %v", err)
+	}
+	return nil
+}
+
+// Entry returns the index entry of name.
+func (c *Checkpoint) Entry(name string) (*imagepb.FileEntry, bool) {
+	e, ok := c.entries[name]
+	return e, ok
+}
+
+// Path returns where the file name of the image is.
+func (c *Checkpoint) Path(name string) string { return filepath.Join(c.Dir, name) }
+
+// VerifyData checksums every file of the image against the index.
+func (c *Checkpoint) VerifyData() error {
+	buf := make([]byte, 4<<20)
+	for _, e := range c.Index.Files {
+		f, err := os.Open(c.Path(e.Name))
+		if err != nil {
+			return corrupt(e.Name, "cannot open: %v", err)
+		}
+		h := crc32.New(castagnoli)
+		n, err := io.CopyBuffer(h, f, buf)
+		f.Close()
+		if err != nil {
+			return corrupt(e.Name, "cannot read: %v", err)
+		}
+		if uint64(n) != e.Size {
+			return corrupt(e.Name, "size %d, index says %d", n, e.Size)
+		}
+		if h.Sum32() != e.Crc32C {
+			return corrupt(e.Name, "checksum %08x, index says %08x", h.Sum32(), e.Crc32C)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package image
+
+import (
+	"sort"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+)
+
+// Bounds of an honest image on x86_64.
+const (
+	pageSize     = 4096
+	taskSizeMax  = 0x7ffffffff000 // TASK_SIZE_MAX with 4-level paging
+	vsyscallAddr = 0xffffffffff600000
+	maxXState    = 64 << 10
+	maxAuxv      = 4096
+	maxFds       = 1 << 20
+	maxSig       = 64
+)
+
+// validate checks every count, length and offset of the metadata against each other and
+// against the sizes of the data files, so that a restore never acts on a value it did not check.
+func (c *Checkpoint) validate() error {
+	t := c.Tree
+	if len(t.Processes) == 0 {
+		return corrupt(TreeName, "no processes")
+	}
+	if t.Cpu == nil {
+		return corrupt(TreeName, "no CPU description")
+	}
+	if t.Cpu.XstateSize < 512 || t.Cpu.XstateSize > maxXState {
+		return corrupt(TreeName, "XSTATE size %d out of range", t.Cpu.XstateSize)
+	}
+	pids := map[int32]*imagepb.ProcessEntry{}
+	for _, p := range t.Processes {
+		if p.Pid <= 0 || p.Pgid <= 0 || p.Sid <= 0 || p.Ppid < 0 {
+			return corrupt(TreeName, "process %d: bad pid, pgid or sid", p.Pid)
+		}
+		if _, dup := pids[p.Pid]; dup {
+			return corrupt(TreeName, "process %d listed twice", p.Pid)
+		}
+		pids[p.Pid] = p
+	}
+	isRoot := map[int32]bool{}
+	for _, r := range t.Roots {
+		if pids[r] == nil {
+			return corrupt(TreeName, "root %d is not a process of the image", r)
+		}
+		isRoot[r] = true
+	}
+	if len(t.Roots) == 0 {
+		return corrupt(TreeName, "no root process")
+	}
+	for _, p := range t.Processes {
+		if !isRoot[p.Pid] && pids[p.Ppid] == nil {
+			return corrupt(TreeName, "process %d: parent %d is not in the image", p.Pid, p.Ppid)
+		}
+	}
+	pipes := map[uint32]*imagepb.Pipe{}
+	for _, p := range t.Pipes {
+		if _, dup := pipes[p.Id]; dup {
+			return corrupt(TreeName, "pipe %d listed twice", p.Id)
+		}
+		pipes[p.Id] = p
+		if p.Capacity < pageSize || p.Capacity > 1<<30 || p.DataLen > uint64(p.Capacity) {
+			return corrupt(TreeName, "pipe %d: %d bytes in a pipe of %d", p.Id, p.DataLen, p.Capacity)
+		}
+		if err := c.dataFile(p.DataFile, p.DataLen, PipeDataName(p.Id)); err != nil {
+			return err
+		}
+	}
+	files := map[uint32]*imagepb.OpenFile{}
+	for _, f := range t.Files {
+		if _, dup := files[f.Id]; dup {
+			return corrupt(TreeName, "file %d listed twice", f.Id)
+		}
+		files[f.Id] = f
+		switch f.Kind {
+		case imagepb.FileKind_FILE_KIND_PIPE, imagepb.FileKind_FILE_KIND_FIFO:
+			if pipes[f.PipeId] == nil {
+				return corrupt(TreeName, "file %d: pipe %d not in the image", f.Id, f.PipeId)
+			}
+		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
+		default:
+			return corrupt(TreeName, "file %d: unknown kind %d", f.Id, f.Kind)
+		}
+		if f.Kind != imagepb.FileKind_FILE_KIND_PIPE && f.Path == "" {
+			return corrupt(TreeName, "file %d: no path", f.Id)
+		}
+		if f.Pos < 0 {
+			return corrupt(TreeName, "file %d: negative position", f.Id)
+		}
+		if f.Deleted {
+			if err := c.dataFile(f.DataFile, f.Size, FileDataName(f.Id)); err != nil {
+				return err
+			}
+		}
+	}
+	shmem := map[uint32]*imagepb.SharedMemory{}
+	for _, s := range t.Shmem {
+		if _, dup := shmem[s.Id]; dup {
+			return corrupt(TreeName, "shared memory %d listed twice", s.Id)
+		}
+		shmem[s.Id] = s
+		if s.Size%pageSize != 0 || s.Size > taskSizeMax {
+			return corrupt(TreeName, "shared memory %d: size %d", s.Id, s.Size)
+		}
+		n, err := checkRuns(TreeName, s.Runs, func(lo, hi uint64) bool { return hi <= s.Size })
+		if err != nil {
+			return err
+		}
+		if err := c.pagesFile(s.PagesFile, n, ShmemName(s.Id)); err != nil {
+			return err
+		}
+	}
+	for _, pe := range t.Processes {
+		if err := c.validateProcess(pe, files, shmem); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dataFile checks that a raw data file is the one expected for the object and has size bytes.
+func (c *Checkpoint) dataFile(name string, size uint64, want string) error {
+	if size == 0 && name == "" {
+		return nil
+	}
+	if name != want {
+		return corrupt(TreeName, "data file %q, expected %q", name, want)
+	}
+	e, ok := c.entries[name]
+	if !ok {
+		return corrupt(name, "not listed in %s", IndexName)
+	}
+	if e.Size != size {
+		return corrupt(name, "holds %d bytes, metadata says %d", e.Size, size)
+	}
+	return nil
+}
+
+func (c *Checkpoint) pagesFile(name string, pages uint64, want string) error {
+	if c.Index.Kind == imagepb.Kind_KIND_CHECK_ONLY {
+		if name != "" {
+			return corrupt(want, "page file in a check-only image")
+		}
+		return nil
+	}
+	return c.dataFile(name, pages*pageSize, want)
+}
+
+// checkRuns checks page runs: page-aligned, ascending, not overlapping, each inside what
+// inside accepts, and returns the number of pages.
+func checkRuns(file string, runs []*imagepb.PageRun, inside func(lo, hi uint64) bool) (uint64, error) {
+	var total, last uint64
+	for i, r := range runs {
+		if r.Vaddr%pageSize != 0 || r.NrPages == 0 || r.NrPages > taskSizeMax/pageSize {
+			return 0, corrupt(file, "page run %d: bad address %#x or count %d", i, r.Vaddr, r.NrPages)
+		}
+		end := r.Vaddr + r.NrPages*pageSize
+		if end < r.Vaddr || (i > 0 && r.Vaddr < last) {
+			return 0, corrupt(file, "page run %d at %#x overlaps or is out of order", i, r.Vaddr)
+		}
+		if !inside(r.Vaddr, end) {
+			return 0, corrupt(file, "page run %d at %#x (%d pages) is outside its memory", i, r.Vaddr, r.NrPages)
+		}
+		last = end
+		total += r.NrPages
+	}
+	return total, nil
+}
+
+func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]*imagepb.OpenFile, shmem map[uint32]*imagepb.SharedMemory) error {
+	name := ProcName(pe.Pid)
+	p := c.Procs[pe.Pid]
+	if p.Pid != pe.Pid {
+		return corrupt(name, "holds process %d", p.Pid)
+	}
+	if p.Regs == nil || p.Mm == nil || p.Creds == nil {
+		return corrupt(name, "registers, mm or credentials missing")
+	}
+	if uint32(len(p.Xstate)) != c.Tree.Cpu.XstateSize {
+		return corrupt(name, "XSTATE of %d bytes, tree says %d", len(p.Xstate), c.Tree.Cpu.XstateSize)
+	}
+	seen := map[int32]bool{}
+	for _, sa := range p.Sigactions {
+		if sa.Signo < 1 || sa.Signo > maxSig || sa.Signo == 9 || sa.Signo == 19 || seen[sa.Signo] {
+			return corrupt(name, "bad or repeated signal action for %d", sa.Signo)
+		}
+		seen[sa.Signo] = true
+	}
+	for _, si := range p.Pending {
+		if si.Signo < 1 || si.Signo > maxSig || len(si.Info) != 128 {
+			return corrupt(name, "bad pending signal %d", si.Signo)
+		}
+	}
+	for _, it := range p.Itimers {
+		if it.Which < 0 || it.Which > 2 || it.IntervalUsec < 0 || it.ValueUsec < 0 {
+			return corrupt(name, "bad interval timer %d", it.Which)
+		}
+	}
+	if len(p.Mm.Auxv)%16 != 0 || len(p.Mm.Auxv) > maxAuxv {
+		return corrupt(name, "auxv of %d bytes", len(p.Mm.Auxv))
+	}
+	for _, r := range p.Rlimits {
+		if r.Resource < 0 || r.Resource > 15 {
+			return corrupt(name, "bad rlimit %d", r.Resource)
+		}
+	}
+	if len(p.Creds.Uids) != 4 || len(p.Creds.Gids) != 4 || len(p.Creds.Groups) > 65536 {
+		return corrupt(name, "bad credentials")
+	}
+	var last uint64
+	for i, v := range p.Vmas {
+		if v.Kind == imagepb.VMAKind_VMA_KIND_VSYSCALL {
+			continue
+		}
+		if v.Start%pageSize != 0 || v.End%pageSize != 0 || v.Start >= v.End || v.End > taskSizeMax || v.Start < last {
+			return corrupt(name, "mapping %d %#x-%#x is misaligned, out of order or out of range", i, v.Start, v.End)
+		}
+		if v.Kind <= imagepb.VMAKind_VMA_KIND_UNSPECIFIED || v.Kind > imagepb.VMAKind_VMA_KIND_VSYSCALL {
+			return corrupt(name, "mapping %#x: unknown kind %d", v.Start, v.Kind)
+		}
+		if v.Prot&^7 != 0 || v.Pgoff%pageSize != 0 {
+			return corrupt(name, "mapping %#x: bad protection or offset", v.Start)
+		}
+		if v.Kind == imagepb.VMAKind_VMA_KIND_ANON_SHARED {
+			s := shmem[v.ShmemId]
+			if s == nil || v.Pgoff+(v.End-v.Start) > s.Size {
+				return corrupt(name, "mapping %#x: shared memory %d missing or too small", v.Start, v.ShmemId)
+			}
+		}
+		if (v.Kind == imagepb.VMAKind_VMA_KIND_FILE_PRIVATE || v.Kind == imagepb.VMAKind_VMA_KIND_FILE_SHARED) && v.Path == "" {
+			return corrupt(name, "mapping %#x: file mapping without a path", v.Start)
+		}
+		last = v.End
+	}
+	vmas := p.Vmas
+	// A run may span adjacent mappings, each of a kind that holds pages.
+	n, err := checkRuns(name, p.Pages, func(lo, hi uint64) bool {
+		i := sort.Search(len(vmas), func(i int) bool { return vmas[i].End > lo })
+		for ; i < len(vmas) && vmas[i].Start <= lo; i++ {
+			switch vmas[i].Kind {
+			case imagepb.VMAKind_VMA_KIND_ANON_PRIVATE, imagepb.VMAKind_VMA_KIND_FILE_PRIVATE,
+				imagepb.VMAKind_VMA_KIND_HEAP, imagepb.VMAKind_VMA_KIND_STACK:
+			default:
+				return false
+			}
+			if hi <= vmas[i].End {
+				return true
+			}
+			lo = vmas[i].End
+		}
+		return false
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.pagesFile(p.PagesFile, n, PagesName(p.Pid)); err != nil {
+		return err
+	}
+	if len(p.Fds) > maxFds {
+		return corrupt(name, "%d fds", len(p.Fds))
+	}
+	fds := map[int32]bool{}
+	for _, fd := range p.Fds {
+		if fd.Fd < 0 || fds[fd.Fd] || files[fd.FileId] == nil {
+			return corrupt(name, "fd %d: repeated or refers to no file", fd.Fd)
+		}
+		fds[fd.Fd] = true
+	}
+	return nil
+}

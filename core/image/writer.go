@@ -1,0 +1,226 @@
+// Package image writes and reads gocr image directories: protobuf metadata, raw page-aligned
+// data files and the index that names them all with sizes and checksums. A reader never trusts
+// an image: Open checks the index, Load checks every length, count and offset against what the
+// files hold. It knows nothing of processes beyond the messages in imagepb.
+package image
+
+import (
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+)
+
+// FormatVersion is the version of the image format this code writes and reads.
+const FormatVersion = 1
+
+// IndexName is the file every image has; it is written last.
+const IndexName = "index.img"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Writer builds an image in a temporary directory next to the final one; Commit makes it
+// appear whole under its name, Abort removes it.
+type Writer struct {
+	dir     string // final name
+	tmp     string
+	entries map[string]*imagepb.FileEntry
+	files   []*os.File // kept open until Commit syncs them
+}
+
+// Create starts an image to appear at dir. dir may not exist yet or be empty; an existing
+// image is replaced only with overwrite.
+func Create(dir string, overwrite bool) (*Writer, error) {
+	dir = filepath.Clean(dir)
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("open images directory: %w", err)
+	case len(ents) > 0:
+		if _, err := os.Stat(filepath.Join(dir, IndexName)); err == nil {
+			if !overwrite {
+				return nil, fmt.Errorf("%s already holds an image (use --overwrite to replace it): %w", dir, ErrExists)
+			}
+		} else {
+			return nil, fmt.Errorf("%s is not empty and holds no image: %w", dir, ErrExists)
+		}
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("create images directory: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".partial-")
+	if err != nil {
+		return nil, fmt.Errorf("create images directory: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	return &Writer{dir: dir, tmp: tmp, entries: map[string]*imagepb.FileEntry{}}, nil
+}
+
+// Dir is where the image is being written until Commit.
+func (w *Writer) Dir() string { return w.tmp }
+
+func (w *Writer) add(name string, f *os.File, size uint64, sum uint32) {
+	w.entries[name] = &imagepb.FileEntry{Name: name, Size: size, Crc32C: sum}
+	w.files = append(w.files, f)
+}
+
+func (w *Writer) create(name string) (*os.File, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if _, dup := w.entries[name]; dup {
+		return nil, fmt.Errorf("image file %s written twice", name)
+	}
+	return os.OpenFile(filepath.Join(w.tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+}
+
+// WriteMessage writes one protobuf message as the file name.
+func (w *Writer) WriteMessage(name string, m proto.Message) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	f, err := w.create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	w.add(name, f, uint64(len(b)), crc32.Checksum(b, castagnoli))
+	return nil
+}
+
+// DataFile is a raw file being written, checksummed as it goes.
+type DataFile struct {
+	w    *Writer
+	name string
+	f    *os.File
+	crc  hash.Hash32
+	n    uint64
+}
+
+// CreateData starts the raw file name.
+func (w *Writer) CreateData(name string) (*DataFile, error) {
+	f, err := w.create(name)
+	if err != nil {
+		return nil, err
+	}
+	return &DataFile{w: w, name: name, f: f, crc: crc32.New(castagnoli)}, nil
+}
+
+// Write appends b.
+func (d *DataFile) Write(b []byte) (int, error) {
+	n, err := d.f.Write(b)
+	d.crc.Write(b[:n])
+	d.n += uint64(n)
+	if err != nil {
+		return n, fmt.Errorf("write %s: %w", d.name, err)
+	}
+	return n, nil
+}
+
+// Size is what was written so far.
+func (d *DataFile) Size() uint64 { return d.n }
+
+// Close records the file in the index.
+func (d *DataFile) Close() error {
+	d.w.add(d.name, d.f, d.n, d.crc.Sum32())
+	return nil
+}
+
+// Commit writes the index, syncs every file and the directory, and renames the image into
+// place. After Commit returns nil the image is complete on disk.
+func (w *Writer) Commit(idx *imagepb.Index, sync bool) error {
+	idx.FormatVersion = FormatVersion
+	idx.CreatedUnixNano = time.Now().UnixNano()
+	idx.Files = idx.Files[:0]
+	for _, e := range w.entries {
+		idx.Files = append(idx.Files, e)
+	}
+	sort.Slice(idx.Files, func(i, j int) bool { return idx.Files[i].Name < idx.Files[j].Name })
+	b, err := proto.Marshal(idx)
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(w.tmp, IndexName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write index: %w", err)
+	}
+	w.files = append(w.files, f)
+	for _, f := range w.files {
+		if sync {
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("sync %s: %w", f.Name(), err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("close %s: %w", f.Name(), err)
+		}
+	}
+	w.files = nil
+	if sync {
+		if err := syncDir(w.tmp); err != nil {
+			return err
+		}
+	}
+	// Replace an old image (allowed by Create) by moving it aside first.
+	var old string
+	if _, err := os.Stat(filepath.Join(w.dir, IndexName)); err == nil {
+		old = w.tmp + ".old"
+		if err := os.Rename(w.dir, old); err != nil {
+			return fmt.Errorf("move old image aside: %w", err)
+		}
+	} else {
+		os.Remove(w.dir) // an empty directory the user made; rename needs it gone
+	}
+	if err := os.Rename(w.tmp, w.dir); err != nil {
+		return fmt.Errorf("put image in place: %w", err)
+	}
+	if old != "" {
+		os.RemoveAll(old)
+	}
+	if sync {
+		return syncDir(filepath.Dir(w.dir))
+	}
+	return nil
+}
+
+// Abort removes everything written.
+func (w *Writer) Abort() {
+	for _, f := range w.files {
+		f.Close()
+	}
+	w.files = nil
+	os.RemoveAll(w.tmp)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,398 @@
+package linux
+
+import (
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Syscall numbers (x86_64) the tracer injects into targets.
+const (
+	SysRead           = unix.SYS_READ
+	SysClose          = unix.SYS_CLOSE
+	SysMmap           = unix.SYS_MMAP
+	SysMprotect       = unix.SYS_MPROTECT
+	SysMunmap         = unix.SYS_MUNMAP
+	SysBrk            = unix.SYS_BRK
+	SysRtSigaction    = unix.SYS_RT_SIGACTION
+	SysPreadv         = unix.SYS_PREADV
+	SysMremap         = unix.SYS_MREMAP
+	SysMadvise        = unix.SYS_MADVISE
+	SysDup3           = unix.SYS_DUP3
+	SysGetitimer      = unix.SYS_GETITIMER
+	SysSetitimer      = unix.SYS_SETITIMER
+	SysFcntl          = unix.SYS_FCNTL
+	SysChdir          = unix.SYS_CHDIR
+	SysFchdir         = unix.SYS_FCHDIR
+	SysUmask          = unix.SYS_UMASK
+	SysSetpgid        = unix.SYS_SETPGID
+	SysSetsid         = unix.SYS_SETSID
+	SysSetresuid      = unix.SYS_SETRESUID
+	SysSetresgid      = unix.SYS_SETRESGID
+	SysSetgroups      = unix.SYS_SETGROUPS
+	SysCapset         = unix.SYS_CAPSET
+	SysSigaltstack    = unix.SYS_SIGALTSTACK
+	SysPersonality    = unix.SYS_PERSONALITY
+	SysPrctl          = unix.SYS_PRCTL
+	SysChroot         = unix.SYS_CHROOT
+	SysSetTidAddress  = unix.SYS_SET_TID_ADDRESS
+	SysOpenat         = unix.SYS_OPENAT
+	SysSetRobustList  = unix.SYS_SET_ROBUST_LIST
+	SysRtSigqueueinfo = unix.SYS_RT_SIGQUEUEINFO
+	SysRtTgsigqueue   = unix.SYS_RT_TGSIGQUEUEINFO
+	SysPrlimit64      = unix.SYS_PRLIMIT64
+	SysRseq           = unix.SYS_RSEQ
+	SysPidfdOpen      = unix.SYS_PIDFD_OPEN
+	SysClone3         = unix.SYS_CLONE3
+	SysPidfdGetfd     = unix.SYS_PIDFD_GETFD
+	SysCloseRange     = unix.SYS_CLOSE_RANGE
+	SysRestartSyscall = unix.SYS_RESTART_SYSCALL
+)
+
+// Kernel constants used to build injected calls.
+const (
+	ProtRead  = unix.PROT_READ
+	ProtWrite = unix.PROT_WRITE
+	ProtExec  = unix.PROT_EXEC
+
+	MapPrivate        = unix.MAP_PRIVATE
+	MapShared         = unix.MAP_SHARED
+	MapAnonymous      = unix.MAP_ANONYMOUS
+	MapFixed          = unix.MAP_FIXED
+	MapFixedNoreplace = unix.MAP_FIXED_NOREPLACE
+	MapGrowsdown      = unix.MAP_GROWSDOWN
+	MapNoreserve      = unix.MAP_NORESERVE
+	MapPopulate       = unix.MAP_POPULATE
+
+	MremapMaymove = unix.MREMAP_MAYMOVE
+	MremapFixed   = unix.MREMAP_FIXED
+
+	MadvDontfork   = unix.MADV_DONTFORK
+	MadvDontdump   = unix.MADV_DONTDUMP
+	MadvHugepage   = unix.MADV_HUGEPAGE
+	MadvNohugepage = unix.MADV_NOHUGEPAGE
+	MadvWipeonfork = unix.MADV_WIPEONFORK
+
+	ORdonly   = unix.O_RDONLY
+	OWronly   = unix.O_WRONLY
+	ORdwr     = unix.O_RDWR
+	OAccmode  = unix.O_ACCMODE
+	OCloexec  = unix.O_CLOEXEC
+	ONonblock = unix.O_NONBLOCK
+	OPath     = unix.O_PATH
+	OCreat    = unix.O_CREAT
+	OExcl     = unix.O_EXCL
+	OTrunc    = unix.O_TRUNC
+	ONoctty   = unix.O_NOCTTY
+	OTmpfile  = unix.O_TMPFILE
+	ATFdcwd   = unix.AT_FDCWD
+
+	FGetfd = unix.F_GETFD
+	FSetfd = unix.F_SETFD
+	FSetfl = unix.F_SETFL
+
+	PrSetName           = unix.PR_SET_NAME
+	PrSetPdeathsig      = unix.PR_SET_PDEATHSIG
+	PrGetPdeathsig      = unix.PR_GET_PDEATHSIG
+	PrGetTidAddress     = unix.PR_GET_TID_ADDRESS
+	PrSetMM             = unix.PR_SET_MM
+	PrSetMMMap          = unix.PR_SET_MM_MAP
+	PrSetNoNewPrivs     = unix.PR_SET_NO_NEW_PRIVS
+	PrSetChildSubreaper = unix.PR_SET_CHILD_SUBREAPER
+
+	SIGKILL = int(unix.SIGKILL)
+	SIGSTOP = int(unix.SIGSTOP)
+	SIGTRAP = int(unix.SIGTRAP)
+	SIGCONT = int(unix.SIGCONT)
+	SIGCHLD = int(unix.SIGCHLD)
+	SIGINT  = int(unix.SIGINT)
+)
+
+// Errno values callers test for.
+var (
+	ESRCH  = unix.ESRCH
+	EPERM  = unix.EPERM
+	EEXIST = unix.EEXIST
+	ENOENT = unix.ENOENT
+	EAGAIN = unix.EAGAIN
+)
+
+// Errno is a kernel error number.
+type Errno = unix.Errno
+
+// PageSize is the base page size.
+const PageSize = 4096
+
+// Kill sends sig to pid.
+func Kill(pid int, sig int) error {
+	return os.NewSyscallError("kill", unix.Kill(pid, unix.Signal(sig)))
+}
+
+// Tgkill sends sig to one thread.
+func Tgkill(tgid, tid int, sig int) error {
+	return os.NewSyscallError("tgkill", unix.Tgkill(tgid, tid, unix.Signal(sig)))
+}
+
+// ProcessVMReadv copies from the remote process's memory at raddr into buf, as far as it can.
+func ProcessVMReadv(pid int, buf []byte, raddr uint64) (int, error) {
+	local := []unix.Iovec{{Base: &buf[0]}}
+	local[0].SetLen(len(buf))
+	remote := []unix.RemoteIovec{{Base: uintptr(raddr), Len: len(buf)}}
+	for {
+		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, os.NewSyscallError("process_vm_readv", err)
+	}
+}
+
+// ProcessVMReadvMany reads several remote ranges into one local buffer, in order.
+func ProcessVMReadvMany(pid int, buf []byte, remote []unix.RemoteIovec) (int, error) {
+	local := []unix.Iovec{{Base: &buf[0]}}
+	local[0].SetLen(len(buf))
+	for {
+		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, os.NewSyscallError("process_vm_readv", err)
+	}
+}
+
+// RemoteIovec is struct iovec in another process.
+type RemoteIovec = unix.RemoteIovec
+
+// ProcessVMWritev copies buf into the remote process's memory at raddr.
+func ProcessVMWritev(pid int, buf []byte, raddr uint64) (int, error) {
+	local := []unix.Iovec{{Base: &buf[0]}}
+	local[0].SetLen(len(buf))
+	remote := []unix.RemoteIovec{{Base: uintptr(raddr), Len: len(buf)}}
+	for {
+		n, err := unix.ProcessVMWritev(pid, local, remote, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, os.NewSyscallError("process_vm_writev", err)
+	}
+}
+
+// PidfdOpen returns a pidfd for pid.
+func PidfdOpen(pid int) (int, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	return fd, os.NewSyscallError("pidfd_open", err)
+}
+
+// PidfdGetfd duplicates fd number targetfd of the process behind pidfd into this process.
+func PidfdGetfd(pidfd, targetfd int) (int, error) {
+	fd, err := unix.PidfdGetfd(pidfd, targetfd, 0)
+	return fd, os.NewSyscallError("pidfd_getfd", err)
+}
+
+const kcmpFile = 0 // KCMP_FILE, linux/kcmp.h
+
+// SameFile reports whether fds a and b of this process refer to one open file description
+// (kcmp KCMP_FILE).
+func SameFile(a, b int) (bool, error) {
+	pid := os.Getpid()
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), kcmpFile, uintptr(a), uintptr(b), 0)
+	if e != 0 {
+		return false, os.NewSyscallError("kcmp", e)
+	}
+	return r == 0, nil
+}
+
+// Tee duplicates up to n bytes from pipe in to pipe out without consuming them.
+func Tee(in, out int, n int) (int64, error) {
+	for {
+		m, err := unix.Tee(in, out, n, unix.SPLICE_F_NONBLOCK)
+		if err == unix.EINTR {
+			continue
+		}
+		return m, os.NewSyscallError("tee", err)
+	}
+}
+
+// Pipe2 creates a pipe.
+func Pipe2(flags int) (r, w int, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], flags); err != nil {
+		return -1, -1, os.NewSyscallError("pipe2", err)
+	}
+	return p[0], p[1], nil
+}
+
+// PipeSize returns a pipe's capacity (F_GETPIPE_SZ).
+func PipeSize(fd int) (int, error) {
+	n, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
+	return n, os.NewSyscallError("fcntl(F_GETPIPE_SZ)", err)
+}
+
+// SetPipeSize sets a pipe's capacity (F_SETPIPE_SZ).
+func SetPipeSize(fd int, size int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, size)
+	return os.NewSyscallError("fcntl(F_SETPIPE_SZ)", err)
+}
+
+// Stat is struct stat.
+type Stat = unix.Stat_t
+
+// Fstat stats an fd.
+func Fstat(fd int) (Stat, error) {
+	var st unix.Stat_t
+	err := unix.Fstat(fd, &st)
+	return st, os.NewSyscallError("fstat", err)
+}
+
+// Lstat stats a path without following a final symlink.
+func Lstat(path string) (Stat, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return st, &os.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	return st, nil
+}
+
+// Stat the path.
+func StatPath(path string) (Stat, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return st, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return st, nil
+}
+
+// File type bits of Stat.Mode.
+const (
+	SIFMT   = unix.S_IFMT
+	SIFREG  = unix.S_IFREG
+	SIFDIR  = unix.S_IFDIR
+	SIFIFO  = unix.S_IFIFO
+	SIFCHR  = unix.S_IFCHR
+	SIFBLK  = unix.S_IFBLK
+	SIFSOCK = unix.S_IFSOCK
+	SIFLNK  = unix.S_IFLNK
+)
+
+// Close closes a raw fd.
+func Close(fd int) error { return unix.Close(fd) }
+
+// Read reads from a raw fd, retrying EINTR.
+func Read(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, err
+	}
+}
+
+// Write writes all of b to a raw fd.
+func Write(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// Open opens a path and returns the raw fd.
+func Open(path string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, mode)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// Seek sets a raw fd's offset.
+func Seek(fd int, off int64, whence int) (int64, error) {
+	n, err := unix.Seek(fd, off, whence)
+	return n, os.NewSyscallError("lseek", err)
+}
+
+// Fchmod and friends used when recreating deleted files.
+func Fchmod(fd int, mode uint32) error { return os.NewSyscallError("fchmod", unix.Fchmod(fd, mode)) }
+
+// Unlink removes a path.
+func Unlink(path string) error { return unix.Unlink(path) }
+
+// SeekData and SeekHole whence values.
+const (
+	SeekData = unix.SEEK_DATA
+	SeekHole = unix.SEEK_HOLE
+)
+
+// Pread reads at an offset, retrying EINTR.
+func Pread(fd int, b []byte, off int64) (int, error) {
+	for {
+		n, err := unix.Pread(fd, b, off)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, err
+	}
+}
+
+// Uname returns the kernel release.
+func KernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// GetRobustList returns the robust futex list head and length of a thread (get_robust_list).
+func GetRobustList(tid int) (head, length uint64, err error) {
+	_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&length)))
+	if e != 0 {
+		return 0, 0, os.NewSyscallError("get_robust_list", e)
+	}
+	return head, length, nil
+}
+
+// SetChildSubreaper marks this process as a subreaper of its descendants.
+func SetChildSubreaper() error {
+	return os.NewSyscallError("prctl(PR_SET_CHILD_SUBREAPER)", unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+}
+
+// SchedSetaffinityCPU pins tid (0: the calling thread) to one CPU and returns the old mask.
+func SchedSetaffinityCPU(tid int, cpu int) (*unix.CPUSet, error) {
+	var old unix.CPUSet
+	if err := unix.SchedGetaffinity(tid, &old); err != nil {
+		return nil, os.NewSyscallError("sched_getaffinity", err)
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(tid, &set); err != nil {
+		return nil, os.NewSyscallError("sched_setaffinity", err)
+	}
+	return &old, nil
+}
+
+// SchedRestoreAffinity puts back a mask from SchedSetaffinityCPU.
+func SchedRestoreAffinity(tid int, set *unix.CPUSet) {
+	if set != nil {
+		_ = unix.SchedSetaffinity(tid, set)
+	}
+}
+
+// Gettid returns the calling thread's id.
+func Gettid() int { return unix.Gettid() }
+
+// Fsync flushes a file's data and metadata.
+func Fsync(fd int) error { return os.NewSyscallError("fsync", unix.Fsync(fd)) }

@@ -1,0 +1,24 @@
+package linux
+
+import (
+	"testing"
+	"unsafe"
+)
+
+// The ABI structs must match their C layout exactly.
+func TestABISizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"struct pm_scan_arg", unsafe.Sizeof(pmScanArg{}), 96},
+		{"struct page_region", unsafe.Sizeof(PageRegion{}), 24},
+		{"struct ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 32},
+		{"struct ptrace_peeksiginfo_args", unsafe.Sizeof(peekSigInfoArgs{}), 16},
+		{"struct user_regs_struct", unsafe.Sizeof(Regs{}), 27 * 8},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: size %d, want %d", c.name, c.got, c.want)
+		}
+	}
+}

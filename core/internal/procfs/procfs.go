@@ -1,0 +1,302 @@
+// Package procfs reads and parses the /proc files the dumper needs. It only parses text: it
+// makes no system calls besides reading files and links, and it keeps no state.
+package procfs
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Root is where proc is mounted; tests may point it elsewhere.
+var Root = "/proc"
+
+func path(pid int, name string) string {
+	return filepath.Join(Root, strconv.Itoa(pid), name)
+}
+
+// Stat is the part of /proc/PID/stat the dumper uses.
+type Stat struct {
+	Comm       string
+	State      byte
+	PPid       int
+	PGid       int
+	Sid        int
+	StartCode  uint64
+	EndCode    uint64
+	StartStack uint64
+	StartData  uint64
+	EndData    uint64
+	StartBrk   uint64
+	ArgStart   uint64
+	ArgEnd     uint64
+	EnvStart   uint64
+	EnvEnd     uint64
+}
+
+// ReadStat parses /proc/PID/stat.
+func ReadStat(pid int) (*Stat, error) {
+	b, err := os.ReadFile(path(pid, "stat"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseStat(b)
+}
+
+// ParseStat parses the text of a /proc/PID/stat file.
+func ParseStat(b []byte) (*Stat, error) {
+	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || close < open {
+		return nil, fmt.Errorf("parse stat: no comm")
+	}
+	s := &Stat{Comm: string(b[open+1 : close])}
+	f := strings.Fields(string(b[close+1:]))
+	// f[0] is field 3 (state); field N is f[N-3].
+	if len(f) < 49 {
+		return nil, fmt.Errorf("parse stat: %d fields, want at least 51", len(f)+2)
+	}
+	num := func(field int) uint64 {
+		v, _ := strconv.ParseUint(f[field-3], 10, 64)
+		return v
+	}
+	s.State = f[0][0]
+	s.PPid = int(num(4))
+	s.PGid = int(num(5))
+	s.Sid = int(num(6))
+	s.StartCode, s.EndCode, s.StartStack = num(26), num(27), num(28)
+	s.StartData, s.EndData, s.StartBrk = num(45), num(46), num(47)
+	s.ArgStart, s.ArgEnd, s.EnvStart, s.EnvEnd = num(48), num(49), num(50), num(51)
+	return s, nil
+}
+
+// Status is the part of /proc/PID/status the dumper uses.
+type Status struct {
+	Umask      uint32
+	Threads    int
+	TracerPid  int
+	Uids, Gids []uint32
+	Groups     []uint32
+	SigIgn     uint64
+	SigCgt     uint64
+	CapInh     uint64
+	CapPrm     uint64
+	CapEff     uint64
+	CapBnd     uint64
+	CapAmb     uint64
+	NoNewPrivs bool
+}
+
+// ReadStatus parses /proc/PID/status.
+func ReadStatus(pid int) (*Status, error) {
+	b, err := os.ReadFile(path(pid, "status"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseStatus(b), nil
+}
+
+// ParseStatus parses the text of a /proc/PID/status file.
+func ParseStatus(b []byte) *Status {
+	s := &Status{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		hex := func() uint64 { n, _ := strconv.ParseUint(v, 16, 64); return n }
+		list := func() []uint32 {
+			var out []uint32
+			for _, w := range strings.Fields(v) {
+				n, _ := strconv.ParseUint(w, 10, 32)
+				out = append(out, uint32(n))
+			}
+			return out
+		}
+		switch k {
+		case "Umask":
+			n, _ := strconv.ParseUint(v, 8, 32)
+			s.Umask = uint32(n)
+		case "Threads":
+			s.Threads, _ = strconv.Atoi(v)
+		case "TracerPid":
+			s.TracerPid, _ = strconv.Atoi(v)
+		case "Uid":
+			s.Uids = list()
+		case "Gid":
+			s.Gids = list()
+		case "Groups":
+			s.Groups = list()
+		case "SigIgn":
+			s.SigIgn = hex()
+		case "SigCgt":
+			s.SigCgt = hex()
+		case "CapInh":
+			s.CapInh = hex()
+		case "CapPrm":
+			s.CapPrm = hex()
+		case "CapEff":
+			s.CapEff = hex()
+		case "CapBnd":
+			s.CapBnd = hex()
+		case "CapAmb":
+			s.CapAmb = hex()
+		case "NoNewPrivs":
+			s.NoNewPrivs = v == "1"
+		}
+	}
+	return s
+}
+
+// Children lists the children of pid's main thread (/proc/PID/task/PID/children).
+func Children(pid int) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(Root, strconv.Itoa(pid), "task", strconv.Itoa(pid), "children"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, w := range strings.Fields(string(b)) {
+		n, err := strconv.Atoi(w)
+		if err != nil {
+			return nil, fmt.Errorf("parse children of %d: %q", pid, w)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Threads lists the thread ids of pid.
+func Threads(pid int) ([]int, error) {
+	ents, err := os.ReadDir(path(pid, "task"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Link reads a /proc/PID symlink such as exe, cwd, root or fd/N.
+func Link(pid int, name string) (string, error) {
+	return os.Readlink(path(pid, name))
+}
+
+// ReadFile reads /proc/PID/name whole.
+func ReadFile(pid int, name string) ([]byte, error) {
+	return os.ReadFile(path(pid, name))
+}
+
+// Path returns /proc/PID/name.
+func Path(pid int, name string) string { return path(pid, name) }
+
+// Limit is one line of /proc/PID/limits; Unlimited is ^0.
+type Limit struct {
+	Resource int
+	Cur, Max uint64
+}
+
+// limitNames are the rows of /proc/PID/limits in RLIMIT_* order (asm-generic/resource.h).
+var limitNames = []string{
+	"Max cpu time", "Max file size", "Max data size", "Max stack size", "Max core file size",
+	"Max resident set", "Max processes", "Max open files", "Max locked memory",
+	"Max address space", "Max file locks", "Max pending signals", "Max msgqueue size",
+	"Max nice priority", "Max realtime priority", "Max realtime timeout",
+}
+
+// ReadLimits parses /proc/PID/limits. prlimit on another user's task needs CAP_SYS_RESOURCE;
+// this file does not.
+func ReadLimits(pid int) ([]Limit, error) {
+	b, err := os.ReadFile(path(pid, "limits"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseLimits(b)
+}
+
+// ParseLimits parses the text of a /proc/PID/limits file.
+func ParseLimits(b []byte) ([]Limit, error) {
+	var out []Limit
+	for _, line := range strings.Split(string(b), "\n") {
+		for res, name := range limitNames {
+			if !strings.HasPrefix(line, name+" ") {
+				continue
+			}
+			f := strings.Fields(line[len(name):])
+			if len(f) < 2 {
+				return nil, fmt.Errorf("parse limits: %q", line)
+			}
+			val := func(s string) (uint64, error) {
+				if s == "unlimited" {
+					return ^uint64(0), nil
+				}
+				return strconv.ParseUint(s, 10, 64)
+			}
+			cur, err1 := val(f[0])
+			max, err2 := val(f[1])
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("parse limits: %q", line)
+			}
+			out = append(out, Limit{Resource: res, Cur: cur, Max: max})
+		}
+	}
+	if len(out) != len(limitNames) {
+		return nil, fmt.Errorf("parse limits: %d rows, want %d", len(out), len(limitNames))
+	}
+	return out, nil
+}
+
+// FdInfo is the part of /proc/PID/fdinfo/N the dumper uses.
+type FdInfo struct {
+	Pos   int64
+	Flags uint32
+	MntID int
+}
+
+// ReadFdInfo parses /proc/PID/fdinfo/FD.
+func ReadFdInfo(pid, fd int) (*FdInfo, error) {
+	b, err := os.ReadFile(path(pid, "fdinfo/"+strconv.Itoa(fd)))
+	if err != nil {
+		return nil, err
+	}
+	fi := &FdInfo{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "pos":
+			fi.Pos, _ = strconv.ParseInt(v, 10, 64)
+		case "flags":
+			n, _ := strconv.ParseUint(v, 8, 32)
+			fi.Flags = uint32(n)
+		case "mnt_id":
+			fi.MntID, _ = strconv.Atoi(v)
+		}
+	}
+	return fi, nil
+}
+
+// Fds lists the open fd numbers of pid in ascending order.
+func Fds(pid int) ([]int, error) {
+	ents, err := os.ReadDir(path(pid, "fd"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, n)
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}

@@ -1,0 +1,53 @@
+// Package tracer owns ptrace: an OS thread that every ptrace and wait4 call goes through, and
+// the tracees attached from it, with syscall injection. It knows nothing of images.
+package tracer
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// Thread is one locked OS thread. ptrace ties a tracee to the thread that attached it, so
+// every call for a tracee of this thread must run through Do.
+type Thread struct {
+	work chan func()
+	done chan struct{}
+}
+
+// NewThread starts a locked OS thread. Close ends it; the kernel detaches whatever it still traces.
+func NewThread() *Thread {
+	t := &Thread{work: make(chan func()), done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		// Never unlocked: the thread exits with the goroutine, so no other goroutine
+		// ever runs on a thread that is some process's tracer.
+		runtime.LockOSThread()
+		close(ready)
+		for f := range t.work {
+			f()
+		}
+		close(t.done)
+	}()
+	<-ready
+	return t
+}
+
+// Do runs f on the thread and returns its error. A panic in f is returned as an error.
+func (t *Thread) Do(f func() error) (err error) {
+	ch := make(chan error, 1)
+	t.work <- func() {
+		defer func() {
+			if r := recover(); r != nil {
+				ch <- fmt.Errorf("tracer thread: panic: %v", r)
+			}
+		}()
+		ch <- f()
+	}
+	return <-ch
+}
+
+// Close stops the thread.
+func (t *Thread) Close() {
+	close(t.work)
+	<-t.done
+}
