@@ -1,1 +1,99 @@
 package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gocr/gocr/core"
+)
+
+type restoreOptions struct {
+	*globalOptions
+	dir          string
+	detach       bool
+	leaveStopped bool
+	json         bool
+}
+
+func newCmdRestore(g *globalOptions, runF func(*restoreOptions) error) *cobra.Command {
+	opts := &restoreOptions{globalOptions: g}
+	cmd := &cobra.Command{
+		Use:   "restore -D DIR",
+		Short: "Bring a dumped tree of processes back",
+		Long: `Recreate the processes of the image in DIR with their PIDs, memory, open files and
+signals, and let them run. As CRIU does, gocr then waits for the root process and exits
+with its status; with --restore-detached it returns as soon as the tree runs. The image
+is checked before anything is created; if the restore fails, every process it made is
+killed and nothing is left behind.`,
+		Example: `  gocr restore -D /var/lib/ckpt/job1
+  gocr restore -d -D /tmp/img
+  gocr restore --leave-stopped -d -D /tmp/img && gocr resume -t 4121`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.dir == "" {
+				return usageError{fmt.Errorf("restore: from where? give the images directory with -D DIR")}
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return restoreRun(cmd, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&opts.dir, "images-dir", "D", "", "directory of the image")
+	f.BoolVarP(&opts.detach, "restore-detached", "d", false, "return once the tree runs, do not wait for it")
+	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the restored tree stopped (see gocr resume)")
+	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// exitStatusError carries the restored root's exit status to the exit code.
+type exitStatusError struct{ code int }
+
+func (e exitStatusError) Error() string {
+	return fmt.Sprintf("restored process exited with status %d", e.code)
+}
+
+func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
+	prog := newProgress(opts.errOut, "restore")
+	res, err := core.Restore(cmd.Context(), core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update})
+	prog.done()
+	if err != nil {
+		return err
+	}
+	s := res.Stats
+	opts.log.Debug("restore done", "processes", s.Processes, "bytes", s.Bytes, "verify", s.Verify,
+		"create", s.Create, "memory", s.Memory, "total", s.Total, "syscalls", s.Syscalls)
+	if opts.json {
+		if err := json.NewEncoder(opts.out).Encode(map[string]any{
+			"roots": res.Roots, "pids": res.Pids, "bytes": s.Bytes, "seconds": s.Total.Seconds(),
+		}); err != nil {
+			return err
+		}
+	} else if opts.detach || opts.leaveStopped {
+		state := "running"
+		if opts.leaveStopped {
+			state = "stopped"
+		}
+		fmt.Fprintf(opts.out, "restored %d process(es) (root %v), %s of memory, in %s; %s\n",
+			s.Processes, res.Roots, humanBytes(s.Bytes), s.Total.Round(1e5), state)
+	}
+	if opts.detach || opts.leaveStopped {
+		return nil
+	}
+	ws, err := res.Wait()
+	if err != nil {
+		return fmt.Errorf("restore: wait for pid %d: %w", res.Roots[0], err)
+	}
+	switch {
+	case ws.Exited() && ws.ExitStatus() == 0:
+		return nil
+	case ws.Exited():
+		return exitStatusError{ws.ExitStatus()}
+	case ws.Signaled():
+		return exitStatusError{128 + int(ws.Signal())}
+	}
+	return nil
+}

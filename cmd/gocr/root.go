@@ -41,7 +41,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log detail to standard error")
 	cmd.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write a detailed log to this file")
-	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil))
+	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	return cmd
 }
@@ -70,6 +70,10 @@ func (g *globalOptions) setupLog() error {
 
 // Main runs the CLI and returns the exit code.
 func Main() int {
+	if len(os.Args) > 0 && os.Args[0] == core.StubName {
+		// The restore stub is stopped by ptrace before it runs; if it ever runs, it stops here.
+		return exitFailure
+	}
 	return run(os.Args[1:], os.Stdout, os.Stderr)
 }
 
@@ -85,6 +89,10 @@ func run(args []string, out, errOut io.Writer) int {
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var es exitStatusError
+	if errors.As(err, &es) {
+		return es.code
 	}
 	code := exitCode(err)
 	if code == exitUsage && !errors.Is(err, core.ErrBadArgs) {

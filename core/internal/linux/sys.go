@@ -107,6 +107,10 @@ const (
 	SIGCONT = int(unix.SIGCONT)
 	SIGCHLD = int(unix.SIGCHLD)
 	SIGINT  = int(unix.SIGINT)
+	SIGSEGV = int(unix.SIGSEGV)
+	SIGBUS  = int(unix.SIGBUS)
+	SIGILL  = int(unix.SIGILL)
+	SIGFPE  = int(unix.SIGFPE)
 )
 
 // Errno values callers test for.
@@ -396,3 +400,9 @@ func Gettid() int { return unix.Gettid() }
 
 // Fsync flushes a file's data and metadata.
 func Fsync(fd int) error { return os.NewSyscallError("fsync", unix.Fsync(fd)) }
+
+// SetFl sets an fd's status flags (F_SETFL): O_APPEND, O_NONBLOCK...
+func SetFl(fd int, flags int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags)
+	return os.NewSyscallError("fcntl(F_SETFL)", err)
+}

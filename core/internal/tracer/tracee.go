@@ -13,6 +13,8 @@ var (
 	ErrExited = errors.New("process exited")
 	// ErrNoSyscallInsn means no `syscall` instruction was found to inject through.
 	ErrNoSyscallInsn = errors.New("no syscall instruction in the vdso")
+	// ErrFault means the tracee faulted while running an injected syscall.
+	ErrFault = errors.New("fault in injected code")
 )
 
 // Tracee is one stopped thread attached from a Thread. Every method must run on that Thread.
@@ -160,7 +162,12 @@ func (t *Tracee) waitSyscallStop() error {
 			}
 			t.NewChildren = append(t.NewChildren, int(child))
 		case 0, -1:
-			if sig != linux.SIGTRAP {
+			switch sig {
+			case linux.SIGSEGV, linux.SIGBUS, linux.SIGILL, linux.SIGFPE:
+				// Our own instruction faulted: going on would fault again forever.
+				return fmt.Errorf("injected syscall at %#x: signal %d: %w", t.SyscallAddr, sig, ErrFault)
+			case linux.SIGTRAP:
+			default:
 				t.Caught = append(t.Caught, sig)
 			}
 		}

@@ -1,0 +1,528 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+	"github.com/gocr/gocr/core/internal/tracer"
+)
+
+// StubName is argv[0] of the stub process a restore starts; gocr's main must exit at once
+// when it sees it.
+const StubName = "gocr-restore-stub"
+
+// RestoreOptions says what to restore and how to leave it.
+type RestoreOptions struct {
+	Dir string
+	// LeaveStopped leaves every restored process stopped (SIGSTOP); gocr resume goes on.
+	LeaveStopped bool
+	// Progress, if set, is called as work advances.
+	Progress func(Progress)
+}
+
+// Restored is a tree brought back. Its roots are children of the calling process.
+type Restored struct {
+	Roots []int
+	Pids  []int
+	Stats RestoreStats
+}
+
+// RestoreStats are figures of a finished restore.
+type RestoreStats struct {
+	Processes int
+	Bytes     uint64 // memory filled
+	Verify    time.Duration
+	Create    time.Duration
+	Memory    time.Duration
+	Total     time.Duration
+	Syscalls  int // injected
+}
+
+// Wait waits for the first root to end and returns its wait status.
+func (r *Restored) Wait() (syscall.WaitStatus, error) {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(r.Roots[0], &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		return ws, err
+	}
+}
+
+// Restore recreates the image's processes with their PIDs, memory, files and signals, and
+// lets them run (or leaves them stopped). Nothing is created until the whole image has been
+// checked; if anything fails later, every process created so far is killed and reaped.
+func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
+	start := time.Now()
+	c, err := image.Open(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if c.Index.Kind == imagepb.Kind_KIND_CHECK_ONLY {
+		return nil, fmt.Errorf("restore: %s is a check-only image: it holds no memory to restore: %w", opts.Dir, ErrBadArgs)
+	}
+	if err := c.VerifyData(); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	r := &restorer{c: c, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}}
+	r.stats.Verify = time.Since(start)
+	if err := r.preflight(); err != nil {
+		r.closeFiles()
+		return nil, err
+	}
+	if err := linux.SetChildSubreaper(); err != nil {
+		r.closeFiles()
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	r.thread = tracer.NewThread()
+	defer r.thread.Close()
+	err = r.run(ctx)
+	r.closeFiles()
+	if err != nil {
+		r.thread.Do(func() error { r.killAll(); return nil })
+		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
+			err = fmt.Errorf("%w: %w", ErrInterrupted, err)
+		}
+		return nil, err
+	}
+	res := &Restored{Stats: *r.stats}
+	for _, root := range c.Tree.Roots {
+		res.Roots = append(res.Roots, int(root))
+	}
+	for _, pe := range c.Tree.Processes {
+		res.Pids = append(res.Pids, int(pe.Pid))
+	}
+	res.Stats.Processes = len(res.Pids)
+	res.Stats.Total = time.Since(start)
+	return res, nil
+}
+
+type restorer struct {
+	c      *image.Checkpoint
+	opts   RestoreOptions
+	thread *tracer.Thread
+	order  []int32 // creation order, parents first
+	procs  map[int32]*procRestore
+	files  map[uint32]int // OpenFile id -> our fd of it
+	extra  []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
+	pages  map[string]int // image data file -> our fd
+	shmem  map[uint32]shmemOwner
+	stats  *RestoreStats
+}
+
+type shmemOwner struct {
+	pid        int32
+	start, end uint64
+}
+
+type procRestore struct {
+	img     *imagepb.Process
+	entry   *imagepb.ProcessEntry
+	t       *tracer.Tracee
+	scratch uint64
+	pidfd   uint64 // pidfd of gocr inside the process, -1 when none
+}
+
+// Layout of the scratch area mapped in every process while it is restored.
+const (
+	scratchSize  = 64 << 10
+	scratchIov   = 0        // up to 1024 iovecs
+	scratchArg   = 16 << 10 // strings and structs for one call
+	scratchArg2  = 24 << 10 // a second argument (auxv)
+	scratchArgSz = 8 << 10
+	maxIov       = 1024
+)
+
+// preflight checks everything that can be checked before a process is created, and opens
+// the files the processes will share.
+func (r *restorer) preflight() error {
+	var problems []string
+	for _, pe := range r.c.Tree.Processes {
+		if _, err := os.Stat(procfs.Path(int(pe.Pid), "")); err == nil {
+			comm, _ := procfs.ReadFile(int(pe.Pid), "comm")
+			problems = append(problems, fmt.Sprintf("pid %d is in use by %q", pe.Pid, strings.TrimSpace(string(comm))))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("restore: %s (end those processes, or restore elsewhere): %w", strings.Join(problems, "; "), ErrPidInUse)
+	}
+	for _, pe := range r.c.Tree.Processes {
+		p := r.c.Procs[pe.Pid]
+		for _, v := range p.Vmas {
+			if v.Kind != imagepb.VMAKind_VMA_KIND_FILE_PRIVATE && v.Kind != imagepb.VMAKind_VMA_KIND_FILE_SHARED {
+				continue
+			}
+			if st, err := linux.StatPath(v.Path); err != nil {
+				problems = append(problems, fmt.Sprintf("pid %d maps %s: %v", pe.Pid, v.Path, errors.Unwrap(err)))
+			} else if st.Mode&linux.SIFMT != linux.SIFREG {
+				problems = append(problems, fmt.Sprintf("pid %d maps %s: not a regular file", pe.Pid, v.Path))
+			}
+		}
+		if _, err := linux.StatPath(p.Mm.Exe); err != nil {
+			problems = append(problems, fmt.Sprintf("pid %d runs %s: %v", pe.Pid, p.Mm.Exe, errors.Unwrap(err)))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
+	}
+	if err := r.openFiles(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	r.pages = map[string]int{}
+	for _, e := range r.c.Index.Files {
+		if strings.HasPrefix(e.Name, "pages-") || strings.HasPrefix(e.Name, "shmem-") {
+			fd, err := linux.Open(r.c.Path(e.Name), linux.ORdonly|linux.OCloexec, 0)
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			r.pages[e.Name] = fd
+		}
+	}
+	return nil
+}
+
+func uniq(s []string) []string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (r *restorer) closeFiles() {
+	for _, fd := range r.files {
+		linux.Close(fd)
+	}
+	for _, fd := range r.extra {
+		linux.Close(fd)
+	}
+	for _, fd := range r.pages {
+		linux.Close(fd)
+	}
+	r.files, r.extra, r.pages = map[uint32]int{}, nil, map[string]int{}
+}
+
+func (r *restorer) run(ctx context.Context) error {
+	t0 := time.Now()
+	// Parents before children: the order of the tree file is already so.
+	children := map[int32][]int32{}
+	isRoot := map[int32]bool{}
+	for _, root := range r.c.Tree.Roots {
+		isRoot[root] = true
+	}
+	for _, pe := range r.c.Tree.Processes {
+		r.procs[pe.Pid] = &procRestore{img: r.c.Procs[pe.Pid], entry: pe, pidfd: ^uint64(0)}
+		if !isRoot[pe.Pid] {
+			children[pe.Ppid] = append(children[pe.Ppid], pe.Pid)
+		}
+	}
+	for _, root := range r.c.Tree.Roots {
+		if err := r.thread.Do(func() error { return r.createTree(root, children) }); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("restore: %w", ErrInterrupted)
+		}
+	}
+	if err := r.thread.Do(r.fixGroups); err != nil {
+		return err
+	}
+	r.stats.Create = time.Since(t0)
+	t1 := time.Now()
+	for _, pid := range r.order {
+		p := r.procs[pid]
+		if err := r.thread.Do(func() error { return r.restoreProcess(p) }); err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("restore: %w", ErrInterrupted)
+		}
+	}
+	r.stats.Memory = time.Since(t1)
+	// Every process is in place: now let them all go.
+	return r.thread.Do(r.releaseAll)
+}
+
+// createTree makes the root's process from a stub and then each descendant from its parent,
+// all with their old PIDs, by clone3 with set_tid run inside the parent.
+func (r *restorer) createTree(root int32, children map[int32][]int32) error {
+	stub, err := r.startStub(root)
+	if err != nil {
+		return err
+	}
+	p := r.procs[root]
+	child, err := r.cloneFrom(stub, p, true)
+	killStub(stub.t.Pid)
+	if err != nil {
+		return err
+	}
+	p.t, p.scratch = child, stub.scratch
+	r.order = append(r.order, root)
+	if err := r.joinSession(p); err != nil {
+		return err
+	}
+	queue := []int32{root}
+	for len(queue) > 0 {
+		parent := r.procs[queue[0]]
+		queue = queue[1:]
+		for _, pid := range children[parent.entry.Pid] {
+			p := r.procs[pid]
+			t, err := r.cloneFrom(parent, p, false)
+			if err != nil {
+				return err
+			}
+			p.t, p.scratch = t, parent.scratch
+			r.order = append(r.order, pid)
+			if err := r.joinSession(p); err != nil {
+				return err
+			}
+			queue = append(queue, pid)
+		}
+	}
+	return nil
+}
+
+// startStub starts gocr itself stopped at its first instruction, traced from this thread,
+// checks that this CPU can take the image's registers, and maps the scratch area at an
+// address free in the stub and in every process of the tree.
+func (r *restorer) startStub(root int32) (*procRestore, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("restore: find gocr binary for the stub: %w", err)
+	}
+	proc, err := os.StartProcess(exe, []string{StubName}, &os.ProcAttr{
+		Sys: &syscall.SysProcAttr{Ptrace: true},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore: start stub: %w", err)
+	}
+	pid := proc.Pid
+	proc.Release()
+	if err := tracer.WaitStopped(pid); err != nil {
+		return nil, fmt.Errorf("restore: start stub: %w", err)
+	}
+	fail := func(err error) (*procRestore, error) {
+		killStub(pid)
+		return nil, err
+	}
+	if err := linux.SetOptions(pid, linux.OptTraceSysGood|linux.OptTraceFork|linux.OptTraceClone|linux.OptExitKill); err != nil {
+		return fail(fmt.Errorf("restore: stub: %w", err))
+	}
+	t, err := tracer.Adopt(pid)
+	if err != nil {
+		return fail(fmt.Errorf("restore: stub: %w", err))
+	}
+	xs, err := linux.GetXState(pid)
+	if err != nil {
+		return fail(fmt.Errorf("restore: stub: %w", err))
+	}
+	cpu := r.c.Tree.Cpu
+	if uint32(len(xs)) != cpu.XstateSize || linux.XStateFeatures(xs) != cpu.Xfeatures {
+		return fail(fmt.Errorf("restore: the image was taken on a CPU with XSTATE of %d bytes (features %#x), this one has %d bytes (features %#x): %w",
+			cpu.XstateSize, cpu.Xfeatures, len(xs), linux.XStateFeatures(xs), ErrIncompatible))
+	}
+	maps, err := procfs.ReadSmaps(pid)
+	if err != nil {
+		return fail(fmt.Errorf("restore: stub: %w", err))
+	}
+	var busy [][2]uint64
+	for _, m := range maps {
+		busy = append(busy, [2]uint64{m.Start, m.End})
+		if m.Path == "[vdso]" {
+			if err := t.FindSyscallInsn(m.Start, m.End); err != nil {
+				return fail(fmt.Errorf("restore: stub: %w", err))
+			}
+		}
+	}
+	for _, p := range r.c.Procs {
+		for _, v := range p.Vmas {
+			busy = append(busy, [2]uint64{v.Start, v.End})
+		}
+	}
+	addr := freeArea(busy, scratchSize)
+	got, err := t.Syscall(linux.SysMmap, addr, scratchSize, linux.ProtRead|linux.ProtWrite,
+		linux.MapPrivate|linux.MapAnonymous|linux.MapFixedNoreplace, ^uint64(0), 0)
+	if err != nil {
+		return fail(fmt.Errorf("restore: stub: map scratch area: %w", err))
+	}
+	r.stats.Syscalls++
+	return &procRestore{t: t, scratch: got, entry: &imagepb.ProcessEntry{Pid: int32(pid)}}, nil
+}
+
+// freeArea finds size bytes, with a guard page each side, free of every busy range, above 4 GiB.
+func freeArea(busy [][2]uint64, size uint64) uint64 {
+	sort.Slice(busy, func(i, j int) bool { return busy[i][0] < busy[j][0] })
+	addr := uint64(1 << 32)
+	for _, b := range busy {
+		if b[1]+linux.PageSize <= addr {
+			continue
+		}
+		if b[0] >= addr+size+linux.PageSize {
+			break
+		}
+		addr = b[1] + linux.PageSize
+	}
+	return addr
+}
+
+func killStub(pid int) {
+	linux.Kill(pid, linux.SIGKILL)
+	for {
+		_, ws, err := linux.Wait4(pid, 0)
+		if err != nil || ws.Exited() || ws.Signaled() {
+			return
+		}
+	}
+}
+
+// cloneArgs is struct clone_args (linux/sched.h) up to CLONE_ARGS_SIZE_VER2, 88 bytes.
+type cloneArgs struct {
+	Flags, Pidfd, ChildTid, ParentTid, ExitSignal, Stack, StackSize, TLS, SetTid, SetTidSize, Cgroup uint64
+}
+
+const cloneParent = 0x8000 // CLONE_PARENT
+
+// cloneFrom runs clone3 inside parent to make p's process with its old PID and returns it,
+// stopped and traced. With asSibling the new process is the parent's sibling (CLONE_PARENT):
+// the stub's child would die with it.
+func (r *restorer) cloneFrom(parent, p *procRestore, asSibling bool) (*tracer.Tracee, error) {
+	pid := p.entry.Pid
+	setTid := parent.scratch + scratchArg + 128
+	args := cloneArgs{ExitSignal: uint64(linux.SIGCHLD), SetTid: setTid, SetTidSize: 1}
+	if asSibling {
+		args.Flags = cloneParent
+		args.ExitSignal = 0
+	}
+	if err := parent.t.WriteMem(parent.scratch+scratchArg, structBytes(&args)); err != nil {
+		return nil, err
+	}
+	if err := parent.t.WriteMem(setTid, le32bytes(uint32(pid))); err != nil {
+		return nil, err
+	}
+	parent.t.NewChildren = nil
+	got, err := parent.t.Syscall(linux.SysClone3, parent.scratch+scratchArg, uint64(unsafeSizeofCloneArgs))
+	r.stats.Syscalls++
+	if errors.Is(err, linux.EEXIST) {
+		return nil, fmt.Errorf("restore pid %d: %w", pid, ErrPidInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore pid %d: clone3 in %d: %w", pid, parent.t.Pid, err)
+	}
+	if int32(got) != pid {
+		return nil, fmt.Errorf("restore pid %d: clone3 made pid %d", pid, got)
+	}
+	if err := tracer.WaitStopped(int(pid)); err != nil {
+		return nil, fmt.Errorf("restore pid %d: wait for new process: %w", pid, err)
+	}
+	t, err := tracer.Adopt(int(pid))
+	if err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", pid, err)
+	}
+	t.SyscallAddr = parent.t.SyscallAddr
+	if err := linux.SetSigMask(int(pid), ^uint64(0)); err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", pid, err)
+	}
+	return t, nil
+}
+
+// joinSession makes a session or group leader lead again, before it makes children.
+func (r *restorer) joinSession(p *procRestore) error {
+	pid := p.entry.Pid
+	if p.entry.Sid == pid {
+		if _, err := p.t.Syscall(linux.SysSetsid); err != nil {
+			return fmt.Errorf("restore pid %d: setsid: %w", pid, err)
+		}
+		r.stats.Syscalls++
+	} else if p.entry.Pgid == pid {
+		if _, err := p.t.Syscall(linux.SysSetpgid, 0, 0); err != nil {
+			return fmt.Errorf("restore pid %d: setpgid: %w", pid, err)
+		}
+		r.stats.Syscalls++
+	}
+	return nil
+}
+
+// fixGroups moves processes into the process groups of other processes of the tree.
+func (r *restorer) fixGroups() error {
+	for _, pid := range r.order {
+		p := r.procs[pid]
+		g := p.entry.Pgid
+		if g == pid || r.procs[g] == nil {
+			continue // its own group (done), or a group outside the image: inherited
+		}
+		st, err := procfs.ReadStat(int(pid))
+		if err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+		if int32(st.PGid) == g {
+			continue
+		}
+		if _, err := p.t.Syscall(linux.SysSetpgid, 0, uint64(g)); err != nil {
+			return fmt.Errorf("restore pid %d: join process group %d: %w", pid, g, err)
+		}
+		r.stats.Syscalls++
+	}
+	return nil
+}
+
+// killAll kills every process created so far and reaps them all.
+func (r *restorer) killAll() {
+	var pids []int
+	for _, pid := range r.order {
+		pids = append(pids, int(pid))
+	}
+	for _, p := range r.procs {
+		if p.t != nil && !contains(pids, p.t.Pid) {
+			pids = append(pids, p.t.Pid)
+		}
+	}
+	for _, pid := range pids {
+		linux.Kill(pid, linux.SIGKILL)
+	}
+	// Children first: each is reaped as tracee, then as orphan of its dead parent (gocr is
+	// their subreaper), until nothing is left to wait for.
+	for i := len(pids) - 1; i >= 0; i-- {
+		for {
+			if _, _, err := linux.Wait4(pids[i], 0); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// releaseAll lets every process run (or stop), once all are in place.
+func (r *restorer) releaseAll() error {
+	for _, pid := range r.order {
+		p := r.procs[pid]
+		if err := r.finalRegs(p); err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+	}
+	for _, pid := range r.order {
+		p := r.procs[pid]
+		if r.opts.LeaveStopped {
+			if err := linux.Kill(int(pid), linux.SIGSTOP); err != nil {
+				return fmt.Errorf("restore pid %d: %w", pid, err)
+			}
+		}
+		if err := linux.Detach(int(pid), 0); err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+		p.t = nil
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package core
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+)
+
+// openFiles opens every open file description of the image in gocr, with its flags and
+// offset, so that the processes take them over with pidfd_getfd: fds that shared a
+// description share it again.
+func (r *restorer) openFiles() error {
+	pipes := map[uint32]*imagepb.Pipe{}
+	for _, p := range r.c.Tree.Pipes {
+		pipes[p.Id] = p
+	}
+	type ends struct {
+		r, w         int
+		usedR, usedW bool
+	}
+	made := map[uint32]*ends{} // pipe id -> our ends
+	for _, f := range r.c.Tree.Files {
+		acc := int(f.Flags) & linux.OAccmode
+		flags := int(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
+		var fd int
+		var err error
+		switch f.Kind {
+		case imagepb.FileKind_FILE_KIND_REGULAR:
+			if f.Deleted {
+				fd, err = r.recreateDeleted(f, flags)
+			} else {
+				fd, err = linux.Open(f.Path, flags|linux.OCloexec, 0)
+			}
+			if err == nil && f.Pos != 0 {
+				_, err = linux.Seek(fd, f.Pos, 0)
+			}
+		case imagepb.FileKind_FILE_KIND_DIRECTORY:
+			fd, err = linux.Open(f.Path, flags|linux.OCloexec, 0)
+			if err == nil && f.Pos != 0 {
+				_, err = linux.Seek(fd, f.Pos, 0)
+			}
+		case imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
+			fd, err = linux.Open(f.Path, flags|linux.OCloexec|linux.ONoctty, 0)
+		case imagepb.FileKind_FILE_KIND_PIPE, imagepb.FileKind_FILE_KIND_FIFO:
+			e := made[f.PipeId]
+			if e == nil {
+				e = &ends{r: -1, w: -1}
+				made[f.PipeId] = e
+				if err := r.makePipe(f, pipes[f.PipeId], &e.r, &e.w); err != nil {
+					return err
+				}
+			}
+			// The first description of each end takes it; more are opened anew through /proc.
+			end, used := e.r, &e.usedR
+			if acc == linux.OWronly {
+				end, used = e.w, &e.usedW
+			}
+			switch {
+			case acc == linux.ORdwr && f.Kind == imagepb.FileKind_FILE_KIND_FIFO:
+				fd, err = linux.Open(f.Path, linux.ORdwr|linux.ONonblock|linux.OCloexec, 0)
+			case !*used:
+				fd, *used = end, true
+			default:
+				fd, err = linux.Open("/proc/self/fd/"+strconv.Itoa(end), acc|linux.ONonblock|linux.OCloexec, 0)
+			}
+			if err == nil {
+				err = setFl(fd, flags)
+			}
+		default:
+			return fmt.Errorf("file %d: unknown kind %v", f.Id, f.Kind)
+		}
+		if err != nil {
+			return fmt.Errorf("open file %d (%s): %w", f.Id, f.Path, err)
+		}
+		r.files[f.Id] = fd
+	}
+	for _, e := range made {
+		if !e.usedR {
+			r.extra = append(r.extra, e.r)
+		}
+		if !e.usedW {
+			r.extra = append(r.extra, e.w)
+		}
+	}
+	return nil
+}
+
+func setFl(fd int, flags int) error {
+	return linux.SetFl(fd, flags)
+}
+
+// makePipe creates the pipe (or opens the FIFO) behind f with its capacity and unread bytes.
+// The FIFO is opened read-write first so that neither end blocks.
+func (r *restorer) makePipe(f *imagepb.OpenFile, p *imagepb.Pipe, rd, wr *int) error {
+	var err error
+	if f.Kind == imagepb.FileKind_FILE_KIND_FIFO {
+		holder, err := linux.Open(f.Path, linux.ORdwr|linux.ONonblock|linux.OCloexec, 0)
+		if err != nil {
+			return fmt.Errorf("open FIFO %s: %w", f.Path, err)
+		}
+		r.extra = append(r.extra, holder)
+		if *rd, err = linux.Open(f.Path, linux.ORdonly|linux.ONonblock|linux.OCloexec, 0); err != nil {
+			return err
+		}
+		if *wr, err = linux.Open(f.Path, linux.OWronly|linux.ONonblock|linux.OCloexec, 0); err != nil {
+			return err
+		}
+	} else if *rd, *wr, err = linux.Pipe2(linux.OCloexec | linux.ONonblock); err != nil {
+		return err
+	}
+	if p.Capacity != 0 {
+		if err := linux.SetPipeSize(*wr, int(p.Capacity)); err != nil {
+			return fmt.Errorf("pipe %d: %w", p.Id, err)
+		}
+	}
+	if p.DataLen > 0 {
+		b, err := os.ReadFile(r.c.Path(p.DataFile))
+		if err != nil {
+			return err
+		}
+		if err := linux.Write(*wr, b); err != nil {
+			return fmt.Errorf("pipe %d: refill: %w", p.Id, err)
+		}
+	}
+	return nil
+}
+
+// recreateDeleted makes a new unlinked file with the saved content of a deleted one, at its
+// old path when that is free (so /proc shows the same name), else next to it.
+func (r *restorer) recreateDeleted(f *imagepb.OpenFile, flags int) (int, error) {
+	path := f.Path
+	tmp, err := linux.Open(path, linux.ORdwr|linux.OCreat|linux.OExcl|linux.OCloexec, f.Mode&0o7777)
+	if err != nil {
+		path = filepath.Join(filepath.Dir(f.Path), fmt.Sprintf(".gocr-deleted-%d-%d", os.Getpid(), f.Id))
+		if tmp, err = linux.Open(path, linux.ORdwr|linux.OCreat|linux.OExcl|linux.OCloexec, f.Mode&0o7777); err != nil {
+			return -1, err
+		}
+	}
+	defer linux.Unlink(path)
+	defer linux.Close(tmp)
+	if f.Size > 0 {
+		b, err := os.ReadFile(r.c.Path(f.DataFile))
+		if err != nil {
+			return -1, err
+		}
+		if err := linux.Write(tmp, b); err != nil {
+			return -1, err
+		}
+	}
+	return linux.Open(path, flags|linux.OCloexec, 0)
+}
