@@ -1,0 +1,230 @@
+// Package testutil starts and watches the C workloads the tests checkpoint. It is for tests
+// only: it builds testdata/workloads with gcc, starts processes that the test owns, and ends
+// them by PID, never by name.
+package testutil
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gocr/gocr/core/internal/linux"
+)
+
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{}
+)
+
+// Workloads is the directory of the C workloads.
+func Workloads() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "workloads")
+}
+
+// Build compiles testdata/workloads/NAME.c once per test binary and returns its path.
+func Build(t testing.TB, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[name]; ok {
+		return p
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "gocr-workloads-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed to build the test workloads: %v", err)
+	}
+	out := filepath.Join(buildDir, name)
+	cmd := exec.Command("gcc", "-O1", "-g", "-o", out, filepath.Join(Workloads(), name+".c"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, b)
+	}
+	built[name] = out
+	return out
+}
+
+// Cleanup removes the built workloads; TestMain calls it.
+func Cleanup() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// Proc is a process a test started.
+type Proc struct {
+	Pid int
+	Cmd *exec.Cmd
+}
+
+// Start starts bin with args in its own process group; the test kills and reaps it at the end.
+func Start(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p := &Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+// Kill kills the process and reaps it if it is our child.
+func (p *Proc) Kill() {
+	if p.Cmd == nil {
+		return
+	}
+	syscall.Kill(p.Pid, syscall.SIGKILL)
+	p.Cmd.Wait()
+	p.Cmd = nil
+}
+
+// Reap waits for a process that was killed by a dump: it is still our child.
+func (p *Proc) Reap() error {
+	if p.Cmd == nil {
+		return nil
+	}
+	err := p.Cmd.Wait()
+	p.Cmd = nil
+	return err
+}
+
+// Adopt registers the cleanup of a process the test did not start itself (a restored root,
+// or a restored child reparented to the test, which is a subreaper): kill by PID and reap.
+func Adopt(t testing.TB, pid int) {
+	t.Cleanup(func() { KillAndReap(pid) })
+}
+
+// KillAndReap kills pid and waits for it if it is our child; it gives up after 5 s.
+func KillAndReap(pid int) {
+	if syscall.Kill(pid, syscall.SIGKILL) != nil {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var ws syscall.WaitStatus
+		wpid, err := syscall.Wait4(pid, &ws, syscall.WNOHANG|0x40000000 /* __WALL */, nil)
+		if err != nil || wpid == pid {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// SetSubreaper makes the test process the reaper of orphans it started: restored processes
+// whose gocr parent went away come back to it, and PID 1 here reaps only every few seconds.
+func SetSubreaper() error {
+	return linux.SetChildSubreaper()
+}
+
+// ReapOrphans reaps every exited child, without waiting.
+func ReapOrphans() {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG|0x40000000, nil)
+		if err != nil || pid <= 0 {
+			return
+		}
+	}
+}
+
+// WaitFor polls cond every 5 ms until it holds or 10 s pass.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ReadFile reads a file, empty if it does not exist yet.
+func ReadFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// Lines returns the complete lines of a file.
+func Lines(path string) []string {
+	s := ReadFile(path)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	} else {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// ProcState returns the State letter and TracerPid of pid from /proc, or "" if it is gone.
+func ProcState(pid int) (state string, tracer int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", 0
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		f := strings.Fields(string(line))
+		if len(f) >= 2 && f[0] == "State:" {
+			state = f[1]
+		}
+		if len(f) >= 2 && f[0] == "TracerPid:" {
+			tracer, _ = strconv.Atoi(f[1])
+		}
+	}
+	return state, tracer
+}
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	s, _ := ProcState(pid)
+	return s != "" && s != "Z" && s != "X"
+}
+
+// Stat returns ppid, pgid and sid of pid.
+func Stat(pid int) (ppid, pgid, sid int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ppid, _ = strconv.Atoi(f[1])
+	pgid, _ = strconv.Atoi(f[2])
+	sid, _ = strconv.Atoi(f[3])
+	return ppid, pgid, sid, nil
+}
+
+// Children lists the children of pid.
+func Children(pid int) []int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	var out []int
+	for _, w := range strings.Fields(string(b)) {
+		n, _ := strconv.Atoi(w)
+		out = append(out, n)
+	}
+	return out
+}
+
+// RequireRoot skips when not root: ptrace of other processes and clone3 with set_tid need it.
+func RequireRoot(t testing.TB) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: ptrace and clone3 with set_tid (CAP_SYS_ADMIN, CAP_SYS_PTRACE)")
+	}
+}

@@ -1,0 +1,89 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/core/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	// Restored processes are children of this process; their orphans come back to it too.
+	if err := testutil.SetSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "set child subreaper:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testutil.ReapOrphans()
+	testutil.Cleanup()
+	os.Exit(code)
+}
+
+// dump dumps the tree of pid into a new directory and returns it.
+func dump(t *testing.T, final core.FinalState, pids ...int) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: pids, Dir: dir, Final: final}); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	return dir
+}
+
+// restore restores dir and registers the cleanup of every restored process.
+func restore(t *testing.T, dir string) *core.Restored {
+	t.Helper()
+	res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: dir})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	for i := len(res.Pids) - 1; i >= 0; i-- {
+		testutil.Adopt(t, res.Pids[i])
+	}
+	return res
+}
+
+// lastInt returns the first number of the last line of a log.
+func lastInt(t *testing.T, path string) int {
+	lines := testutil.Lines(path)
+	if len(lines) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.Fields(lines[len(lines)-1])[0])
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return n
+}
+
+// checkSequence checks that a log counts 1, 2, 3... up to at least want, without gap or
+// repeat, each line holding the same number in every column.
+func checkSequence(t *testing.T, path string, want int) {
+	t.Helper()
+	lines := testutil.Lines(path)
+	for i, l := range lines {
+		for _, f := range strings.Fields(l) {
+			if f != strconv.Itoa(i+1) {
+				t.Fatalf("%s line %d is %q, want %d: the count has a gap, a repeat or a mismatch", path, i+1, l, i+1)
+			}
+		}
+	}
+	if len(lines) < want {
+		t.Fatalf("%s has %d lines, want at least %d", path, len(lines), want)
+	}
+}
+
+// waitReaped waits for a process killed by a dump to be gone, reaping it as its parent.
+func waitReaped(t *testing.T, p *testutil.Proc) {
+	t.Helper()
+	p.Reap()
+	testutil.WaitFor(t, fmt.Sprintf("pid %d to be gone", p.Pid), func() bool {
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", p.Pid))
+		return err != nil
+	})
+}

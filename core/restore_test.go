@@ -1,0 +1,168 @@
+package core_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/core/internal/testutil"
+)
+
+// A counter in heap and stack, logged through an fd at its own position, goes on after a
+// restore with no gap, no repeat and no mismatch.
+func TestRestoreCounterContinues(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "counter")
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, bin, log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 5 })
+
+	dir := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+
+	res := restore(t, dir)
+	if res.Roots[0] != p.Pid {
+		t.Fatalf("restored root is %d, want %d", res.Roots[0], p.Pid)
+	}
+	testutil.WaitFor(t, "restored counter to go on", func() bool { return lastInt(t, log) >= at+20 })
+	checkSequence(t, log, at+20)
+	if comm := strings.TrimSpace(testutil.ReadFile(fmt.Sprintf("/proc/%d/comm", p.Pid))); comm != "counter" {
+		t.Errorf("restored comm is %q, want counter", comm)
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid))
+	if exe != bin {
+		t.Errorf("restored exe is %q, want %q", exe, bin)
+	}
+}
+
+// A tree of four keeps its pids, parents, groups and session, every process goes on
+// counting, and the anonymous shared page is shared again between root and child a.
+func TestRestoreTree(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "tree")
+	dir := t.TempDir()
+	p := testutil.Start(t, bin, dir)
+	for _, name := range []string{"root", "a", "b", "c"} {
+		testutil.WaitFor(t, name+" to count", func() bool { return lastInt(t, filepath.Join(dir, name+".log")) >= 3 })
+	}
+	type ids struct{ ppid, pgid, sid int }
+	before := map[int]ids{}
+	var walk func(pid int)
+	walk = func(pid int) {
+		pp, pg, s, err := testutil.Stat(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[pid] = ids{pp, pg, s}
+		for _, c := range testutil.Children(pid) {
+			walk(c)
+		}
+	}
+	walk(p.Pid)
+	if len(before) != 4 {
+		t.Fatalf("tree has %d processes, want 4", len(before))
+	}
+
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	for pid := range before {
+		testutil.KillAndReap(pid) // orphans of the killed root came back to us
+	}
+	testutil.ReapOrphans()
+	at := map[string]int{}
+	for _, name := range []string{"root", "a", "b", "c", "shared"} {
+		at[name] = lastInt(t, filepath.Join(dir, name+".log"))
+	}
+
+	res := restore(t, img)
+	if len(res.Pids) != 4 {
+		t.Fatalf("restored %d processes, want 4", len(res.Pids))
+	}
+	for pid, want := range before {
+		pp, pg, s, err := testutil.Stat(pid)
+		if err != nil {
+			t.Fatalf("pid %d not restored: %v", pid, err)
+		}
+		if pid == p.Pid {
+			want.ppid = os.Getpid() // the restored root is our child
+		}
+		if (ids{pp, pg, s}) != want {
+			t.Errorf("pid %d: ppid/pgid/sid %d/%d/%d, want %d/%d/%d", pid, pp, pg, s, want.ppid, want.pgid, want.sid)
+		}
+	}
+	for _, name := range []string{"root", "a", "b", "c"} {
+		log := filepath.Join(dir, name+".log")
+		testutil.WaitFor(t, name+" to go on", func() bool { return lastInt(t, log) >= at[name]+10 })
+		checkSequence(t, log, at[name]+10)
+	}
+	// After the restore, echo must follow ping: the page is shared again.
+	shared := filepath.Join(dir, "shared.log")
+	testutil.WaitFor(t, "echo to follow ping", func() bool {
+		lines := testutil.Lines(shared)
+		if len(lines) < at["shared"]+10 {
+			return false
+		}
+		var ping, echo int
+		fmt.Sscan(lines[len(lines)-1], &ping, &echo)
+		return echo > at["shared"] && ping-echo <= 2
+	})
+}
+
+// Signal handler, blocked pending signal, pipe bytes, file offset and a pattern at a fixed
+// address all come back.
+func TestRestoreState(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "state")
+	dir := t.TempDir()
+	p := testutil.Start(t, bin, dir)
+	testutil.WaitFor(t, "state to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+
+	if err := syscall.Kill(p.Pid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	want := "usr1=1 pending_usr2=1 pipe=hello pipe bytes offset=12345 pattern=ok"
+	if got := testutil.Lines(report)[0]; got != want {
+		t.Fatalf("report after restore:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A process restored with LeaveStopped stays stopped until Resume.
+func TestRestoreLeaveStoppedAndResume(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "counter")
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, bin, log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+
+	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, LeaveStopped: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	testutil.WaitFor(t, "restored process to stop", func() bool { s, _ := testutil.ProcState(p.Pid); return s == "T" })
+	if _, tracer := testutil.ProcState(p.Pid); tracer != 0 {
+		t.Fatalf("stopped process is still traced by %d", tracer)
+	}
+	if got := lastInt(t, log); got != at {
+		t.Fatalf("stopped process counted from %d to %d", at, got)
+	}
+	if n, err := core.Resume(p.Pid); err != nil || n != 1 {
+		t.Fatalf("resume: %d, %v", n, err)
+	}
+	testutil.WaitFor(t, "resumed counter to go on", func() bool { return lastInt(t, log) >= at+10 })
+	checkSequence(t, log, at+10)
+}
