@@ -1,0 +1,297 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/testutil"
+)
+
+// The image holds exactly the pattern written at the fixed address, the unread pipe bytes,
+// the file offset, the blocked and pending signal and the handler.
+func TestDumpImageHoldsState(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "state")
+	dir := t.TempDir()
+	p := testutil.Start(t, bin, dir)
+	testutil.WaitFor(t, "state to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	img := dump(t, core.LeaveRunning, p.Pid)
+	if !testutil.Alive(p.Pid) {
+		t.Fatal("process did not survive --leave-running")
+	}
+
+	c, err := image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.VerifyData(); err != nil {
+		t.Fatal(err)
+	}
+	proc := c.Procs[int32(p.Pid)]
+	if proc == nil {
+		t.Fatalf("no process %d in the image", p.Pid)
+	}
+	// Find the 64 pattern pages at 0x10000000 in the page file.
+	const addr, pages = 0x10000000, 64
+	var off uint64
+	found := false
+	for _, r := range proc.Pages {
+		if r.Vaddr <= addr && addr+pages*4096 <= r.Vaddr+r.NrPages*4096 {
+			off += addr - r.Vaddr
+			found = true
+			break
+		}
+		off += r.NrPages * 4096
+	}
+	if !found {
+		t.Fatalf("pattern pages not in the image: runs %v", proc.Pages)
+	}
+	b, err := os.ReadFile(filepath.Join(img, proc.PagesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < pages*4096; i++ {
+		if want := byte((i*7 + 3) % 251); b[int(off)+i] != want {
+			t.Fatalf("image byte %#x of the pattern is %#x, want %#x", i, b[int(off)+i], want)
+		}
+	}
+	var pipeData string
+	for _, pp := range c.Tree.Pipes {
+		if pp.DataLen > 0 {
+			d, _ := os.ReadFile(filepath.Join(img, pp.DataFile))
+			pipeData = string(d)
+		}
+	}
+	if pipeData != "hello pipe bytes" {
+		t.Errorf("pipe bytes in the image: %q", pipeData)
+	}
+	var offset int64 = -1
+	for _, f := range c.Tree.Files {
+		if f.Path == filepath.Join(dir, "data") {
+			offset = f.Pos
+		}
+	}
+	if offset != 12345 {
+		t.Errorf("file offset in the image: %d, want 12345", offset)
+	}
+	if proc.Sigmask&(1<<(syscall.SIGUSR2-1)) == 0 {
+		t.Errorf("SIGUSR2 not blocked in the image: mask %#x", proc.Sigmask)
+	}
+	pending := false
+	for _, s := range proc.Pending {
+		pending = pending || s.Signo == int32(syscall.SIGUSR2)
+	}
+	if !pending {
+		t.Errorf("SIGUSR2 not pending in the image: %v", proc.Pending)
+	}
+	handled := false
+	for _, a := range proc.Sigactions {
+		handled = handled || (a.Signo == int32(syscall.SIGUSR1) && a.Handler > 1)
+	}
+	if !handled {
+		t.Errorf("no SIGUSR1 handler in the image")
+	}
+	// The process was left running unharmed: it still reports, the pipe bytes unread.
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got, want := testutil.Lines(report)[0], "usr1=1 pending_usr2=1 pipe=hello pipe bytes offset=12345 pattern=ok"; got != want {
+		t.Fatalf("after the dump:\n got %s\nwant %s", got, want)
+	}
+	// Files are private: 0700 directory, 0600 files.
+	if st, _ := os.Stat(img); st.Mode().Perm() != 0o700 {
+		t.Errorf("image directory mode %o", st.Mode().Perm())
+	}
+	ents, _ := os.ReadDir(img)
+	for _, e := range ents {
+		if st, _ := os.Stat(filepath.Join(img, e.Name())); st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %o", e.Name(), st.Mode().Perm())
+		}
+	}
+}
+
+// Every process of the tree is dumped and a dump with --leave-stopped leaves them stopped.
+func TestDumpLeaveStopped(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "counter")
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, bin, log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	dump(t, core.LeaveStopped, p.Pid)
+	testutil.WaitFor(t, "process to be stopped", func() bool { s, _ := testutil.ProcState(p.Pid); return s == "T" })
+	if _, tracer := testutil.ProcState(p.Pid); tracer != 0 {
+		t.Fatalf("still traced by %d", tracer)
+	}
+	at := lastInt(t, log)
+	if n, err := core.Resume(p.Pid); err != nil || n != 1 {
+		t.Fatalf("resume: %d %v", n, err)
+	}
+	testutil.WaitFor(t, "counter to go on", func() bool { return lastInt(t, log) >= at+5 })
+	checkSequence(t, log, at+5)
+}
+
+// running checks that a process goes on as before: not stopped, not traced, still counting.
+func running(t *testing.T, pid int, log string) {
+	t.Helper()
+	state, tracer := testutil.ProcState(pid)
+	if state == "T" || state == "t" || state == "Z" || state == "" || tracer != 0 {
+		t.Fatalf("pid %d is in state %q, traced by %d; want it running as before", pid, state, tracer)
+	}
+	at := lastInt(t, log)
+	testutil.WaitFor(t, "the process to go on counting", func() bool { return lastInt(t, log) >= at+3 })
+	checkSequence(t, log, at+3)
+}
+
+func TestDumpBadInput(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Build(t, "counter")
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, bin, log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	ctx := context.Background()
+
+	t.Run("no such pid", func(t *testing.T) {
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{4194000}, Dir: filepath.Join(t.TempDir(), "img")})
+		if !errors.Is(err, core.ErrNoProcess) {
+			t.Fatalf("got %v, want ErrNoProcess", err)
+		}
+	})
+	t.Run("directory holds an image", func(t *testing.T) {
+		dir := dump(t, core.LeaveRunning, p.Pid)
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: dir})
+		if !errors.Is(err, image.ErrExists) {
+			t.Fatalf("got %v, want ErrExists", err)
+		}
+		running(t, p.Pid, log)
+		if _, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, Overwrite: true, Final: core.LeaveRunning}); err != nil {
+			t.Fatalf("overwrite: %v", err)
+		}
+		running(t, p.Pid, log)
+	})
+	t.Run("directory cannot be written", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(f, nil, 0o600)
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(f, "img")})
+		if err == nil {
+			t.Fatal("dump into a path under a regular file succeeded")
+		}
+		running(t, p.Pid, log)
+	})
+	t.Run("unsupported fd", func(t *testing.T) {
+		// A process holding a socket: the dump names it and the process goes on.
+		sock := testutil.Build(t, "sockholder")
+		slog := filepath.Join(t.TempDir(), "sock.log")
+		s := testutil.Start(t, sock, slog)
+		testutil.WaitFor(t, "sockholder to count", func() bool { return lastInt(t, slog) >= 3 })
+		dir := filepath.Join(t.TempDir(), "img")
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{s.Pid}, Dir: dir})
+		var ue *core.UnsupportedError
+		if !errors.As(err, &ue) || ue.Pid != s.Pid || ue.What != "fd 4" {
+			t.Fatalf("got %v, want an UnsupportedError for pid %d fd 4", err, s.Pid)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a failed dump left %s behind", dir)
+		}
+		running(t, s.Pid, slog)
+	})
+	t.Run("already traced", func(t *testing.T) {
+		tlog := filepath.Join(t.TempDir(), "traced.log")
+		pid, stop := startTraced(t, bin, tlog)
+		defer stop()
+		testutil.WaitFor(t, "traced counter to count", func() bool { return lastInt(t, tlog) >= 3 })
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{pid}, Dir: filepath.Join(t.TempDir(), "img")})
+		if !errors.Is(err, core.ErrTraced) {
+			t.Fatalf("got %v, want ErrTraced", err)
+		}
+	})
+	t.Run("interrupted", func(t *testing.T) {
+		big := testutil.Build(t, "bigmem")
+		bdir := t.TempDir()
+		b := testutil.Start(t, big, "64", bdir)
+		testutil.WaitFor(t, "bigmem to fill", func() bool { _, err := os.Stat(filepath.Join(bdir, "ready")); return err == nil })
+		cctx, cancel := context.WithCancel(ctx)
+		dir := filepath.Join(t.TempDir(), "img")
+		// Cancel as soon as memory starts to be written, as Ctrl-C would.
+		_, err := core.Dump(cctx, core.DumpOptions{Roots: []int{b.Pid}, Dir: dir, Progress: func(core.Progress) { cancel() }})
+		if !errors.Is(err, core.ErrInterrupted) {
+			t.Fatalf("got %v, want ErrInterrupted", err)
+		}
+		if ents, _ := os.ReadDir(filepath.Dir(dir)); len(ents) != 0 {
+			t.Fatalf("an interrupted dump left %v", ents)
+		}
+		if s, tr := testutil.ProcState(b.Pid); s == "T" || s == "t" || tr != 0 {
+			t.Fatalf("after an interrupted dump the process is %q, traced by %d", s, tr)
+		}
+		syscall.Kill(b.Pid, syscall.SIGUSR1)
+		testutil.WaitFor(t, "memory check", func() bool { return len(testutil.Lines(filepath.Join(bdir, "report"))) > 0 })
+		if got := testutil.Lines(filepath.Join(bdir, "report"))[0]; got != "ok 1" {
+			t.Fatalf("memory after an interrupted dump: %s", got)
+		}
+	})
+	t.Run("pid inside another tree", func(t *testing.T) {
+		tree := testutil.Build(t, "tree")
+		tdir := t.TempDir()
+		tp := testutil.Start(t, tree, tdir)
+		testutil.WaitFor(t, "tree", func() bool { return len(testutil.Children(tp.Pid)) == 2 })
+		defer func() {
+			for _, c := range testutil.Children(tp.Pid) {
+				for _, g := range testutil.Children(c) {
+					testutil.KillAndReap(g)
+				}
+				testutil.KillAndReap(c)
+			}
+		}()
+		kid := testutil.Children(tp.Pid)[0]
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{tp.Pid, kid}, Dir: filepath.Join(t.TempDir(), "img")})
+		if !errors.Is(err, core.ErrBadArgs) {
+			t.Fatalf("got %v, want ErrBadArgs", err)
+		}
+		running(t, tp.Pid, filepath.Join(tdir, "root.log"))
+	})
+	running(t, p.Pid, log)
+}
+
+// startTraced starts bin traced by a locked thread of the test, as a debugger would hold it.
+func startTraced(t *testing.T, bin string, args ...string) (int, func()) {
+	t.Helper()
+	pidc := make(chan int)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		cmd := exec.Command(bin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+		if err := cmd.Start(); err != nil {
+			close(pidc)
+			return
+		}
+		pid := cmd.Process.Pid
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil) // the exec stop
+		syscall.PtraceCont(pid, 0)
+		pidc <- pid
+		<-done
+		syscall.Kill(pid, syscall.SIGKILL)
+		for {
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.Exited() || ws.Signaled() {
+				break
+			}
+		}
+		cmd.Process.Release()
+	}()
+	pid, ok := <-pidc
+	if !ok {
+		t.Fatal("start traced process")
+	}
+	return pid, func() { close(done) }
+}
+
+var _ = imagepb.Kind_KIND_FULL
