@@ -264,6 +264,11 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			if hasFlag(v, "nr") {
 				flags |= linux.MapNoreserve
 			}
+			// Faulting pages in one by one during the fill costs more than populating a
+			// mapping that will be mostly filled anyway.
+			if 2*dumpedPages(img.Pages, v.Start, v.End) >= length/linux.PageSize {
+				flags |= linux.MapPopulate
+			}
 			if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, flags, ^uint64(0), 0); err != nil {
 				return err
 			}
@@ -400,6 +405,18 @@ func hasFlag(v *imagepb.VMA, f string) bool {
 }
 
 type seg struct{ addr, len uint64 }
+
+// dumpedPages counts the pages of runs inside [start, end).
+func dumpedPages(runs []*imagepb.PageRun, start, end uint64) uint64 {
+	var n uint64
+	for _, r := range runs {
+		lo, hi := max(r.Vaddr, start), min(r.Vaddr+r.NrPages*linux.PageSize, end)
+		if hi > lo {
+			n += (hi - lo) / linux.PageSize
+		}
+	}
+	return n
+}
 
 // maxPreadv keeps one preadv below the kernel's 2 GiB MAX_RW_COUNT.
 const maxPreadv = 1 << 30

@@ -1,0 +1,83 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/core/internal/testutil"
+)
+
+var benchSizes = []int{512, 2048} // MiB
+
+// startBig starts bigmem holding mib MiB and waits until it is filled.
+func startBig(b *testing.B, mib int) *testutil.Proc {
+	testutil.RequireRoot(b)
+	dir := b.TempDir()
+	p := testutil.Start(b, testutil.Build(b, "bigmem"), fmt.Sprint(mib), dir)
+	testutil.WaitFor(b, "bigmem to fill", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	return p
+}
+
+// BenchmarkDump dumps a process holding 512 MiB and 2 GiB, leaving it running; MB/s is of
+// the memory written. The image is synced to disk as a default dump does.
+func BenchmarkDump(b *testing.B) {
+	for _, sync := range []bool{true, false} {
+		for _, mib := range benchSizes {
+			name := fmt.Sprintf("%dMiB", mib)
+			if !sync {
+				name += "/nosync"
+			}
+			b.Run(name, func(b *testing.B) {
+				p := startBig(b, mib)
+				b.SetBytes(int64(mib) << 20)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					dir := filepath.Join(b.TempDir(), "img")
+					st, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, Final: core.LeaveRunning, NoSync: !sync})
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					b.ReportMetric(st.Memory.Seconds()*1000, "ms-memory")
+					b.ReportMetric(st.Commit.Seconds()*1000, "ms-commit")
+					os.RemoveAll(dir)
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkRestore restores a process holding 512 MiB and 2 GiB from a warm image; MB/s is
+// of the memory filled, the checksum pass over the image included.
+func BenchmarkRestore(b *testing.B) {
+	for _, mib := range benchSizes {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+			p := startBig(b, mib)
+			dir := filepath.Join(b.TempDir(), "img")
+			if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, NoSync: true}); err != nil {
+				b.Fatal(err)
+			}
+			p.Reap()
+			b.SetBytes(int64(mib) << 20)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: dir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				b.ReportMetric(res.Stats.Verify.Seconds()*1000, "ms-verify")
+				b.ReportMetric(res.Stats.Memory.Seconds()*1000, "ms-fill")
+				b.ReportMetric(res.Stats.Create.Seconds()*1000, "ms-create")
+				b.ReportMetric(res.Stats.Total.Seconds()*1000, "ms-total")
+				testutil.KillAndReap(res.Pids[0])
+				b.StartTimer()
+			}
+		})
+	}
+}
