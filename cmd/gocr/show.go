@@ -223,7 +223,10 @@ func sigName(n int32) string {
 	if s, ok := sigNames[n]; ok {
 		return s
 	}
-	return fmt.Sprintf("SIGRT%d", n-34)
+	if n < 34 {
+		return fmt.Sprintf("SIG%d", n) // reserved by glibc for its threads
+	}
+	return fmt.Sprintf("SIGRTMIN+%d", n-34)
 }
 
 func sigSet(m uint64) string {
