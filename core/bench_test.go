@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/gocr/gocr/core"
-	"github.com/gocr/gocr/core/internal/testutil"
+	"github.com/gocr/gocr/internal/testutil"
 )
 
 var benchSizes = []int{512, 2048} // MiB

@@ -13,7 +13,7 @@ import (
 	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
-	"github.com/gocr/gocr/core/internal/testutil"
+	"github.com/gocr/gocr/internal/testutil"
 )
 
 // The image holds exactly the pattern written at the fixed address, the unread pipe bytes,

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/gocr/gocr/core"
-	"github.com/gocr/gocr/core/internal/testutil"
+	"github.com/gocr/gocr/internal/testutil"
 )
 
 func TestMain(m *testing.M) {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/core/image"
-	"github.com/gocr/gocr/core/internal/testutil"
+	"github.com/gocr/gocr/internal/testutil"
 )
 
 // gone fails the test if pid exists: a failed restore must leave nothing behind.

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/gocr/gocr/core"
-	"github.com/gocr/gocr/core/internal/testutil"
+	"github.com/gocr/gocr/internal/testutil"
 )
 
 // A counter in heap and stack, logged through an fd at its own position, goes on after a

@@ -35,9 +35,9 @@ func writeSample(t testing.TB, dir string) {
 			{Start: 0x600000, End: 0x610000, Prot: 3, Kind: imagepb.VMAKind_VMA_KIND_HEAP},
 			{Start: 0x7ff000000000, End: 0x7ff000021000, Prot: 3, Kind: imagepb.VMAKind_VMA_KIND_STACK},
 		},
-		PagesFile: PagesName(100),
-		Pages:     []*imagepb.PageRun{{Vaddr: 0x600000, NrPages: 2}, {Vaddr: 0x7ff000020000, NrPages: 1}},
-		Fds:       []*imagepb.Fd{{Fd: 0, FileId: 1}},
+		PagesFile:  PagesName(100),
+		Pages:      []*imagepb.PageRun{{Vaddr: 0x600000, NrPages: 2}, {Vaddr: 0x7ff000020000, NrPages: 1}},
+		Fds:        []*imagepb.Fd{{Fd: 0, FileId: 1}},
 		Sigactions: []*imagepb.SigAction{{Signo: 10, Handler: 0x401100}},
 		Pending:    []*imagepb.SigInfo{{Signo: 12, Info: make([]byte, 128)}},
 	}

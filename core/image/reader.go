@@ -53,7 +53,7 @@ func Open(dir string) (*Checkpoint, error) {
 	b, err := readLimited(idxPath)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, serr := os.Stat(dir); serr != nil {
-			return nil, fmt.Errorf("open image: %w", serr)
+			return nil, fmt.Errorf("no image at %s: %w (%w)", dir, ErrNoImage, serr)
 		}
 		return nil, fmt.Errorf("%s has no %s: %w", dir, IndexName, ErrNoImage)
 	}

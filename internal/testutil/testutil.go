@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gocr/gocr/core/internal/linux"
 )
 
 var (
@@ -29,7 +27,7 @@ var (
 // Workloads is the directory of the C workloads.
 func Workloads() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "workloads")
+	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "workloads")
 }
 
 // Build compiles testdata/workloads/NAME.c once per test binary and returns its path.
@@ -130,7 +128,10 @@ func KillAndReap(pid int) {
 // SetSubreaper makes the test process the reaper of orphans it started: restored processes
 // whose gocr parent went away come back to it, and PID 1 here reaps only every few seconds.
 func SetSubreaper() error {
-	return linux.SetChildSubreaper()
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, 36 /* PR_SET_CHILD_SUBREAPER */, 1, 0); e != 0 {
+		return e
+	}
+	return nil
 }
 
 // ReapOrphans reaps every exited child, without waiting.

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+var gocrBin string
+
+func TestMain(m *testing.M) {
+	if err := testutil.SetSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "gocr-cli-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	gocrBin = filepath.Join(dir, "gocr")
+	if out, err := exec.Command("go", "build", "-o", gocrBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build gocr: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testutil.ReapOrphans()
+	testutil.Cleanup()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// gocr runs the CLI and returns stdout, stderr and the exit code.
+func gocr(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(gocrBin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func lastCount(path string) int {
+	lines := testutil.Lines(path)
+	if len(lines) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.Fields(lines[len(lines)-1])[0])
+	return n
+}
+
+// A session as a user would type it: dump, show, restore -d, the counter goes on.
+func TestCLISession(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+
+	out, errOut, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", img)
+	if code != 0 || !strings.Contains(out, "dumped 1 process") {
+		t.Fatalf("dump: exit %d\n%s%s", code, out, errOut)
+	}
+	p.Reap()
+	at := lastCount(log)
+
+	out, _, code = gocr(t, "show", img)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("process %d (counter)", p.Pid)) || !strings.Contains(out, "[heap]") || !strings.Contains(out, log) {
+		t.Fatalf("show: exit %d\n%s", code, out)
+	}
+	out, _, code = gocr(t, "show", "--json", img)
+	var js struct {
+		Processes []struct {
+			Pid  int `json:"pid"`
+			Vmas []struct {
+				Kind string `json:"kind"`
+			} `json:"vmas"`
+		} `json:"processes"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &js) != nil || len(js.Processes) != 1 || js.Processes[0].Pid != p.Pid || len(js.Processes[0].Vmas) == 0 {
+		t.Fatalf("show --json: exit %d\n%.400s", code, out)
+	}
+
+	out, errOut, code = gocr(t, "restore", "-d", "-D", img)
+	if code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", code, out, errOut)
+	}
+	testutil.Adopt(t, p.Pid) // reparented to us when gocr exited
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
+	for i, l := range testutil.Lines(log) {
+		if l != fmt.Sprintf("%d %d", i+1, i+1) {
+			t.Fatalf("log line %d is %q", i+1, l)
+		}
+	}
+}
+
+// Without -d, restore waits for the root and exits with its status.
+func TestCLIRestoreWaits(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, e, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+		t.Fatal(e)
+	}
+	p.Reap()
+	at := lastCount(log)
+	cmd := exec.Command(gocrBin, "restore", "-D", img)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) > at })
+	testutil.KillAndReap(p.Pid) // not our child: gocr reaps it and exits
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+9 {
+		t.Fatalf("gocr restore exited with %v, want status 137 (root killed by SIGKILL)\n%s", err, errb.String())
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"dump", "-D", dir + "/x"}, 2, "-t PID"},
+		{[]string{"dump", "-t", "1"}, 2, "-D DIR"},
+		{[]string{"dump", "--bogus"}, 2, "unknown flag"},
+		{[]string{"dump", "-t", "4194000", "-D", dir + "/y"}, 3, "no such process"},
+		{[]string{"restore", "-D", dir + "/none"}, 6, "no image"},
+		{[]string{"show", dir}, 6, "no index.img"},
+		{[]string{"resume", "-t", "4194000"}, 3, "no such process"},
+	} {
+		_, errOut, code := gocr(t, c.args...)
+		if code != c.code || !strings.Contains(errOut, c.msg) {
+			t.Errorf("gocr %v: exit %d, %q; want exit %d mentioning %q", c.args, code, errOut, c.code, c.msg)
+		}
+	}
+}
