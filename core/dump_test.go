@@ -64,12 +64,37 @@ func TestDumpImageHoldsState(t *testing.T) {
 			t.Fatalf("image byte %#x of the pattern is %#x, want %#x", i, b[int(off)+i], want)
 		}
 	}
+	// The mapping that was only read holds the zero page: nothing of it is dumped.
+	for _, r := range proc.Pages {
+		if r.Vaddr < 0x20000000+16*4096 && r.Vaddr+r.NrPages*4096 > 0x20000000 {
+			t.Errorf("zero-page mapping dumped: run %#x+%d", r.Vaddr, r.NrPages)
+		}
+	}
 	var pipeData string
 	for _, pp := range c.Tree.Pipes {
-		if pp.DataLen > 0 {
-			d, _ := os.ReadFile(filepath.Join(img, pp.DataFile))
+		if d, _ := os.ReadFile(filepath.Join(img, pp.DataFile)); string(d) == "hello pipe bytes" {
 			pipeData = string(d)
 		}
+	}
+	var fifoData string
+	for _, f := range c.Tree.Files {
+		if f.Kind == imagepb.FileKind_FILE_KIND_FIFO {
+			for _, pp := range c.Tree.Pipes {
+				if pp.Id == f.PipeId && pp.DataLen > 0 {
+					d, _ := os.ReadFile(filepath.Join(img, pp.DataFile))
+					fifoData = string(d)
+				}
+			}
+		}
+		if f.Deleted {
+			d, _ := os.ReadFile(filepath.Join(img, f.DataFile))
+			if string(d) != "gone but kept" {
+				t.Errorf("deleted file content in the image: %q", d)
+			}
+		}
+	}
+	if fifoData != "fifo bytes" {
+		t.Errorf("FIFO bytes in the image: %q", fifoData)
 	}
 	if pipeData != "hello pipe bytes" {
 		t.Errorf("pipe bytes in the image: %q", pipeData)
@@ -104,7 +129,7 @@ func TestDumpImageHoldsState(t *testing.T) {
 	syscall.Kill(p.Pid, syscall.SIGUSR1)
 	report := filepath.Join(dir, "report")
 	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	if got, want := testutil.Lines(report)[0], "usr1=1 pending_usr2=1 pipe=hello pipe bytes offset=12345 pattern=ok"; got != want {
+	if got, want := testutil.Lines(report)[0], "usr1=1 pending_usr2=1 pipe=hello pipe bytes offset=12345 pattern=ok fifo=fifo bytes deleted=gone but kept shared=shared before zero=ok"; got != want {
 		t.Fatalf("after the dump:\n got %s\nwant %s", got, want)
 	}
 	// Files are private: 0700 directory, 0600 files.
@@ -293,5 +318,3 @@ func startTraced(t *testing.T, bin string, args ...string) (int, func()) {
 	}
 	return pid, func() { close(done) }
 }
-
-var _ = imagepb.Kind_KIND_FULL

@@ -127,12 +127,19 @@ func TestRestoreState(t *testing.T) {
 	waitReaped(t, p)
 	restore(t, img)
 
+	// The shared file mapping is the file again: a write to the file shows in the process.
+	f, err := os.OpenFile(filepath.Join(dir, "shared"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("shared after!"), 0)
+	f.Close()
 	if err := syscall.Kill(p.Pid, syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	report := filepath.Join(dir, "report")
 	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	want := "usr1=1 pending_usr2=1 pipe=hello pipe bytes offset=12345 pattern=ok"
+	want := "usr1=1 pending_usr2=1 pipe=hello pipe bytes offset=12345 pattern=ok fifo=fifo bytes deleted=gone but kept shared=shared after! zero=ok"
 	if got := testutil.Lines(report)[0]; got != want {
 		t.Fatalf("report after restore:\n got %s\nwant %s", got, want)
 	}

@@ -1,0 +1,155 @@
+package core_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+// %ymm15, upper half included, keeps its value across a dump and restore.
+func TestRestoreXState(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "xstate.log")
+	p := testutil.Start(t, testutil.Build(t, "xstate"), log)
+	testutil.WaitFor(t, "xstate to count", func() bool { return len(testutil.Lines(log)) >= 2 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	n := len(testutil.Lines(log))
+	restore(t, img)
+	testutil.WaitFor(t, "xstate to go on", func() bool { return len(testutil.Lines(log)) >= n+3 })
+	for i, l := range testutil.Lines(log) {
+		if want := fmt.Sprintf("%d ok", (i+1)*200); l != want {
+			t.Fatalf("line %d: %q, want %q: the vector registers were not restored", i+1, l, want)
+		}
+	}
+}
+
+func statusField(pid int, key string) string {
+	for _, l := range strings.Split(testutil.ReadFile(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == key {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return ""
+}
+
+// A process of another user comes back with its ids, groups, umask, rlimits and cwd.
+func TestRestoreIdentity(t *testing.T) {
+	testutil.RequireRoot(t)
+	// t.TempDir's parents are private: nobody needs a directory it can reach.
+	dir, err := os.MkdirTemp("", "gocr-identity-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	bin := testutil.Build(t, "counter")
+	// The workload must be readable by nobody.
+	own := filepath.Join(dir, "counter")
+	b, _ := os.ReadFile(bin)
+	os.WriteFile(own, b, 0o755)
+	log := filepath.Join(dir, "count.log")
+	// The child starts with umask 027 and a core size soft limit of 1 MiB, both unlike ours.
+	// (Raising a soft limit up to the hard one needs no privilege; prlimit on another
+	// user's process needs CAP_SYS_RESOURCE, which root lacks here.)
+	var core0 syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_CORE, &core0)
+	if core0.Max < 1<<20 {
+		t.Fatalf("this test needs a core size hard limit of at least 1 MiB (ulimit -Hc), got %d", core0.Max)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{Cur: 1 << 20, Max: core0.Max}); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0o027)
+	cmd := exec.Command(own, log)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 100}}}
+	err = cmd.Start()
+	syscall.Umask(old)
+	syscall.Setrlimit(syscall.RLIMIT_CORE, &core0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	keys := []string{"Uid", "Gid", "Groups", "Umask"}
+	before := map[string]string{}
+	for _, k := range keys {
+		before[k] = statusField(p.Pid, k)
+	}
+	limits := testutil.ReadFile(fmt.Sprintf("/proc/%d/limits", p.Pid))
+
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "counter to go on", func() bool { return lastInt(t, log) >= at+10 })
+	checkSequence(t, log, at+10)
+	for _, k := range keys {
+		if got := statusField(p.Pid, k); got != before[k] {
+			t.Errorf("%s after restore %q, before %q", k, got, before[k])
+		}
+	}
+	if got := testutil.ReadFile(fmt.Sprintf("/proc/%d/limits", p.Pid)); got != limits {
+		t.Errorf("limits after restore:\n%s\nbefore:\n%s", got, limits)
+	}
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", p.Pid)); cwd != dir {
+		t.Errorf("cwd after restore %q, want %q", cwd, dir)
+	}
+}
+
+// openPty opens a pty pair in the test: the terminal the workload runs on.
+func openPty(t *testing.T) (master *os.File, slave string) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no /dev/ptmx: %v", err)
+	}
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatal(e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatal(e)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// A process whose output goes to a terminal it does not own gets the same terminal back.
+func TestRestoreTerminal(t *testing.T) {
+	testutil.RequireRoot(t)
+	_, slave := openPty(t)
+	tty, err := os.OpenFile(slave, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "count.log")
+	cmd := exec.Command(testutil.Build(t, "counter"), log)
+	cmd.Stdout, cmd.Stderr = tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+	for _, fd := range []int{1, 2} {
+		if got, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.Pid, fd)); got != slave {
+			t.Errorf("fd %d after restore is %q, want %q", fd, got, slave)
+		}
+	}
+}
