@@ -49,8 +49,10 @@ func (ft *fileTable) close() {
 // Character devices the core reopens by path: the memory devices (/dev/null, /dev/zero...)
 // and terminals. Anything else is a device a plugin must handle.
 func reopenableCharDev(rdev uint64) bool {
-	major := (rdev >> 8) & 0xfff
+	major, minor := (rdev>>8)&0xfff, (rdev&0xff)|((rdev>>12)&0xfff00)
 	switch {
+	case major == 5 && minor == 2:
+		return false // /dev/ptmx: reopening it would make a new pty pair
 	case major == 1, major == 4, major == 5, major >= 136 && major <= 143:
 		return true
 	}
@@ -214,7 +216,7 @@ func (ft *fileTable) writeData(w *image.Writer, tree *imagepb.Tree) error {
 			continue
 		}
 		name := image.FileDataName(f.img.Id)
-		df, err := w.CreateData(name)
+		df, err := w.CreateData(name, 0)
 		if err != nil {
 			return err
 		}
@@ -253,7 +255,7 @@ func (ft *fileTable) writeData(w *image.Writer, tree *imagepb.Tree) error {
 			continue
 		}
 		name := image.PipeDataName(pd.img.Id)
-		df, err := w.CreateData(name)
+		df, err := w.CreateData(name, 0)
 		if err != nil {
 			return err
 		}

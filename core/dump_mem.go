@@ -78,7 +78,7 @@ func (d *dumper) writeMemory(ctx context.Context) error {
 			continue
 		}
 		name := image.PagesName(int32(pid))
-		df, err := d.w.CreateData(name)
+		df, err := d.w.CreateData(name, int64(p.pages*linux.PageSize))
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -266,7 +266,7 @@ func (d *dumper) writeShmemFile(f *os.File, s *imagepb.SharedMemory) error {
 		return nil
 	}
 	name := image.ShmemName(s.Id)
-	df, err := d.w.CreateData(name)
+	df, err := d.w.CreateData(name, 0)
 	if err != nil {
 		return err
 	}

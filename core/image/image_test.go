@@ -21,10 +21,10 @@ func writeSample(t testing.TB, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages, _ := w.CreateData(PagesName(100))
+	pages, _ := w.CreateData(PagesName(100), 0)
 	pages.Write(make([]byte, 3*4096))
 	pages.Close()
-	pipe, _ := w.CreateData(PipeDataName(1))
+	pipe, _ := w.CreateData(PipeDataName(1), 0)
 	pipe.Write([]byte("abc"))
 	pipe.Close()
 	proc := &imagepb.Process{

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
 )
 
 // FormatVersion is the version of the image format this code writes and reads.
@@ -114,11 +115,15 @@ type DataFile struct {
 	n    uint64
 }
 
-// CreateData starts the raw file name.
-func (w *Writer) CreateData(name string) (*DataFile, error) {
+// CreateData starts the raw file name. A size, when known, is reserved up front: writing
+// into reserved blocks is several times faster on ext4 than allocating as it goes.
+func (w *Writer) CreateData(name string, size int64) (*DataFile, error) {
 	f, err := w.create(name)
 	if err != nil {
 		return nil, err
+	}
+	if size > 0 {
+		_ = linux.Fallocate(int(f.Fd()), size) // only a hint: not every file system has it
 	}
 	return &DataFile{w: w, name: name, f: f, crc: crc32.New(castagnoli)}, nil
 }

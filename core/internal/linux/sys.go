@@ -406,3 +406,9 @@ func SetFl(fd int, flags int) error {
 	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags)
 	return os.NewSyscallError("fcntl(F_SETFL)", err)
 }
+
+// Fallocate reserves size bytes for a file about to be written, so that the writes that
+// follow need no block allocation.
+func Fallocate(fd int, size int64) error {
+	return os.NewSyscallError("fallocate", unix.Fallocate(fd, 0, 0, size))
+}
