@@ -123,6 +123,7 @@ type dumper struct {
 	// shmemSrc says where each shared memory object can be read from.
 	shmemSrc []shmemSource
 	stats    *DumpStats
+	cpu      int // tracer and tracees share it while syscalls are injected
 }
 
 type shmemSource struct {
@@ -151,6 +152,11 @@ type pageRun struct {
 
 func (d *dumper) run(ctx context.Context) error {
 	t0 := time.Now()
+	cpu, err := d.thread.Pin()
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	d.cpu = cpu
 	if err := d.thread.Do(d.freeze); err != nil {
 		return err
 	}
@@ -314,6 +320,9 @@ func (d *dumper) releaseOne(p *procDump, stop bool) error {
 	}
 	t := p.t
 	p.t = nil
+	if err := t.Unpin(); err != nil && !errors.Is(err, linux.ESRCH) {
+		return fmt.Errorf("pid %d: put CPU affinity back: %w", t.Pid, err)
+	}
 	if err := t.Release(t.Regs, true, stop); err != nil && !errors.Is(err, linux.ESRCH) {
 		return fmt.Errorf("pid %d: %w", t.Pid, err)
 	}

@@ -114,6 +114,10 @@ func (d *dumper) inject(p *procDump, status *procfs.Status) error {
 		return err
 	}
 	p.masked = true
+	if err := t.Pin(d.cpu); err != nil {
+		return err
+	}
+	defer t.Unpin()
 	const scratchSize = linux.PageSize
 	scratch, err := t.Syscall(linux.SysMmap, 0, scratchSize, linux.ProtRead|linux.ProtWrite, linux.MapPrivate|linux.MapAnonymous, ^uint64(0), 0)
 	if err != nil {

@@ -24,9 +24,13 @@ func TestDumpImageHoldsState(t *testing.T) {
 	dir := t.TempDir()
 	p := testutil.Start(t, bin, dir)
 	testutil.WaitFor(t, "state to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	cpus := statusField(p.Pid, "Cpus_allowed_list")
 	img := dump(t, core.LeaveRunning, p.Pid)
 	if !testutil.Alive(p.Pid) {
 		t.Fatal("process did not survive --leave-running")
+	}
+	if got := statusField(p.Pid, "Cpus_allowed_list"); got != cpus {
+		t.Errorf("CPU affinity after the dump %q, before %q", got, cpus)
 	}
 
 	c, err := image.Open(img)

@@ -87,6 +87,15 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	r.thread = tracer.NewThread()
 	defer r.thread.Close()
+	if r.mask, err = linux.GetAffinity(0); err != nil {
+		r.closeFiles()
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	// The stub, and so every process cloned from it, runs on the tracer's CPU until the end.
+	if r.cpu, err = r.thread.Pin(); err != nil {
+		r.closeFiles()
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	err = r.run(ctx)
 	r.closeFiles()
 	if err != nil {
@@ -119,6 +128,8 @@ type restorer struct {
 	pages  map[string]int // image data file -> our fd
 	shmem  map[uint32]shmemOwner
 	stats  *RestoreStats
+	mask   linux.CPUSet // gocr's CPU mask: the restored processes get it back
+	cpu    int
 }
 
 type shmemOwner struct {
@@ -324,6 +335,9 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 	}
 	t, err := tracer.Adopt(pid)
 	if err != nil {
+		return fail(fmt.Errorf("restore: stub: %w", err))
+	}
+	if err := linux.SetAffinity(pid, linux.OneCPU(r.cpu)); err != nil {
 		return fail(fmt.Errorf("restore: stub: %w", err))
 	}
 	xs, err := linux.GetXState(pid)

@@ -770,6 +770,9 @@ func (r *restorer) finalRegs(p *procRestore) error {
 	if err := linux.SetRegs(pid, &regs); err != nil {
 		return err
 	}
+	if err := linux.SetAffinity(pid, r.mask); err != nil {
+		return err
+	}
 	return linux.SetSigMask(pid, p.img.Sigmask)
 }
 

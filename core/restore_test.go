@@ -35,6 +35,9 @@ func TestRestoreCounterContinues(t *testing.T) {
 	if comm := strings.TrimSpace(testutil.ReadFile(fmt.Sprintf("/proc/%d/comm", p.Pid))); comm != "counter" {
 		t.Errorf("restored comm is %q, want counter", comm)
 	}
+	if got, want := statusField(p.Pid, "Cpus_allowed_list"), statusField(os.Getpid(), "Cpus_allowed_list"); got != want {
+		t.Errorf("restored CPU affinity %q, want %q", got, want)
+	}
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid))
 	if exe != bin {
 		t.Errorf("restored exe is %q, want %q", exe, bin)

@@ -374,25 +374,36 @@ func SetChildSubreaper() error {
 	return os.NewSyscallError("prctl(PR_SET_CHILD_SUBREAPER)", unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
 }
 
-// SchedSetaffinityCPU pins tid (0: the calling thread) to one CPU and returns the old mask.
-func SchedSetaffinityCPU(tid int, cpu int) (*unix.CPUSet, error) {
-	var old unix.CPUSet
-	if err := unix.SchedGetaffinity(tid, &old); err != nil {
-		return nil, os.NewSyscallError("sched_getaffinity", err)
-	}
+// CPUSet is a CPU affinity mask.
+type CPUSet = unix.CPUSet
+
+// GetAffinity returns the CPU mask of tid (0: the calling thread).
+func GetAffinity(tid int) (CPUSet, error) {
 	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(tid, &set); err != nil {
-		return nil, os.NewSyscallError("sched_setaffinity", err)
-	}
-	return &old, nil
+	err := unix.SchedGetaffinity(tid, &set)
+	return set, os.NewSyscallError("sched_getaffinity", err)
 }
 
-// SchedRestoreAffinity puts back a mask from SchedSetaffinityCPU.
-func SchedRestoreAffinity(tid int, set *unix.CPUSet) {
-	if set != nil {
-		_ = unix.SchedSetaffinity(tid, set)
+// SetAffinity sets the CPU mask of tid (0: the calling thread).
+func SetAffinity(tid int, set CPUSet) error {
+	return os.NewSyscallError("sched_setaffinity", unix.SchedSetaffinity(tid, &set))
+}
+
+// FirstCPU returns the lowest CPU of a mask, or 0.
+func FirstCPU(set CPUSet) int {
+	for i := 0; i < 1024; i++ {
+		if set.IsSet(i) {
+			return i
+		}
 	}
+	return 0
+}
+
+// OneCPU is the mask of one CPU.
+func OneCPU(cpu int) CPUSet {
+	var set unix.CPUSet
+	set.Set(cpu)
+	return set
 }
 
 // Gettid returns the calling thread's id.

@@ -5,6 +5,8 @@ package tracer
 import (
 	"fmt"
 	"runtime"
+
+	"github.com/gocr/gocr/core/internal/linux"
 )
 
 // Thread is one locked OS thread. ptrace ties a tracee to the thread that attached it, so
@@ -44,6 +46,22 @@ func (t *Thread) Do(f func() error) (err error) {
 		ch <- f()
 	}
 	return <-ch
+}
+
+// Pin keeps the thread, and the tracees pinned with Tracee.Pin, on one CPU: an injected
+// syscall costs 16-20 µs when tracer and tracee share a CPU and 70-120 µs when they do not.
+// It returns the CPU.
+func (t *Thread) Pin() (int, error) {
+	var cpu int
+	err := t.Do(func() error {
+		set, err := linux.GetAffinity(0)
+		if err != nil {
+			return err
+		}
+		cpu = linux.FirstCPU(set)
+		return linux.SetAffinity(0, linux.OneCPU(cpu))
+	})
+	return cpu, err
 }
 
 // Close stops the thread.

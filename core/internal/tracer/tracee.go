@@ -30,6 +30,31 @@ type Tracee struct {
 	Caught []int
 	// Children created by injected clone/fork calls, in order.
 	NewChildren []int
+
+	affinity *linux.CPUSet // the mask to put back after Pin
+}
+
+// Pin moves the tracee onto cpu (see Thread.Pin) until Unpin.
+func (t *Tracee) Pin(cpu int) error {
+	old, err := linux.GetAffinity(t.Pid)
+	if err != nil {
+		return err
+	}
+	if err := linux.SetAffinity(t.Pid, linux.OneCPU(cpu)); err != nil {
+		return err
+	}
+	t.affinity = &old
+	return nil
+}
+
+// Unpin puts back the CPU mask the tracee had before Pin.
+func (t *Tracee) Unpin() error {
+	if t.affinity == nil {
+		return nil
+	}
+	err := linux.SetAffinity(t.Pid, *t.affinity)
+	t.affinity = nil
+	return err
 }
 
 const ptraceSysGood = 0x80
