@@ -12,8 +12,9 @@ import (
 // Thread is one locked OS thread. ptrace ties a tracee to the thread that attached it, so
 // every call for a tracee of this thread must run through Do.
 type Thread struct {
-	work chan func()
-	done chan struct{}
+	work   chan func()
+	done   chan struct{}
+	pinned *linux.CPUSet // the mask before Pin, put back by Close
 }
 
 // NewThread starts a locked OS thread. Close ends it; the kernel detaches whatever it still traces.
@@ -59,13 +60,23 @@ func (t *Thread) Pin() (int, error) {
 			return err
 		}
 		cpu = linux.FirstCPU(set)
-		return linux.SetAffinity(0, linux.OneCPU(cpu))
+		if err := linux.SetAffinity(0, linux.OneCPU(cpu)); err != nil {
+			return err
+		}
+		if t.pinned == nil {
+			t.pinned = &set
+		}
+		return nil
 	})
 	return cpu, err
 }
 
-// Close stops the thread.
+// Close stops the thread. Its CPU mask is put back first: the Go runtime may keep the
+// thread (the main thread is never ended) and hand it to other goroutines.
 func (t *Thread) Close() {
+	if t.pinned != nil {
+		t.Do(func() error { return linux.SetAffinity(0, *t.pinned) })
+	}
 	close(t.work)
 	<-t.done
 }
