@@ -96,6 +96,12 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		r.closeFiles()
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	r.ctx = ctx
+	for _, e := range c.Index.Files {
+		if strings.HasPrefix(e.Name, "pages-") || strings.HasPrefix(e.Name, "shmem-") {
+			r.total += e.Size
+		}
+	}
 	err = r.run(ctx)
 	r.closeFiles()
 	if err != nil {
@@ -130,6 +136,8 @@ type restorer struct {
 	stats  *RestoreStats
 	mask   linux.CPUSet // gocr's CPU mask: the restored processes get it back
 	cpu    int
+	ctx    context.Context
+	total  uint64 // bytes of memory to fill, for progress
 }
 
 type shmemOwner struct {

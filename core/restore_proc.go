@@ -450,7 +450,10 @@ func (r *restorer) fill(p *procRestore, fd uint64, segs []seg, off uint64) error
 		}
 		r.stats.Bytes += got
 		if r.opts.Progress != nil {
-			r.opts.Progress(Progress{Stage: "memory", Done: r.stats.Bytes})
+			r.opts.Progress(Progress{Stage: "memory", Done: r.stats.Bytes, Total: r.total})
+		}
+		if r.ctx.Err() != nil {
+			return fmt.Errorf("restore: %w", ErrInterrupted)
 		}
 		off += got
 		// Drop what was read.

@@ -200,10 +200,9 @@ func PeekSigInfo(pid int, shared bool) ([][]byte, error) {
 type RseqConfig struct {
 	AbiPointer uint64
 	Len        uint32
-	Flags      uint32
 	Signature  uint32
+	Flags      uint32
 	_          uint32
-	_          uint64
 }
 
 // GetRseqConfig reads the thread's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION).

@@ -13,12 +13,23 @@ func TestABISizes(t *testing.T) {
 	}{
 		{"struct pm_scan_arg", unsafe.Sizeof(pmScanArg{}), 96},
 		{"struct page_region", unsafe.Sizeof(PageRegion{}), 24},
-		{"struct ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 32},
+		{"struct ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 24},
 		{"struct ptrace_peeksiginfo_args", unsafe.Sizeof(peekSigInfoArgs{}), 16},
 		{"struct user_regs_struct", unsafe.Sizeof(Regs{}), 27 * 8},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: size %d, want %d", c.name, c.got, c.want)
 		}
+	}
+}
+
+// The fields of struct ptrace_rseq_configuration sit where linux/ptrace.h puts them.
+func TestRseqConfigLayout(t *testing.T) {
+	var c RseqConfig
+	if off := unsafe.Offsetof(c.Signature); off != 12 {
+		t.Errorf("signature at %d, want 12", off)
+	}
+	if off := unsafe.Offsetof(c.Flags); off != 16 {
+		t.Errorf("flags at %d, want 16", off)
 	}
 }
