@@ -143,6 +143,16 @@ type procDump struct {
 	pidfd  int
 	runs   []pageRun
 	pages  uint64
+	// threads are all but the main thread, by tid.
+	threads []*threadDump
+}
+
+// threadDump is a thread other than the main one.
+type threadDump struct {
+	t      *tracer.Tracee
+	img    *imagepb.Thread
+	mask   uint64
+	masked bool
 }
 
 type pageRun struct {
@@ -168,13 +178,13 @@ func (d *dumper) run(ctx context.Context) error {
 	for _, pid := range d.order {
 		p := d.procs[pid]
 		if err := d.thread.Do(func() error { return d.collect(p) }); err != nil {
-			return fmt.Errorf("dump pid %d: %w", pid, err)
+			return pidError(pid, err)
 		}
 		if err := d.collectFiles(p); err != nil {
-			return fmt.Errorf("dump pid %d: %w", pid, err)
+			return pidError(pid, err)
 		}
 		if err := d.collectMemory(p); err != nil {
-			return fmt.Errorf("dump pid %d: %w", pid, err)
+			return pidError(pid, err)
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("dump: %w", ErrInterrupted)
@@ -277,14 +287,36 @@ func (d *dumper) seize(pid int) (*procDump, error) {
 		return nil, fmt.Errorf("dump pid %d: seize: %w", pid, err)
 	}
 	p := &procDump{t: t, pidfd: -1}
-	threads, err := procfs.Threads(pid)
-	if err != nil {
-		return p, fmt.Errorf("dump pid %d: list threads: %w", pid, err)
+	d.procs[pid] = p // released on error from here on
+	// Seize every thread; a thread not yet stopped may start another, so list again until
+	// a listing brings nothing new.
+	seen := map[int]bool{pid: true}
+	for {
+		tids, err := procfs.Threads(pid)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d: list threads: %w", pid, err)
+		}
+		added := false
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			added = true
+			tt, err := tracer.Seize(tid)
+			if errors.Is(err, tracer.ErrExited) || errors.Is(err, linux.ESRCH) {
+				continue // it ended meanwhile
+			}
+			if err != nil {
+				return nil, fmt.Errorf("dump pid %d: seize thread %d: %w", pid, tid, err)
+			}
+			p.threads = append(p.threads, &threadDump{t: tt})
+		}
+		if !added {
+			break
+		}
 	}
-	if len(threads) != 1 {
-		d.procs[pid] = p // so that it is released
-		return nil, fmt.Errorf("dump: %w", &UnsupportedError{Pid: pid, What: "threads", Kind: fmt.Sprintf("a process with %d threads", len(threads)), Hint: "multi-threaded processes come with a later version"})
-	}
+	sort.Slice(p.threads, func(i, j int) bool { return p.threads[i].t.Pid < p.threads[j].t.Pid })
 	return p, nil
 }
 
@@ -309,22 +341,38 @@ func (d *dumper) release(stop bool) error {
 }
 
 func (d *dumper) releaseOne(p *procDump, stop bool) error {
-	if p.t == nil {
+	var first error
+	for _, th := range p.threads {
+		if err := releaseThread(&th.t, th.masked, th.mask, false); err != nil && first == nil {
+			first = err
+		}
+		th.masked = false
+	}
+	// The main thread last: with stop, its SIGSTOP stops the whole group.
+	if err := releaseThread(&p.t, p.masked, p.mask, stop); err != nil && first == nil {
+		first = err
+	}
+	p.masked = false
+	return first
+}
+
+// releaseThread puts a thread back as it was (mask, CPUs, registers) and detaches it.
+func releaseThread(tp **tracer.Tracee, masked bool, mask uint64, stop bool) error {
+	t := *tp
+	if t == nil {
 		return nil
 	}
-	if p.masked {
-		if err := linux.SetSigMask(p.t.Pid, p.mask); err != nil {
-			return fmt.Errorf("pid %d: put signal mask back: %w", p.t.Pid, err)
+	*tp = nil
+	if masked {
+		if err := linux.SetSigMask(t.Pid, mask); err != nil && !errors.Is(err, linux.ESRCH) {
+			return fmt.Errorf("thread %d: put signal mask back: %w", t.Pid, err)
 		}
-		p.masked = false
 	}
-	t := p.t
-	p.t = nil
 	if err := t.Unpin(); err != nil && !errors.Is(err, linux.ESRCH) {
-		return fmt.Errorf("pid %d: put CPU affinity back: %w", t.Pid, err)
+		return fmt.Errorf("thread %d: put CPU affinity back: %w", t.Pid, err)
 	}
 	if err := t.Release(t.Regs, true, stop); err != nil && !errors.Is(err, linux.ESRCH) {
-		return fmt.Errorf("pid %d: %w", t.Pid, err)
+		return fmt.Errorf("thread %d: %w", t.Pid, err)
 	}
 	return nil
 }
@@ -350,15 +398,33 @@ func (d *dumper) finish() error {
 			first = fmt.Errorf("kill pid %d: %w", pid, err)
 			continue
 		}
-		for {
-			_, ws, err := linux.Wait4(pid, 0)
-			if err != nil || ws.Exited() || ws.Signaled() {
-				break
-			}
+		for _, th := range p.threads {
+			waitExit(th.t.Pid)
+			th.t = nil
 		}
+		waitExit(pid)
 		p.t = nil
 	}
 	return first
+}
+
+// pidError names the process in err, unless err already does.
+func pidError(pid int, err error) error {
+	var ue *UnsupportedError
+	if errors.As(err, &ue) {
+		return fmt.Errorf("dump: %w", ue)
+	}
+	return fmt.Errorf("dump pid %d: %w", pid, err)
+}
+
+// waitExit takes the exit notification of a traced thread.
+func waitExit(tid int) {
+	for {
+		_, ws, err := linux.Wait4(tid, 0)
+		if err != nil || ws.Exited() || ws.Signaled() {
+			return
+		}
+	}
 }
 
 func contains(s []int, v int) bool {

@@ -73,6 +73,10 @@ func (d *dumper) collectFiles(p *procDump) error {
 	}
 	for _, fd := range fds {
 		f, cloexec, err := d.files.add(pid, pidfd, fd)
+		var ue *UnsupportedError
+		if errors.As(err, &ue) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", fd, err)
 		}
@@ -96,6 +100,7 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	switch {
 	case strings.HasPrefix(link, "socket:"):
 		return nil, false, unsupported("socket "+link, "sockets come with a later version")
+	case link == "anon_inode:[eventfd]", link == "anon_inode:[eventpoll]":
 	case strings.HasPrefix(link, "anon_inode:"):
 		return nil, false, unsupported(strings.TrimPrefix(link, "anon_inode:"), "")
 	}
@@ -128,6 +133,18 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	}}
 	ft.all = append(ft.all, f)
 	ft.byIno[key] = append(ft.byIno[key], f)
+	switch {
+	case link == "anon_inode:[eventfd]":
+		f.img.Kind = imagepb.FileKind_FILE_KIND_EVENTFD
+		f.img.EventfdCount, f.img.EventfdSemaphore = info.EventfdCount, info.EventfdSemaphore
+		return f, cloexec, nil
+	case link == "anon_inode:[eventpoll]":
+		f.img.Kind = imagepb.FileKind_FILE_KIND_EPOLL
+		for _, it := range info.Epoll {
+			f.img.EpollItems = append(f.img.EpollItems, &imagepb.EpollItem{Tfd: int32(it.Tfd), Events: it.Events, Data: it.Data})
+		}
+		return f, cloexec, nil
+	}
 	switch st.Mode & linux.SIFMT {
 	case linux.SIFREG:
 		f.img.Kind = imagepb.FileKind_FILE_KIND_REGULAR

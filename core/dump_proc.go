@@ -23,13 +23,19 @@ func (d *dumper) collect(p *procDump) error {
 		return fmt.Errorf("read status: %w", err)
 	}
 	exe, _ := procfs.Link(pid, "exe")
+	p.img = &imagepb.Process{Pid: int32(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
+	img := p.img
 	p.entry = &imagepb.ProcessEntry{
 		Pid: int32(pid), Ppid: int32(stat.PPid), Pgid: int32(stat.PGid), Sid: int32(stat.Sid),
 		Threads: []int32{int32(pid)}, Comm: stat.Comm, Exe: exe,
 	}
-	img := &imagepb.Process{Pid: int32(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
-	p.img = img
-
+	for _, th := range p.threads {
+		p.entry.Threads = append(p.entry.Threads, int32(th.t.Pid))
+		if err := collectThread(pid, th); err != nil {
+			return fmt.Errorf("thread %d: %w", th.t.Pid, err)
+		}
+		p.img.Threads = append(p.img.Threads, th.img)
+	}
 	xs, err := linux.GetXState(pid)
 	if err != nil {
 		return err
@@ -43,7 +49,7 @@ func (d *dumper) collect(p *procDump) error {
 	}
 	img.Sigmask = p.mask
 	for _, shared := range []bool{false, true} {
-		infos, err := linux.PeekSigInfo(pid, shared)
+		infos, err := linux.PeekSigInfo(pid, shared) // private: of the main thread
 		if err != nil {
 			return err
 		}
@@ -124,6 +130,12 @@ func (d *dumper) inject(p *procDump, status *procfs.Status) error {
 		return fmt.Errorf("map scratch page: %w", err)
 	}
 	err = d.injectQueries(p, status, scratch)
+	for _, th := range p.threads {
+		if err != nil {
+			break
+		}
+		err = d.injectThread(p, th, scratch)
+	}
 	if _, uerr := t.Syscall(linux.SysMunmap, scratch, scratchSize); uerr != nil && err == nil {
 		err = fmt.Errorf("unmap scratch page: %w", uerr)
 	}
@@ -197,6 +209,71 @@ func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint6
 }
 
 func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
+// collectThread reads what ptrace and /proc tell of a thread other than the main one.
+func collectThread(pid int, th *threadDump) error {
+	tid := th.t.Pid
+	img := &imagepb.Thread{Tid: int32(tid), Regs: regsToImage(&th.t.Regs)}
+	th.img = img
+	var err error
+	if img.Xstate, err = linux.GetXState(tid); err != nil {
+		return err
+	}
+	if th.mask, err = linux.GetSigMask(tid); err != nil {
+		return err
+	}
+	img.Sigmask = th.mask
+	infos, err := linux.PeekSigInfo(tid, false)
+	if err != nil {
+		return err
+	}
+	for _, info := range infos {
+		img.Pending = append(img.Pending, &imagepb.SigInfo{Signo: int32(binary.LittleEndian.Uint32(info)), Info: info})
+	}
+	if rs, err := linux.GetRseqConfig(tid); err == nil && rs.AbiPointer != 0 {
+		img.Rseq = &imagepb.Rseq{AbiPointer: rs.AbiPointer, AbiSize: rs.Len, Flags: rs.Flags, Signature: rs.Signature}
+	}
+	if head, n, err := linux.GetRobustList(tid); err == nil {
+		img.RobustList, img.RobustListLen = head, n
+	}
+	comm, err := procfs.ReadFile(pid, fmt.Sprintf("task/%d/comm", tid))
+	if err != nil {
+		return err
+	}
+	img.Comm = strings.TrimSuffix(string(comm), "\n")
+	return nil
+}
+
+// injectThread asks a thread its sigaltstack and tid address, with the scratch page the
+// main thread mapped (the threads share its memory).
+func (d *dumper) injectThread(p *procDump, th *threadDump, scratch uint64) error {
+	t := th.t
+	t.SyscallAddr = p.t.SyscallAddr
+	if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
+		return err
+	}
+	th.masked = true
+	if err := t.Pin(d.cpu); err != nil {
+		return err
+	}
+	defer t.Unpin()
+	buf := make([]byte, 24)
+	if _, err := t.Syscall(linux.SysSigaltstack, 0, scratch); err != nil {
+		return fmt.Errorf("thread %d: read sigaltstack: %w", t.Pid, err)
+	}
+	if err := t.ReadMem(scratch, buf); err != nil {
+		return err
+	}
+	th.img.Altstack = &imagepb.SigAltStack{Sp: le64(buf[0:]), Flags: int32(binary.LittleEndian.Uint32(buf[8:])), Size: le64(buf[16:])}
+	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetTidAddress, scratch); err != nil {
+		return fmt.Errorf("thread %d: read tid address: %w", t.Pid, err)
+	}
+	if err := t.ReadMem(scratch, buf[:8]); err != nil {
+		return err
+	}
+	th.img.TidAddress = le64(buf)
+	return nil
+}
 
 // collectVMAs classifies every mapping, refusing those the core cannot restore.
 func (d *dumper) collectVMAs(p *procDump) error {

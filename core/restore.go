@@ -133,11 +133,13 @@ type restorer struct {
 	extra  []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
 	pages  map[string]int // image data file -> our fd
 	shmem  map[uint32]shmemOwner
-	stats  *RestoreStats
-	mask   linux.CPUSet // gocr's CPU mask: the restored processes get it back
-	cpu    int
-	ctx    context.Context
-	total  uint64 // bytes of memory to fill, for progress
+	// epollDone marks the epoll instances already filled.
+	epollDone map[uint32]bool
+	stats     *RestoreStats
+	mask      linux.CPUSet // gocr's CPU mask: the restored processes get it back
+	cpu       int
+	ctx       context.Context
+	total     uint64 // bytes of memory to fill, for progress
 }
 
 type shmemOwner struct {
@@ -151,6 +153,7 @@ type procRestore struct {
 	t       *tracer.Tracee
 	scratch uint64
 	pidfd   uint64 // pidfd of gocr inside the process, -1 when none
+	threads []*threadRestore
 }
 
 // Layout of the scratch area mapped in every process while it is restored.
@@ -506,6 +509,9 @@ func (r *restorer) killAll() {
 	var pids []int
 	for _, pid := range r.order {
 		pids = append(pids, int(pid))
+		for _, th := range r.procs[pid].threads {
+			pids = append(pids, th.t.Pid) // waited for before their process
+		}
 	}
 	for _, p := range r.procs {
 		if p.t != nil && !contains(pids, p.t.Pid) {
@@ -539,6 +545,11 @@ func (r *restorer) releaseAll() error {
 		if r.opts.LeaveStopped {
 			if err := linux.Kill(int(pid), linux.SIGSTOP); err != nil {
 				return fmt.Errorf("restore pid %d: %w", pid, err)
+			}
+		}
+		for _, th := range p.threads {
+			if err := linux.Detach(th.t.Pid, 0); err != nil {
+				return fmt.Errorf("restore pid %d: thread %d: %w", pid, th.t.Pid, err)
 			}
 		}
 		if err := linux.Detach(int(pid), 0); err != nil {

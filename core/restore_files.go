@@ -45,6 +45,14 @@ func (r *restorer) openFiles() error {
 			}
 		case imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
 			fd, err = linux.Open(f.Path, flags|linux.OCloexec|linux.ONoctty, 0)
+		case imagepb.FileKind_FILE_KIND_EVENTFD:
+			fd, err = linux.Eventfd(f.EventfdCount, f.EventfdSemaphore, linux.OCloexec)
+			if err == nil {
+				err = setFl(fd, flags)
+			}
+		case imagepb.FileKind_FILE_KIND_EPOLL:
+			// Filled from inside the process that holds it, once its fds are in place.
+			fd, err = linux.EpollCreate()
 		case imagepb.FileKind_FILE_KIND_PIPE, imagepb.FileKind_FILE_KIND_FIFO:
 			e := made[f.PipeId]
 			if e == nil {

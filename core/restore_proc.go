@@ -546,6 +546,51 @@ func (r *restorer) installFds(p *procRestore) error {
 			}
 		}
 	}
+	return r.fillEpolls(p)
+}
+
+// fillEpolls adds the watched fds to each epoll instance, from inside the first process that
+// holds it: an epoll item is keyed by the fd number in the process that added it.
+func (r *restorer) fillEpolls(p *procRestore) error {
+	have := map[int32]bool{}
+	for _, f := range p.img.Fds {
+		have[f.Fd] = true
+	}
+	for _, f := range p.img.Fds {
+		of := r.fileByID(f.FileId)
+		if of.Kind != imagepb.FileKind_FILE_KIND_EPOLL || r.epollDone[of.Id] {
+			continue
+		}
+		if r.epollDone == nil {
+			r.epollDone = map[uint32]bool{}
+		}
+		r.epollDone[of.Id] = true
+		for _, it := range of.EpollItems {
+			if !have[it.Tfd] {
+				return &UnsupportedError{Pid: p.t.Pid, What: fmt.Sprintf("fd %d", f.Fd), Kind: fmt.Sprintf("epoll watching fd %d of another process", it.Tfd)}
+			}
+			// struct epoll_event is packed on x86_64: u32 events, u64 data.
+			ev := make([]byte, 12)
+			binary.LittleEndian.PutUint32(ev, it.Events)
+			binary.LittleEndian.PutUint64(ev[4:], it.Data)
+			a, err := p.arg(scratchArg, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(p, fmt.Sprintf("epoll fd %d: watch fd %d", f.Fd, it.Tfd), linux.SysEpollCtl, uint64(f.Fd), linux.EpollCtlAdd, uint64(it.Tfd), a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *restorer) fileByID(id uint32) *imagepb.OpenFile {
+	for _, f := range r.c.Tree.Files {
+		if f.Id == id {
+			return f
+		}
+	}
 	return nil
 }
 
@@ -627,8 +672,21 @@ func (r *restorer) restoreState(p *procRestore) error {
 			return err
 		}
 	}
+	// Threads are made now, while the main thread may still use clone3 with set_tid; each
+	// then takes the credentials itself (they are per thread).
+	if err := r.createThreads(p); err != nil {
+		return err
+	}
 	if err := r.restoreCreds(p); err != nil {
 		return err
+	}
+	for _, th := range p.threads {
+		if err := r.restoreCreds(th.view(p)); err != nil {
+			return fmt.Errorf("thread %d: %w", th.img.Tid, err)
+		}
+		if err := r.queueThreadSignals(p, th); err != nil {
+			return fmt.Errorf("thread %d: %w", th.img.Tid, err)
+		}
 	}
 	// Pending signals last, with every signal blocked: they stay queued until the real mask
 	// is set and the process runs.
@@ -652,6 +710,112 @@ func (r *restorer) restoreState(p *procRestore) error {
 	p.pidfd = ^uint64(0)
 	if _, err := r.call(p, "unmap scratch area", linux.SysMunmap, p.scratch, scratchSize); err != nil {
 		return err
+	}
+	return nil
+}
+
+// threadRestore is a thread other than the main one.
+type threadRestore struct {
+	img *imagepb.Thread
+	t   *tracer.Tracee
+}
+
+// view lets the per-process helpers (call, arg) act on the thread.
+func (th *threadRestore) view(p *procRestore) *procRestore {
+	return &procRestore{img: p.img, entry: p.entry, t: th.t, scratch: p.scratch, pidfd: ^uint64(0)}
+}
+
+// Clone flags of a thread as pthread_create makes it (linux/sched.h).
+const cloneThreadFlags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 // VM FS FILES SIGHAND THREAD SYSVSEM
+
+// createThreads makes every other thread with its old TID by clone3 run in the main thread,
+// and gives each its own state: tid address, robust list, rseq, sigaltstack, name.
+func (r *restorer) createThreads(p *procRestore) error {
+	for _, ti := range p.img.Threads {
+		tid := ti.Tid
+		setTid := p.scratch + scratchArg + 128
+		args := cloneArgs{Flags: cloneThreadFlags, SetTid: setTid, SetTidSize: 1}
+		if err := p.t.WriteMem(p.scratch+scratchArg, structBytes(&args)); err != nil {
+			return err
+		}
+		if err := p.t.WriteMem(setTid, le32bytes(uint32(tid))); err != nil {
+			return err
+		}
+		got, err := r.call(p, fmt.Sprintf("make thread %d", tid), linux.SysClone3, p.scratch+scratchArg, uint64(unsafeSizeofCloneArgs))
+		if errors.Is(err, linux.EEXIST) {
+			return fmt.Errorf("thread %d: %w", tid, ErrPidInUse)
+		}
+		if err != nil {
+			return err
+		}
+		if int32(got) != tid {
+			return fmt.Errorf("thread %d: clone3 made %d", tid, got)
+		}
+		if err := tracer.WaitStopped(int(tid)); err != nil {
+			return fmt.Errorf("thread %d: %w", tid, err)
+		}
+		t, err := tracer.Adopt(int(tid))
+		if err != nil {
+			return fmt.Errorf("thread %d: %w", tid, err)
+		}
+		t.SyscallAddr = p.t.SyscallAddr
+		th := &threadRestore{img: ti, t: t}
+		p.threads = append(p.threads, th)
+		if err := r.threadState(p, th); err != nil {
+			return fmt.Errorf("thread %d: %w", tid, err)
+		}
+	}
+	return nil
+}
+
+func (r *restorer) threadState(p *procRestore, th *threadRestore) error {
+	v, img := th.view(p), th.img
+	if _, err := r.call(v, "set_tid_address", linux.SysSetTidAddress, img.TidAddress); err != nil {
+		return err
+	}
+	if img.RobustList != 0 {
+		if _, err := r.call(v, "set_robust_list", linux.SysSetRobustList, img.RobustList, img.RobustListLen); err != nil {
+			return err
+		}
+	}
+	if rs := img.Rseq; rs != nil {
+		if _, err := r.call(v, "register rseq", linux.SysRseq, rs.AbiPointer, uint64(rs.AbiSize), 0, uint64(rs.Signature)); err != nil {
+			return err
+		}
+	}
+	if as := img.Altstack; as != nil && as.Sp != 0 {
+		a, err := v.arg(scratchArg, le64bytes(as.Sp, uint64(uint32(as.Flags)), as.Size))
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(v, "set sigaltstack", linux.SysSigaltstack, a, 0); err != nil {
+			return err
+		}
+	}
+	comm := img.Comm
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	a, err := v.arg(scratchArg, cstring(comm))
+	if err != nil {
+		return err
+	}
+	_, err = r.call(v, "set name", linux.SysPrctl, linux.PrSetName, a)
+	return err
+}
+
+// queueThreadSignals queues the signals directed at one thread, from that thread: the kernel
+// lets a thread queue a signal with any si_code only to itself.
+func (r *restorer) queueThreadSignals(p *procRestore, th *threadRestore) error {
+	v := th.view(p)
+	for _, s := range th.img.Pending {
+		a, err := v.arg(scratchArg, s.Info)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(v, fmt.Sprintf("queue signal %d", s.Signo), linux.SysRtTgsigqueue, uint64(p.t.Pid), uint64(th.img.Tid), uint64(s.Signo), a); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -764,10 +928,18 @@ func (r *restorer) restoreCreds(p *procRestore) error {
 // finalRegs sets the dumped registers and XSTATE and the real signal mask. An interrupted
 // syscall is restarted (or fails with EINTR where the kernel's restart block was needed).
 func (r *restorer) finalRegs(p *procRestore) error {
-	pid := p.t.Pid
-	regs := regsFromImage(p.img.Regs)
+	for _, th := range p.threads {
+		if err := r.finalThreadRegs(th.t.Pid, th.img.Regs, th.img.Xstate, th.img.Sigmask); err != nil {
+			return fmt.Errorf("thread %d: %w", th.t.Pid, err)
+		}
+	}
+	return r.finalThreadRegs(p.t.Pid, p.img.Regs, p.img.Xstate, p.img.Sigmask)
+}
+
+func (r *restorer) finalThreadRegs(pid int, ri *imagepb.Regs, xstate []byte, mask uint64) error {
+	regs := regsFromImage(ri)
 	tracer.NormalizeRestart(&regs, false)
-	if err := linux.SetXState(pid, p.img.Xstate); err != nil {
+	if err := linux.SetXState(pid, xstate); err != nil {
 		return err
 	}
 	if err := linux.SetRegs(pid, &regs); err != nil {
@@ -776,7 +948,7 @@ func (r *restorer) finalRegs(p *procRestore) error {
 	if err := linux.SetAffinity(pid, r.mask); err != nil {
 		return err
 	}
-	return linux.SetSigMask(pid, p.img.Sigmask)
+	return linux.SetSigMask(pid, mask)
 }
 
 var _ = image.TreeName

@@ -46,7 +46,7 @@ func writeSample(t testing.TB, dir string) {
 	}
 	tree := &imagepb.Tree{
 		Roots:     []int32{100},
-		Processes: []*imagepb.ProcessEntry{{Pid: 100, Ppid: 1, Pgid: 100, Sid: 1}},
+		Processes: []*imagepb.ProcessEntry{{Pid: 100, Ppid: 1, Pgid: 100, Sid: 1, Threads: []int32{100}}},
 		Files:     []*imagepb.OpenFile{{Id: 1, Kind: imagepb.FileKind_FILE_KIND_PIPE, PipeId: 1}},
 		Pipes:     []*imagepb.Pipe{{Id: 1, Capacity: 65536, DataLen: 3, DataFile: PipeDataName(1)}},
 		Cpu:       &imagepb.CPU{XstateSize: 1024},

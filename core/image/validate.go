@@ -79,7 +79,17 @@ func (c *Checkpoint) validate() error {
 			if pipes[f.PipeId] == nil {
 				return corrupt(TreeName, "file %d: pipe %d not in the image", f.Id, f.PipeId)
 			}
-		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
+		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE,
+			imagepb.FileKind_FILE_KIND_EVENTFD:
+		case imagepb.FileKind_FILE_KIND_EPOLL:
+			if len(f.EpollItems) > maxFds {
+				return corrupt(TreeName, "file %d: %d epoll items", f.Id, len(f.EpollItems))
+			}
+			for _, it := range f.EpollItems {
+				if it.Tfd < 0 {
+					return corrupt(TreeName, "file %d: epoll item on fd %d", f.Id, it.Tfd)
+				}
+			}
 		default:
 			return corrupt(TreeName, "file %d: unknown kind %d", f.Id, f.Kind)
 		}
@@ -180,6 +190,29 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 	}
 	if uint32(len(p.Xstate)) != c.Tree.Cpu.XstateSize {
 		return corrupt(name, "XSTATE of %d bytes, tree says %d", len(p.Xstate), c.Tree.Cpu.XstateSize)
+	}
+	tids := map[int32]bool{p.Pid: true}
+	for _, th := range p.Threads {
+		if th.Tid <= 0 || tids[th.Tid] {
+			return corrupt(name, "thread %d: bad or repeated tid", th.Tid)
+		}
+		tids[th.Tid] = true
+		if th.Regs == nil || uint32(len(th.Xstate)) != c.Tree.Cpu.XstateSize {
+			return corrupt(name, "thread %d: registers missing or XSTATE of %d bytes", th.Tid, len(th.Xstate))
+		}
+		for _, si := range th.Pending {
+			if si.Signo < 1 || si.Signo > maxSig || len(si.Info) != 128 {
+				return corrupt(name, "thread %d: bad pending signal %d", th.Tid, si.Signo)
+			}
+		}
+	}
+	if len(pe.Threads) != len(tids) {
+		return corrupt(name, "%d threads, tree says %d", len(tids), len(pe.Threads))
+	}
+	for _, tid := range pe.Threads {
+		if !tids[tid] {
+			return corrupt(name, "thread %d of the tree is missing", tid)
+		}
 	}
 	seen := map[int32]bool{}
 	for _, sa := range p.Sigactions {

@@ -49,7 +49,7 @@ func Build(t testing.TB, name string) string {
 		t.Fatalf("gcc is needed to build the test workloads: %v", err)
 	}
 	out := filepath.Join(buildDir, name)
-	cmd := exec.Command("gcc", "-O1", "-g", "-o", out, filepath.Join(Workloads(), name+".c"))
+	cmd := exec.Command("gcc", "-O1", "-g", "-pthread", "-o", out, filepath.Join(Workloads(), name+".c"))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", name, err, b)
 	}
@@ -228,4 +228,30 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: ptrace and clone3 with set_tid (CAP_SYS_ADMIN, CAP_SYS_PTRACE)")
 	}
+}
+
+// BuildGo builds the Go program testdata/workloads/NAME once per test binary.
+func BuildGo(t testing.TB, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built["go:"+name]; ok {
+		return p
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "gocr-workloads-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d
+	}
+	out := filepath.Join(buildDir, name)
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(Workloads(), name)
+	cmd.Env = append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, b)
+	}
+	built["go:"+name] = out
+	return out
 }

@@ -85,6 +85,8 @@ const (
 	FileKind_FILE_KIND_PIPE        FileKind = 3
 	FileKind_FILE_KIND_FIFO        FileKind = 4
 	FileKind_FILE_KIND_CHAR_DEVICE FileKind = 5
+	FileKind_FILE_KIND_EVENTFD     FileKind = 6
+	FileKind_FILE_KIND_EPOLL       FileKind = 7
 )
 
 // Enum value maps for FileKind.
@@ -96,6 +98,8 @@ var (
 		3: "FILE_KIND_PIPE",
 		4: "FILE_KIND_FIFO",
 		5: "FILE_KIND_CHAR_DEVICE",
+		6: "FILE_KIND_EVENTFD",
+		7: "FILE_KIND_EPOLL",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED": 0,
@@ -104,6 +108,8 @@ var (
 		"FILE_KIND_PIPE":        3,
 		"FILE_KIND_FIFO":        4,
 		"FILE_KIND_CHAR_DEVICE": 5,
+		"FILE_KIND_EVENTFD":     6,
+		"FILE_KIND_EPOLL":       7,
 	}
 )
 
@@ -611,7 +617,12 @@ type OpenFile struct {
 	Deleted  bool   `protobuf:"varint,11,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	DataFile string `protobuf:"bytes,12,opt,name=data_file,json=dataFile,proto3" json:"data_file,omitempty"`
 	// For pipes and FIFOs: the Pipe this end belongs to.
-	PipeId        uint32 `protobuf:"varint,13,opt,name=pipe_id,json=pipeId,proto3" json:"pipe_id,omitempty"`
+	PipeId uint32 `protobuf:"varint,13,opt,name=pipe_id,json=pipeId,proto3" json:"pipe_id,omitempty"`
+	// For eventfds: the counter and EFD_SEMAPHORE.
+	EventfdCount     uint64 `protobuf:"varint,14,opt,name=eventfd_count,json=eventfdCount,proto3" json:"eventfd_count,omitempty"`
+	EventfdSemaphore bool   `protobuf:"varint,15,opt,name=eventfd_semaphore,json=eventfdSemaphore,proto3" json:"eventfd_semaphore,omitempty"`
+	// For epoll instances: the watched fds, numbered as in the process that holds the epoll fd.
+	EpollItems    []*EpollItem `protobuf:"bytes,16,rep,name=epoll_items,json=epollItems,proto3" json:"epoll_items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,6 +748,87 @@ func (x *OpenFile) GetPipeId() uint32 {
 	return 0
 }
 
+func (x *OpenFile) GetEventfdCount() uint64 {
+	if x != nil {
+		return x.EventfdCount
+	}
+	return 0
+}
+
+func (x *OpenFile) GetEventfdSemaphore() bool {
+	if x != nil {
+		return x.EventfdSemaphore
+	}
+	return false
+}
+
+func (x *OpenFile) GetEpollItems() []*EpollItem {
+	if x != nil {
+		return x.EpollItems
+	}
+	return nil
+}
+
+type EpollItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"`
+	Events        uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Data          uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpollItem) Reset() {
+	*x = EpollItem{}
+	mi := &file_image_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpollItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpollItem) ProtoMessage() {}
+
+func (x *EpollItem) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
+func (*EpollItem) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EpollItem) GetTfd() int32 {
+	if x != nil {
+		return x.Tfd
+	}
+	return 0
+}
+
+func (x *EpollItem) GetEvents() uint32 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *EpollItem) GetData() uint64 {
+	if x != nil {
+		return x.Data
+	}
+	return 0
+}
+
 // Pipe is one pipe or FIFO buffer: its capacity and the bytes not read yet.
 type Pipe struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -751,7 +843,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +855,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +868,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -829,7 +921,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +933,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +946,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -911,7 +1003,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1015,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1028,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -953,7 +1045,9 @@ func (x *PageRun) GetNrPages() uint64 {
 	return 0
 }
 
-// Process is proc-PID.img: everything about one process.
+// Process is proc-PID.img: everything about one process. The per-thread fields (registers,
+// XSTATE, mask, thread-directed pending signals, sigaltstack, tid address, robust list, rseq)
+// describe the main thread; threads lists the others.
 type Process struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -981,13 +1075,14 @@ type Process struct {
 	Pdeathsig     int32                  `protobuf:"varint,23,opt,name=pdeathsig,proto3" json:"pdeathsig,omitempty"`
 	Comm          string                 `protobuf:"bytes,24,opt,name=comm,proto3" json:"comm,omitempty"`
 	Personality   uint32                 `protobuf:"varint,25,opt,name=personality,proto3" json:"personality,omitempty"`
+	Threads       []*Thread              `protobuf:"bytes,26,rep,name=threads,proto3" json:"threads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1094,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1107,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1190,6 +1285,139 @@ func (x *Process) GetPersonality() uint32 {
 	return 0
 }
 
+func (x *Process) GetThreads() []*Thread {
+	if x != nil {
+		return x.Threads
+	}
+	return nil
+}
+
+// Thread is a thread other than the main one, with its own per-thread state.
+type Thread struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tid     int32                  `protobuf:"varint,1,opt,name=tid,proto3" json:"tid,omitempty"`
+	Regs    *Regs                  `protobuf:"bytes,2,opt,name=regs,proto3" json:"regs,omitempty"`
+	Xstate  []byte                 `protobuf:"bytes,3,opt,name=xstate,proto3" json:"xstate,omitempty"`
+	Sigmask uint64                 `protobuf:"varint,4,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
+	// Signals queued for this thread only.
+	Pending       []*SigInfo   `protobuf:"bytes,5,rep,name=pending,proto3" json:"pending,omitempty"`
+	Altstack      *SigAltStack `protobuf:"bytes,6,opt,name=altstack,proto3" json:"altstack,omitempty"`
+	TidAddress    uint64       `protobuf:"varint,7,opt,name=tid_address,json=tidAddress,proto3" json:"tid_address,omitempty"`
+	RobustList    uint64       `protobuf:"varint,8,opt,name=robust_list,json=robustList,proto3" json:"robust_list,omitempty"`
+	RobustListLen uint64       `protobuf:"varint,9,opt,name=robust_list_len,json=robustListLen,proto3" json:"robust_list_len,omitempty"`
+	Rseq          *Rseq        `protobuf:"bytes,10,opt,name=rseq,proto3" json:"rseq,omitempty"`
+	Comm          string       `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Thread) Reset() {
+	*x = Thread{}
+	mi := &file_image_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Thread) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Thread) ProtoMessage() {}
+
+func (x *Thread) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Thread.ProtoReflect.Descriptor instead.
+func (*Thread) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Thread) GetTid() int32 {
+	if x != nil {
+		return x.Tid
+	}
+	return 0
+}
+
+func (x *Thread) GetRegs() *Regs {
+	if x != nil {
+		return x.Regs
+	}
+	return nil
+}
+
+func (x *Thread) GetXstate() []byte {
+	if x != nil {
+		return x.Xstate
+	}
+	return nil
+}
+
+func (x *Thread) GetSigmask() uint64 {
+	if x != nil {
+		return x.Sigmask
+	}
+	return 0
+}
+
+func (x *Thread) GetPending() []*SigInfo {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *Thread) GetAltstack() *SigAltStack {
+	if x != nil {
+		return x.Altstack
+	}
+	return nil
+}
+
+func (x *Thread) GetTidAddress() uint64 {
+	if x != nil {
+		return x.TidAddress
+	}
+	return 0
+}
+
+func (x *Thread) GetRobustList() uint64 {
+	if x != nil {
+		return x.RobustList
+	}
+	return 0
+}
+
+func (x *Thread) GetRobustListLen() uint64 {
+	if x != nil {
+		return x.RobustListLen
+	}
+	return 0
+}
+
+func (x *Thread) GetRseq() *Rseq {
+	if x != nil {
+		return x.Rseq
+	}
+	return nil
+}
+
+func (x *Thread) GetComm() string {
+	if x != nil {
+		return x.Comm
+	}
+	return ""
+}
+
 // Regs is struct user_regs_struct (asm/user_64.h) as NT_PRSTATUS gives it.
 type Regs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1226,7 +1454,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1466,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1479,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -1457,7 +1685,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1697,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1710,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1532,7 +1760,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1772,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1785,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -1592,7 +1820,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1832,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1845,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1652,7 +1880,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1892,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1905,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -1724,7 +1952,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1964,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1977,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -1874,7 +2102,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2114,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2127,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -1997,7 +2225,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2237,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2250,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2057,7 +2285,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2297,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2310,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -2123,7 +2351,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2363,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2376,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -2226,7 +2454,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2466,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2479,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -2317,7 +2545,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\x04 \x01(\x05R\x03sid\x12\x18\n" +
 	"\athreads\x18\x05 \x03(\x05R\athreads\x12\x12\n" +
 	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x10\n" +
-	"\x03exe\x18\a \x01(\tR\x03exe\"\xb3\x02\n" +
+	"\x03exe\x18\a \x01(\tR\x03exe\"\xc0\x03\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2332,7 +2560,15 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\x04size\x12\x18\n" +
 	"\adeleted\x18\v \x01(\bR\adeleted\x12\x1b\n" +
 	"\tdata_file\x18\f \x01(\tR\bdataFile\x12\x17\n" +
-	"\apipe_id\x18\r \x01(\rR\x06pipeId\"|\n" +
+	"\apipe_id\x18\r \x01(\rR\x06pipeId\x12#\n" +
+	"\reventfd_count\x18\x0e \x01(\x04R\feventfdCount\x12+\n" +
+	"\x11eventfd_semaphore\x18\x0f \x01(\bR\x10eventfdSemaphore\x129\n" +
+	"\vepoll_items\x18\x10 \x03(\v2\x18.gocr.image.v1.EpollItemR\n" +
+	"epollItems\"I\n" +
+	"\tEpollItem\x12\x10\n" +
+	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\"|\n" +
 	"\x04Pipe\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x1a\n" +
@@ -2349,7 +2585,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\":\n" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\x88\a\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xb9\a\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -2381,7 +2617,23 @@ const file_image_proto_rawDesc = "" +
 	"\x04rseq\x18\x16 \x01(\v2\x13.gocr.image.v1.RseqR\x04rseq\x12\x1c\n" +
 	"\tpdeathsig\x18\x17 \x01(\x05R\tpdeathsig\x12\x12\n" +
 	"\x04comm\x18\x18 \x01(\tR\x04comm\x12 \n" +
-	"\vpersonality\x18\x19 \x01(\rR\vpersonality\"\xf9\x03\n" +
+	"\vpersonality\x18\x19 \x01(\rR\vpersonality\x12/\n" +
+	"\athreads\x18\x1a \x03(\v2\x15.gocr.image.v1.ThreadR\athreads\"\x86\x03\n" +
+	"\x06Thread\x12\x10\n" +
+	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12'\n" +
+	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
+	"\x06xstate\x18\x03 \x01(\fR\x06xstate\x12\x18\n" +
+	"\asigmask\x18\x04 \x01(\x04R\asigmask\x120\n" +
+	"\apending\x18\x05 \x03(\v2\x16.gocr.image.v1.SigInfoR\apending\x126\n" +
+	"\baltstack\x18\x06 \x01(\v2\x1a.gocr.image.v1.SigAltStackR\baltstack\x12\x1f\n" +
+	"\vtid_address\x18\a \x01(\x04R\n" +
+	"tidAddress\x12\x1f\n" +
+	"\vrobust_list\x18\b \x01(\x04R\n" +
+	"robustList\x12&\n" +
+	"\x0frobust_list_len\x18\t \x01(\x04R\rrobustListLen\x12'\n" +
+	"\x04rseq\x18\n" +
+	" \x01(\v2\x13.gocr.image.v1.RseqR\x04rseq\x12\x12\n" +
+	"\x04comm\x18\v \x01(\tR\x04comm\"\xf9\x03\n" +
 	"\x04Regs\x12\x10\n" +
 	"\x03r15\x18\x01 \x01(\x04R\x03r15\x12\x10\n" +
 	"\x03r14\x18\x02 \x01(\x04R\x03r14\x12\x10\n" +
@@ -2493,14 +2745,16 @@ const file_image_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\x98\x01\n" +
+	"\x10KIND_INCREMENTAL\x10\x03*\xc4\x01\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
 	"\x13FILE_KIND_DIRECTORY\x10\x02\x12\x12\n" +
 	"\x0eFILE_KIND_PIPE\x10\x03\x12\x12\n" +
 	"\x0eFILE_KIND_FIFO\x10\x04\x12\x19\n" +
-	"\x15FILE_KIND_CHAR_DEVICE\x10\x05*\x8b\x02\n" +
+	"\x15FILE_KIND_CHAR_DEVICE\x10\x05\x12\x15\n" +
+	"\x11FILE_KIND_EVENTFD\x10\x06\x12\x13\n" +
+	"\x0fFILE_KIND_EPOLL\x10\a*\x8b\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -2528,7 +2782,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -2539,50 +2793,58 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),          // 6: gocr.image.v1.CPU
 	(*ProcessEntry)(nil), // 7: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),     // 8: gocr.image.v1.OpenFile
-	(*Pipe)(nil),         // 9: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 10: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 11: gocr.image.v1.PageRun
-	(*Process)(nil),      // 12: gocr.image.v1.Process
-	(*Regs)(nil),         // 13: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 14: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 15: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 16: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 17: gocr.image.v1.ITimer
-	(*MM)(nil),           // 18: gocr.image.v1.MM
-	(*VMA)(nil),          // 19: gocr.image.v1.VMA
-	(*Fd)(nil),           // 20: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 21: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 22: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 23: gocr.image.v1.Rseq
+	(*EpollItem)(nil),    // 9: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 10: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 11: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 12: gocr.image.v1.PageRun
+	(*Process)(nil),      // 13: gocr.image.v1.Process
+	(*Thread)(nil),       // 14: gocr.image.v1.Thread
+	(*Regs)(nil),         // 15: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 16: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 17: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 18: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 19: gocr.image.v1.ITimer
+	(*MM)(nil),           // 20: gocr.image.v1.MM
+	(*VMA)(nil),          // 21: gocr.image.v1.VMA
+	(*Fd)(nil),           // 22: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 23: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 24: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 25: gocr.image.v1.Rseq
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	7,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	8,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	9,  // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	10, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	10, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	11, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	6,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	1,  // 7: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	11, // 8: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	13, // 9: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	14, // 10: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	15, // 11: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	16, // 12: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	17, // 13: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	18, // 14: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	19, // 15: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	11, // 16: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	20, // 17: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	21, // 18: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	22, // 19: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	23, // 20: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 21: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	9,  // 8: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	12, // 9: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	15, // 10: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	16, // 11: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	17, // 12: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	18, // 13: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	19, // 14: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	20, // 15: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	21, // 16: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	12, // 17: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	22, // 18: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	23, // 19: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	24, // 20: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	25, // 21: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	14, // 22: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	15, // 23: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	17, // 24: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	18, // 25: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	25, // 26: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 27: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2596,7 +2858,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -423,3 +423,36 @@ func SetFl(fd int, flags int) error {
 func Fallocate(fd int, size int64) error {
 	return os.NewSyscallError("fallocate", unix.Fallocate(fd, 0, 0, size))
 }
+
+// Eventfd creates an eventfd holding count; semaphore sets EFD_SEMAPHORE.
+func Eventfd(count uint64, semaphore bool, flags int) (int, error) {
+	f := flags
+	if semaphore {
+		f |= unix.EFD_SEMAPHORE
+	}
+	fd, err := unix.Eventfd(0, f)
+	if err != nil {
+		return -1, os.NewSyscallError("eventfd2", err)
+	}
+	if count > 0 {
+		var b [8]byte
+		*(*uint64)(unsafe.Pointer(&b[0])) = count
+		if err := Write(fd, b[:]); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, nil
+}
+
+// EpollCreate creates an epoll instance (close-on-exec).
+func EpollCreate() (int, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	return fd, os.NewSyscallError("epoll_create1", err)
+}
+
+// SysEpollCtl and EpollCtlAdd are used to fill an epoll instance inside a process.
+const (
+	SysEpollCtl = unix.SYS_EPOLL_CTL
+	EpollCtlAdd = unix.EPOLL_CTL_ADD
+)

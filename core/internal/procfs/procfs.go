@@ -259,6 +259,18 @@ type FdInfo struct {
 	Pos   int64
 	Flags uint32
 	MntID int
+	// eventfd
+	EventfdCount     uint64
+	EventfdSemaphore bool
+	// epoll: the watched fds
+	Epoll []EpollItem
+}
+
+// EpollItem is one "tfd:" line of an epoll fd's fdinfo.
+type EpollItem struct {
+	Tfd    int
+	Events uint32
+	Data   uint64
 }
 
 // ReadFdInfo parses /proc/PID/fdinfo/FD.
@@ -280,6 +292,23 @@ func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 			fi.Flags = uint32(n)
 		case "mnt_id":
 			fi.MntID, _ = strconv.Atoi(v)
+		case "eventfd-count":
+			fi.EventfdCount, _ = strconv.ParseUint(v, 16, 64)
+		case "eventfd-semaphore":
+			fi.EventfdSemaphore = v == "1"
+		case "tfd":
+			// "tfd:        5 events: 80000019 data:                5  pos:0 ino:8bdf sdev:f"
+			f := strings.Fields(v)
+			if len(f) < 5 || f[1] != "events:" || f[3] != "data:" {
+				return nil, fmt.Errorf("parse fdinfo %d of %d: %q", fd, pid, sc.Text())
+			}
+			tfd, err1 := strconv.Atoi(f[0])
+			ev, err2 := strconv.ParseUint(f[2], 16, 32)
+			data, err3 := strconv.ParseUint(f[4], 16, 64)
+			if err1 != nil || err2 != nil || err3 != nil {
+				return nil, fmt.Errorf("parse fdinfo %d of %d: %q", fd, pid, sc.Text())
+			}
+			fi.Epoll = append(fi.Epoll, EpollItem{Tfd: tfd, Events: uint32(ev), Data: data})
 		}
 	}
 	return fi, nil

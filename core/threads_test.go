@@ -1,0 +1,98 @@
+package core_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+// tids lists the thread ids of pid.
+func tids(pid int) []string {
+	var out []string
+	ents, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, e := range ents {
+		out = append(out, filepath.Base(e))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// A C program with four pthreads comes back with the same TIDs, every thread counting on in
+// its thread-local variable, and the main thread still blocked in pthread_join.
+func TestRestoreThreads(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "threads"), dir)
+	names := []string{"t0", "t1", "t2", "t3"}
+	for _, n := range names {
+		testutil.WaitFor(t, n+" to count", func() bool { return lastInt(t, filepath.Join(dir, n+".log")) >= 3 })
+	}
+	testutil.WaitFor(t, "main to block in join", func() bool { return lastInt(t, filepath.Join(dir, "main.log")) >= 20 })
+	before := tids(p.Pid)
+	if len(before) != 5 {
+		t.Fatalf("%d threads, want 5", len(before))
+	}
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := map[string]int{}
+	for _, n := range names {
+		at[n] = lastInt(t, filepath.Join(dir, n+".log"))
+	}
+	restore(t, img)
+	if got := tids(p.Pid); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Fatalf("threads after restore %v, before %v", got, before)
+	}
+	for _, n := range names {
+		log := filepath.Join(dir, n+".log")
+		testutil.WaitFor(t, n+" to go on", func() bool { return lastInt(t, log) >= at[n]+10 })
+		checkSequence(t, log, at[n]+10)
+	}
+	checkSequence(t, filepath.Join(dir, "main.log"), 20)
+	if s, _ := testutil.ProcState(p.Pid); s != "S" {
+		t.Errorf("main thread in state %q, want S (blocked in pthread_join)", s)
+	}
+}
+
+// A Go program, with its runtime's threads, goroutines blocked on channels, a ticker and a
+// busy garbage collector, goes on after a restore.
+func TestRestoreGoProgram(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "go.log")
+	p := testutil.Start(t, testutil.BuildGo(t, "gocount"), log)
+	testutil.WaitFor(t, "gocount to count", func() bool { return lastInt(t, log) >= 20 })
+	if n := len(tids(p.Pid)); n < 3 {
+		t.Fatalf("the Go program has %d threads; the test wants several", n)
+	}
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "gocount to go on", func() bool { return lastInt(t, log) >= at+50 })
+	checkSequence(t, log, at+50)
+}
+
+// An epoll instance comes back with its watched set (level- and edge-triggered), and an
+// eventfd with its count and semaphore mode.
+func TestRestoreEpollEventfd(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "epoll"), dir)
+	testutil.WaitFor(t, "epoll to be ready", func() bool { return fileExists(filepath.Join(dir, "ready")) })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got, want := testutil.Lines(report)[0], "ready=111,222 sem=1 left=4"; got != want {
+		t.Fatalf("after restore: %s, want %s", got, want)
+	}
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
