@@ -122,6 +122,13 @@ func showText(w io.Writer, c *image.Checkpoint) {
 			}
 			fmt.Fprintf(w, "    %-9s %s flags %#x mask %s\n", sigName(a.Signo), h, a.Flags, sigSet(a.Mask))
 		}
+		for _, th := range p.Threads {
+			var tp []string
+			for _, s := range th.Pending {
+				tp = append(tp, sigName(s.Signo))
+			}
+			fmt.Fprintf(w, "  thread %d (%s): rip %#x rsp %#x; blocked %s; pending %s\n", th.Tid, th.Comm, th.Regs.Rip, th.Regs.Rsp, sigSet(th.Sigmask), orNone(tp))
+		}
 		var pages uint64
 		for _, r := range p.Pages {
 			pages += r.NrPages
@@ -144,6 +151,16 @@ func showText(w io.Writer, c *image.Checkpoint) {
 			}
 			if f.Deleted {
 				extra += ", deleted"
+			}
+			if f.Kind == imagepb.FileKind_FILE_KIND_EVENTFD {
+				extra += fmt.Sprintf(", count %d", f.EventfdCount)
+			}
+			if f.Kind == imagepb.FileKind_FILE_KIND_EPOLL {
+				var fds []string
+				for _, it := range f.EpollItems {
+					fds = append(fds, fmt.Sprintf("%d:%#x", it.Tfd, it.Events))
+				}
+				extra += ", watching " + orNone(fds)
 			}
 			cloexec := ""
 			if fd.Cloexec {
