@@ -190,6 +190,9 @@ func (d *dumper) run(ctx context.Context) error {
 			return fmt.Errorf("dump: %w", ErrInterrupted)
 		}
 	}
+	if err := d.files.checkPeers(); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
 	if err := d.files.writeData(d.w, d.tree); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}

@@ -99,7 +99,6 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	}
 	switch {
 	case strings.HasPrefix(link, "socket:"):
-		return nil, false, unsupported("socket "+link, "sockets come with a later version")
 	case link == "anon_inode:[eventfd]", link == "anon_inode:[eventpoll]":
 	case strings.HasPrefix(link, "anon_inode:"):
 		return nil, false, unsupported(strings.TrimPrefix(link, "anon_inode:"), "")
@@ -144,6 +143,11 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 			f.img.EpollItems = append(f.img.EpollItems, &imagepb.EpollItem{Tfd: int32(it.Tfd), Events: it.Events, Data: it.Data})
 		}
 		return f, cloexec, nil
+	case strings.HasPrefix(link, "socket:"):
+		if err := unixSocket(f, uint32(st.Ino), unsupported); err != nil {
+			return nil, false, err
+		}
+		return f, cloexec, nil
 	}
 	switch st.Mode & linux.SIFMT {
 	case linux.SIFREG:
@@ -174,6 +178,74 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 		return nil, false, unsupported(fmt.Sprintf("file %s of type %#o", link, st.Mode&linux.SIFMT), "")
 	}
 	return f, cloexec, nil
+}
+
+// unixSocket records a unix socket: its type, state, name, peer and queued messages.
+func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) error) error {
+	s, err := linux.UnixDiag(ino)
+	if errors.Is(err, linux.ENOENT) {
+		return unsupported(f.img.Path+" (not a unix socket)", "TCP, UDP and netlink sockets come with a later version")
+	}
+	if err != nil {
+		return fmt.Errorf("look up socket %s: %w", f.img.Path, err)
+	}
+	f.img.Kind = imagepb.FileKind_FILE_KIND_UNIX_SOCKET
+	u := &imagepb.UnixSocket{Ino: s.Ino, Type: int32(s.Type), State: int32(s.State), PeerIno: s.Peer, Name: s.Name, Shutdown: uint32(s.Shutdown)}
+	f.img.UnixSocket = u
+	switch s.Type {
+	case linux.SockStream, linux.SockDgram, linux.SockSeqpacket:
+	default:
+		return unsupported(fmt.Sprintf("unix socket of type %d", s.Type), "")
+	}
+	if s.State == linux.SockListen {
+		if len(s.Icons) > 0 {
+			return unsupported(fmt.Sprintf("listening unix socket %s with %d connections not accepted yet", s.Name, len(s.Icons)), "dump when the server has accepted them")
+		}
+		u.Backlog = s.WQueue
+		return nil
+	}
+	q, err := linux.PeekQueue(f.dup)
+	if errors.Is(err, linux.ErrQueuedFds) {
+		return unsupported(fmt.Sprintf("unix socket %s with file descriptors in flight", f.img.Path), "")
+	}
+	if err != nil {
+		return fmt.Errorf("peek socket %s: %w", f.img.Path, err)
+	}
+	if s.Type == linux.SockStream && len(q) > 1 {
+		var all []byte
+		for _, m := range q {
+			all = append(all, m...)
+		}
+		q = [][]byte{all}
+	}
+	u.Queue = q
+	return nil
+}
+
+// checkPeers refuses sockets connected to a socket outside the dump, or connected one way.
+func (ft *fileTable) checkPeers() error {
+	byIno := map[uint32]*openFile{}
+	for _, f := range ft.all {
+		if u := f.img.UnixSocket; u != nil {
+			byIno[u.Ino] = f
+		}
+	}
+	for _, f := range ft.all {
+		u := f.img.UnixSocket
+		if u == nil || u.PeerIno == 0 || u.State == linux.SockListen {
+			continue
+		}
+		what := "fd " + strconv.Itoa(f.fd)
+		peer := byIno[u.PeerIno]
+		if peer == nil {
+			return &UnsupportedError{Pid: f.pid, What: what, Kind: fmt.Sprintf("unix socket %s connected to a socket outside the dumped trees", f.img.Path),
+				Hint: "dump the peer's tree too (-t PID,PID)"}
+		}
+		if peer.img.UnixSocket.PeerIno != u.Ino {
+			return &UnsupportedError{Pid: f.pid, What: what, Kind: fmt.Sprintf("unix socket %s connected one way to %s", f.img.Path, peer.img.UnixSocket.Name)}
+		}
+	}
+	return nil
 }
 
 // pipe records a pipe's capacity and copies its unread bytes with tee(2), which leaves them

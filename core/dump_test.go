@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -231,6 +232,30 @@ func TestDumpBadInput(t *testing.T) {
 			t.Fatalf("a failed dump left %s behind", dir)
 		}
 		running(t, s.Pid, slog)
+	})
+	t.Run("socket connected outside", func(t *testing.T) {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, theirs := os.NewFile(uintptr(fds[0]), "mine"), os.NewFile(uintptr(fds[1]), "theirs")
+		defer mine.Close()
+		slog := filepath.Join(t.TempDir(), "c.log")
+		cmd := exec.Command(bin, slog)
+		cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the child
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		theirs.Close()
+		c := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+		defer c.Kill()
+		testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, slog) >= 3 })
+		_, err = core.Dump(ctx, core.DumpOptions{Roots: []int{c.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+		var ue *core.UnsupportedError
+		if !errors.As(err, &ue) || ue.What != "fd 3" || !strings.Contains(err.Error(), "outside the dumped trees") {
+			t.Fatalf("got %v, want an UnsupportedError naming fd 3 and its outside peer", err)
+		}
+		running(t, c.Pid, slog)
 	})
 	t.Run("already traced", func(t *testing.T) {
 		tlog := filepath.Join(t.TempDir(), "traced.log")

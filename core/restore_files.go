@@ -23,6 +23,7 @@ func (r *restorer) openFiles() error {
 		usedR, usedW bool
 	}
 	made := map[uint32]*ends{} // pipe id -> our ends
+	pairs := map[uint32]int{}  // socket inode -> our end of a pair made for its peer
 	for _, f := range r.c.Tree.Files {
 		acc := int(f.Flags) & linux.OAccmode
 		flags := int(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
@@ -53,6 +54,11 @@ func (r *restorer) openFiles() error {
 		case imagepb.FileKind_FILE_KIND_EPOLL:
 			// Filled from inside the process that holds it, once its fds are in place.
 			fd, err = linux.EpollCreate()
+		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
+			fd, err = openUnixSocket(f.UnixSocket, pairs)
+			if err == nil {
+				err = setFl(fd, flags)
+			}
 		case imagepb.FileKind_FILE_KIND_PIPE, imagepb.FileKind_FILE_KIND_FIFO:
 			e := made[f.PipeId]
 			if e == nil {
@@ -85,6 +91,9 @@ func (r *restorer) openFiles() error {
 			return fmt.Errorf("open file %d (%s): %w", f.Id, f.Path, err)
 		}
 		r.files[f.Id] = fd
+	}
+	if err := r.refillSockets(); err != nil {
+		return err
 	}
 	for _, e := range made {
 		if !e.usedR {
@@ -160,4 +169,86 @@ func (r *restorer) recreateDeleted(f *imagepb.OpenFile, flags int) (int, error) 
 		}
 	}
 	return linux.Open(path, flags|linux.OCloexec, 0)
+}
+
+// openUnixSocket makes a unix socket like the dumped one: connected pairs as socketpairs (the
+// second end is kept in pairs for the peer), listeners bound and listening, unconnected
+// sockets bound to their name.
+func openUnixSocket(u *imagepb.UnixSocket, pairs map[uint32]int) (int, error) {
+	switch {
+	case u.State == linux.SockListen:
+		if err := removeStaleSocket(u.Name); err != nil {
+			return -1, err
+		}
+		return linux.UnixListen(int(u.Type), u.Name, int(u.Backlog))
+	case u.PeerIno != 0:
+		if fd, ok := pairs[u.Ino]; ok {
+			delete(pairs, u.Ino)
+			return fd, nil
+		}
+		a, b, err := linux.Socketpair(int(u.Type))
+		if err != nil {
+			return -1, err
+		}
+		pairs[u.PeerIno] = b
+		return a, nil
+	default:
+		if err := removeStaleSocket(u.Name); err != nil {
+			return -1, err
+		}
+		return linux.UnixListen(int(u.Type), u.Name, -1)
+	}
+}
+
+// removeStaleSocket removes the socket file a dumped process left at a path it was bound to,
+// so that the restored socket can bind it again. Anything else at the path stays.
+func removeStaleSocket(name string) error {
+	if name == "" || name[0] == '@' {
+		return nil
+	}
+	st, err := linux.Lstat(name)
+	if err != nil {
+		return nil
+	}
+	if st.Mode&linux.SIFMT != linux.SIFSOCK {
+		return fmt.Errorf("bind %s: a file that is not a socket is in the way", name)
+	}
+	return linux.Unlink(name)
+}
+
+// refillSockets sends every queued message again from the peer, so that each end finds its
+// receive queue as it was, and shuts down what was shut down.
+func (r *restorer) refillSockets() error {
+	byIno := map[uint32]*imagepb.OpenFile{}
+	for _, f := range r.c.Tree.Files {
+		if f.UnixSocket != nil {
+			byIno[f.UnixSocket.Ino] = f
+		}
+	}
+	for _, f := range r.c.Tree.Files {
+		u := f.UnixSocket
+		if u == nil || len(u.Queue) == 0 {
+			continue
+		}
+		peer := byIno[u.PeerIno]
+		if peer == nil {
+			return fmt.Errorf("socket %d: %d queued messages but no peer to send them from", u.Ino, len(u.Queue))
+		}
+		for _, m := range u.Queue {
+			if err := linux.Send(r.files[peer.Id], m); err != nil {
+				return fmt.Errorf("socket %d: refill its queue: %w", u.Ino, err)
+			}
+		}
+	}
+	for _, f := range r.c.Tree.Files {
+		u := f.UnixSocket
+		if u == nil || u.Shutdown == 0 {
+			continue
+		}
+		how := map[uint32]int{1: 0, 2: 1, 3: 2}[u.Shutdown&3]
+		if err := linux.Shutdown(r.files[f.Id], how); err != nil {
+			return fmt.Errorf("socket %d: %w", u.Ino, err)
+		}
+	}
+	return nil
 }

@@ -81,6 +81,11 @@ func (c *Checkpoint) validate() error {
 			}
 		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE,
 			imagepb.FileKind_FILE_KIND_EVENTFD:
+		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
+			u := f.UnixSocket
+			if u == nil || (u.Type != 1 && u.Type != 2 && u.Type != 5) || (u.State != 1 && u.State != 7 && u.State != 10) || u.Shutdown > 3 {
+				return corrupt(TreeName, "file %d: bad unix socket", f.Id)
+			}
 		case imagepb.FileKind_FILE_KIND_EPOLL:
 			if len(f.EpollItems) > maxFds {
 				return corrupt(TreeName, "file %d: %d epoll items", f.Id, len(f.EpollItems))
@@ -103,6 +108,24 @@ func (c *Checkpoint) validate() error {
 			if err := c.dataFile(f.DataFile, f.Size, FileDataName(f.Id)); err != nil {
 				return err
 			}
+		}
+	}
+	socks := map[uint32]*imagepb.UnixSocket{}
+	for _, f := range t.Files {
+		if u := f.UnixSocket; u != nil {
+			if socks[u.Ino] != nil {
+				return corrupt(TreeName, "socket %d listed twice", u.Ino)
+			}
+			socks[u.Ino] = u
+		}
+	}
+	for _, u := range socks {
+		if u.PeerIno != 0 && u.State != 10 {
+			if p := socks[u.PeerIno]; p == nil || p.PeerIno != u.Ino || p == u {
+				return corrupt(TreeName, "socket %d: peer %d is not in the image or not connected back", u.Ino, u.PeerIno)
+			}
+		} else if len(u.Queue) > 0 {
+			return corrupt(TreeName, "socket %d: queued messages without a peer", u.Ino)
 		}
 	}
 	shmem := map[uint32]*imagepb.SharedMemory{}

@@ -1,5 +1,5 @@
-// pipetrees: two separate process trees joined by a pipe.
-// usage: pipetrees DIR
+// pipetrees: two separate process trees joined by a pipe, or by a unix stream socketpair.
+// usage: pipetrees DIR [socket]
 // It makes a pipe, forks a writer and a reader, writes "WRITER READER\n" to DIR/pids and
 // exits, so that the two become roots of their own trees. The writer sends "N\n" every 2 ms;
 // the reader takes what is there every 20 ms (so bytes are in flight) and appends it to
@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void nap(long ms) {
@@ -18,7 +19,7 @@ int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
 	int p[2];
-	if (pipe(p) < 0)
+	if (argc > 2 ? socketpair(AF_UNIX, SOCK_STREAM, 0, p) < 0 : pipe(p) < 0)
 		return 3;
 	pid_t w = fork();
 	if (w == 0) {

@@ -1,4 +1,4 @@
-// sockholder: a counter (see counter.c) that also holds a unix socket on fd 4.
+// sockholder: a counter (see counter.c) that also holds a TCP socket on fd 4.
 // usage: sockholder LOGFILE
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,10 +10,8 @@ int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644); // fd 3
-	int sv[2];
-	if (fd != 3 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || sv[0] != 4)
+	if (fd != 3 || socket(AF_INET, SOCK_STREAM, 0) != 4)
 		return 3;
-	close(sv[1]);
 	for (long n = 1;; n++) {
 		char buf[64];
 		int len = snprintf(buf, sizeof buf, "%ld\n", n);

@@ -87,6 +87,7 @@ const (
 	FileKind_FILE_KIND_CHAR_DEVICE FileKind = 5
 	FileKind_FILE_KIND_EVENTFD     FileKind = 6
 	FileKind_FILE_KIND_EPOLL       FileKind = 7
+	FileKind_FILE_KIND_UNIX_SOCKET FileKind = 8
 )
 
 // Enum value maps for FileKind.
@@ -100,6 +101,7 @@ var (
 		5: "FILE_KIND_CHAR_DEVICE",
 		6: "FILE_KIND_EVENTFD",
 		7: "FILE_KIND_EPOLL",
+		8: "FILE_KIND_UNIX_SOCKET",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED": 0,
@@ -110,6 +112,7 @@ var (
 		"FILE_KIND_CHAR_DEVICE": 5,
 		"FILE_KIND_EVENTFD":     6,
 		"FILE_KIND_EPOLL":       7,
+		"FILE_KIND_UNIX_SOCKET": 8,
 	}
 )
 
@@ -622,7 +625,9 @@ type OpenFile struct {
 	EventfdCount     uint64 `protobuf:"varint,14,opt,name=eventfd_count,json=eventfdCount,proto3" json:"eventfd_count,omitempty"`
 	EventfdSemaphore bool   `protobuf:"varint,15,opt,name=eventfd_semaphore,json=eventfdSemaphore,proto3" json:"eventfd_semaphore,omitempty"`
 	// For epoll instances: the watched fds, numbered as in the process that holds the epoll fd.
-	EpollItems    []*EpollItem `protobuf:"bytes,16,rep,name=epoll_items,json=epollItems,proto3" json:"epoll_items,omitempty"`
+	EpollItems []*EpollItem `protobuf:"bytes,16,rep,name=epoll_items,json=epollItems,proto3" json:"epoll_items,omitempty"`
+	// For unix sockets.
+	UnixSocket    *UnixSocket `protobuf:"bytes,17,opt,name=unix_socket,json=unixSocket,proto3" json:"unix_socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -769,6 +774,119 @@ func (x *OpenFile) GetEpollItems() []*EpollItem {
 	return nil
 }
 
+func (x *OpenFile) GetUnixSocket() *UnixSocket {
+	if x != nil {
+		return x.UnixSocket
+	}
+	return nil
+}
+
+// UnixSocket is an AF_UNIX socket as sock_diag shows it, with the messages in its receive
+// queue (for a stream, the queued bytes as one message).
+type UnixSocket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ino   uint32                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	// SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_SEQPACKET (5).
+	Type int32 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`
+	// TCP_ESTABLISHED (1), TCP_CLOSE (7), TCP_LISTEN (10).
+	State   int32  `protobuf:"varint,3,opt,name=state,proto3" json:"state,omitempty"`
+	PeerIno uint32 `protobuf:"varint,4,opt,name=peer_ino,json=peerIno,proto3" json:"peer_ino,omitempty"`
+	// Bound path; an abstract name starts with '@'.
+	Name    string   `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	Backlog uint32   `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Queue   [][]byte `protobuf:"bytes,7,rep,name=queue,proto3" json:"queue,omitempty"`
+	// RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2.
+	Shutdown      uint32 `protobuf:"varint,8,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixSocket) Reset() {
+	*x = UnixSocket{}
+	mi := &file_image_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixSocket) ProtoMessage() {}
+
+func (x *UnixSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
+func (*UnixSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UnixSocket) GetIno() uint32 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPeerIno() uint32 {
+	if x != nil {
+		return x.PeerIno
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UnixSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetQueue() [][]byte {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
 type EpollItem struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"`
@@ -780,7 +898,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +910,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +923,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -843,7 +961,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +973,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +986,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -921,7 +1039,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1051,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1064,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1003,7 +1121,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1133,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1146,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1082,7 +1200,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1212,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1225,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1313,7 +1431,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1443,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1456,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -1454,7 +1572,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1584,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1597,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -1685,7 +1803,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1815,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1828,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1760,7 +1878,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1890,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1903,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -1820,7 +1938,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1950,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1963,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1880,7 +1998,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2010,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2023,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -1952,7 +2070,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2082,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2095,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2102,7 +2220,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2232,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2245,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -2225,7 +2343,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2355,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2368,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2285,7 +2403,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2415,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2428,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -2351,7 +2469,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +2481,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +2494,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -2454,7 +2572,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2584,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2597,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -2545,7 +2663,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\x04 \x01(\x05R\x03sid\x12\x18\n" +
 	"\athreads\x18\x05 \x03(\x05R\athreads\x12\x12\n" +
 	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x10\n" +
-	"\x03exe\x18\a \x01(\tR\x03exe\"\xc0\x03\n" +
+	"\x03exe\x18\a \x01(\tR\x03exe\"\xfc\x03\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2564,7 +2682,19 @@ const file_image_proto_rawDesc = "" +
 	"\reventfd_count\x18\x0e \x01(\x04R\feventfdCount\x12+\n" +
 	"\x11eventfd_semaphore\x18\x0f \x01(\bR\x10eventfdSemaphore\x129\n" +
 	"\vepoll_items\x18\x10 \x03(\v2\x18.gocr.image.v1.EpollItemR\n" +
-	"epollItems\"I\n" +
+	"epollItems\x12:\n" +
+	"\vunix_socket\x18\x11 \x01(\v2\x19.gocr.image.v1.UnixSocketR\n" +
+	"unixSocket\"\xc3\x01\n" +
+	"\n" +
+	"UnixSocket\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\x05R\x04type\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\x05R\x05state\x12\x19\n" +
+	"\bpeer_ino\x18\x04 \x01(\rR\apeerIno\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x18\n" +
+	"\abacklog\x18\x06 \x01(\rR\abacklog\x12\x14\n" +
+	"\x05queue\x18\a \x03(\fR\x05queue\x12\x1a\n" +
+	"\bshutdown\x18\b \x01(\rR\bshutdown\"I\n" +
 	"\tEpollItem\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
@@ -2745,7 +2875,7 @@ const file_image_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\xc4\x01\n" +
+	"\x10KIND_INCREMENTAL\x10\x03*\xdf\x01\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -2754,7 +2884,8 @@ const file_image_proto_rawDesc = "" +
 	"\x0eFILE_KIND_FIFO\x10\x04\x12\x19\n" +
 	"\x15FILE_KIND_CHAR_DEVICE\x10\x05\x12\x15\n" +
 	"\x11FILE_KIND_EVENTFD\x10\x06\x12\x13\n" +
-	"\x0fFILE_KIND_EPOLL\x10\a*\x8b\x02\n" +
+	"\x0fFILE_KIND_EPOLL\x10\a\x12\x19\n" +
+	"\x15FILE_KIND_UNIX_SOCKET\x10\b*\x8b\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -2782,7 +2913,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -2793,58 +2924,60 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),          // 6: gocr.image.v1.CPU
 	(*ProcessEntry)(nil), // 7: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),     // 8: gocr.image.v1.OpenFile
-	(*EpollItem)(nil),    // 9: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 10: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 11: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 12: gocr.image.v1.PageRun
-	(*Process)(nil),      // 13: gocr.image.v1.Process
-	(*Thread)(nil),       // 14: gocr.image.v1.Thread
-	(*Regs)(nil),         // 15: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 16: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 17: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 18: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 19: gocr.image.v1.ITimer
-	(*MM)(nil),           // 20: gocr.image.v1.MM
-	(*VMA)(nil),          // 21: gocr.image.v1.VMA
-	(*Fd)(nil),           // 22: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 23: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 24: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 25: gocr.image.v1.Rseq
+	(*UnixSocket)(nil),   // 9: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 10: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 11: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 12: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 13: gocr.image.v1.PageRun
+	(*Process)(nil),      // 14: gocr.image.v1.Process
+	(*Thread)(nil),       // 15: gocr.image.v1.Thread
+	(*Regs)(nil),         // 16: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 17: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 18: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 19: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 20: gocr.image.v1.ITimer
+	(*MM)(nil),           // 21: gocr.image.v1.MM
+	(*VMA)(nil),          // 22: gocr.image.v1.VMA
+	(*Fd)(nil),           // 23: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 24: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 25: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 26: gocr.image.v1.Rseq
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	7,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	8,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	10, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	11, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	11, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	12, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	6,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	1,  // 7: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	9,  // 8: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	12, // 9: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	15, // 10: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	16, // 11: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	17, // 12: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	18, // 13: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	19, // 14: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	20, // 15: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	21, // 16: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	12, // 17: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	22, // 18: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	23, // 19: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	24, // 20: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	25, // 21: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	14, // 22: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	15, // 23: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	17, // 24: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	18, // 25: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	25, // 26: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 27: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	10, // 8: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	9,  // 9: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	13, // 10: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	16, // 11: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	17, // 12: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	18, // 13: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	19, // 14: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	20, // 15: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	21, // 16: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	22, // 17: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	13, // 18: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	23, // 19: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	24, // 20: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	25, // 21: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	26, // 22: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	15, // 23: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	16, // 24: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	18, // 25: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	19, // 26: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	26, // 27: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 28: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2858,7 +2991,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

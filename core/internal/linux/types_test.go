@@ -33,3 +33,9 @@ func TestRseqConfigLayout(t *testing.T) {
 		t.Errorf("flags at %d, want 16", off)
 	}
 }
+
+func TestUnixDiagReqSize(t *testing.T) {
+	if s := unsafe.Sizeof(unixDiagReq{}); s != 24 {
+		t.Errorf("struct unix_diag_req: %d bytes, want 24", s)
+	}
+}

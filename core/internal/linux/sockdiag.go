@@ -1,0 +1,247 @@
+package linux
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// unixDiagReq is struct unix_diag_req (linux/unix_diag.h), 24 bytes.
+type unixDiagReq struct {
+	Family   uint8
+	Protocol uint8
+	_        uint16
+	States   uint32
+	Ino      uint32
+	Show     uint32
+	Cookie   [2]uint32
+}
+
+// What unix_diag is asked to show (UDIAG_SHOW_*), and its attributes (UNIX_DIAG_*).
+const (
+	udiagShowName     = 0x01
+	udiagShowPeer     = 0x04
+	udiagShowIcons    = 0x08
+	udiagShowRqlen    = 0x10
+	unixDiagName      = 0
+	unixDiagPeer      = 2
+	unixDiagIcons     = 3
+	unixDiagRqlen     = 4
+	unixDiagShutdown  = 6
+	sockDiagByFamily  = 20
+	unixDiagMsgLength = 16
+)
+
+// UnixSocket is what sock_diag tells of one unix socket.
+type UnixSocket struct {
+	Ino      uint32
+	Type     int // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	State    int // TCP_ESTABLISHED (1), TCP_CLOSE (7), TCP_LISTEN (10)
+	Peer     uint32
+	Name     string // bound path; an abstract name starts with '@'
+	RQueue   uint32 // bytes queued (or pending connections, for a listener)
+	WQueue   uint32 // backlog, for a listener
+	Icons    []uint32
+	Shutdown uint8 // RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2
+}
+
+// Socket states (include/net/tcp_states.h).
+const (
+	SockEstablished = 1
+	SockClose       = 7
+	SockListen      = 10
+)
+
+// UnixDiag looks up the unix socket with inode ino through NETLINK_SOCK_DIAG.
+func UnixDiag(ino uint32) (*UnixSocket, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
+	}
+	defer unix.Close(fd)
+	req := unixDiagReq{Family: unix.AF_UNIX, States: ^uint32(0), Ino: ino,
+		Show: udiagShowName | udiagShowPeer | udiagShowIcons | udiagShowRqlen, Cookie: [2]uint32{^uint32(0), ^uint32(0)}}
+	msg := make([]byte, unix.NLMSG_HDRLEN+int(unsafe.Sizeof(req)))
+	binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.LittleEndian.PutUint16(msg[4:], sockDiagByFamily)
+	binary.LittleEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST)
+	copy(msg[unix.NLMSG_HDRLEN:], unsafe.Slice((*byte)(unsafe.Pointer(&req)), unsafe.Sizeof(req)))
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, os.NewSyscallError("sendto(sock_diag)", err)
+	}
+	buf := make([]byte, 64<<10)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("recvfrom(sock_diag)", err)
+	}
+	for b := buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+		l, typ := int(binary.LittleEndian.Uint32(b)), binary.LittleEndian.Uint16(b[4:])
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return nil, fmt.Errorf("sock_diag: bad answer")
+		}
+		data := b[unix.NLMSG_HDRLEN:l]
+		if typ == unix.NLMSG_ERROR {
+			if len(data) >= 4 {
+				if e := int32(binary.LittleEndian.Uint32(data)); e != 0 {
+					return nil, os.NewSyscallError("sock_diag", unix.Errno(-e))
+				}
+			}
+		} else if typ != unix.NLMSG_DONE {
+			return parseUnixDiag(data)
+		}
+		b = b[(l+3)&^3:]
+	}
+	return nil, fmt.Errorf("sock_diag: no answer for socket %d", ino)
+}
+
+func parseUnixDiag(b []byte) (*UnixSocket, error) {
+	if len(b) < unixDiagMsgLength {
+		return nil, fmt.Errorf("sock_diag: short answer")
+	}
+	s := &UnixSocket{Type: int(b[1]), State: int(b[2]), Ino: binary.LittleEndian.Uint32(b[4:])}
+	for a := b[unixDiagMsgLength:]; len(a) >= 4; {
+		l, typ := int(binary.LittleEndian.Uint16(a)), binary.LittleEndian.Uint16(a[2:])
+		if l < 4 || l > len(a) {
+			return nil, fmt.Errorf("sock_diag: bad attribute")
+		}
+		v := a[4:l]
+		switch typ {
+		case unixDiagName:
+			if len(v) > 0 && v[0] == 0 {
+				s.Name = "@" + string(v[1:])
+			} else {
+				// A path may come with its terminating NUL (bound with sizeof the address).
+				if i := bytes.IndexByte(v, 0); i >= 0 {
+					v = v[:i]
+				}
+				s.Name = string(v)
+			}
+		case unixDiagPeer:
+			if len(v) >= 4 {
+				s.Peer = binary.LittleEndian.Uint32(v)
+			}
+		case unixDiagRqlen:
+			if len(v) >= 8 {
+				s.RQueue, s.WQueue = binary.LittleEndian.Uint32(v), binary.LittleEndian.Uint32(v[4:])
+			}
+		case unixDiagIcons:
+			for i := 0; i+4 <= len(v); i += 4 {
+				s.Icons = append(s.Icons, binary.LittleEndian.Uint32(v[i:]))
+			}
+		case unixDiagShutdown:
+			if len(v) >= 1 {
+				s.Shutdown = v[0]
+			}
+		}
+		a = a[(l+3)&^3:]
+	}
+	return s, nil
+}
+
+// PeekQueue returns the messages queued on a socket without taking them: each datagram
+// (or, for a stream, the whole byte stream) in order. It uses SO_PEEK_OFF and puts the old
+// value back. Queued fds (SCM_RIGHTS) make it fail with ErrQueuedFds.
+func PeekQueue(fd int) ([][]byte, error) {
+	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
+	if err != nil {
+		return nil, os.NewSyscallError("getsockopt(SO_PEEK_OFF)", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		return nil, os.NewSyscallError("setsockopt(SO_PEEK_OFF)", err)
+	}
+	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
+	var out [][]byte
+	buf := make([]byte, 1<<20)
+	oob := make([]byte, unix.CmsgSpace(64*4))
+	for {
+		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN || (err == nil && n == 0 && oobn == 0) {
+			return out, nil
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("recvmsg(MSG_PEEK)", err)
+		}
+		if oobn > 0 {
+			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for _, cm := range cms {
+					if fds, err := unix.ParseUnixRights(&cm); err == nil {
+						for _, f := range fds {
+							unix.Close(f)
+						}
+						return nil, ErrQueuedFds
+					}
+				}
+			}
+		}
+		if flags&unix.MSG_TRUNC != 0 {
+			return nil, fmt.Errorf("a queued message is larger than %d bytes", len(buf))
+		}
+		out = append(out, append([]byte(nil), buf[:n]...))
+	}
+}
+
+// ErrQueuedFds means file descriptors are in flight on a socket.
+var ErrQueuedFds = fmt.Errorf("file descriptors in flight (SCM_RIGHTS)")
+
+// Socketpair makes a connected pair of unix sockets of type typ (close-on-exec).
+func Socketpair(typ int) (int, int, error) {
+	p, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, os.NewSyscallError("socketpair", err)
+	}
+	return p[0], p[1], nil
+}
+
+// UnixListen makes a unix socket bound to name (a path, or '@' for an abstract name), and
+// listening with backlog unless backlog < 0.
+func UnixListen(typ int, name string, backlog int) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if name != "" {
+		sa := &unix.SockaddrUnix{Name: name}
+		if name[0] == '@' {
+			sa.Name = "\x00" + name[1:]
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			unix.Close(fd)
+			return -1, &os.PathError{Op: "bind", Path: name, Err: err}
+		}
+	}
+	if backlog >= 0 {
+		if err := unix.Listen(fd, backlog); err != nil {
+			unix.Close(fd)
+			return -1, os.NewSyscallError("listen", err)
+		}
+	}
+	return fd, nil
+}
+
+// Send sends one message on a connected socket.
+func Send(fd int, b []byte) error {
+	for {
+		err := unix.Send(fd, b, unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		return os.NewSyscallError("send", err)
+	}
+}
+
+// Shutdown shuts down part of a socket: how is SHUT_RD (0), SHUT_WR (1) or SHUT_RDWR (2).
+func Shutdown(fd, how int) error { return os.NewSyscallError("shutdown", unix.Shutdown(fd, how)) }
+
+// Socket types.
+const (
+	SockStream    = unix.SOCK_STREAM
+	SockDgram     = unix.SOCK_DGRAM
+	SockSeqpacket = unix.SOCK_SEQPACKET
+)
