@@ -45,6 +45,9 @@ type DumpOptions struct {
 	NoSync bool
 	// Progress, if set, is called as work advances (from any goroutine).
 	Progress func(Progress)
+	// CheckOnly collects and checks everything but memory, writes a small image of kind
+	// check-only, and always leaves the tree running.
+	CheckOnly bool
 }
 
 // Progress reports how far an operation is.
@@ -122,8 +125,10 @@ type dumper struct {
 	shmem  map[[2]uint64]*imagepb.SharedMemory
 	// shmemSrc says where each shared memory object can be read from.
 	shmemSrc []shmemSource
-	stats    *DumpStats
-	cpu      int // tracer and tracees share it while syscalls are injected
+	// mapped holds the files mapped by the processes, by device and inode.
+	mapped map[[2]uint64]*imagepb.MappedFile
+	stats  *DumpStats
+	cpu    int // tracer and tracees share it while syscalls are injected
 }
 
 type shmemSource struct {
@@ -198,8 +203,10 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	d.stats.Collect = time.Since(t1)
 	t2 := time.Now()
-	if err := d.writeMemory(ctx); err != nil {
-		return err
+	if !d.opts.CheckOnly {
+		if err := d.writeMemory(ctx); err != nil {
+			return err
+		}
 	}
 	d.stats.Memory = time.Since(t2)
 	for _, pid := range d.order {
@@ -217,6 +224,9 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	t3 := time.Now()
 	idx := &imagepb.Index{Kind: imagepb.Kind_KIND_FULL, GocrVersion: Version, KernelRelease: linux.KernelRelease()}
+	if d.opts.CheckOnly {
+		idx.Kind = imagepb.Kind_KIND_CHECK_ONLY
+	}
 	if err := d.w.Commit(idx, !d.opts.NoSync); err != nil {
 		return fmt.Errorf("dump: write image: %w", err)
 	}
@@ -382,7 +392,11 @@ func releaseThread(tp **tracer.Tracee, masked bool, mask uint64, stop bool) erro
 
 // finish applies the final state once the image is safe.
 func (d *dumper) finish() error {
-	switch d.opts.Final {
+	final := d.opts.Final
+	if d.opts.CheckOnly {
+		final = LeaveRunning
+	}
+	switch final {
 	case LeaveRunning:
 		return d.release(false)
 	case LeaveStopped:

@@ -3,6 +3,9 @@ package core
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -340,11 +343,44 @@ func (d *dumper) collectVMAs(p *procDump) error {
 			if m.Shared && m.HasFlag("mw") {
 				v.FileFlags = linux.ORdwr
 			}
+			if err := d.recordMappedFile(pid, m, st); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
 		default:
 			return unsupported("mapping "+m.Path, "")
 		}
 		p.img.Vmas = append(p.img.Vmas, v)
 	}
+	return nil
+}
+
+// recordMappedFile notes, once per file, the size of a mapped file and, for a binary or
+// library (mapped private), its checksum, so that a restore or a check can tell whether the
+// file here is the same.
+func (d *dumper) recordMappedFile(pid int, m *procfs.Mapping, st linux.Stat) error {
+	key := [2]uint64{st.Dev, st.Ino}
+	if d.mapped == nil {
+		d.mapped = map[[2]uint64]*imagepb.MappedFile{}
+	}
+	mf := d.mapped[key]
+	if mf == nil {
+		mf = &imagepb.MappedFile{Path: m.Path, Size: uint64(st.Size)}
+		d.mapped[key] = mf
+		d.tree.MappedFiles = append(d.tree.MappedFiles, mf)
+	}
+	if m.Shared || mf.HasCrc32C {
+		return nil
+	}
+	f, err := os.Open(procfs.Path(pid, fmt.Sprintf("map_files/%x-%x", m.Start, m.End)))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("checksum %s: %w", m.Path, err)
+	}
+	mf.HasCrc32C, mf.Crc32C = true, h.Sum32()
 	return nil
 }
 

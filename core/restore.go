@@ -171,9 +171,11 @@ const (
 func (r *restorer) preflight() error {
 	var problems []string
 	for _, pe := range r.c.Tree.Processes {
-		if _, err := os.Stat(procfs.Path(int(pe.Pid), "")); err == nil {
-			comm, _ := procfs.ReadFile(int(pe.Pid), "comm")
-			problems = append(problems, fmt.Sprintf("pid %d is in use by %q", pe.Pid, strings.TrimSpace(string(comm))))
+		for _, tid := range pe.Threads {
+			if _, err := os.Stat(procfs.Path(int(tid), "")); err == nil {
+				comm, _ := procfs.ReadFile(int(tid), "comm")
+				problems = append(problems, fmt.Sprintf("pid %d is in use by %q", tid, strings.TrimSpace(string(comm))))
+			}
 		}
 	}
 	if len(problems) > 0 {
@@ -194,6 +196,12 @@ func (r *restorer) preflight() error {
 		if _, err := linux.StatPath(p.Mm.Exe); err != nil {
 			problems = append(problems, fmt.Sprintf("pid %d runs %s: %v", pe.Pid, p.Mm.Exe, errors.Unwrap(err)))
 		}
+	}
+	// A binary or library of another version would be mapped at the old offsets: refuse it.
+	for _, mf := range r.c.Tree.MappedFiles {
+		checkMappedFile(mf, func(what, hint, format string, args ...any) {
+			problems = append(problems, what+": "+fmt.Sprintf(format, args...))
+		})
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)

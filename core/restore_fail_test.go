@@ -56,6 +56,23 @@ func TestRestoreFailures(t *testing.T) {
 		}
 		gone(t, p.Pid)
 	})
+	t.Run("changed binary", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "counter-copy")
+		b, _ := os.ReadFile(testutil.Build(t, "counter"))
+		os.WriteFile(bin, b, 0o755)
+		log := filepath.Join(t.TempDir(), "count.log")
+		p := testutil.Start(t, bin, log)
+		testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+		img := dump(t, core.Kill, p.Pid)
+		waitReaped(t, p)
+		b[len(b)-100] ^= 0xff // same size, other content
+		os.WriteFile(bin, b, 0o755)
+		_, err := core.Restore(ctx, core.RestoreOptions{Dir: img})
+		if !errors.Is(err, core.ErrIncompatible) || !strings.Contains(err.Error(), bin+": content differs") {
+			t.Fatalf("got %v, want ErrIncompatible naming %s", err, bin)
+		}
+		gone(t, p.Pid)
+	})
 	t.Run("damaged page file", func(t *testing.T) {
 		bin := testutil.Build(t, "counter")
 		log := filepath.Join(t.TempDir(), "count.log")

@@ -156,3 +156,35 @@ func TestCLIErrors(t *testing.T) {
 		}
 	}
 }
+
+// gocr check, dump --check-only and check mode as a user would run them.
+func TestCLICheck(t *testing.T) {
+	testutil.RequireRoot(t)
+	out, _, code := gocr(t, "check")
+	if code != 0 || !strings.Contains(out, "yes  PAGEMAP_SCAN") {
+		t.Fatalf("gocr check: exit %d\n%s", code, out)
+	}
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if out, e, code := gocr(t, "dump", "--check-only", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 || !strings.Contains(out, "goes on running") {
+		t.Fatalf("dump --check-only: exit %d\n%s%s", code, out, e)
+	}
+	// The process still runs, so its PID is taken: check mode says so, with exit code 8.
+	out, _, code = gocr(t, "restore", "-D", img)
+	if code != 8 || !strings.Contains(out, fmt.Sprintf("pid %d: %d is in use by \"counter\"", p.Pid, p.Pid)) || !strings.Contains(out, "would fail") {
+		t.Fatalf("check mode with the pid in use: exit %d\n%s", code, out)
+	}
+	p.Kill()
+	out, _, code = gocr(t, "restore", "--json", "-D", img)
+	var rep struct {
+		OK bool `json:"ok"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !rep.OK {
+		t.Fatalf("check mode: exit %d\n%s", code, out)
+	}
+	if testutil.Alive(p.Pid) {
+		t.Fatal("check mode created a process")
+	}
+}

@@ -17,6 +17,7 @@ type dumpOptions struct {
 	leaveStopped bool
 	overwrite    bool
 	noSync       bool
+	checkOnly    bool
 	json         bool
 }
 
@@ -40,6 +41,9 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 			if opts.dir == "" {
 				return usageError{fmt.Errorf("dump: where to? give an images directory with -D DIR")}
 			}
+			if opts.checkOnly && opts.leaveStopped {
+				return usageError{fmt.Errorf("dump: --check-only always leaves the tree running")}
+			}
 			if opts.leaveRunning && opts.leaveStopped {
 				return usageError{fmt.Errorf("dump: --leave-running and --leave-stopped exclude each other")}
 			}
@@ -56,6 +60,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the tree stopped (SIGSTOP) after the dump")
 	f.BoolVar(&opts.overwrite, "overwrite", false, "replace an image already in the directory")
 	f.BoolVar(&opts.noSync, "no-sync", false, "do not fsync the image (faster; unsafe when the tree is killed)")
+	f.BoolVar(&opts.checkOnly, "check-only", false, "collect and check everything but memory, write a small check-only image, leave the tree running")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -71,7 +76,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	prog := newProgress(opts.errOut, "dump")
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
-		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync,
+		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly,
 		Progress: prog.update,
 	})
 	prog.done()
@@ -85,6 +90,10 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 			"images_dir": opts.dir, "processes": stats.Processes, "pages": stats.Pages, "bytes": stats.Bytes,
 			"seconds": stats.Total.Seconds(),
 		})
+	}
+	if opts.checkOnly {
+		fmt.Fprintf(opts.out, "checked %d process(es); check-only image in %s; the tree goes on running\n", stats.Processes, opts.dir)
+		return nil
 	}
 	fmt.Fprintf(opts.out, "dumped %d process(es), %s of memory, to %s in %s\n",
 		stats.Processes, humanBytes(stats.Bytes), opts.dir, stats.Total.Round(1e5))

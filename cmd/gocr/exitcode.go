@@ -17,6 +17,7 @@ const (
 	exitUnsupported = 5   // the tree holds something gocr cannot checkpoint yet
 	exitImage       = 6   // the image is missing, damaged, of another version, or the directory is in use
 	exitConflict    = 7   // restore: a PID is in use, or the image does not fit this machine
+	exitCheckFailed = 8   // check mode: a restore here would fail; gocr check: a required feature is missing
 	exitInterrupted = 130 // cancelled by Ctrl-C or SIGTERM; everything was rolled back
 )
 
@@ -40,6 +41,8 @@ func exitCode(err error) int {
 		return exitImage
 	case errors.Is(err, core.ErrPidInUse), errors.Is(err, core.ErrIncompatible):
 		return exitConflict
+	case errors.Is(err, core.ErrCheckFailed):
+		return exitCheckFailed
 	}
 	if isCobraUsage(err) {
 		return exitUsage

@@ -14,6 +14,7 @@ type restoreOptions struct {
 	dir          string
 	detach       bool
 	leaveStopped bool
+	checkOnly    bool
 	json         bool
 }
 
@@ -45,6 +46,7 @@ killed and nothing is left behind.`,
 	f.StringVarP(&opts.dir, "images-dir", "D", "", "directory of the image")
 	f.BoolVarP(&opts.detach, "restore-detached", "d", false, "return once the tree runs, do not wait for it")
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the restored tree stopped (see gocr resume)")
+	f.BoolVar(&opts.checkOnly, "check-only", false, "only check whether a restore here would work; create nothing")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -57,6 +59,16 @@ func (e exitStatusError) Error() string {
 }
 
 func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
+	checkOnly := opts.checkOnly
+	if !checkOnly {
+		var err error
+		if checkOnly, err = core.IsCheckOnly(opts.dir); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	if checkOnly {
+		return checkRun(opts.globalOptions, opts.dir, opts.json)
+	}
 	prog := newProgress(opts.errOut, "restore")
 	res, err := core.Restore(cmd.Context(), core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update})
 	prog.done()
@@ -96,4 +108,32 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		return exitStatusError{128 + int(ws.Signal())}
 	}
 	return nil
+}
+
+// checkRun runs check mode on an image and prints what it found.
+func checkRun(g *globalOptions, dir string, asJSON bool) error {
+	rep, err := core.Check(dir)
+	if rep == nil {
+		return err
+	}
+	if rep.Problems == nil {
+		rep.Problems = []core.Problem{}
+	}
+	if asJSON {
+		if jerr := json.NewEncoder(g.out).Encode(map[string]any{"ok": err == nil, "report": rep}); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	fmt.Fprintf(g.out, "check of %s (%s image, %d process(es), %s of memory to restore, %s available)\n",
+		rep.Dir, rep.Kind, rep.Processes, humanBytes(rep.Memory), humanBytes(rep.Available))
+	if err == nil {
+		fmt.Fprintln(g.out, "a restore here would work")
+		return nil
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(g.out, "  - %s\n", p)
+	}
+	fmt.Fprintf(g.out, "a restore here would fail: %d problem(s)\n", len(rep.Problems))
+	return fmt.Errorf("check of %s: %w", dir, core.ErrCheckFailed)
 }

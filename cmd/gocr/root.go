@@ -41,7 +41,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log detail to standard error")
 	cmd.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write a detailed log to this file")
-	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil))
+	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdCheck(g, nil))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	return cmd
 }

@@ -373,13 +373,15 @@ func (x *FileEntry) GetCrc32C() uint32 {
 
 // Tree is tree.img: the processes and the objects they share.
 type Tree struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Roots         []int32                `protobuf:"varint,1,rep,packed,name=roots,proto3" json:"roots,omitempty"`
-	Processes     []*ProcessEntry        `protobuf:"bytes,2,rep,name=processes,proto3" json:"processes,omitempty"`
-	Files         []*OpenFile            `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
-	Pipes         []*Pipe                `protobuf:"bytes,4,rep,name=pipes,proto3" json:"pipes,omitempty"`
-	Shmem         []*SharedMemory        `protobuf:"bytes,5,rep,name=shmem,proto3" json:"shmem,omitempty"`
-	Cpu           *CPU                   `protobuf:"bytes,6,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Roots     []int32                `protobuf:"varint,1,rep,packed,name=roots,proto3" json:"roots,omitempty"`
+	Processes []*ProcessEntry        `protobuf:"bytes,2,rep,name=processes,proto3" json:"processes,omitempty"`
+	Files     []*OpenFile            `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	Pipes     []*Pipe                `protobuf:"bytes,4,rep,name=pipes,proto3" json:"pipes,omitempty"`
+	Shmem     []*SharedMemory        `protobuf:"bytes,5,rep,name=shmem,proto3" json:"shmem,omitempty"`
+	Cpu       *CPU                   `protobuf:"bytes,6,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// The files mapped by the processes (binaries, libraries, data), each once.
+	MappedFiles   []*MappedFile `protobuf:"bytes,7,rep,name=mapped_files,json=mappedFiles,proto3" json:"mapped_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +458,83 @@ func (x *Tree) GetCpu() *CPU {
 	return nil
 }
 
+func (x *Tree) GetMappedFiles() []*MappedFile {
+	if x != nil {
+		return x.MappedFiles
+	}
+	return nil
+}
+
+// MappedFile is a file some process maps. Binaries and libraries (private mappings) carry a
+// checksum; files mapped shared change as they are written, so only their size is kept.
+type MappedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	HasCrc32C     bool                   `protobuf:"varint,3,opt,name=has_crc32c,json=hasCrc32c,proto3" json:"has_crc32c,omitempty"`
+	Crc32C        uint32                 `protobuf:"varint,4,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MappedFile) Reset() {
+	*x = MappedFile{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MappedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MappedFile) ProtoMessage() {}
+
+func (x *MappedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MappedFile.ProtoReflect.Descriptor instead.
+func (*MappedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MappedFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MappedFile) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *MappedFile) GetHasCrc32C() bool {
+	if x != nil {
+		return x.HasCrc32C
+	}
+	return false
+}
+
+func (x *MappedFile) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 type CPU struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Size of the NT_X86_XSTATE regset and the XCR0 feature bits it holds.
@@ -467,7 +546,7 @@ type CPU struct {
 
 func (x *CPU) Reset() {
 	*x = CPU{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +558,7 @@ func (x *CPU) String() string {
 func (*CPU) ProtoMessage() {}
 
 func (x *CPU) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +571,7 @@ func (x *CPU) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPU.ProtoReflect.Descriptor instead.
 func (*CPU) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CPU) GetXstateSize() uint32 {
@@ -524,7 +603,7 @@ type ProcessEntry struct {
 
 func (x *ProcessEntry) Reset() {
 	*x = ProcessEntry{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +615,7 @@ func (x *ProcessEntry) String() string {
 func (*ProcessEntry) ProtoMessage() {}
 
 func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +628,7 @@ func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEntry.ProtoReflect.Descriptor instead.
 func (*ProcessEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ProcessEntry) GetPid() int32 {
@@ -634,7 +713,7 @@ type OpenFile struct {
 
 func (x *OpenFile) Reset() {
 	*x = OpenFile{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +725,7 @@ func (x *OpenFile) String() string {
 func (*OpenFile) ProtoMessage() {}
 
 func (x *OpenFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +738,7 @@ func (x *OpenFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFile.ProtoReflect.Descriptor instead.
 func (*OpenFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OpenFile) GetId() uint32 {
@@ -803,7 +882,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +894,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +907,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -898,7 +977,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +989,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1002,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -961,7 +1040,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1052,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1065,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1039,7 +1118,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1130,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1143,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1121,7 +1200,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1212,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1225,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1200,7 +1279,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1291,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1304,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1431,7 +1510,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1522,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1535,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -1572,7 +1651,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1663,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1676,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -1803,7 +1882,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1894,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1907,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1878,7 +1957,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1969,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +1982,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -1938,7 +2017,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2029,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2042,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1998,7 +2077,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2089,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2102,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2070,7 +2149,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2161,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2174,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2220,7 +2299,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2311,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2324,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -2343,7 +2422,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2434,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2447,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2403,7 +2482,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2494,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2507,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -2469,7 +2548,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2560,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2573,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -2572,7 +2651,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2663,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2676,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -2644,14 +2723,22 @@ const file_image_proto_rawDesc = "" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\x8a\x02\n" +
+	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\xc8\x02\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
 	"\x05files\x18\x03 \x03(\v2\x17.gocr.image.v1.OpenFileR\x05files\x12)\n" +
 	"\x05pipes\x18\x04 \x03(\v2\x13.gocr.image.v1.PipeR\x05pipes\x121\n" +
 	"\x05shmem\x18\x05 \x03(\v2\x1b.gocr.image.v1.SharedMemoryR\x05shmem\x12$\n" +
-	"\x03cpu\x18\x06 \x01(\v2\x12.gocr.image.v1.CPUR\x03cpu\"D\n" +
+	"\x03cpu\x18\x06 \x01(\v2\x12.gocr.image.v1.CPUR\x03cpu\x12<\n" +
+	"\fmapped_files\x18\a \x03(\v2\x19.gocr.image.v1.MappedFileR\vmappedFiles\"k\n" +
+	"\n" +
+	"MappedFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1d\n" +
+	"\n" +
+	"has_crc32c\x18\x03 \x01(\bR\thasCrc32c\x12\x16\n" +
+	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"D\n" +
 	"\x03CPU\x12\x1f\n" +
 	"\vxstate_size\x18\x01 \x01(\rR\n" +
 	"xstateSize\x12\x1c\n" +
@@ -2913,7 +3000,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -2921,63 +3008,65 @@ var file_image_proto_goTypes = []any{
 	(*Index)(nil),        // 3: gocr.image.v1.Index
 	(*FileEntry)(nil),    // 4: gocr.image.v1.FileEntry
 	(*Tree)(nil),         // 5: gocr.image.v1.Tree
-	(*CPU)(nil),          // 6: gocr.image.v1.CPU
-	(*ProcessEntry)(nil), // 7: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),     // 8: gocr.image.v1.OpenFile
-	(*UnixSocket)(nil),   // 9: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 10: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 11: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 12: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 13: gocr.image.v1.PageRun
-	(*Process)(nil),      // 14: gocr.image.v1.Process
-	(*Thread)(nil),       // 15: gocr.image.v1.Thread
-	(*Regs)(nil),         // 16: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 17: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 18: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 19: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 20: gocr.image.v1.ITimer
-	(*MM)(nil),           // 21: gocr.image.v1.MM
-	(*VMA)(nil),          // 22: gocr.image.v1.VMA
-	(*Fd)(nil),           // 23: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 24: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 25: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 26: gocr.image.v1.Rseq
+	(*MappedFile)(nil),   // 6: gocr.image.v1.MappedFile
+	(*CPU)(nil),          // 7: gocr.image.v1.CPU
+	(*ProcessEntry)(nil), // 8: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),     // 9: gocr.image.v1.OpenFile
+	(*UnixSocket)(nil),   // 10: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 11: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 12: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 13: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 14: gocr.image.v1.PageRun
+	(*Process)(nil),      // 15: gocr.image.v1.Process
+	(*Thread)(nil),       // 16: gocr.image.v1.Thread
+	(*Regs)(nil),         // 17: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 18: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 19: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 20: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 21: gocr.image.v1.ITimer
+	(*MM)(nil),           // 22: gocr.image.v1.MM
+	(*VMA)(nil),          // 23: gocr.image.v1.VMA
+	(*Fd)(nil),           // 24: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 25: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 26: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 27: gocr.image.v1.Rseq
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	7,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	8,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	11, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	12, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	6,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	1,  // 7: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	10, // 8: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	9,  // 9: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	13, // 10: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	16, // 11: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	17, // 12: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	18, // 13: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	19, // 14: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	20, // 15: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	21, // 16: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	22, // 17: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	13, // 18: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	23, // 19: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	24, // 20: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	25, // 21: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	26, // 22: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	15, // 23: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	16, // 24: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	18, // 25: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	19, // 26: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	26, // 27: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 28: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	8,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	9,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	12, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	13, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	7,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	6,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	1,  // 8: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	11, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	10, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	14, // 11: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	17, // 12: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	18, // 13: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	19, // 14: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	20, // 15: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	21, // 16: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	22, // 17: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	23, // 18: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	14, // 19: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	24, // 20: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	25, // 21: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	26, // 22: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	27, // 23: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	16, // 24: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	17, // 25: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	19, // 26: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	20, // 27: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	27, // 28: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 29: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2991,7 +3080,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

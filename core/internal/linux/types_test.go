@@ -39,3 +39,12 @@ func TestUnixDiagReqSize(t *testing.T) {
 		t.Errorf("struct unix_diag_req: %d bytes, want 24", s)
 	}
 }
+
+// CPUID and XGETBV give a sane layout; core tests compare it with what ptrace gives a process.
+func TestXStateLayoutMatchesPtrace(t *testing.T) {
+	size, features := XStateLayout()
+	if size < 512 || features&3 != 3 {
+		t.Fatalf("XSTATE layout %d bytes, features %#x", size, features)
+	}
+	t.Logf("XSTATE %d bytes, features %#x", size, features)
+}

@@ -1,0 +1,212 @@
+package core
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+)
+
+// ErrCheckFailed means check mode found that a restore here would fail.
+var ErrCheckFailed = errors.New("a restore here would fail")
+
+// Problem is one reason a restore would fail.
+type Problem struct {
+	What   string `json:"what"`   // "pid 4121", "/usr/lib/libc.so.6", "memory", "CPU"
+	Detail string `json:"detail"` // what is wrong
+	Hint   string `json:"hint,omitempty"`
+}
+
+func (p Problem) String() string {
+	s := p.What + ": " + p.Detail
+	if p.Hint != "" {
+		s += " (" + p.Hint + ")"
+	}
+	return s
+}
+
+// CheckReport is what check mode found.
+type CheckReport struct {
+	Dir       string    `json:"images_dir"`
+	Kind      string    `json:"kind"`
+	Processes int       `json:"processes"`
+	Memory    uint64    `json:"memory_bytes"`    // to be restored
+	Available uint64    `json:"available_bytes"` // MemAvailable here
+	Problems  []Problem `json:"problems"`
+}
+
+// CheckFailedError carries the problems check mode found.
+type CheckFailedError struct{ Report *CheckReport }
+
+func (e *CheckFailedError) Error() string {
+	var s []string
+	for _, p := range e.Report.Problems {
+		s = append(s, p.String())
+	}
+	return fmt.Sprintf("check of %s: %d problem(s): %s", e.Report.Dir, len(s), strings.Join(s, "; "))
+}
+
+func (e *CheckFailedError) Unwrap() error { return ErrCheckFailed }
+
+// IsCheckOnly reports whether dir holds a check-only image.
+func IsCheckOnly(dir string) (bool, error) {
+	c, err := image.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	return c.Index.Kind == imagepb.Kind_KIND_CHECK_ONLY, nil
+}
+
+// Check tells, without creating a process or changing anything, whether the image in dir
+// could be restored here, and reports every problem it finds. It returns a
+// *CheckFailedError (errors.Is ErrCheckFailed) with the report when there are problems, and
+// another error when the image itself cannot be read.
+func Check(dir string) (*CheckReport, error) {
+	c, err := image.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	if err := c.VerifyData(); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	rep := &CheckReport{Dir: dir, Kind: strings.TrimPrefix(strings.ToLower(c.Index.Kind.String()), "kind_"), Processes: len(c.Tree.Processes)}
+	add := func(what, hint, format string, args ...any) {
+		rep.Problems = append(rep.Problems, Problem{What: what, Detail: fmt.Sprintf(format, args...), Hint: hint})
+	}
+
+	// The CPU must take the image's XSTATE as it is.
+	size, features := linux.XStateLayout()
+	if cpu := c.Tree.Cpu; cpu.XstateSize != size || cpu.Xfeatures != features {
+		add("CPU", "restore on a CPU like the one of the dump",
+			"XSTATE of %d bytes with features %#x in the image, %d bytes with features %#x here", cpu.XstateSize, cpu.Xfeatures, size, features)
+	}
+	// The vdso is moved, not rebuilt: the kernel must be the same.
+	if rel := linux.KernelRelease(); c.Index.KernelRelease != rel {
+		add("kernel", "restore on the kernel the image was taken on", "image taken on %s, this is %s", c.Index.KernelRelease, rel)
+	}
+	for _, f := range missingKernelFeatures() {
+		add("kernel", f.Cost, "%s is missing", f.Name)
+	}
+	// Every PID and TID must be free.
+	for _, pe := range c.Tree.Processes {
+		for _, tid := range pe.Threads {
+			if _, err := os.Stat(procfs.Path(int(tid), "")); err == nil {
+				comm, _ := procfs.ReadFile(int(tid), "comm")
+				what := fmt.Sprintf("pid %d", pe.Pid)
+				if tid != pe.Pid {
+					what += fmt.Sprintf(" (thread %d)", tid)
+				}
+				add(what, "end that process, or restore elsewhere", "%d is in use by %q", tid, strings.TrimSpace(string(comm)))
+			}
+		}
+	}
+	// Enough memory for the pages to come back.
+	for _, p := range c.Procs {
+		for _, r := range p.Pages {
+			rep.Memory += r.NrPages * linux.PageSize
+		}
+	}
+	for _, s := range c.Tree.Shmem {
+		for _, r := range s.Runs {
+			rep.Memory += r.NrPages * linux.PageSize
+		}
+	}
+	if avail, err := memAvailable(); err == nil {
+		rep.Available = avail
+		if rep.Memory > avail {
+			add("memory", "free memory or restore on a larger machine", "the image needs %d MiB, %d MiB are available", rep.Memory>>20, avail>>20)
+		}
+	}
+	// Binaries, libraries and files: present, and binaries and libraries the same.
+	for _, mf := range c.Tree.MappedFiles {
+		checkMappedFile(mf, add)
+	}
+	for _, pe := range c.Tree.Processes {
+		if _, err := os.Stat(c.Procs[pe.Pid].Mm.Exe); err != nil {
+			add(c.Procs[pe.Pid].Mm.Exe, "", "binary of pid %d is missing", pe.Pid)
+		}
+	}
+	for _, f := range c.Tree.Files {
+		switch f.Kind {
+		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY,
+			imagepb.FileKind_FILE_KIND_FIFO, imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
+			if !f.Deleted {
+				if _, err := os.Stat(f.Path); err != nil {
+					add(f.Path, "", "open file is missing")
+				}
+			}
+		}
+	}
+	rep.Problems = uniqProblems(rep.Problems)
+	if len(rep.Problems) > 0 {
+		return rep, &CheckFailedError{Report: rep}
+	}
+	return rep, nil
+}
+
+func checkMappedFile(mf *imagepb.MappedFile, add func(what, hint, format string, args ...any)) {
+	f, err := os.Open(mf.Path)
+	if err != nil {
+		add(mf.Path, "", "mapped file is missing")
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		add(mf.Path, "", "cannot stat: %v", err)
+		return
+	}
+	if uint64(st.Size()) != mf.Size {
+		add(mf.Path, "install the same version as where the dump was taken", "size %d here, %d in the image", st.Size(), mf.Size)
+		return
+	}
+	if !mf.HasCrc32C {
+		return
+	}
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	if _, err := io.Copy(h, f); err != nil {
+		add(mf.Path, "", "cannot read: %v", err)
+		return
+	}
+	if h.Sum32() != mf.Crc32C {
+		add(mf.Path, "install the same version as where the dump was taken", "content differs from the image (checksum %08x here, %08x in the image)", h.Sum32(), mf.Crc32C)
+	}
+}
+
+func uniqProblems(ps []Problem) []Problem {
+	seen := map[Problem]bool{}
+	var out []Problem
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo.
+func memAvailable() (uint64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
+}

@@ -1,0 +1,49 @@
+package core
+
+import (
+	"sync"
+
+	"github.com/gocr/gocr/core/internal/linux"
+)
+
+// Feature is a kernel feature gocr uses, whether it is here, and what its absence costs.
+type Feature struct {
+	Name     string `json:"name"`
+	Present  bool   `json:"present"`
+	Required bool   `json:"required"` // gocr cannot dump or restore without it
+	Detail   string `json:"detail,omitempty"`
+	Cost     string `json:"cost,omitempty"` // what a user loses without it
+}
+
+var (
+	featuresOnce sync.Once
+	features     []Feature
+)
+
+// Features probes, once, every kernel feature gocr uses.
+func Features() []Feature {
+	featuresOnce.Do(func() {
+		for _, p := range linux.Probes() {
+			features = append(features, Feature{Name: p.Name, Present: p.Err == nil, Required: p.Required, Detail: errText(p.Err), Cost: p.Cost})
+		}
+	})
+	return features
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// missingKernelFeatures lists the required features that are missing.
+func missingKernelFeatures() []Feature {
+	var out []Feature
+	for _, f := range Features() {
+		if f.Required && !f.Present {
+			out = append(out, f)
+		}
+	}
+	return out
+}
