@@ -16,9 +16,7 @@ var benchSizes = []int{512, 2048} // MiB
 // startBig starts bigmem holding mib MiB and waits until it is filled.
 func startBig(b *testing.B, mib int) *testutil.Proc {
 	testutil.RequireRoot(b)
-	dir := b.TempDir()
-	p := testutil.Start(b, testutil.Build(b, "bigmem"), fmt.Sprint(mib), dir)
-	testutil.WaitFor(b, "bigmem to fill", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	p, _ := testutil.StartReady(b, "bigmem", fmt.Sprint(mib))
 	return p
 }
 

@@ -58,9 +58,8 @@ func problems(t *testing.T, dir string) []core.Problem {
 func TestCheckOnly(t *testing.T) {
 	testutil.RequireRoot(t)
 	// A copy of the binary, so that the test can change it.
-	bin := filepath.Join(t.TempDir(), "counter")
-	b, _ := os.ReadFile(testutil.Build(t, "counter"))
-	os.WriteFile(bin, b, 0o755)
+	bin := testutil.CopyBinary(t, testutil.Build(t, "counter"))
+	b, _ := os.ReadFile(bin)
 	log := filepath.Join(t.TempDir(), "count.log")
 	p := testutil.Start(t, bin, log)
 	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })

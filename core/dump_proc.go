@@ -11,6 +11,7 @@ import (
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
 	"github.com/gocr/gocr/core/internal/procfs"
+	"github.com/gocr/gocr/core/internal/tracer"
 )
 
 // collect reads one frozen process: registers and signals through ptrace, /proc, and what
@@ -39,32 +40,23 @@ func (d *dumper) collect(p *procDump) error {
 		}
 		p.img.Threads = append(p.img.Threads, th.img)
 	}
-	xs, err := linux.GetXState(pid)
+	// The main thread's own state, read as for any thread, then the process-wide signals.
+	main := &threadDump{t: p.t}
+	if err := collectThread(pid, main); err != nil {
+		return err
+	}
+	img.Xstate, img.Sigmask, img.Pending = main.img.Xstate, main.img.Sigmask, main.img.Pending
+	img.Rseq, img.RobustList, img.RobustListLen = main.img.Rseq, main.img.RobustList, main.img.RobustListLen
+	p.mask = main.mask
+	if d.tree.Cpu == nil {
+		d.tree.Cpu = &imagepb.CPU{XstateSize: uint32(len(img.Xstate)), Xfeatures: linux.XStateFeatures(img.Xstate)}
+	}
+	shared, err := linux.PeekSigInfo(pid, true)
 	if err != nil {
 		return err
 	}
-	img.Xstate = xs
-	if d.tree.Cpu == nil {
-		d.tree.Cpu = &imagepb.CPU{XstateSize: uint32(len(xs)), Xfeatures: linux.XStateFeatures(xs)}
-	}
-	if p.mask, err = linux.GetSigMask(pid); err != nil {
-		return err
-	}
-	img.Sigmask = p.mask
-	for _, shared := range []bool{false, true} {
-		infos, err := linux.PeekSigInfo(pid, shared) // private: of the main thread
-		if err != nil {
-			return err
-		}
-		for _, info := range infos {
-			img.Pending = append(img.Pending, &imagepb.SigInfo{Signo: int32(binary.LittleEndian.Uint32(info)), Shared: shared, Info: info})
-		}
-	}
-	if rs, err := linux.GetRseqConfig(pid); err == nil && rs.AbiPointer != 0 {
-		img.Rseq = &imagepb.Rseq{AbiPointer: rs.AbiPointer, AbiSize: rs.Len, Flags: rs.Flags, Signature: rs.Signature}
-	}
-	if head, n, err := linux.GetRobustList(pid); err == nil {
-		img.RobustList, img.RobustListLen = head, n
+	for _, info := range shared {
+		img.Pending = append(img.Pending, &imagepb.SigInfo{Signo: int32(binary.LittleEndian.Uint32(info)), Shared: true, Info: info})
 	}
 
 	if p.maps, err = procfs.ReadSmaps(pid); err != nil {
@@ -119,11 +111,7 @@ func (d *dumper) collect(p *procDump) error {
 // put back when the process is let go.
 func (d *dumper) inject(p *procDump, status *procfs.Status) error {
 	t := p.t
-	if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
-		return err
-	}
-	p.masked = true
-	if err := t.Pin(d.cpu); err != nil {
+	if err := d.hold(t, &p.masked); err != nil {
 		return err
 	}
 	defer t.Unpin()
@@ -164,13 +152,10 @@ func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint6
 			Signo: int32(sig), Handler: le64(buf[0:]), Flags: le64(buf[8:]), Restorer: le64(buf[16:]), Mask: le64(buf[24:]),
 		})
 	}
-	if _, err := t.Syscall(linux.SysSigaltstack, 0, scratch); err != nil {
-		return fmt.Errorf("read sigaltstack: %w", err)
-	}
-	if err := t.ReadMem(scratch, buf[:24]); err != nil {
+	var err error
+	if img.Altstack, img.TidAddress, err = threadQueries(t, scratch); err != nil {
 		return err
 	}
-	img.Altstack = &imagepb.SigAltStack{Sp: le64(buf[0:]), Flags: int32(binary.LittleEndian.Uint32(buf[8:])), Size: le64(buf[16:])}
 	for which := 0; which < 3; which++ {
 		if _, err := t.Syscall(linux.SysGetitimer, uint64(which), scratch); err != nil {
 			return fmt.Errorf("read itimer %d: %w", which, err)
@@ -189,13 +174,6 @@ func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint6
 		return fmt.Errorf("read brk: %w", err)
 	}
 	img.Mm.Brk = brk
-	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetTidAddress, scratch); err != nil {
-		return fmt.Errorf("read tid address: %w", err)
-	}
-	if err := t.ReadMem(scratch, buf[:8]); err != nil {
-		return err
-	}
-	img.TidAddress = le64(buf)
 	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetPdeathsig, scratch); err != nil {
 		return fmt.Errorf("read parent death signal: %w", err)
 	}
@@ -252,30 +230,46 @@ func collectThread(pid int, th *threadDump) error {
 func (d *dumper) injectThread(p *procDump, th *threadDump, scratch uint64) error {
 	t := th.t
 	t.SyscallAddr = p.t.SyscallAddr
-	if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
-		return err
-	}
-	th.masked = true
-	if err := t.Pin(d.cpu); err != nil {
+	if err := d.hold(t, &th.masked); err != nil {
 		return err
 	}
 	defer t.Unpin()
+	var err error
+	th.img.Altstack, th.img.TidAddress, err = threadQueries(t, scratch)
+	if err != nil {
+		return fmt.Errorf("thread %d: %w", t.Pid, err)
+	}
+	return nil
+}
+
+// hold blocks every signal of a thread (the mask is put back when it is let go) and puts it
+// on the tracer's CPU while syscalls are injected.
+func (d *dumper) hold(t *tracer.Tracee, masked *bool) error {
+	if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
+		return err
+	}
+	*masked = true
+	return t.Pin(d.cpu)
+}
+
+// threadQueries asks a thread what only it can tell of itself: its sigaltstack and the
+// address the kernel clears when it exits.
+func threadQueries(t *tracer.Tracee, scratch uint64) (*imagepb.SigAltStack, uint64, error) {
 	buf := make([]byte, 24)
 	if _, err := t.Syscall(linux.SysSigaltstack, 0, scratch); err != nil {
-		return fmt.Errorf("thread %d: read sigaltstack: %w", t.Pid, err)
+		return nil, 0, fmt.Errorf("read sigaltstack: %w", err)
 	}
 	if err := t.ReadMem(scratch, buf); err != nil {
-		return err
+		return nil, 0, err
 	}
-	th.img.Altstack = &imagepb.SigAltStack{Sp: le64(buf[0:]), Flags: int32(binary.LittleEndian.Uint32(buf[8:])), Size: le64(buf[16:])}
+	as := &imagepb.SigAltStack{Sp: le64(buf[0:]), Flags: int32(binary.LittleEndian.Uint32(buf[8:])), Size: le64(buf[16:])}
 	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetTidAddress, scratch); err != nil {
-		return fmt.Errorf("thread %d: read tid address: %w", t.Pid, err)
+		return nil, 0, fmt.Errorf("read tid address: %w", err)
 	}
 	if err := t.ReadMem(scratch, buf[:8]); err != nil {
-		return err
+		return nil, 0, err
 	}
-	th.img.TidAddress = le64(buf)
-	return nil
+	return as, le64(buf), nil
 }
 
 // collectVMAs classifies every mapping, refusing those the core cannot restore.

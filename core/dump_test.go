@@ -21,10 +21,7 @@ import (
 // the file offset, the blocked and pending signal and the handler.
 func TestDumpImageHoldsState(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.Build(t, "state")
-	dir := t.TempDir()
-	p := testutil.Start(t, bin, dir)
-	testutil.WaitFor(t, "state to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	p, dir := testutil.StartReady(t, "state")
 	cpus := statusField(p.Pid, "Cpus_allowed_list")
 	img := dump(t, core.LeaveRunning, p.Pid)
 	if !testutil.Alive(p.Pid) {
@@ -268,10 +265,7 @@ func TestDumpBadInput(t *testing.T) {
 		}
 	})
 	t.Run("interrupted", func(t *testing.T) {
-		big := testutil.Build(t, "bigmem")
-		bdir := t.TempDir()
-		b := testutil.Start(t, big, "64", bdir)
-		testutil.WaitFor(t, "bigmem to fill", func() bool { _, err := os.Stat(filepath.Join(bdir, "ready")); return err == nil })
+		b, bdir := testutil.StartReady(t, "bigmem", "64")
 		cctx, cancel := context.WithCancel(ctx)
 		dir := filepath.Join(t.TempDir(), "img")
 		// Cancel as soon as memory starts to be written, as Ctrl-C would.

@@ -21,9 +21,7 @@ import (
 // tid address, signal actions, the mm fields and auxv.
 func TestRestoreIsExact(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	p := testutil.Start(t, testutil.Build(t, "state"), dir)
-	testutil.WaitFor(t, "state to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	p, _ := testutil.StartReady(t, "state")
 	img1 := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	restore(t, img1)

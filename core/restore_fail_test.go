@@ -41,9 +41,7 @@ func TestRestoreFailures(t *testing.T) {
 		running(t, p.Pid, log)
 	})
 	t.Run("missing binary", func(t *testing.T) {
-		bin := filepath.Join(t.TempDir(), "counter-copy")
-		b, _ := os.ReadFile(testutil.Build(t, "counter"))
-		os.WriteFile(bin, b, 0o755)
+		bin := testutil.CopyBinary(t, testutil.Build(t, "counter"))
 		log := filepath.Join(t.TempDir(), "count.log")
 		p := testutil.Start(t, bin, log)
 		testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
@@ -57,9 +55,8 @@ func TestRestoreFailures(t *testing.T) {
 		gone(t, p.Pid)
 	})
 	t.Run("changed binary", func(t *testing.T) {
-		bin := filepath.Join(t.TempDir(), "counter-copy")
-		b, _ := os.ReadFile(testutil.Build(t, "counter"))
-		os.WriteFile(bin, b, 0o755)
+		bin := testutil.CopyBinary(t, testutil.Build(t, "counter"))
+		b, _ := os.ReadFile(bin)
 		log := filepath.Join(t.TempDir(), "count.log")
 		p := testutil.Start(t, bin, log)
 		testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
@@ -95,10 +92,7 @@ func TestRestoreFailures(t *testing.T) {
 		gone(t, p.Pid)
 	})
 	t.Run("interrupted", func(t *testing.T) {
-		big := testutil.Build(t, "bigmem")
-		bdir := t.TempDir()
-		b := testutil.Start(t, big, "64", bdir)
-		testutil.WaitFor(t, "bigmem to fill", func() bool { _, err := os.Stat(filepath.Join(bdir, "ready")); return err == nil })
+		b, _ := testutil.StartReady(t, "bigmem", "64")
 		img := dump(t, core.Kill, b.Pid)
 		waitReaped(t, b)
 		cctx, cancel := context.WithCancel(ctx)
@@ -113,10 +107,7 @@ func TestRestoreFailures(t *testing.T) {
 // A process with 2 GiB comes back with every byte as it was.
 func TestRestoreTwoGiB(t *testing.T) {
 	testutil.RequireRoot(t)
-	big := testutil.Build(t, "bigmem")
-	dir := t.TempDir()
-	p := testutil.Start(t, big, "2048", dir)
-	testutil.WaitFor(t, "bigmem to fill", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	p, dir := testutil.StartReady(t, "bigmem", "2048")
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	res := restore(t, img)

@@ -121,10 +121,7 @@ func TestRestoreTree(t *testing.T) {
 // address all come back.
 func TestRestoreState(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.Build(t, "state")
-	dir := t.TempDir()
-	p := testutil.Start(t, bin, dir)
-	testutil.WaitFor(t, "state to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	p, dir := testutil.StartReady(t, "state")
 
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)

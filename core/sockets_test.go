@@ -17,9 +17,7 @@ import (
 // boundaries and a shutdown kept), and a listening socket accepts a new connection.
 func TestRestoreUnixSockets(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	p := testutil.Start(t, testutil.Build(t, "sockets"), dir)
-	testutil.WaitFor(t, "sockets to be ready", func() bool { return fileExists(filepath.Join(dir, "ready")) })
+	p, dir := testutil.StartReady(t, "sockets")
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	restore(t, img)

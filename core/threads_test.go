@@ -81,9 +81,7 @@ func TestRestoreGoProgram(t *testing.T) {
 // eventfd with its count and semaphore mode.
 func TestRestoreEpollEventfd(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	p := testutil.Start(t, testutil.Build(t, "epoll"), dir)
-	testutil.WaitFor(t, "epoll to be ready", func() bool { return fileExists(filepath.Join(dir, "ready")) })
+	p, dir := testutil.StartReady(t, "epoll")
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	restore(t, img)

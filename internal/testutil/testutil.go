@@ -33,9 +33,31 @@ func Workloads() string {
 // Build compiles testdata/workloads/NAME.c once per test binary and returns its path.
 func Build(t testing.TB, name string) string {
 	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed to build the test workloads: %v", err)
+	}
+	return build(t, name, func(out string) *exec.Cmd {
+		return exec.Command("gcc", "-O1", "-g", "-pthread", "-o", out, filepath.Join(Workloads(), name+".c"))
+	})
+}
+
+// BuildGo builds the Go program testdata/workloads/NAME once per test binary.
+func BuildGo(t testing.TB, name string) string {
+	t.Helper()
+	return build(t, "go-"+name, func(out string) *exec.Cmd {
+		cmd := exec.Command("go", "build", "-o", out, ".")
+		cmd.Dir = filepath.Join(Workloads(), name)
+		cmd.Env = append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
+		return cmd
+	})
+}
+
+// build runs the command cmd makes to produce the binary key, once per test binary.
+func build(t testing.TB, key string, cmd func(out string) *exec.Cmd) string {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if p, ok := built[name]; ok {
+	if p, ok := built[key]; ok {
 		return p
 	}
 	if buildDir == "" {
@@ -45,16 +67,36 @@ func Build(t testing.TB, name string) string {
 		}
 		buildDir = d
 	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatalf("gcc is needed to build the test workloads: %v", err)
+	out := filepath.Join(buildDir, key)
+	if b, err := cmd(out).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", key, err, b)
 	}
-	out := filepath.Join(buildDir, name)
-	cmd := exec.Command("gcc", "-O1", "-g", "-pthread", "-o", out, filepath.Join(Workloads(), name+".c"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, b)
-	}
-	built[name] = out
+	built[key] = out
 	return out
+}
+
+// CopyBinary copies a built workload to a directory of the test, so that the test may
+// change or remove it.
+func CopyBinary(t testing.TB, bin string) string {
+	t.Helper()
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), filepath.Base(bin)+"-copy")
+	if err := os.WriteFile(out, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// StartReady starts workload NAME with DIR as its argument and waits for DIR/ready.
+func StartReady(t testing.TB, name string, args ...string) (*Proc, string) {
+	t.Helper()
+	dir := t.TempDir()
+	p := Start(t, Build(t, name), append([]string{dir}, args...)...)
+	WaitFor(t, name+" to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	return p, dir
 }
 
 // Cleanup removes the built workloads; TestMain calls it.
@@ -228,30 +270,4 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: ptrace and clone3 with set_tid (CAP_SYS_ADMIN, CAP_SYS_PTRACE)")
 	}
-}
-
-// BuildGo builds the Go program testdata/workloads/NAME once per test binary.
-func BuildGo(t testing.TB, name string) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if p, ok := built["go:"+name]; ok {
-		return p
-	}
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "gocr-workloads-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildDir = d
-	}
-	out := filepath.Join(buildDir, name)
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = filepath.Join(Workloads(), name)
-	cmd.Env = append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, b)
-	}
-	built["go:"+name] = out
-	return out
 }

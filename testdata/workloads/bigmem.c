@@ -1,5 +1,5 @@
-// bigmem: fills MiB mebibytes with a pattern and checks every byte on SIGUSR1.
-// usage: bigmem MIB DIR
+// bigmem: fills MIB mebibytes with a pattern and checks every byte on SIGUSR1.
+// usage: bigmem DIR MIB
 // Writes DIR/ready when filled. On SIGUSR1 it checks all memory and appends "ok N" or
 // "bad OFFSET" to DIR/report, N counting the checks done.
 #include <fcntl.h>
@@ -17,7 +17,7 @@ static void on_usr1(int sig) { usr1++; }
 int main(int argc, char **argv) {
 	if (argc < 3)
 		return 2;
-	size_t size = (size_t)atol(argv[1]) << 20;
+	size_t size = (size_t)atol(argv[2]) << 20;
 	uint64_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
 		return 3;
@@ -28,9 +28,9 @@ int main(int argc, char **argv) {
 	sa.sa_handler = on_usr1;
 	sigaction(SIGUSR1, &sa, NULL);
 	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[2]);
+	snprintf(path, sizeof path, "%s/report", argv[1]);
 	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	snprintf(path, sizeof path, "%s/ready", argv[2]);
+	snprintf(path, sizeof path, "%s/ready", argv[1]);
 	close(open(path, O_WRONLY | O_CREAT, 0644));
 	int done = 0;
 	for (;;) {
