@@ -144,7 +144,11 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 		}
 		return f, cloexec, nil
 	case strings.HasPrefix(link, "socket:"):
-		if err := unixSocket(f, uint32(st.Ino), unsupported); err != nil {
+		err := inetSocket(f, unsupported)
+		if errors.Is(err, linux.ErrNotInet) {
+			err = unixSocket(f, uint32(st.Ino), unsupported)
+		}
+		if err != nil {
 			return nil, false, err
 		}
 		return f, cloexec, nil
@@ -180,11 +184,40 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	return f, cloexec, nil
 }
 
+// inetSocket records a TCP or UDP socket: listening, bound or (UDP) connected. It returns
+// linux.ErrNotInet for other sockets.
+func inetSocket(f *openFile, unsupported func(kind, hint string) error) error {
+	s, err := linux.InspectInet(f.dup)
+	if err != nil {
+		return err
+	}
+	switch {
+	case s.Protocol == 6 && s.State == 10 && s.Pending > 0:
+		return unsupported(fmt.Sprintf("listening TCP socket %s with %d connections not accepted yet", s.Local, s.Pending), "dump when the server has accepted them")
+	case s.Protocol == 6 && s.State != 10 && s.State != 7:
+		return unsupported(fmt.Sprintf("TCP connection %s -> %s (state %d)", s.Local, s.Peer, s.State), "established TCP connections (TCP repair) come with a later version")
+	}
+	in := &imagepb.InetSocket{Family: int32(s.Family), Type: int32(s.Type), Protocol: int32(s.Protocol), State: int32(s.State),
+		Backlog: s.Backlog, Options: map[string]int32{}}
+	if s.Local.IsValid() {
+		in.Local = s.Local.String()
+	}
+	if s.Peer.IsValid() {
+		in.Peer = s.Peer.String()
+	}
+	for k, v := range s.Opts {
+		in.Options[k] = int32(v)
+	}
+	f.img.Kind = imagepb.FileKind_FILE_KIND_INET_SOCKET
+	f.img.InetSocket = in
+	return nil
+}
+
 // unixSocket records a unix socket: its type, state, name, peer and queued messages.
 func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) error) error {
 	s, err := linux.UnixDiag(ino)
 	if errors.Is(err, linux.ENOENT) {
-		return unsupported(f.img.Path+" (not a unix socket)", "TCP, UDP and netlink sockets come with a later version")
+		return unsupported(f.img.Path+" (neither unix, TCP nor UDP)", "")
 	}
 	if err != nil {
 		return fmt.Errorf("look up socket %s: %w", f.img.Path, err)

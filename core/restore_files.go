@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,6 +55,11 @@ func (r *restorer) openFiles() error {
 		case imagepb.FileKind_FILE_KIND_EPOLL:
 			// Filled from inside the process that holds it, once its fds are in place.
 			fd, err = linux.EpollCreate()
+		case imagepb.FileKind_FILE_KIND_INET_SOCKET:
+			fd, err = openInetSocket(f.InetSocket)
+			if err == nil {
+				err = setFl(fd, flags)
+			}
 		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
 			fd, err = openUnixSocket(f.UnixSocket, pairs)
 			if err == nil {
@@ -251,4 +257,25 @@ func (r *restorer) refillSockets() error {
 		}
 	}
 	return nil
+}
+
+// openInetSocket makes a TCP or UDP socket like the dumped one.
+func openInetSocket(in *imagepb.InetSocket) (int, error) {
+	s := &linux.InetSocket{Family: int(in.Family), Type: int(in.Type), Protocol: int(in.Protocol), State: int(in.State),
+		Backlog: in.Backlog, Opts: map[string]int{}}
+	var err error
+	if in.Local != "" {
+		if s.Local, err = netip.ParseAddrPort(in.Local); err != nil {
+			return -1, err
+		}
+	}
+	if in.Peer != "" {
+		if s.Peer, err = netip.ParseAddrPort(in.Peer); err != nil {
+			return -1, err
+		}
+	}
+	for k, v := range in.Options {
+		s.Opts[k] = int(v)
+	}
+	return linux.MakeInet(s)
 }

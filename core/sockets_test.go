@@ -1,10 +1,15 @@
 package core_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -64,4 +69,190 @@ func TestRestoreTwoTreesSharingASocket(t *testing.T) {
 	restore(t, img)
 	testutil.WaitFor(t, "reader to go on", func() bool { return lastInt(t, log) >= at+50 })
 	checkSequence(t, log, at+50)
+}
+
+// freePort returns a loopback TCP port that is free now.
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// python3 -m http.server on a loopback port serves a page before the dump and after the
+// restore, from the restored listening socket.
+func TestRestorePythonHTTPServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed (CI installs it): %v", err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "page.txt"), []byte("served by gocr's restored python\n"), 0o644)
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/page.txt", port)
+	cmd := exec.Command(py, "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, fmt.Sprint(port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	var before string
+	testutil.WaitFor(t, "http.server to answer", func() bool { before, err = httpGet(url); return err == nil })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	if _, err := httpGet(url); err == nil {
+		t.Fatal("the server still answers after the dump killed it")
+	}
+	restore(t, img)
+	after, err := httpGet(url)
+	if err != nil || after != before {
+		t.Fatalf("after restore: %q, %v; before: %q", after, err, before)
+	}
+}
+
+// redis-server holding a few thousand keys answers the same GETs after the restore, and new
+// writes work.
+func TestRestoreRedis(t *testing.T) {
+	testutil.RequireRoot(t)
+	srv, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is needed (CI installs it with apt-get install redis-server): %v", err)
+	}
+	port := freePort(t)
+	dir := t.TempDir()
+	cmd := exec.Command(srv, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var c *redisConn
+	testutil.WaitFor(t, "redis to answer", func() bool { c, err = dialRedis(addr); return err == nil })
+	for i := 0; i < 3000; i++ {
+		if got := c.do(t, "SET", fmt.Sprintf("key:%d", i), fmt.Sprintf("value-%d", i*i)); got != "+OK" {
+			t.Fatalf("SET: %s", got)
+		}
+	}
+	c.close()
+	// The client has gone: redis holds its listener, epoll, pipes and threads, no connection.
+	testutil.WaitFor(t, "redis to drop the client", func() bool { return len(tcpConns(p.Pid)) == 0 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+
+	c, err = dialRedis(addr)
+	if err != nil {
+		t.Fatalf("connect to the restored redis: %v", err)
+	}
+	defer c.close()
+	for _, i := range []int{0, 1, 1234, 2999} {
+		if got, want := c.do(t, "GET", fmt.Sprintf("key:%d", i)), fmt.Sprintf("value-%d", i*i); got != want {
+			t.Fatalf("GET key:%d after restore: %q, want %q", i, got, want)
+		}
+	}
+	if got := c.do(t, "DBSIZE"); got != ":3000" {
+		t.Fatalf("DBSIZE after restore: %s", got)
+	}
+	if got := c.do(t, "SET", "new", "write"); got != "+OK" {
+		t.Fatalf("SET after restore: %s", got)
+	}
+	if got := c.do(t, "GET", "new"); got != "write" {
+		t.Fatalf("GET new: %s", got)
+	}
+}
+
+// tcpConns lists the TCP sockets of pid that are connections (not listeners).
+func tcpConns(pid int) []string {
+	var out []string
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, e := range ents {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if !strings.HasPrefix(l, "socket:[") {
+			continue
+		}
+		ino := strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")
+		for _, tbl := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+			for _, line := range testutil.Lines(tbl) {
+				f := strings.Fields(line)
+				if len(f) > 9 && f[9] == ino && f[3] != "0A" { // 0A: LISTEN
+					out = append(out, line)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// redisConn speaks just enough RESP for the test.
+type redisConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRedis(addr string) (*redisConn, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	rc := &redisConn{c: c, r: bufio.NewReader(c)}
+	if _, err := fmt.Fprintf(c, "*1\r\n$4\r\nPING\r\n"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if l, err := rc.r.ReadString('\n'); err != nil || !strings.HasPrefix(l, "+PONG") {
+		c.Close()
+		return nil, fmt.Errorf("PING: %q %v", l, err)
+	}
+	return rc, nil
+}
+
+func (rc *redisConn) close() { rc.c.Close() }
+
+// do sends a command and returns a simple reply: "+OK", ":3000", or a bulk string's value.
+func (rc *redisConn) do(t *testing.T, args ...string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := rc.c.Write([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	l, err := rc.r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = strings.TrimRight(l, "\r\n")
+	if !strings.HasPrefix(l, "$") {
+		return l
+	}
+	var n int
+	fmt.Sscan(l[1:], &n)
+	if n < 0 {
+		return "(nil)"
+	}
+	buf := make([]byte, n+2)
+	if _, err := io.ReadFull(rc.r, buf); err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
 }

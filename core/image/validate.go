@@ -1,6 +1,7 @@
 package image
 
 import (
+	"net/netip"
 	"sort"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -81,6 +82,16 @@ func (c *Checkpoint) validate() error {
 			}
 		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE,
 			imagepb.FileKind_FILE_KIND_EVENTFD:
+		case imagepb.FileKind_FILE_KIND_INET_SOCKET:
+			in := f.InetSocket
+			if in == nil || (in.Family != 2 && in.Family != 10) || (in.Protocol != 6 && in.Protocol != 17) {
+				return corrupt(TreeName, "file %d: bad TCP or UDP socket", f.Id)
+			}
+			for _, a := range []string{in.Local, in.Peer} {
+				if _, err := netip.ParseAddrPort(a); a != "" && err != nil {
+					return corrupt(TreeName, "file %d: bad address %q", f.Id, a)
+				}
+			}
 		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
 			u := f.UnixSocket
 			if u == nil || (u.Type != 1 && u.Type != 2 && u.Type != 5) || (u.State != 1 && u.State != 7 && u.State != 10) || u.Shutdown > 3 {

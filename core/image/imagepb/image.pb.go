@@ -88,6 +88,7 @@ const (
 	FileKind_FILE_KIND_EVENTFD     FileKind = 6
 	FileKind_FILE_KIND_EPOLL       FileKind = 7
 	FileKind_FILE_KIND_UNIX_SOCKET FileKind = 8
+	FileKind_FILE_KIND_INET_SOCKET FileKind = 9
 )
 
 // Enum value maps for FileKind.
@@ -102,6 +103,7 @@ var (
 		6: "FILE_KIND_EVENTFD",
 		7: "FILE_KIND_EPOLL",
 		8: "FILE_KIND_UNIX_SOCKET",
+		9: "FILE_KIND_INET_SOCKET",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED": 0,
@@ -113,6 +115,7 @@ var (
 		"FILE_KIND_EVENTFD":     6,
 		"FILE_KIND_EPOLL":       7,
 		"FILE_KIND_UNIX_SOCKET": 8,
+		"FILE_KIND_INET_SOCKET": 9,
 	}
 )
 
@@ -706,7 +709,9 @@ type OpenFile struct {
 	// For epoll instances: the watched fds, numbered as in the process that holds the epoll fd.
 	EpollItems []*EpollItem `protobuf:"bytes,16,rep,name=epoll_items,json=epollItems,proto3" json:"epoll_items,omitempty"`
 	// For unix sockets.
-	UnixSocket    *UnixSocket `protobuf:"bytes,17,opt,name=unix_socket,json=unixSocket,proto3" json:"unix_socket,omitempty"`
+	UnixSocket *UnixSocket `protobuf:"bytes,17,opt,name=unix_socket,json=unixSocket,proto3" json:"unix_socket,omitempty"`
+	// For TCP and UDP sockets.
+	InetSocket    *InetSocket `protobuf:"bytes,18,opt,name=inet_socket,json=inetSocket,proto3" json:"inet_socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +865,120 @@ func (x *OpenFile) GetUnixSocket() *UnixSocket {
 	return nil
 }
 
+func (x *OpenFile) GetInetSocket() *InetSocket {
+	if x != nil {
+		return x.InetSocket
+	}
+	return nil
+}
+
+// InetSocket is a TCP or UDP socket that is listening, bound or (UDP) connected. Queued UDP
+// datagrams are not kept.
+type InetSocket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// AF_INET (2) or AF_INET6 (10).
+	Family int32 `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"`
+	Type   int32 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`
+	// IPPROTO_TCP (6) or IPPROTO_UDP (17).
+	Protocol int32 `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// TCP_LISTEN (10), TCP_CLOSE (7); TCP_ESTABLISHED (1) for a connected UDP socket.
+	State int32 `protobuf:"varint,4,opt,name=state,proto3" json:"state,omitempty"`
+	// "address:port" as Go's netip.AddrPort writes it; empty when unbound / not connected.
+	Local   string `protobuf:"bytes,5,opt,name=local,proto3" json:"local,omitempty"`
+	Peer    string `protobuf:"bytes,6,opt,name=peer,proto3" json:"peer,omitempty"`
+	Backlog uint32 `protobuf:"varint,7,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// Socket options by name (SO_REUSEADDR, TCP_NODELAY, IPV6_V6ONLY...).
+	Options       map[string]int32 `protobuf:"bytes,8,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InetSocket) Reset() {
+	*x = InetSocket{}
+	mi := &file_image_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InetSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InetSocket) ProtoMessage() {}
+
+func (x *InetSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
+func (*InetSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *InetSocket) GetFamily() int32 {
+	if x != nil {
+		return x.Family
+	}
+	return 0
+}
+
+func (x *InetSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *InetSocket) GetProtocol() int32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *InetSocket) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *InetSocket) GetLocal() string {
+	if x != nil {
+		return x.Local
+	}
+	return ""
+}
+
+func (x *InetSocket) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *InetSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *InetSocket) GetOptions() map[string]int32 {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
 // UnixSocket is an AF_UNIX socket as sock_diag shows it, with the messages in its receive
 // queue (for a stream, the queued bytes as one message).
 type UnixSocket struct {
@@ -882,7 +1001,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1013,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1026,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -977,7 +1096,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1108,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1121,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1040,7 +1159,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1171,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1184,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1118,7 +1237,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1249,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1262,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1200,7 +1319,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1331,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1344,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1279,7 +1398,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1410,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1423,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1510,7 +1629,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1641,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1654,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -1651,7 +1770,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1782,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1795,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -1882,7 +2001,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2013,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2026,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1957,7 +2076,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2088,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2101,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2017,7 +2136,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2148,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2161,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2077,7 +2196,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2208,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2221,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2149,7 +2268,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2280,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2293,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2299,7 +2418,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2430,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2443,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -2422,7 +2541,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2553,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2566,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2482,7 +2601,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2613,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2626,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -2548,7 +2667,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +2679,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +2692,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -2651,7 +2770,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +2782,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +2795,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -2750,7 +2869,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\x04 \x01(\x05R\x03sid\x12\x18\n" +
 	"\athreads\x18\x05 \x03(\x05R\athreads\x12\x12\n" +
 	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x10\n" +
-	"\x03exe\x18\a \x01(\tR\x03exe\"\xfc\x03\n" +
+	"\x03exe\x18\a \x01(\tR\x03exe\"\xb8\x04\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2771,7 +2890,22 @@ const file_image_proto_rawDesc = "" +
 	"\vepoll_items\x18\x10 \x03(\v2\x18.gocr.image.v1.EpollItemR\n" +
 	"epollItems\x12:\n" +
 	"\vunix_socket\x18\x11 \x01(\v2\x19.gocr.image.v1.UnixSocketR\n" +
-	"unixSocket\"\xc3\x01\n" +
+	"unixSocket\x12:\n" +
+	"\vinet_socket\x18\x12 \x01(\v2\x19.gocr.image.v1.InetSocketR\n" +
+	"inetSocket\"\xac\x02\n" +
+	"\n" +
+	"InetSocket\x12\x16\n" +
+	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\x05R\bprotocol\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\x05R\x05state\x12\x14\n" +
+	"\x05local\x18\x05 \x01(\tR\x05local\x12\x12\n" +
+	"\x04peer\x18\x06 \x01(\tR\x04peer\x12\x18\n" +
+	"\abacklog\x18\a \x01(\rR\abacklog\x12@\n" +
+	"\aoptions\x18\b \x03(\v2&.gocr.image.v1.InetSocket.OptionsEntryR\aoptions\x1a:\n" +
+	"\fOptionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xc3\x01\n" +
 	"\n" +
 	"UnixSocket\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +
@@ -2962,7 +3096,7 @@ const file_image_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\xdf\x01\n" +
+	"\x10KIND_INCREMENTAL\x10\x03*\xfa\x01\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -2972,7 +3106,8 @@ const file_image_proto_rawDesc = "" +
 	"\x15FILE_KIND_CHAR_DEVICE\x10\x05\x12\x15\n" +
 	"\x11FILE_KIND_EVENTFD\x10\x06\x12\x13\n" +
 	"\x0fFILE_KIND_EPOLL\x10\a\x12\x19\n" +
-	"\x15FILE_KIND_UNIX_SOCKET\x10\b*\x8b\x02\n" +
+	"\x15FILE_KIND_UNIX_SOCKET\x10\b\x12\x19\n" +
+	"\x15FILE_KIND_INET_SOCKET\x10\t*\x8b\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -3000,7 +3135,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -3012,61 +3147,65 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),          // 7: gocr.image.v1.CPU
 	(*ProcessEntry)(nil), // 8: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),     // 9: gocr.image.v1.OpenFile
-	(*UnixSocket)(nil),   // 10: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 11: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 12: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 13: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 14: gocr.image.v1.PageRun
-	(*Process)(nil),      // 15: gocr.image.v1.Process
-	(*Thread)(nil),       // 16: gocr.image.v1.Thread
-	(*Regs)(nil),         // 17: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 18: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 19: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 20: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 21: gocr.image.v1.ITimer
-	(*MM)(nil),           // 22: gocr.image.v1.MM
-	(*VMA)(nil),          // 23: gocr.image.v1.VMA
-	(*Fd)(nil),           // 24: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 25: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 26: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 27: gocr.image.v1.Rseq
+	(*InetSocket)(nil),   // 10: gocr.image.v1.InetSocket
+	(*UnixSocket)(nil),   // 11: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 12: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 13: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 14: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 15: gocr.image.v1.PageRun
+	(*Process)(nil),      // 16: gocr.image.v1.Process
+	(*Thread)(nil),       // 17: gocr.image.v1.Thread
+	(*Regs)(nil),         // 18: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 19: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 20: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 21: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 22: gocr.image.v1.ITimer
+	(*MM)(nil),           // 23: gocr.image.v1.MM
+	(*VMA)(nil),          // 24: gocr.image.v1.VMA
+	(*Fd)(nil),           // 25: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 26: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 27: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 28: gocr.image.v1.Rseq
+	nil,                  // 29: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	8,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	9,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	12, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	13, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	13, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	14, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	7,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	6,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	1,  // 8: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	11, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	10, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	14, // 11: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	17, // 12: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	18, // 13: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	19, // 14: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	20, // 15: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	21, // 16: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	22, // 17: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	23, // 18: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	14, // 19: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	24, // 20: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	25, // 21: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	26, // 22: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	27, // 23: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	16, // 24: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	17, // 25: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	19, // 26: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	20, // 27: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	27, // 28: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 29: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	12, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	11, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	10, // 11: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	29, // 12: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	15, // 13: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	18, // 14: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	19, // 15: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	20, // 16: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	21, // 17: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	22, // 18: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	23, // 19: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	24, // 20: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	15, // 21: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	25, // 22: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	26, // 23: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	27, // 24: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	28, // 25: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	17, // 26: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	18, // 27: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	20, // 28: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	21, // 29: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	28, // 30: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 31: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3080,7 +3219,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
