@@ -48,6 +48,9 @@ type DumpOptions struct {
 	// CheckOnly collects and checks everything but memory, writes a small image of kind
 	// check-only, and always leaves the tree running.
 	CheckOnly bool
+	// TCPEstablished takes established TCP connections with TCP repair (CRIU's
+	// --tcp-established); without it they are refused.
+	TCPEstablished bool
 }
 
 // Progress reports how far an operation is.
@@ -98,7 +101,13 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		stats:  &DumpStats{},
 	}
 	defer d.thread.Close()
+	d.files.tcpEstablished = opts.TCPEstablished
 	err = d.run(ctx)
+	// A killed tree's connections stay in repair mode: closing them sends nothing, and the
+	// restored process takes them over. Any other way, they go on.
+	if err != nil || opts.Final != Kill || opts.CheckOnly {
+		d.files.repairOff()
+	}
 	d.files.close()
 	if err != nil {
 		w.Abort()

@@ -15,9 +15,13 @@ import (
 // fileTable gathers the open file descriptions of the whole dump. Each is known by a dup of
 // it in gocr (pidfd_getfd), so two fds share one description exactly when kcmp says so.
 type fileTable struct {
-	byIno map[[2]uint64][]*openFile
-	pipes map[uint64]*pipeDump // by inode
-	all   []*openFile
+	// tcpEstablished allows established TCP connections (taken in repair mode).
+	tcpEstablished bool
+	// repaired are our dups of sockets left in TCP repair mode by the dump.
+	repaired []int
+	byIno    map[[2]uint64][]*openFile
+	pipes    map[uint64]*pipeDump // by inode
+	all      []*openFile
 }
 
 type openFile struct {
@@ -35,6 +39,14 @@ type pipeDump struct {
 
 func newFileTable() *fileTable {
 	return &fileTable{byIno: map[[2]uint64][]*openFile{}, pipes: map[uint64]*pipeDump{}}
+}
+
+// repairOff takes the sockets out of repair mode: the processes go on using them.
+func (ft *fileTable) repairOff() {
+	for _, fd := range ft.repaired {
+		linux.TCPRepairOff(fd)
+	}
+	ft.repaired = nil
 }
 
 func (ft *fileTable) close() {
@@ -144,7 +156,7 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 		}
 		return f, cloexec, nil
 	case strings.HasPrefix(link, "socket:"):
-		err := inetSocket(f, unsupported)
+		err := ft.inetSocket(f, unsupported)
 		if errors.Is(err, linux.ErrNotInet) {
 			err = unixSocket(f, uint32(st.Ino), unsupported)
 		}
@@ -186,7 +198,7 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 
 // inetSocket records a TCP or UDP socket: listening, bound or (UDP) connected. It returns
 // linux.ErrNotInet for other sockets.
-func inetSocket(f *openFile, unsupported func(kind, hint string) error) error {
+func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string) error) error {
 	s, err := linux.InspectInet(f.dup)
 	if err != nil {
 		return err
@@ -194,8 +206,10 @@ func inetSocket(f *openFile, unsupported func(kind, hint string) error) error {
 	switch {
 	case s.Protocol == 6 && s.State == 10 && s.Pending > 0:
 		return unsupported(fmt.Sprintf("listening TCP socket %s with %d connections not accepted yet", s.Local, s.Pending), "dump when the server has accepted them")
-	case s.Protocol == 6 && s.State != 10 && s.State != 7:
-		return unsupported(fmt.Sprintf("TCP connection %s -> %s (state %d)", s.Local, s.Peer, s.State), "established TCP connections (TCP repair) come with a later version")
+	case s.Protocol == 6 && s.State == 1 && !ft.tcpEstablished:
+		return unsupported(fmt.Sprintf("established TCP connection %s -> %s", s.Local, s.Peer), "dump with --tcp-established to take it with TCP repair")
+	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
+		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}
 	in := &imagepb.InetSocket{Family: int32(s.Family), Type: int32(s.Type), Protocol: int32(s.Protocol), State: int32(s.State),
 		Backlog: s.Backlog, Options: map[string]int32{}}
@@ -207,6 +221,17 @@ func inetSocket(f *openFile, unsupported func(kind, hint string) error) error {
 	}
 	for k, v := range s.Opts {
 		in.Options[k] = int32(v)
+	}
+	if s.Protocol == 6 && s.State == 1 {
+		c, err := linux.TCPDumpConn(f.dup)
+		if err != nil {
+			return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
+		}
+		ft.repaired = append(ft.repaired, f.dup)
+		in.Tcp = &imagepb.TCPConn{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, SendQueue: c.SendQueue, RecvQueue: c.RecvQueue,
+			Mss: c.MSS, SndWscale: uint32(c.SndWscale), RcvWscale: uint32(c.RcvWscale), Timestamps: c.Timestamps, Sack: c.Sack,
+			Tsval: c.TSVal, SndWl1: c.Window.SndWl1, SndWnd: c.Window.SndWnd, MaxWindow: c.Window.MaxWindow,
+			RcvWnd: c.Window.RcvWnd, RcvWup: c.Window.RcvWup}
 	}
 	f.img.Kind = imagepb.FileKind_FILE_KIND_INET_SOCKET
 	f.img.InetSocket = in

@@ -25,6 +25,7 @@ func (r *restorer) openFiles() error {
 	}
 	made := map[uint32]*ends{} // pipe id -> our ends
 	pairs := map[uint32]int{}  // socket inode -> our end of a pair made for its peer
+	var repaired []int         // TCP connections, in repair mode until both ends exist
 	for _, f := range r.c.Tree.Files {
 		acc := int(f.Flags) & linux.OAccmode
 		flags := int(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
@@ -59,6 +60,9 @@ func (r *restorer) openFiles() error {
 			fd, err = openInetSocket(f.InetSocket)
 			if err == nil {
 				err = setFl(fd, flags)
+			}
+			if err == nil && f.InetSocket.Tcp != nil {
+				repaired = append(repaired, fd)
 			}
 		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
 			fd, err = openUnixSocket(f.UnixSocket, pairs)
@@ -100,6 +104,11 @@ func (r *restorer) openFiles() error {
 	}
 	if err := r.refillSockets(); err != nil {
 		return err
+	}
+	for _, fd := range repaired {
+		if err := linux.TCPRepairOff(fd); err != nil {
+			return fmt.Errorf("TCP connection: %w", err)
+		}
 	}
 	for _, e := range made {
 		if !e.usedR {
@@ -276,6 +285,12 @@ func openInetSocket(in *imagepb.InetSocket) (int, error) {
 	}
 	for k, v := range in.Options {
 		s.Opts[k] = int(v)
+	}
+	if c := in.Tcp; c != nil {
+		conn := &linux.TCPConn{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, SendQueue: c.SendQueue, RecvQueue: c.RecvQueue,
+			MSS: c.Mss, SndWscale: uint8(c.SndWscale), RcvWscale: uint8(c.RcvWscale), Timestamps: c.Timestamps, Sack: c.Sack,
+			TSVal: c.Tsval, Window: linux.TCPRepairWindow{SndWl1: c.SndWl1, SndWnd: c.SndWnd, MaxWindow: c.MaxWindow, RcvWnd: c.RcvWnd, RcvWup: c.RcvWup}}
+		return linux.RestoreTCP(s, conn)
 	}
 	return linux.MakeInet(s)
 }

@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -255,4 +256,35 @@ func (rc *redisConn) do(t *testing.T, args ...string) string {
 		t.Fatal(err)
 	}
 	return string(buf[:n])
+}
+
+// A parent and child talking over TCP loopback are dumped with TCPEstablished and go on
+// talking after the restore: the bytes in flight arrive in order, none lost or doubled.
+func TestRestoreTCPEstablished(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "tcppair"), dir)
+	log := filepath.Join(dir, "read.log")
+	testutil.WaitFor(t, "reader to read", func() bool { return lastInt(t, log) >= 30 })
+	kids := testutil.Children(p.Pid)
+
+	// Without the flag, the connection is refused by name and the tree goes on.
+	_, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "--tcp-established") {
+		t.Fatalf("got %v, want a refusal naming --tcp-established", err)
+	}
+	running(t, p.Pid, log)
+
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, TCPEstablished: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	for _, k := range kids {
+		testutil.KillAndReap(k)
+	}
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "reader to go on", func() bool { return lastInt(t, log) >= at+100 })
+	checkSequence(t, log, at+100)
 }

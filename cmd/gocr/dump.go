@@ -18,6 +18,7 @@ type dumpOptions struct {
 	overwrite    bool
 	noSync       bool
 	checkOnly    bool
+	tcpEstab     bool
 	json         bool
 }
 
@@ -61,6 +62,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVar(&opts.overwrite, "overwrite", false, "replace an image already in the directory")
 	f.BoolVar(&opts.noSync, "no-sync", false, "do not fsync the image (faster; unsafe when the tree is killed)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "collect and check everything but memory, write a small check-only image, leave the tree running")
+	f.BoolVar(&opts.tcpEstab, "tcp-established", false, "take established TCP connections with TCP repair (as CRIU)")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -76,7 +78,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	prog := newProgress(opts.errOut, "dump")
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
-		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly,
+		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab,
 		Progress: prog.update,
 	})
 	prog.done()

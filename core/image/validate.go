@@ -87,6 +87,9 @@ func (c *Checkpoint) validate() error {
 			if in == nil || (in.Family != 2 && in.Family != 10) || (in.Protocol != 6 && in.Protocol != 17) {
 				return corrupt(TreeName, "file %d: bad TCP or UDP socket", f.Id)
 			}
+			if in.Protocol == 6 && in.State == 1 && (in.Tcp == nil || in.Local == "" || in.Peer == "") {
+				return corrupt(TreeName, "file %d: established TCP connection without its state", f.Id)
+			}
 			for _, a := range []string{in.Local, in.Peer} {
 				if _, err := netip.ParseAddrPort(a); a != "" && err != nil {
 					return corrupt(TreeName, "file %d: bad address %q", f.Id, a)

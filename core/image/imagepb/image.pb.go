@@ -888,7 +888,9 @@ type InetSocket struct {
 	Peer    string `protobuf:"bytes,6,opt,name=peer,proto3" json:"peer,omitempty"`
 	Backlog uint32 `protobuf:"varint,7,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	// Socket options by name (SO_REUSEADDR, TCP_NODELAY, IPV6_V6ONLY...).
-	Options       map[string]int32 `protobuf:"bytes,8,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Options map[string]int32 `protobuf:"bytes,8,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// An established TCP connection, taken in repair mode (--tcp-established).
+	Tcp           *TCPConn `protobuf:"bytes,9,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -979,6 +981,172 @@ func (x *InetSocket) GetOptions() map[string]int32 {
 	return nil
 }
 
+func (x *InetSocket) GetTcp() *TCPConn {
+	if x != nil {
+		return x.Tcp
+	}
+	return nil
+}
+
+// TCPConn is what TCP repair mode gives of an established connection.
+type TCPConn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sequence numbers after the send queue (write_seq) and the receive queue (rcv_nxt).
+	SendSeq    uint32 `protobuf:"varint,1,opt,name=send_seq,json=sendSeq,proto3" json:"send_seq,omitempty"`
+	RecvSeq    uint32 `protobuf:"varint,2,opt,name=recv_seq,json=recvSeq,proto3" json:"recv_seq,omitempty"`
+	SendQueue  []byte `protobuf:"bytes,3,opt,name=send_queue,json=sendQueue,proto3" json:"send_queue,omitempty"`
+	RecvQueue  []byte `protobuf:"bytes,4,opt,name=recv_queue,json=recvQueue,proto3" json:"recv_queue,omitempty"`
+	Mss        uint32 `protobuf:"varint,5,opt,name=mss,proto3" json:"mss,omitempty"`
+	SndWscale  uint32 `protobuf:"varint,6,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale  uint32 `protobuf:"varint,7,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	Timestamps bool   `protobuf:"varint,8,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	Sack       bool   `protobuf:"varint,9,opt,name=sack,proto3" json:"sack,omitempty"`
+	Tsval      uint32 `protobuf:"varint,10,opt,name=tsval,proto3" json:"tsval,omitempty"`
+	// struct tcp_repair_window.
+	SndWl1        uint32 `protobuf:"varint,11,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"`
+	SndWnd        uint32 `protobuf:"varint,12,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
+	MaxWindow     uint32 `protobuf:"varint,13,opt,name=max_window,json=maxWindow,proto3" json:"max_window,omitempty"`
+	RcvWnd        uint32 `protobuf:"varint,14,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
+	RcvWup        uint32 `protobuf:"varint,15,opt,name=rcv_wup,json=rcvWup,proto3" json:"rcv_wup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPConn) Reset() {
+	*x = TCPConn{}
+	mi := &file_image_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPConn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPConn) ProtoMessage() {}
+
+func (x *TCPConn) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
+func (*TCPConn) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TCPConn) GetSendSeq() uint32 {
+	if x != nil {
+		return x.SendSeq
+	}
+	return 0
+}
+
+func (x *TCPConn) GetRecvSeq() uint32 {
+	if x != nil {
+		return x.RecvSeq
+	}
+	return 0
+}
+
+func (x *TCPConn) GetSendQueue() []byte {
+	if x != nil {
+		return x.SendQueue
+	}
+	return nil
+}
+
+func (x *TCPConn) GetRecvQueue() []byte {
+	if x != nil {
+		return x.RecvQueue
+	}
+	return nil
+}
+
+func (x *TCPConn) GetMss() uint32 {
+	if x != nil {
+		return x.Mss
+	}
+	return 0
+}
+
+func (x *TCPConn) GetSndWscale() uint32 {
+	if x != nil {
+		return x.SndWscale
+	}
+	return 0
+}
+
+func (x *TCPConn) GetRcvWscale() uint32 {
+	if x != nil {
+		return x.RcvWscale
+	}
+	return 0
+}
+
+func (x *TCPConn) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *TCPConn) GetSack() bool {
+	if x != nil {
+		return x.Sack
+	}
+	return false
+}
+
+func (x *TCPConn) GetTsval() uint32 {
+	if x != nil {
+		return x.Tsval
+	}
+	return 0
+}
+
+func (x *TCPConn) GetSndWl1() uint32 {
+	if x != nil {
+		return x.SndWl1
+	}
+	return 0
+}
+
+func (x *TCPConn) GetSndWnd() uint32 {
+	if x != nil {
+		return x.SndWnd
+	}
+	return 0
+}
+
+func (x *TCPConn) GetMaxWindow() uint32 {
+	if x != nil {
+		return x.MaxWindow
+	}
+	return 0
+}
+
+func (x *TCPConn) GetRcvWnd() uint32 {
+	if x != nil {
+		return x.RcvWnd
+	}
+	return 0
+}
+
+func (x *TCPConn) GetRcvWup() uint32 {
+	if x != nil {
+		return x.RcvWup
+	}
+	return 0
+}
+
 // UnixSocket is an AF_UNIX socket as sock_diag shows it, with the messages in its receive
 // queue (for a stream, the queued bytes as one message).
 type UnixSocket struct {
@@ -1001,7 +1169,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1181,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1194,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -1096,7 +1264,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1276,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1289,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1159,7 +1327,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1339,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1352,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1237,7 +1405,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1417,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1430,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1319,7 +1487,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1499,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1512,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1398,7 +1566,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1578,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1591,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1629,7 +1797,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1809,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1822,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -1770,7 +1938,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1950,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1963,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2001,7 +2169,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2181,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2194,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2076,7 +2244,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2256,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2269,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2136,7 +2304,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2316,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2329,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2196,7 +2364,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2376,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2389,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2268,7 +2436,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2448,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2461,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2418,7 +2586,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2598,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2611,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -2541,7 +2709,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2721,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2734,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2601,7 +2769,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2781,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2794,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -2667,7 +2835,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2847,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2860,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -2770,7 +2938,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2950,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2963,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -2892,7 +3060,7 @@ const file_image_proto_rawDesc = "" +
 	"\vunix_socket\x18\x11 \x01(\v2\x19.gocr.image.v1.UnixSocketR\n" +
 	"unixSocket\x12:\n" +
 	"\vinet_socket\x18\x12 \x01(\v2\x19.gocr.image.v1.InetSocketR\n" +
-	"inetSocket\"\xac\x02\n" +
+	"inetSocket\"\xd6\x02\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -2902,10 +3070,35 @@ const file_image_proto_rawDesc = "" +
 	"\x05local\x18\x05 \x01(\tR\x05local\x12\x12\n" +
 	"\x04peer\x18\x06 \x01(\tR\x04peer\x12\x18\n" +
 	"\abacklog\x18\a \x01(\rR\abacklog\x12@\n" +
-	"\aoptions\x18\b \x03(\v2&.gocr.image.v1.InetSocket.OptionsEntryR\aoptions\x1a:\n" +
+	"\aoptions\x18\b \x03(\v2&.gocr.image.v1.InetSocket.OptionsEntryR\aoptions\x12(\n" +
+	"\x03tcp\x18\t \x01(\v2\x16.gocr.image.v1.TCPConnR\x03tcp\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xc3\x01\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x9a\x03\n" +
+	"\aTCPConn\x12\x19\n" +
+	"\bsend_seq\x18\x01 \x01(\rR\asendSeq\x12\x19\n" +
+	"\brecv_seq\x18\x02 \x01(\rR\arecvSeq\x12\x1d\n" +
+	"\n" +
+	"send_queue\x18\x03 \x01(\fR\tsendQueue\x12\x1d\n" +
+	"\n" +
+	"recv_queue\x18\x04 \x01(\fR\trecvQueue\x12\x10\n" +
+	"\x03mss\x18\x05 \x01(\rR\x03mss\x12\x1d\n" +
+	"\n" +
+	"snd_wscale\x18\x06 \x01(\rR\tsndWscale\x12\x1d\n" +
+	"\n" +
+	"rcv_wscale\x18\a \x01(\rR\trcvWscale\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\b \x01(\bR\n" +
+	"timestamps\x12\x12\n" +
+	"\x04sack\x18\t \x01(\bR\x04sack\x12\x14\n" +
+	"\x05tsval\x18\n" +
+	" \x01(\rR\x05tsval\x12\x17\n" +
+	"\asnd_wl1\x18\v \x01(\rR\x06sndWl1\x12\x17\n" +
+	"\asnd_wnd\x18\f \x01(\rR\x06sndWnd\x12\x1d\n" +
+	"\n" +
+	"max_window\x18\r \x01(\rR\tmaxWindow\x12\x17\n" +
+	"\arcv_wnd\x18\x0e \x01(\rR\x06rcvWnd\x12\x17\n" +
+	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\xc3\x01\n" +
 	"\n" +
 	"UnixSocket\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +
@@ -3135,7 +3328,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -3148,64 +3341,66 @@ var file_image_proto_goTypes = []any{
 	(*ProcessEntry)(nil), // 8: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),     // 9: gocr.image.v1.OpenFile
 	(*InetSocket)(nil),   // 10: gocr.image.v1.InetSocket
-	(*UnixSocket)(nil),   // 11: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 12: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 13: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 14: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 15: gocr.image.v1.PageRun
-	(*Process)(nil),      // 16: gocr.image.v1.Process
-	(*Thread)(nil),       // 17: gocr.image.v1.Thread
-	(*Regs)(nil),         // 18: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 19: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 20: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 21: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 22: gocr.image.v1.ITimer
-	(*MM)(nil),           // 23: gocr.image.v1.MM
-	(*VMA)(nil),          // 24: gocr.image.v1.VMA
-	(*Fd)(nil),           // 25: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 26: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 27: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 28: gocr.image.v1.Rseq
-	nil,                  // 29: gocr.image.v1.InetSocket.OptionsEntry
+	(*TCPConn)(nil),      // 11: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),   // 12: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 13: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 14: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 15: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 16: gocr.image.v1.PageRun
+	(*Process)(nil),      // 17: gocr.image.v1.Process
+	(*Thread)(nil),       // 18: gocr.image.v1.Thread
+	(*Regs)(nil),         // 19: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 20: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 21: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 22: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 23: gocr.image.v1.ITimer
+	(*MM)(nil),           // 24: gocr.image.v1.MM
+	(*VMA)(nil),          // 25: gocr.image.v1.VMA
+	(*Fd)(nil),           // 26: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 27: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 28: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 29: gocr.image.v1.Rseq
+	nil,                  // 30: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	8,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	9,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	13, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	14, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	14, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	15, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	7,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	6,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	1,  // 8: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	12, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	11, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	13, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	12, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
 	10, // 11: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	29, // 12: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	15, // 13: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	18, // 14: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	19, // 15: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	20, // 16: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	21, // 17: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	22, // 18: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	23, // 19: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	24, // 20: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	15, // 21: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	25, // 22: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	26, // 23: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	27, // 24: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	28, // 25: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	17, // 26: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	18, // 27: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	20, // 28: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	21, // 29: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	28, // 30: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 31: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	30, // 12: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	11, // 13: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	16, // 14: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	19, // 15: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	20, // 16: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	21, // 17: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	22, // 18: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	23, // 19: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	24, // 20: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	25, // 21: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	16, // 22: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	26, // 23: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	27, // 24: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	28, // 25: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	29, // 26: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	18, // 27: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	19, // 28: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	21, // 29: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	22, // 30: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	29, // 31: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 32: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3219,7 +3414,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -121,9 +121,13 @@ func MakeInet(s *InetSocket) (int, error) {
 		}
 	}
 	if s.Local.IsValid() && (s.Local.Port() != 0 || !s.Local.Addr().IsUnspecified()) {
+		// Connections restored on the same port would stop the bind: reuse for the bind,
+		// then put the option back as it was.
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		if err := unix.Bind(fd, sockaddr(s.Family, s.Local)); err != nil {
 			return fail(fmt.Errorf("bind %s: %w", s.Local, err))
 		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, s.Opts["SO_REUSEADDR"])
 	}
 	switch {
 	case s.State == 10:
@@ -136,4 +140,22 @@ func MakeInet(s *InetSocket) (int, error) {
 		}
 	}
 	return fd, nil
+}
+
+// RestoreTCP makes the established connection of s with the state c (TCP repair), with the
+// socket's options set.
+func RestoreTCP(s *InetSocket, c *TCPConn) (int, error) {
+	if !s.Local.IsValid() || !s.Peer.IsValid() {
+		return -1, fmt.Errorf("TCP connection without both addresses")
+	}
+	return TCPRestoreConn(s.Family, sockaddr(s.Family, s.Local), sockaddr(s.Family, s.Peer), c, func(fd int) error {
+		for _, o := range inetOpts {
+			if v, ok := s.Opts[o.name]; ok {
+				if err := unix.SetsockoptInt(fd, o.level, o.opt, v); err != nil {
+					return fmt.Errorf("setsockopt(%s): %w", o.name, err)
+				}
+			}
+		}
+		return nil
+	})
 }
