@@ -79,3 +79,49 @@ func BenchmarkRestore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRestoreMany restores a process with 64 threads, and one with 1000 open files.
+func BenchmarkRestoreMany(b *testing.B) {
+	for _, c := range []struct {
+		name, kind, n string
+	}{{"64threads", "threads", "64"}, {"1000fds", "fds", "1000"}} {
+		b.Run(c.name, func(b *testing.B) {
+			testutil.RequireRoot(b)
+			p, _ := testutil.StartReady(b, "many", c.kind, c.n)
+			dir := filepath.Join(b.TempDir(), "img")
+			if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, NoSync: true}); err != nil {
+				b.Fatal(err)
+			}
+			p.Reap()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: dir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(res.Stats.Syscalls), "injected-syscalls")
+				testutil.KillAndReap(res.Pids[0])
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkDumpMany dumps the same two processes, leaving them running.
+func BenchmarkDumpMany(b *testing.B) {
+	for _, c := range []struct {
+		name, kind, n string
+	}{{"64threads", "threads", "64"}, {"1000fds", "fds", "1000"}} {
+		b.Run(c.name, func(b *testing.B) {
+			testutil.RequireRoot(b)
+			p, _ := testutil.StartReady(b, "many", c.kind, c.n)
+			for i := 0; i < b.N; i++ {
+				dir := filepath.Join(b.TempDir(), "img")
+				if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, NoSync: true, Final: core.LeaveRunning}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -126,16 +127,27 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	}
 	const oCloexec = 0o2000000
 	cloexec := info.Flags&oCloexec != 0
+	// The descriptions of one inode are kept in kcmp order: a dup of a known description is
+	// found by binary search, so a thousand fds on one file need thousands of kcmp calls,
+	// not half a million.
 	key := [2]uint64{st.Dev, st.Ino}
-	for _, o := range ft.byIno[key] {
-		same, err := linux.SameFile(dup, o.dup)
-		if err != nil {
-			linux.Close(dup)
-			return nil, false, err
+	known := ft.byIno[key]
+	var cmpErr error
+	at := sort.Search(len(known), func(i int) bool {
+		c, err := linux.CompareFiles(known[i].dup, dup)
+		if err != nil && cmpErr == nil {
+			cmpErr = err
 		}
-		if same {
+		return c >= 0
+	})
+	if cmpErr != nil {
+		linux.Close(dup)
+		return nil, false, cmpErr
+	}
+	if at < len(known) {
+		if c, err := linux.CompareFiles(known[at].dup, dup); err == nil && c == 0 {
 			linux.Close(dup)
-			return o, cloexec, nil
+			return known[at], cloexec, nil
 		}
 	}
 	f := &openFile{dup: dup, pid: pid, fd: fd, img: &imagepb.OpenFile{
@@ -143,7 +155,7 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 		Dev: st.Dev, Ino: st.Ino, Rdev: st.Rdev, Mode: st.Mode, Size: uint64(st.Size),
 	}}
 	ft.all = append(ft.all, f)
-	ft.byIno[key] = append(ft.byIno[key], f)
+	ft.byIno[key] = append(known[:at:at], append([]*openFile{f}, known[at:]...)...)
 	switch {
 	case link == "anon_inode:[eventfd]":
 		f.img.Kind = imagepb.FileKind_FILE_KIND_EVENTFD

@@ -288,3 +288,43 @@ func TestRestoreTCPEstablished(t *testing.T) {
 	testutil.WaitFor(t, "reader to go on", func() bool { return lastInt(t, log) >= at+100 })
 	checkSequence(t, log, at+100)
 }
+
+// A Go HTTP server (goroutines, runtime threads, netpoller) answers after the restore with
+// the state it had: its request counter goes on.
+func TestRestoreGoHTTPServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := testutil.Start(t, testutil.BuildGo(t, "gohttp"), addr)
+	url := "http://" + addr + "/count"
+	get := func() (int, int, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(url)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer resp.Body.Close()
+		var n, ticks int
+		_, err = fmt.Fscan(resp.Body, &n, &ticks)
+		return n, ticks, err
+	}
+	var err error
+	testutil.WaitFor(t, "the Go server to answer", func() bool { _, _, err = get(); return err == nil })
+	for i := 0; i < 4; i++ {
+		get()
+	}
+	// Wait until the server has closed its side of our connections.
+	testutil.WaitFor(t, "idle server", func() bool { return len(tcpConns(p.Pid)) == 0 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+	n, ticks, err := get()
+	if err != nil || n != 6 {
+		t.Fatalf("after restore: request %d, %v; want request 6", n, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	_, ticks2, _ := get()
+	if ticks2 <= ticks {
+		t.Fatalf("the background goroutine stopped: %d then %d ticks", ticks, ticks2)
+	}
+}

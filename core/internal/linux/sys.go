@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"fmt"
 	"os"
 	"unsafe"
 
@@ -196,15 +197,24 @@ func PidfdGetfd(pidfd, targetfd int) (int, error) {
 
 const kcmpFile = 0 // KCMP_FILE, linux/kcmp.h
 
-// SameFile reports whether fds a and b of this process refer to one open file description
-// (kcmp KCMP_FILE).
-func SameFile(a, b int) (bool, error) {
+// CompareFiles orders the open file descriptions behind fds a and b of this process with
+// kcmp(KCMP_FILE): 0 when they are the same, -1 or 1 in an order that is stable while both
+// exist, so that descriptions can be kept sorted and found by binary search.
+func CompareFiles(a, b int) (int, error) {
 	pid := os.Getpid()
 	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), kcmpFile, uintptr(a), uintptr(b), 0)
 	if e != 0 {
-		return false, os.NewSyscallError("kcmp", e)
+		return 0, os.NewSyscallError("kcmp", e)
 	}
-	return r == 0, nil
+	switch r {
+	case 0:
+		return 0, nil
+	case 1:
+		return -1, nil
+	case 2:
+		return 1, nil
+	}
+	return 0, fmt.Errorf("kcmp: unexpected result %d", r)
 }
 
 // Tee duplicates up to n bytes from pipe in to pipe out without consuming them.
