@@ -112,7 +112,8 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	}
 	switch {
 	case strings.HasPrefix(link, "socket:"):
-	case link == "anon_inode:[eventfd]", link == "anon_inode:[eventpoll]":
+	case link == "anon_inode:[eventfd]", link == "anon_inode:[eventpoll]", link == "anon_inode:[timerfd]",
+		link == "anon_inode:[signalfd]", link == "anon_inode:inotify":
 	case strings.HasPrefix(link, "anon_inode:"):
 		return nil, false, unsupported(strings.TrimPrefix(link, "anon_inode:"), "")
 	}
@@ -166,6 +167,34 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 		for _, it := range info.Epoll {
 			f.img.EpollItems = append(f.img.EpollItems, &imagepb.EpollItem{Tfd: int32(it.Tfd), Events: it.Events, Data: it.Data})
 		}
+		return f, cloexec, nil
+	case link == "anon_inode:[timerfd]":
+		f.img.Kind = imagepb.FileKind_FILE_KIND_TIMERFD
+		f.img.Timerfd = &imagepb.Timerfd{Clockid: int32(info.ClockID), Ticks: info.Ticks, ValueNs: info.ValueNs, IntervalNs: info.IntervalNs}
+		return f, cloexec, nil
+	case link == "anon_inode:[signalfd]":
+		f.img.Kind = imagepb.FileKind_FILE_KIND_SIGNALFD
+		f.img.SignalfdMask = info.SigMask
+		return f, cloexec, nil
+	case link == "anon_inode:inotify":
+		f.img.Kind = imagepb.FileKind_FILE_KIND_INOTIFY
+		for _, w := range info.Inotify {
+			path, err := linux.WatchPath(w.Sdev, w.HandleType, w.Handle)
+			if err != nil {
+				return nil, false, fmt.Errorf("inotify watch %d: find its file: %w", w.Wd, err)
+			}
+			f.img.InotifyWatches = append(f.img.InotifyWatches, &imagepb.InotifyWatch{Wd: int32(w.Wd), Mask: w.Mask, Path: path})
+		}
+		return f, cloexec, nil
+	case strings.HasPrefix(link, "/memfd:"):
+		f.img.Kind = imagepb.FileKind_FILE_KIND_MEMFD
+		f.img.MemfdName = strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)")
+		seals, err := linux.Seals(dup)
+		if err != nil {
+			return nil, false, err
+		}
+		f.img.MemfdSeals = uint32(seals)
+		f.img.Deleted = true // its content is saved like a deleted file's
 		return f, cloexec, nil
 	case strings.HasPrefix(link, "socket:"):
 		err := ft.inetSocket(f, unsupported)

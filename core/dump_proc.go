@@ -73,6 +73,9 @@ func (d *dumper) collect(p *procDump) error {
 		return err
 	}
 
+	if timers, err := procfs.ReadFile(pid, "timers"); err == nil && len(timers) > 0 {
+		return &UnsupportedError{Pid: pid, What: "POSIX timers", Kind: "timers made with timer_create", Hint: "they come with a later version"}
+	}
 	auxv, err := procfs.ReadFile(pid, "auxv")
 	if err != nil {
 		return fmt.Errorf("read auxv: %w", err)
@@ -315,6 +318,10 @@ func (d *dumper) collectVMAs(p *procDump) error {
 			if err := d.addShmem(p, m, v); err != nil {
 				return err
 			}
+		case m.Path == "/dev/zero" && !m.Shared:
+			// A private mapping of /dev/zero is anonymous memory; it is mapped from /dev/zero
+			// again so that it looks the same.
+			v.Kind = imagepb.VMAKind_VMA_KIND_ANON_PRIVATE
 		case strings.HasPrefix(m.Path, "/SYSV"):
 			return unsupported("System V shared memory", "")
 		case strings.HasPrefix(m.Path, "/memfd:"):

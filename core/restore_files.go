@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -32,6 +33,27 @@ func (r *restorer) openFiles() error {
 		var fd int
 		var err error
 		switch f.Kind {
+		case imagepb.FileKind_FILE_KIND_TIMERFD:
+			tf := f.Timerfd
+			fd, err = linux.Timerfd(int(tf.Clockid), flags, tf.ValueNs, tf.IntervalNs, tf.Ticks)
+		case imagepb.FileKind_FILE_KIND_SIGNALFD:
+			fd, err = linux.Signalfd(f.SignalfdMask, flags)
+		case imagepb.FileKind_FILE_KIND_INOTIFY:
+			fd, err = openInotify(f, flags)
+			if err == nil {
+				err = setFl(fd, flags)
+			}
+		case imagepb.FileKind_FILE_KIND_MEMFD:
+			var data []byte
+			if f.Size > 0 {
+				data, err = os.ReadFile(r.c.Path(f.DataFile))
+			}
+			if err == nil {
+				fd, err = linux.Memfd(f.MemfdName, data, int(f.MemfdSeals))
+			}
+			if err == nil {
+				_, err = linux.Seek(fd, f.Pos, 0)
+			}
 		case imagepb.FileKind_FILE_KIND_REGULAR:
 			if f.Deleted {
 				fd, err = r.recreateDeleted(f, flags)
@@ -293,4 +315,45 @@ func openInetSocket(in *imagepb.InetSocket) (int, error) {
 		return linux.RestoreTCP(s, conn)
 	}
 	return linux.MakeInet(s)
+}
+
+// openInotify makes an inotify instance with the same watches under the same descriptors:
+// they are added in order, and a descriptor number that was freed before the dump is used up
+// by a watch added and removed again.
+func openInotify(f *imagepb.OpenFile, flags int) (int, error) {
+	fd, err := linux.InotifyInit(flags)
+	if err != nil {
+		return -1, err
+	}
+	ws := append([]*imagepb.InotifyWatch(nil), f.InotifyWatches...)
+	sort.Slice(ws, func(i, j int) bool { return ws[i].Wd < ws[j].Wd })
+	for _, w := range ws {
+		for {
+			wd, err := linux.InotifyAddWatch(fd, w.Path, w.Mask)
+			if err != nil {
+				linux.Close(fd)
+				return -1, err
+			}
+			if wd == int(w.Wd) {
+				break
+			}
+			if wd > int(w.Wd) {
+				linux.Close(fd)
+				return -1, fmt.Errorf("inotify watch %d on %s came back as %d", w.Wd, w.Path, wd)
+			}
+			linux.InotifyRmWatch(fd, wd) // a descriptor freed before the dump
+		}
+	}
+	// Removing those watches queued IN_IGNORED events the process must not see.
+	if err := linux.SetFl(fd, linux.ONonblock); err != nil {
+		linux.Close(fd)
+		return -1, err
+	}
+	buf := make([]byte, 4096)
+	for {
+		if n, err := linux.Read(fd, buf); n <= 0 || err != nil {
+			break
+		}
+	}
+	return fd, nil
 }

@@ -269,7 +269,15 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			if 2*dumpedPages(img.Pages, v.Start, v.End) >= length/linux.PageSize {
 				flags |= linux.MapPopulate
 			}
-			if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, flags, ^uint64(0), 0); err != nil {
+			fd := ^uint64(0)
+			if v.Path == "/dev/zero" {
+				var err error
+				if fd, err = openIn(v.Path, linux.ORdwr); err != nil {
+					return err
+				}
+				flags &^= linux.MapAnonymous
+			}
+			if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, flags, fd, 0); err != nil {
 				return err
 			}
 		case imagepb.VMAKind_VMA_KIND_FILE_PRIVATE:

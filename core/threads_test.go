@@ -94,3 +94,20 @@ func TestRestoreEpollEventfd(t *testing.T) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// A timerfd (time left, interval), a signalfd (with its signal pending), an inotify instance
+// (watch descriptors kept), a memfd (content, offset) and a private /dev/zero mapping come
+// back.
+func TestRestoreFileKinds(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "kinds")
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got, want := testutil.Lines(report)[0], "timer=3600 sig=12 inotify=2:touched memfd=fd bytes zero=zero map"; got != want {
+		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
+	}
+}

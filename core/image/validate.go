@@ -82,6 +82,17 @@ func (c *Checkpoint) validate() error {
 			}
 		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE,
 			imagepb.FileKind_FILE_KIND_EVENTFD:
+		case imagepb.FileKind_FILE_KIND_TIMERFD:
+			if f.Timerfd == nil || f.Timerfd.ValueNs < 0 || f.Timerfd.IntervalNs < 0 {
+				return corrupt(TreeName, "file %d: bad timerfd", f.Id)
+			}
+		case imagepb.FileKind_FILE_KIND_SIGNALFD, imagepb.FileKind_FILE_KIND_MEMFD:
+		case imagepb.FileKind_FILE_KIND_INOTIFY:
+			for _, w := range f.InotifyWatches {
+				if w.Wd <= 0 || w.Path == "" {
+					return corrupt(TreeName, "file %d: bad inotify watch %d", f.Id, w.Wd)
+				}
+			}
 		case imagepb.FileKind_FILE_KIND_INET_SOCKET:
 			in := f.InetSocket
 			if in == nil || (in.Family != 2 && in.Family != 10) || (in.Protocol != 6 && in.Protocol != 17) {

@@ -89,21 +89,29 @@ const (
 	FileKind_FILE_KIND_EPOLL       FileKind = 7
 	FileKind_FILE_KIND_UNIX_SOCKET FileKind = 8
 	FileKind_FILE_KIND_INET_SOCKET FileKind = 9
+	FileKind_FILE_KIND_TIMERFD     FileKind = 10
+	FileKind_FILE_KIND_SIGNALFD    FileKind = 11
+	FileKind_FILE_KIND_INOTIFY     FileKind = 12
+	FileKind_FILE_KIND_MEMFD       FileKind = 13
 )
 
 // Enum value maps for FileKind.
 var (
 	FileKind_name = map[int32]string{
-		0: "FILE_KIND_UNSPECIFIED",
-		1: "FILE_KIND_REGULAR",
-		2: "FILE_KIND_DIRECTORY",
-		3: "FILE_KIND_PIPE",
-		4: "FILE_KIND_FIFO",
-		5: "FILE_KIND_CHAR_DEVICE",
-		6: "FILE_KIND_EVENTFD",
-		7: "FILE_KIND_EPOLL",
-		8: "FILE_KIND_UNIX_SOCKET",
-		9: "FILE_KIND_INET_SOCKET",
+		0:  "FILE_KIND_UNSPECIFIED",
+		1:  "FILE_KIND_REGULAR",
+		2:  "FILE_KIND_DIRECTORY",
+		3:  "FILE_KIND_PIPE",
+		4:  "FILE_KIND_FIFO",
+		5:  "FILE_KIND_CHAR_DEVICE",
+		6:  "FILE_KIND_EVENTFD",
+		7:  "FILE_KIND_EPOLL",
+		8:  "FILE_KIND_UNIX_SOCKET",
+		9:  "FILE_KIND_INET_SOCKET",
+		10: "FILE_KIND_TIMERFD",
+		11: "FILE_KIND_SIGNALFD",
+		12: "FILE_KIND_INOTIFY",
+		13: "FILE_KIND_MEMFD",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED": 0,
@@ -116,6 +124,10 @@ var (
 		"FILE_KIND_EPOLL":       7,
 		"FILE_KIND_UNIX_SOCKET": 8,
 		"FILE_KIND_INET_SOCKET": 9,
+		"FILE_KIND_TIMERFD":     10,
+		"FILE_KIND_SIGNALFD":    11,
+		"FILE_KIND_INOTIFY":     12,
+		"FILE_KIND_MEMFD":       13,
 	}
 )
 
@@ -711,7 +723,16 @@ type OpenFile struct {
 	// For unix sockets.
 	UnixSocket *UnixSocket `protobuf:"bytes,17,opt,name=unix_socket,json=unixSocket,proto3" json:"unix_socket,omitempty"`
 	// For TCP and UDP sockets.
-	InetSocket    *InetSocket `protobuf:"bytes,18,opt,name=inet_socket,json=inetSocket,proto3" json:"inet_socket,omitempty"`
+	InetSocket *InetSocket `protobuf:"bytes,18,opt,name=inet_socket,json=inetSocket,proto3" json:"inet_socket,omitempty"`
+	// For timerfds.
+	Timerfd *Timerfd `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`
+	// For signalfds: the signals it reads.
+	SignalfdMask uint64 `protobuf:"varint,20,opt,name=signalfd_mask,json=signalfdMask,proto3" json:"signalfd_mask,omitempty"`
+	// For inotify instances: the watches.
+	InotifyWatches []*InotifyWatch `protobuf:"bytes,21,rep,name=inotify_watches,json=inotifyWatches,proto3" json:"inotify_watches,omitempty"`
+	// For memfds: the name given to memfd_create and the seals; the content is in data_file.
+	MemfdName     string `protobuf:"bytes,22,opt,name=memfd_name,json=memfdName,proto3" json:"memfd_name,omitempty"`
+	MemfdSeals    uint32 `protobuf:"varint,23,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +893,171 @@ func (x *OpenFile) GetInetSocket() *InetSocket {
 	return nil
 }
 
+func (x *OpenFile) GetTimerfd() *Timerfd {
+	if x != nil {
+		return x.Timerfd
+	}
+	return nil
+}
+
+func (x *OpenFile) GetSignalfdMask() uint64 {
+	if x != nil {
+		return x.SignalfdMask
+	}
+	return 0
+}
+
+func (x *OpenFile) GetInotifyWatches() []*InotifyWatch {
+	if x != nil {
+		return x.InotifyWatches
+	}
+	return nil
+}
+
+func (x *OpenFile) GetMemfdName() string {
+	if x != nil {
+		return x.MemfdName
+	}
+	return ""
+}
+
+func (x *OpenFile) GetMemfdSeals() uint32 {
+	if x != nil {
+		return x.MemfdSeals
+	}
+	return 0
+}
+
+type Timerfd struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Clockid int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
+	Ticks   uint64                 `protobuf:"varint,2,opt,name=ticks,proto3" json:"ticks,omitempty"`
+	// Time to the next expiry (0: disarmed) and the interval, in nanoseconds.
+	ValueNs       int64 `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"`
+	IntervalNs    int64 `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timerfd) Reset() {
+	*x = Timerfd{}
+	mi := &file_image_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timerfd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timerfd) ProtoMessage() {}
+
+func (x *Timerfd) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
+func (*Timerfd) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Timerfd) GetClockid() int32 {
+	if x != nil {
+		return x.Clockid
+	}
+	return 0
+}
+
+func (x *Timerfd) GetTicks() uint64 {
+	if x != nil {
+		return x.Ticks
+	}
+	return 0
+}
+
+func (x *Timerfd) GetValueNs() int64 {
+	if x != nil {
+		return x.ValueNs
+	}
+	return 0
+}
+
+func (x *Timerfd) GetIntervalNs() int64 {
+	if x != nil {
+		return x.IntervalNs
+	}
+	return 0
+}
+
+type InotifyWatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Wd    int32                  `protobuf:"varint,1,opt,name=wd,proto3" json:"wd,omitempty"`
+	Mask  uint32                 `protobuf:"varint,2,opt,name=mask,proto3" json:"mask,omitempty"`
+	// The watched file, found again from its file handle at dump time.
+	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InotifyWatch) Reset() {
+	*x = InotifyWatch{}
+	mi := &file_image_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InotifyWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InotifyWatch) ProtoMessage() {}
+
+func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
+func (*InotifyWatch) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InotifyWatch) GetWd() int32 {
+	if x != nil {
+		return x.Wd
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetMask() uint32 {
+	if x != nil {
+		return x.Mask
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // InetSocket is a TCP or UDP socket that is listening, bound or (UDP) connected. Queued UDP
 // datagrams are not kept.
 type InetSocket struct {
@@ -897,7 +1083,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1095,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1108,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1014,7 +1200,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1212,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1225,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -1169,7 +1355,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1367,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1380,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -1264,7 +1450,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1462,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1475,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1327,7 +1513,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1525,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1538,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1405,7 +1591,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1603,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1616,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1487,7 +1673,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1685,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1698,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1566,7 +1752,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1764,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1777,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1797,7 +1983,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1995,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +2008,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -1938,7 +2124,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2136,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2149,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2169,7 +2355,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2367,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2380,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2244,7 +2430,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2442,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2455,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2304,7 +2490,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2502,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2515,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2364,7 +2550,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2562,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2575,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2436,7 +2622,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2634,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2647,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2586,7 +2772,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2784,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2797,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -2709,7 +2895,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2907,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2920,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2769,7 +2955,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +2967,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +2980,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -2835,7 +3021,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +3033,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +3046,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -2938,7 +3124,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2950,7 +3136,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2963,7 +3149,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -3037,7 +3223,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\x04 \x01(\x05R\x03sid\x12\x18\n" +
 	"\athreads\x18\x05 \x03(\x05R\athreads\x12\x12\n" +
 	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x10\n" +
-	"\x03exe\x18\a \x01(\tR\x03exe\"\xb8\x04\n" +
+	"\x03exe\x18\a \x01(\tR\x03exe\"\x95\x06\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -3060,7 +3246,24 @@ const file_image_proto_rawDesc = "" +
 	"\vunix_socket\x18\x11 \x01(\v2\x19.gocr.image.v1.UnixSocketR\n" +
 	"unixSocket\x12:\n" +
 	"\vinet_socket\x18\x12 \x01(\v2\x19.gocr.image.v1.InetSocketR\n" +
-	"inetSocket\"\xd6\x02\n" +
+	"inetSocket\x120\n" +
+	"\atimerfd\x18\x13 \x01(\v2\x16.gocr.image.v1.TimerfdR\atimerfd\x12#\n" +
+	"\rsignalfd_mask\x18\x14 \x01(\x04R\fsignalfdMask\x12D\n" +
+	"\x0finotify_watches\x18\x15 \x03(\v2\x1b.gocr.image.v1.InotifyWatchR\x0einotifyWatches\x12\x1d\n" +
+	"\n" +
+	"memfd_name\x18\x16 \x01(\tR\tmemfdName\x12\x1f\n" +
+	"\vmemfd_seals\x18\x17 \x01(\rR\n" +
+	"memfdSeals\"u\n" +
+	"\aTimerfd\x12\x18\n" +
+	"\aclockid\x18\x01 \x01(\x05R\aclockid\x12\x14\n" +
+	"\x05ticks\x18\x02 \x01(\x04R\x05ticks\x12\x19\n" +
+	"\bvalue_ns\x18\x03 \x01(\x03R\avalueNs\x12\x1f\n" +
+	"\vinterval_ns\x18\x04 \x01(\x03R\n" +
+	"intervalNs\"F\n" +
+	"\fInotifyWatch\x12\x0e\n" +
+	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12\x12\n" +
+	"\x04mask\x18\x02 \x01(\rR\x04mask\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"\xd6\x02\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -3289,7 +3492,7 @@ const file_image_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\xfa\x01\n" +
+	"\x10KIND_INCREMENTAL\x10\x03*\xd5\x02\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -3300,7 +3503,12 @@ const file_image_proto_rawDesc = "" +
 	"\x11FILE_KIND_EVENTFD\x10\x06\x12\x13\n" +
 	"\x0fFILE_KIND_EPOLL\x10\a\x12\x19\n" +
 	"\x15FILE_KIND_UNIX_SOCKET\x10\b\x12\x19\n" +
-	"\x15FILE_KIND_INET_SOCKET\x10\t*\x8b\x02\n" +
+	"\x15FILE_KIND_INET_SOCKET\x10\t\x12\x15\n" +
+	"\x11FILE_KIND_TIMERFD\x10\n" +
+	"\x12\x16\n" +
+	"\x12FILE_KIND_SIGNALFD\x10\v\x12\x15\n" +
+	"\x11FILE_KIND_INOTIFY\x10\f\x12\x13\n" +
+	"\x0fFILE_KIND_MEMFD\x10\r*\x8b\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -3328,7 +3536,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -3340,67 +3548,71 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),          // 7: gocr.image.v1.CPU
 	(*ProcessEntry)(nil), // 8: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),     // 9: gocr.image.v1.OpenFile
-	(*InetSocket)(nil),   // 10: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),      // 11: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),   // 12: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 13: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 14: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 15: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 16: gocr.image.v1.PageRun
-	(*Process)(nil),      // 17: gocr.image.v1.Process
-	(*Thread)(nil),       // 18: gocr.image.v1.Thread
-	(*Regs)(nil),         // 19: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 20: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 21: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 22: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 23: gocr.image.v1.ITimer
-	(*MM)(nil),           // 24: gocr.image.v1.MM
-	(*VMA)(nil),          // 25: gocr.image.v1.VMA
-	(*Fd)(nil),           // 26: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 27: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 28: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 29: gocr.image.v1.Rseq
-	nil,                  // 30: gocr.image.v1.InetSocket.OptionsEntry
+	(*Timerfd)(nil),      // 10: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil), // 11: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),   // 12: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),      // 13: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),   // 14: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 15: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 16: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 17: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 18: gocr.image.v1.PageRun
+	(*Process)(nil),      // 19: gocr.image.v1.Process
+	(*Thread)(nil),       // 20: gocr.image.v1.Thread
+	(*Regs)(nil),         // 21: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 22: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 23: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 24: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 25: gocr.image.v1.ITimer
+	(*MM)(nil),           // 26: gocr.image.v1.MM
+	(*VMA)(nil),          // 27: gocr.image.v1.VMA
+	(*Fd)(nil),           // 28: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 29: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 30: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 31: gocr.image.v1.Rseq
+	nil,                  // 32: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	8,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	9,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	14, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	15, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	16, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	17, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	7,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	6,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	1,  // 8: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	13, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	12, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	10, // 11: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	30, // 12: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	11, // 13: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	16, // 14: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	19, // 15: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	20, // 16: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	21, // 17: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	22, // 18: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	23, // 19: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	24, // 20: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	25, // 21: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	16, // 22: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	26, // 23: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	27, // 24: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	28, // 25: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	29, // 26: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	18, // 27: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	19, // 28: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	21, // 29: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	22, // 30: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	29, // 31: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 32: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	15, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	14, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	12, // 11: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	10, // 12: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	11, // 13: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	32, // 14: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	13, // 15: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	18, // 16: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	21, // 17: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	22, // 18: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	23, // 19: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	24, // 20: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	25, // 21: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	26, // 22: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	27, // 23: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	18, // 24: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	28, // 25: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	29, // 26: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	30, // 27: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	31, // 28: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	20, // 29: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	21, // 30: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	23, // 31: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	24, // 32: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	31, // 33: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 34: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3414,7 +3626,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -264,6 +264,65 @@ type FdInfo struct {
 	EventfdSemaphore bool
 	// epoll: the watched fds
 	Epoll []EpollItem
+	// timerfd
+	ClockID             int
+	Ticks               uint64
+	ValueNs, IntervalNs int64
+	// signalfd
+	SigMask uint64
+	// inotify
+	Inotify []InotifyWatch
+}
+
+// InotifyWatch is one "inotify wd:" line of an inotify fd's fdinfo.
+type InotifyWatch struct {
+	Wd         int
+	Mask       uint32
+	Sdev       uint64 // the kernel's dev_t: major << 20 | minor
+	HandleType int
+	Handle     []byte
+}
+
+// parseTimespec parses "(2, 999811059)" into nanoseconds.
+func parseTimespec(v string) int64 {
+	v = strings.Trim(v, "() ")
+	sec, nsec, _ := strings.Cut(v, ",")
+	a, _ := strconv.ParseInt(strings.TrimSpace(sec), 10, 64)
+	b, _ := strconv.ParseInt(strings.TrimSpace(nsec), 10, 64)
+	return a*1e9 + b
+}
+
+// parseInotify parses "wd:1 ino:3c4a3 sdev:fe00000 mask:300 ignored_mask:0 fhandle-bytes:8
+// fhandle-type:1 f_handle:a3c4030000000000".
+func parseInotify(v string) (InotifyWatch, error) {
+	var w InotifyWatch
+	for _, kv := range strings.Fields(v) {
+		k, val, _ := strings.Cut(kv, ":")
+		switch k {
+		case "wd":
+			w.Wd, _ = strconv.Atoi(val)
+		case "sdev":
+			w.Sdev, _ = strconv.ParseUint(val, 16, 64)
+		case "mask":
+			m, _ := strconv.ParseUint(val, 16, 32)
+			w.Mask = uint32(m)
+		case "fhandle-type":
+			t, _ := strconv.ParseInt(val, 16, 32)
+			w.HandleType = int(t)
+		case "f_handle":
+			for i := 0; i+1 < len(val); i += 2 {
+				b, err := strconv.ParseUint(val[i:i+2], 16, 8)
+				if err != nil {
+					return w, fmt.Errorf("parse f_handle %q", val)
+				}
+				w.Handle = append(w.Handle, byte(b))
+			}
+		}
+	}
+	if w.Wd <= 0 || len(w.Handle) == 0 {
+		return w, fmt.Errorf("parse inotify watch %q", v)
+	}
+	return w, nil
 }
 
 // EpollItem is one "tfd:" line of an epoll fd's fdinfo.
@@ -292,6 +351,22 @@ func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 			fi.Flags = uint32(n)
 		case "mnt_id":
 			fi.MntID, _ = strconv.Atoi(v)
+		case "clockid":
+			fi.ClockID, _ = strconv.Atoi(v)
+		case "ticks":
+			fi.Ticks, _ = strconv.ParseUint(v, 10, 64)
+		case "it_value":
+			fi.ValueNs = parseTimespec(v)
+		case "it_interval":
+			fi.IntervalNs = parseTimespec(v)
+		case "sigmask":
+			fi.SigMask, _ = strconv.ParseUint(v, 16, 64)
+		case "inotify wd":
+			w, err := parseInotify("wd:" + v)
+			if err != nil {
+				return nil, fmt.Errorf("fdinfo %d of %d: %w", fd, pid, err)
+			}
+			fi.Inotify = append(fi.Inotify, w)
 		case "eventfd-count":
 			fi.EventfdCount, _ = strconv.ParseUint(v, 16, 64)
 		case "eventfd-semaphore":
