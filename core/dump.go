@@ -136,8 +136,10 @@ type dumper struct {
 	shmemSrc []shmemSource
 	// mapped holds the files mapped by the processes, by device and inode.
 	mapped map[[2]uint64]*imagepb.MappedFile
-	stats  *DumpStats
-	cpu    int // tracer and tracees share it while syscalls are injected
+	// saved holds the mapped files without a path, by device and inode.
+	saved map[[2]uint64]*imagepb.SavedFile
+	stats *DumpStats
+	cpu   int // tracer and tracees share it while syscalls are injected
 }
 
 type shmemSource struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
 	"github.com/gocr/gocr/core/internal/procfs"
@@ -85,8 +86,9 @@ func (d *dumper) collect(p *procDump) error {
 	img.Mm.ArgStart, img.Mm.ArgEnd, img.Mm.EnvStart, img.Mm.EnvEnd = stat.ArgStart, stat.ArgEnd, stat.EnvStart, stat.EnvEnd
 	img.Mm.Auxv = auxv
 	img.Mm.Exe = exe
-	if st, err := linux.StatPath(procfs.Path(pid, "exe")); err == nil {
-		img.Mm.ExeSize = uint64(st.Size)
+	exeSt, exeErr := linux.StatPath(procfs.Path(pid, "exe"))
+	if exeErr == nil {
+		img.Mm.ExeSize = uint64(exeSt.Size)
 	}
 	if img.Cwd, err = procfs.Link(pid, "cwd"); err != nil {
 		return fmt.Errorf("read cwd: %w", err)
@@ -106,7 +108,13 @@ func (d *dumper) collect(p *procDump) error {
 		CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff, CapBnd: status.CapBnd, CapAmb: status.CapAmb,
 		NoNewPrivs: status.NoNewPrivs,
 	}
-	return d.collectVMAs(p)
+	if err := d.collectVMAs(p); err != nil {
+		return err
+	}
+	if sf := d.saved[[2]uint64{exeSt.Dev, exeSt.Ino}]; exeErr == nil && sf != nil {
+		img.Mm.ExeSavedFileId = sf.Id // the binary was deleted: it is in the image
+	}
+	return nil
 }
 
 // inject asks the process what only it can tell, by syscalls run inside it from its vdso.
@@ -324,10 +332,6 @@ func (d *dumper) collectVMAs(p *procDump) error {
 			v.Kind = imagepb.VMAKind_VMA_KIND_ANON_PRIVATE
 		case strings.HasPrefix(m.Path, "/SYSV"):
 			return unsupported("System V shared memory", "")
-		case strings.HasPrefix(m.Path, "/memfd:"):
-			return unsupported("memfd mapping "+m.Path, "")
-		case strings.HasSuffix(m.Path, " (deleted)"):
-			return unsupported("mapping of deleted file "+m.Path, "")
 		case strings.HasPrefix(m.Path, "/"):
 			st, err := linux.StatPath(procfs.Path(pid, fmt.Sprintf("map_files/%x-%x", m.Start, m.End)))
 			if err != nil {
@@ -344,7 +348,14 @@ func (d *dumper) collectVMAs(p *procDump) error {
 			if m.Shared && m.HasFlag("mw") {
 				v.FileFlags = linux.ORdwr
 			}
-			if err := d.recordMappedFile(pid, m, st); err != nil {
+			if st.Nlink == 0 {
+				// Deleted, or a memfd: no path leads to it, so its content goes in the image.
+				id, err := d.saveFile(pid, m, st)
+				if err != nil {
+					return fmt.Errorf("%s: %w", what, err)
+				}
+				v.SavedFileId = id
+			} else if err := d.recordMappedFile(pid, m, st); err != nil {
 				return fmt.Errorf("%s: %w", what, err)
 			}
 		default:
@@ -353,6 +364,47 @@ func (d *dumper) collectVMAs(p *procDump) error {
 		p.img.Vmas = append(p.img.Vmas, v)
 	}
 	return nil
+}
+
+// saveFile saves, once per file, the content of a mapped file that has no path any more (a
+// deleted file, a memfd) and returns its SavedFile id.
+func (d *dumper) saveFile(pid int, m *procfs.Mapping, st linux.Stat) (uint32, error) {
+	key := [2]uint64{st.Dev, st.Ino}
+	if sf, ok := d.saved[key]; ok {
+		return sf.Id, nil
+	}
+	if d.saved == nil {
+		d.saved = map[[2]uint64]*imagepb.SavedFile{}
+	}
+	sf := &imagepb.SavedFile{Id: uint32(len(d.saved) + 1), Dev: st.Dev, Ino: st.Ino, Mode: st.Mode & 0o7777,
+		Path: strings.TrimSuffix(m.Path, " (deleted)")}
+	f, err := os.Open(procfs.Path(pid, fmt.Sprintf("map_files/%x-%x", m.Start, m.End)))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if name, ok := strings.CutPrefix(sf.Path, "/memfd:"); ok {
+		sf.Memfd, sf.MemfdName = true, name
+		seals, err := linux.Seals(int(f.Fd()))
+		if err != nil {
+			return 0, err
+		}
+		sf.Seals = uint32(seals)
+	}
+	name := image.SavedFileName(sf.Id)
+	df, err := d.w.CreateData(name, st.Size)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(df, f)
+	df.Close()
+	if err != nil {
+		return 0, fmt.Errorf("save %s: %w", m.Path, err)
+	}
+	sf.Size, sf.DataFile = uint64(n), name
+	d.saved[key] = sf
+	d.tree.SavedFiles = append(d.tree.SavedFiles, sf)
+	return sf.Id, nil
 }
 
 // recordMappedFile notes, once per file, the size of a mapped file and, for a binary or

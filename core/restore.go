@@ -132,6 +132,7 @@ type restorer struct {
 	files  map[uint32]int // OpenFile id -> our fd of it
 	extra  []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
 	pages  map[string]int // image data file -> our fd
+	saved  map[uint32]int // SavedFile id -> our fd of the recreated file
 	shmem  map[uint32]shmemOwner
 	// epollDone marks the epoll instances already filled.
 	epollDone map[uint32]bool
@@ -184,7 +185,7 @@ func (r *restorer) preflight() error {
 	for _, pe := range r.c.Tree.Processes {
 		p := r.c.Procs[pe.Pid]
 		for _, v := range p.Vmas {
-			if v.Kind != imagepb.VMAKind_VMA_KIND_FILE_PRIVATE && v.Kind != imagepb.VMAKind_VMA_KIND_FILE_SHARED {
+			if v.Kind != imagepb.VMAKind_VMA_KIND_FILE_PRIVATE && v.Kind != imagepb.VMAKind_VMA_KIND_FILE_SHARED || v.SavedFileId != 0 {
 				continue
 			}
 			if st, err := linux.StatPath(v.Path); err != nil {
@@ -193,7 +194,7 @@ func (r *restorer) preflight() error {
 				problems = append(problems, fmt.Sprintf("pid %d maps %s: not a regular file", pe.Pid, v.Path))
 			}
 		}
-		if _, err := linux.StatPath(p.Mm.Exe); err != nil {
+		if _, err := linux.StatPath(p.Mm.Exe); err != nil && p.Mm.ExeSavedFileId == 0 {
 			problems = append(problems, fmt.Sprintf("pid %d runs %s: %v", pe.Pid, p.Mm.Exe, errors.Unwrap(err)))
 		}
 	}
@@ -205,6 +206,9 @@ func (r *restorer) preflight() error {
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
+	}
+	if err := r.openSavedFiles(); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	if err := r.openFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -243,7 +247,10 @@ func (r *restorer) closeFiles() {
 	for _, fd := range r.pages {
 		linux.Close(fd)
 	}
-	r.files, r.extra, r.pages = map[uint32]int{}, nil, map[string]int{}
+	for _, fd := range r.saved {
+		linux.Close(fd)
+	}
+	r.files, r.extra, r.pages, r.saved = map[uint32]int{}, nil, map[string]int{}, nil
 }
 
 func (r *restorer) run(ctx context.Context) error {

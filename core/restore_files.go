@@ -43,7 +43,26 @@ func (r *restorer) openFiles() error {
 			if err == nil {
 				err = setFl(fd, flags)
 			}
-		case imagepb.FileKind_FILE_KIND_MEMFD:
+		case imagepb.FileKind_FILE_KIND_MEMFD, imagepb.FileKind_FILE_KIND_REGULAR:
+			if sfd, ok := r.savedByInode(f.Dev, f.Ino); ok && f.Deleted {
+				// Also mapped: another description of the file the mappings get.
+				fd, err = linux.Open("/proc/self/fd/"+strconv.Itoa(sfd), flags|linux.OCloexec, 0)
+				if err == nil {
+					_, err = linux.Seek(fd, f.Pos, 0)
+				}
+				break
+			}
+			if f.Kind == imagepb.FileKind_FILE_KIND_REGULAR {
+				if f.Deleted {
+					fd, err = r.recreateDeleted(f, flags)
+				} else {
+					fd, err = linux.Open(f.Path, flags|linux.OCloexec, 0)
+				}
+				if err == nil && f.Pos != 0 {
+					_, err = linux.Seek(fd, f.Pos, 0)
+				}
+				break
+			}
 			var data []byte
 			if f.Size > 0 {
 				data, err = os.ReadFile(r.c.Path(f.DataFile))
@@ -52,15 +71,6 @@ func (r *restorer) openFiles() error {
 				fd, err = linux.Memfd(f.MemfdName, data, int(f.MemfdSeals))
 			}
 			if err == nil {
-				_, err = linux.Seek(fd, f.Pos, 0)
-			}
-		case imagepb.FileKind_FILE_KIND_REGULAR:
-			if f.Deleted {
-				fd, err = r.recreateDeleted(f, flags)
-			} else {
-				fd, err = linux.Open(f.Path, flags|linux.OCloexec, 0)
-			}
-			if err == nil && f.Pos != 0 {
 				_, err = linux.Seek(fd, f.Pos, 0)
 			}
 		case imagepb.FileKind_FILE_KIND_DIRECTORY:
@@ -181,6 +191,56 @@ func (r *restorer) makePipe(f *imagepb.OpenFile, p *imagepb.Pipe, rd, wr *int) e
 		}
 	}
 	return nil
+}
+
+// openSavedFiles recreates the mapped files that had no path (deleted files, memfds) from
+// their saved content.
+func (r *restorer) openSavedFiles() error {
+	r.saved = map[uint32]int{}
+	for _, sf := range r.c.Tree.SavedFiles {
+		var data []byte
+		var err error
+		if sf.Size > 0 {
+			if data, err = os.ReadFile(r.c.Path(sf.DataFile)); err != nil {
+				return err
+			}
+		}
+		var fd int
+		if sf.Memfd {
+			fd, err = linux.Memfd(sf.MemfdName, data, int(sf.Seals))
+		} else {
+			// Read-only unless a mapping writes to it: a binary with a writer open cannot
+			// become a process's exe (ETXTBSY).
+			fd, err = r.recreateDeleted(&imagepb.OpenFile{Id: 1000000 + sf.Id, Path: sf.Path, Mode: sf.Mode, Size: sf.Size, DataFile: sf.DataFile}, r.savedFlags(sf.Id))
+		}
+		if err != nil {
+			return fmt.Errorf("recreate mapped file %s: %w", sf.Path, err)
+		}
+		r.saved[sf.Id] = fd
+	}
+	return nil
+}
+
+// savedFlags is O_RDWR when some process maps saved file id shared and writable.
+func (r *restorer) savedFlags(id uint32) int {
+	for _, p := range r.c.Procs {
+		for _, v := range p.Vmas {
+			if v.SavedFileId == id && v.Kind == imagepb.VMAKind_VMA_KIND_FILE_SHARED && v.FileFlags == linux.ORdwr {
+				return linux.ORdwr
+			}
+		}
+	}
+	return linux.ORdonly
+}
+
+// savedByInode returns our fd of the saved file that had this device and inode.
+func (r *restorer) savedByInode(dev, ino uint64) (int, bool) {
+	for _, sf := range r.c.Tree.SavedFiles {
+		if sf.Dev == dev && sf.Ino == ino {
+			return r.saved[sf.Id], true
+		}
+	}
+	return -1, false
 }
 
 // recreateDeleted makes a new unlinked file with the saved content of a deleted one, at its

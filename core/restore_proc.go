@@ -115,7 +115,12 @@ func (r *restorer) restoreMM(p *procRestore) error {
 	if err != nil {
 		return err
 	}
-	exeFd, err := r.call(p, "open exe "+img.Mm.Exe, linux.SysOpenat, atFdcwd, exe, linux.ORdonly|linux.OCloexec)
+	var exeFd uint64
+	if id := img.Mm.ExeSavedFileId; id != 0 {
+		exeFd, err = r.installTemp(p, r.saved[id]) // the binary was deleted
+	} else {
+		exeFd, err = r.call(p, "open exe "+img.Mm.Exe, linux.SysOpenat, atFdcwd, exe, linux.ORdonly|linux.OCloexec)
+	}
 	if err != nil {
 		return err
 	}
@@ -281,7 +286,7 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 				return err
 			}
 		case imagepb.VMAKind_VMA_KIND_FILE_PRIVATE:
-			fd, err := openIn(v.Path, linux.ORdonly)
+			fd, err := r.mappedFileIn(p, v, openIn, fileFds)
 			if err != nil {
 				return err
 			}
@@ -289,7 +294,7 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 				return err
 			}
 		case imagepb.VMAKind_VMA_KIND_FILE_SHARED:
-			fd, err := openIn(v.Path, v.FileFlags)
+			fd, err := r.mappedFileIn(p, v, openIn, fileFds)
 			if err != nil {
 				return err
 			}
@@ -392,6 +397,28 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 		}
 	}
 	return nil
+}
+
+// mappedFileIn returns an fd of the file v maps, inside the process: opened by its path, or
+// for a file without a path, taken from gocr's recreated copy.
+func (r *restorer) mappedFileIn(p *procRestore, v *imagepb.VMA, openIn func(string, uint32) (uint64, error), fds map[string]uint64) (uint64, error) {
+	if v.SavedFileId == 0 {
+		flags := uint32(linux.ORdonly)
+		if v.Kind == imagepb.VMAKind_VMA_KIND_FILE_SHARED {
+			flags = v.FileFlags
+		}
+		return openIn(v.Path, flags)
+	}
+	key := fmt.Sprintf("saved:%d", v.SavedFileId)
+	if fd, ok := fds[key]; ok {
+		return fd, nil
+	}
+	fd, err := r.installTemp(p, r.saved[v.SavedFileId])
+	if err != nil {
+		return 0, err
+	}
+	fds[key] = fd
+	return fd, nil
 }
 
 func (r *restorer) shmemByID(id uint32) *imagepb.SharedMemory {

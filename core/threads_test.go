@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -107,7 +108,27 @@ func TestRestoreFileKinds(t *testing.T) {
 	syscall.Kill(p.Pid, syscall.SIGUSR1)
 	report := filepath.Join(dir, "report")
 	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	if got, want := testutil.Lines(report)[0], "timer=3600 sig=12 inotify=2:touched memfd=fd bytes zero=zero map"; got != want {
+	if got, want := testutil.Lines(report)[0], "timer=3600 sig=12 inotify=2:touched memfd=Fd bytes zero=zero map"; got != want {
 		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A process whose binary was deleted while it ran (an upgrade) comes back from the copy of the
+// binary saved in the image.
+func TestRestoreDeletedBinary(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.CopyBinary(t, testutil.Build(t, "counter"))
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, bin, log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	os.Remove(bin)
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "counter to go on", func() bool { return lastInt(t, log) >= at+10 })
+	checkSequence(t, log, at+10)
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid)); !strings.HasSuffix(exe, " (deleted)") {
+		t.Errorf("restored exe link %q, want a deleted file", exe)
 	}
 }

@@ -33,6 +33,9 @@ func PipeDataName(id uint32) string { return fmt.Sprintf("pipe-%d.img", id) }
 // FileDataName is the saved content of deleted file id.
 func FileDataName(id uint32) string { return fmt.Sprintf("file-%d.img", id) }
 
+// SavedFileName is the saved content of mapped file id, which has no path any more.
+func SavedFileName(id uint32) string { return fmt.Sprintf("saved-%d.img", id) }
+
 // ShmemName is the page file of shared memory object id.
 func ShmemName(id uint32) string { return fmt.Sprintf("shmem-%d.img", id) }
 
@@ -43,6 +46,8 @@ type Checkpoint struct {
 	Tree    *imagepb.Tree
 	Procs   map[int32]*imagepb.Process
 	entries map[string]*imagepb.FileEntry
+	// savedIDs are the ids of the saved files, for validation.
+	savedIDs map[uint32]bool
 }
 
 // Open reads the image in dir and checks it: the index, the sizes of all files, the checksums

@@ -153,6 +153,17 @@ func (c *Checkpoint) validate() error {
 			return corrupt(TreeName, "socket %d: queued messages without a peer", u.Ino)
 		}
 	}
+	saved := map[uint32]bool{}
+	for _, sf := range t.SavedFiles {
+		if saved[sf.Id] || sf.Id == 0 {
+			return corrupt(TreeName, "saved file %d listed twice", sf.Id)
+		}
+		saved[sf.Id] = true
+		if err := c.dataFile(sf.DataFile, sf.Size, SavedFileName(sf.Id)); err != nil {
+			return err
+		}
+	}
+	c.savedIDs = saved
 	shmem := map[uint32]*imagepb.SharedMemory{}
 	for _, s := range t.Shmem {
 		if _, dup := shmem[s.Id]; dup {
@@ -279,6 +290,9 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 			return corrupt(name, "bad interval timer %d", it.Which)
 		}
 	}
+	if p.Mm.ExeSavedFileId != 0 && !c.savedIDs[p.Mm.ExeSavedFileId] {
+		return corrupt(name, "binary: saved file %d not in the image", p.Mm.ExeSavedFileId)
+	}
 	if len(p.Mm.Auxv)%16 != 0 || len(p.Mm.Auxv) > maxAuxv {
 		return corrupt(name, "auxv of %d bytes", len(p.Mm.Auxv))
 	}
@@ -312,6 +326,9 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		}
 		if (v.Kind == imagepb.VMAKind_VMA_KIND_FILE_PRIVATE || v.Kind == imagepb.VMAKind_VMA_KIND_FILE_SHARED) && v.Path == "" {
 			return corrupt(name, "mapping %#x: file mapping without a path", v.Start)
+		}
+		if v.SavedFileId != 0 && !c.savedIDs[v.SavedFileId] {
+			return corrupt(name, "mapping %#x: saved file %d not in the image", v.Start, v.SavedFileId)
 		}
 		last = v.End
 	}

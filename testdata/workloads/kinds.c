@@ -2,7 +2,8 @@
 // usage: kinds DIR
 // A timerfd armed for 1 h (interval 2 s), a signalfd on SIGUSR2 with one SIGUSR2 pending, an
 // inotify instance watching DIR (watch 2; watch 1 was removed), a memfd "gocr-test" holding
-// "memfd bytes" at offset 3, and a private /dev/zero mapping holding "zero map". On SIGUSR1 it
+// "memfd bytes" at offset 3 and also mapped shared, and a private /dev/zero mapping holding
+// "zero map". On SIGUSR1 it writes 'F' at offset 3 through the memfd's mapping and
 // creates DIR/touched and appends to DIR/report:
 //   timer=<seconds left, rounded> sig=<signo read from the signalfd> inotify=<wd>:<name>
 //   memfd=<content from the offset> zero=<mapping content>
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
 	int m = memfd_create("gocr-test", 0);
 	write(m, "memfd bytes", 11);
 	lseek(m, 3, SEEK_SET);
+	char *mm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
 	int z = open("/dev/zero", O_RDWR);
 	char *zm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, z, 0);
 	close(z);
@@ -73,6 +75,7 @@ int main(int argc, char **argv) {
 		wd = e->wd;
 		snprintf(iname, sizeof iname, "%.255s", e->name);
 	}
+	mm[3] = 'F'; // through the mapping: the fd must see it
 	char mb[32] = {0};
 	read(m, mb, sizeof mb - 1);
 	char line[512];

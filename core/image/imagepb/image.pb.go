@@ -396,7 +396,9 @@ type Tree struct {
 	Shmem     []*SharedMemory        `protobuf:"bytes,5,rep,name=shmem,proto3" json:"shmem,omitempty"`
 	Cpu       *CPU                   `protobuf:"bytes,6,opt,name=cpu,proto3" json:"cpu,omitempty"`
 	// The files mapped by the processes (binaries, libraries, data), each once.
-	MappedFiles   []*MappedFile `protobuf:"bytes,7,rep,name=mapped_files,json=mappedFiles,proto3" json:"mapped_files,omitempty"`
+	MappedFiles []*MappedFile `protobuf:"bytes,7,rep,name=mapped_files,json=mappedFiles,proto3" json:"mapped_files,omitempty"`
+	// Mapped files that no path leads to any more (deleted, memfds): their content is saved.
+	SavedFiles    []*SavedFile `protobuf:"bytes,8,rep,name=saved_files,json=savedFiles,proto3" json:"saved_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +482,131 @@ func (x *Tree) GetMappedFiles() []*MappedFile {
 	return nil
 }
 
+func (x *Tree) GetSavedFiles() []*SavedFile {
+	if x != nil {
+		return x.SavedFiles
+	}
+	return nil
+}
+
+// SavedFile is a mapped file without a path: a deleted file or a memfd.
+type SavedFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Dev   uint64                 `protobuf:"varint,2,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino   uint64                 `protobuf:"varint,3,opt,name=ino,proto3" json:"ino,omitempty"`
+	// The path it had (without " (deleted)"), or the memfd's /proc name.
+	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	Memfd         bool   `protobuf:"varint,5,opt,name=memfd,proto3" json:"memfd,omitempty"`
+	MemfdName     string `protobuf:"bytes,6,opt,name=memfd_name,json=memfdName,proto3" json:"memfd_name,omitempty"`
+	Seals         uint32 `protobuf:"varint,7,opt,name=seals,proto3" json:"seals,omitempty"`
+	Mode          uint32 `protobuf:"varint,8,opt,name=mode,proto3" json:"mode,omitempty"`
+	Size          uint64 `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
+	DataFile      string `protobuf:"bytes,10,opt,name=data_file,json=dataFile,proto3" json:"data_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavedFile) Reset() {
+	*x = SavedFile{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavedFile) ProtoMessage() {}
+
+func (x *SavedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavedFile.ProtoReflect.Descriptor instead.
+func (*SavedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SavedFile) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SavedFile) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *SavedFile) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *SavedFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SavedFile) GetMemfd() bool {
+	if x != nil {
+		return x.Memfd
+	}
+	return false
+}
+
+func (x *SavedFile) GetMemfdName() string {
+	if x != nil {
+		return x.MemfdName
+	}
+	return ""
+}
+
+func (x *SavedFile) GetSeals() uint32 {
+	if x != nil {
+		return x.Seals
+	}
+	return 0
+}
+
+func (x *SavedFile) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *SavedFile) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SavedFile) GetDataFile() string {
+	if x != nil {
+		return x.DataFile
+	}
+	return ""
+}
+
 // MappedFile is a file some process maps. Binaries and libraries (private mappings) carry a
 // checksum; files mapped shared change as they are written, so only their size is kept.
 type MappedFile struct {
@@ -494,7 +621,7 @@ type MappedFile struct {
 
 func (x *MappedFile) Reset() {
 	*x = MappedFile{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +633,7 @@ func (x *MappedFile) String() string {
 func (*MappedFile) ProtoMessage() {}
 
 func (x *MappedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +646,7 @@ func (x *MappedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedFile.ProtoReflect.Descriptor instead.
 func (*MappedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MappedFile) GetPath() string {
@@ -561,7 +688,7 @@ type CPU struct {
 
 func (x *CPU) Reset() {
 	*x = CPU{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +700,7 @@ func (x *CPU) String() string {
 func (*CPU) ProtoMessage() {}
 
 func (x *CPU) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +713,7 @@ func (x *CPU) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPU.ProtoReflect.Descriptor instead.
 func (*CPU) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CPU) GetXstateSize() uint32 {
@@ -618,7 +745,7 @@ type ProcessEntry struct {
 
 func (x *ProcessEntry) Reset() {
 	*x = ProcessEntry{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +757,7 @@ func (x *ProcessEntry) String() string {
 func (*ProcessEntry) ProtoMessage() {}
 
 func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +770,7 @@ func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEntry.ProtoReflect.Descriptor instead.
 func (*ProcessEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ProcessEntry) GetPid() int32 {
@@ -739,7 +866,7 @@ type OpenFile struct {
 
 func (x *OpenFile) Reset() {
 	*x = OpenFile{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +878,7 @@ func (x *OpenFile) String() string {
 func (*OpenFile) ProtoMessage() {}
 
 func (x *OpenFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +891,7 @@ func (x *OpenFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFile.ProtoReflect.Descriptor instead.
 func (*OpenFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OpenFile) GetId() uint32 {
@@ -941,7 +1068,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1080,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1093,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1009,7 +1136,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1148,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1161,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1083,7 +1210,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1222,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1235,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1200,7 +1327,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1339,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1352,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -1355,7 +1482,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1494,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1507,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -1450,7 +1577,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1589,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1602,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1513,7 +1640,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1652,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1665,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1591,7 +1718,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1730,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1743,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1673,7 +1800,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1812,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1825,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1752,7 +1879,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1891,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1904,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Process) GetPid() int32 {
@@ -1983,7 +2110,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2122,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2135,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -2124,7 +2251,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2263,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2276,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2355,7 +2482,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2494,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2507,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2430,7 +2557,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2569,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2582,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2490,7 +2617,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2629,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2642,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2550,7 +2677,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2689,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2702,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2601,28 +2728,30 @@ func (x *ITimer) GetValueUsec() int64 {
 
 // MM holds the fields of struct prctl_mm_map and the auxiliary vector.
 type MM struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StartCode     uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
-	EndCode       uint64                 `protobuf:"varint,2,opt,name=end_code,json=endCode,proto3" json:"end_code,omitempty"`
-	StartData     uint64                 `protobuf:"varint,3,opt,name=start_data,json=startData,proto3" json:"start_data,omitempty"`
-	EndData       uint64                 `protobuf:"varint,4,opt,name=end_data,json=endData,proto3" json:"end_data,omitempty"`
-	StartBrk      uint64                 `protobuf:"varint,5,opt,name=start_brk,json=startBrk,proto3" json:"start_brk,omitempty"`
-	Brk           uint64                 `protobuf:"varint,6,opt,name=brk,proto3" json:"brk,omitempty"`
-	StartStack    uint64                 `protobuf:"varint,7,opt,name=start_stack,json=startStack,proto3" json:"start_stack,omitempty"`
-	ArgStart      uint64                 `protobuf:"varint,8,opt,name=arg_start,json=argStart,proto3" json:"arg_start,omitempty"`
-	ArgEnd        uint64                 `protobuf:"varint,9,opt,name=arg_end,json=argEnd,proto3" json:"arg_end,omitempty"`
-	EnvStart      uint64                 `protobuf:"varint,10,opt,name=env_start,json=envStart,proto3" json:"env_start,omitempty"`
-	EnvEnd        uint64                 `protobuf:"varint,11,opt,name=env_end,json=envEnd,proto3" json:"env_end,omitempty"`
-	Auxv          []byte                 `protobuf:"bytes,12,opt,name=auxv,proto3" json:"auxv,omitempty"`
-	Exe           string                 `protobuf:"bytes,13,opt,name=exe,proto3" json:"exe,omitempty"`
-	ExeSize       uint64                 `protobuf:"varint,14,opt,name=exe_size,json=exeSize,proto3" json:"exe_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StartCode  uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
+	EndCode    uint64                 `protobuf:"varint,2,opt,name=end_code,json=endCode,proto3" json:"end_code,omitempty"`
+	StartData  uint64                 `protobuf:"varint,3,opt,name=start_data,json=startData,proto3" json:"start_data,omitempty"`
+	EndData    uint64                 `protobuf:"varint,4,opt,name=end_data,json=endData,proto3" json:"end_data,omitempty"`
+	StartBrk   uint64                 `protobuf:"varint,5,opt,name=start_brk,json=startBrk,proto3" json:"start_brk,omitempty"`
+	Brk        uint64                 `protobuf:"varint,6,opt,name=brk,proto3" json:"brk,omitempty"`
+	StartStack uint64                 `protobuf:"varint,7,opt,name=start_stack,json=startStack,proto3" json:"start_stack,omitempty"`
+	ArgStart   uint64                 `protobuf:"varint,8,opt,name=arg_start,json=argStart,proto3" json:"arg_start,omitempty"`
+	ArgEnd     uint64                 `protobuf:"varint,9,opt,name=arg_end,json=argEnd,proto3" json:"arg_end,omitempty"`
+	EnvStart   uint64                 `protobuf:"varint,10,opt,name=env_start,json=envStart,proto3" json:"env_start,omitempty"`
+	EnvEnd     uint64                 `protobuf:"varint,11,opt,name=env_end,json=envEnd,proto3" json:"env_end,omitempty"`
+	Auxv       []byte                 `protobuf:"bytes,12,opt,name=auxv,proto3" json:"auxv,omitempty"`
+	Exe        string                 `protobuf:"bytes,13,opt,name=exe,proto3" json:"exe,omitempty"`
+	ExeSize    uint64                 `protobuf:"varint,14,opt,name=exe_size,json=exeSize,proto3" json:"exe_size,omitempty"`
+	// When the binary was deleted: the SavedFile holding it.
+	ExeSavedFileId uint32 `protobuf:"varint,15,opt,name=exe_saved_file_id,json=exeSavedFileId,proto3" json:"exe_saved_file_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2763,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2776,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2748,6 +2877,13 @@ func (x *MM) GetExeSize() uint64 {
 	return 0
 }
 
+func (x *MM) GetExeSavedFileId() uint32 {
+	if x != nil {
+		return x.ExeSavedFileId
+	}
+	return 0
+}
+
 type VMA struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Start uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
@@ -2765,14 +2901,16 @@ type VMA struct {
 	// For VMA_KIND_ANON_SHARED: the SharedMemory id.
 	ShmemId uint32 `protobuf:"varint,11,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"`
 	// Open flags for the mapped file (O_RDONLY or O_RDWR).
-	FileFlags     uint32 `protobuf:"varint,12,opt,name=file_flags,json=fileFlags,proto3" json:"file_flags,omitempty"`
+	FileFlags uint32 `protobuf:"varint,12,opt,name=file_flags,json=fileFlags,proto3" json:"file_flags,omitempty"`
+	// For a file without a path: the SavedFile it maps.
+	SavedFileId   uint32 `protobuf:"varint,13,opt,name=saved_file_id,json=savedFileId,proto3" json:"saved_file_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2922,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2935,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -2884,6 +3022,13 @@ func (x *VMA) GetFileFlags() uint32 {
 	return 0
 }
 
+func (x *VMA) GetSavedFileId() uint32 {
+	if x != nil {
+		return x.SavedFileId
+	}
+	return 0
+}
+
 type Fd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
@@ -2895,7 +3040,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2907,7 +3052,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2920,7 +3065,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2955,7 +3100,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3112,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3125,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3021,7 +3166,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3178,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3191,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -3124,7 +3269,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3281,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3294,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -3196,7 +3341,7 @@ const file_image_proto_rawDesc = "" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\xc8\x02\n" +
+	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\x83\x03\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -3204,7 +3349,22 @@ const file_image_proto_rawDesc = "" +
 	"\x05pipes\x18\x04 \x03(\v2\x13.gocr.image.v1.PipeR\x05pipes\x121\n" +
 	"\x05shmem\x18\x05 \x03(\v2\x1b.gocr.image.v1.SharedMemoryR\x05shmem\x12$\n" +
 	"\x03cpu\x18\x06 \x01(\v2\x12.gocr.image.v1.CPUR\x03cpu\x12<\n" +
-	"\fmapped_files\x18\a \x03(\v2\x19.gocr.image.v1.MappedFileR\vmappedFiles\"k\n" +
+	"\fmapped_files\x18\a \x03(\v2\x19.gocr.image.v1.MappedFileR\vmappedFiles\x129\n" +
+	"\vsaved_files\x18\b \x03(\v2\x18.gocr.image.v1.SavedFileR\n" +
+	"savedFiles\"\xe3\x01\n" +
+	"\tSavedFile\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x10\n" +
+	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x03 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x14\n" +
+	"\x05memfd\x18\x05 \x01(\bR\x05memfd\x12\x1d\n" +
+	"\n" +
+	"memfd_name\x18\x06 \x01(\tR\tmemfdName\x12\x14\n" +
+	"\x05seals\x18\a \x01(\rR\x05seals\x12\x12\n" +
+	"\x04mode\x18\b \x01(\rR\x04mode\x12\x12\n" +
+	"\x04size\x18\t \x01(\x04R\x04size\x12\x1b\n" +
+	"\tdata_file\x18\n" +
+	" \x01(\tR\bdataFile\"k\n" +
 	"\n" +
 	"MappedFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
@@ -3428,7 +3588,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05which\x18\x01 \x01(\x05R\x05which\x12#\n" +
 	"\rinterval_usec\x18\x02 \x01(\x03R\fintervalUsec\x12\x1d\n" +
 	"\n" +
-	"value_usec\x18\x03 \x01(\x03R\tvalueUsec\"\xf5\x02\n" +
+	"value_usec\x18\x03 \x01(\x03R\tvalueUsec\"\xa0\x03\n" +
 	"\x02MM\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -3447,7 +3607,8 @@ const file_image_proto_rawDesc = "" +
 	"\aenv_end\x18\v \x01(\x04R\x06envEnd\x12\x12\n" +
 	"\x04auxv\x18\f \x01(\fR\x04auxv\x12\x10\n" +
 	"\x03exe\x18\r \x01(\tR\x03exe\x12\x19\n" +
-	"\bexe_size\x18\x0e \x01(\x04R\aexeSize\"\xa8\x02\n" +
+	"\bexe_size\x18\x0e \x01(\x04R\aexeSize\x12)\n" +
+	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xcc\x02\n" +
 	"\x03VMA\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -3462,7 +3623,8 @@ const file_image_proto_rawDesc = "" +
 	" \x03(\tR\avmFlags\x12\x19\n" +
 	"\bshmem_id\x18\v \x01(\rR\ashmemId\x12\x1d\n" +
 	"\n" +
-	"file_flags\x18\f \x01(\rR\tfileFlags\"G\n" +
+	"file_flags\x18\f \x01(\rR\tfileFlags\x12\"\n" +
+	"\rsaved_file_id\x18\r \x01(\rR\vsavedFileId\"G\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -3536,7 +3698,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -3544,75 +3706,77 @@ var file_image_proto_goTypes = []any{
 	(*Index)(nil),        // 3: gocr.image.v1.Index
 	(*FileEntry)(nil),    // 4: gocr.image.v1.FileEntry
 	(*Tree)(nil),         // 5: gocr.image.v1.Tree
-	(*MappedFile)(nil),   // 6: gocr.image.v1.MappedFile
-	(*CPU)(nil),          // 7: gocr.image.v1.CPU
-	(*ProcessEntry)(nil), // 8: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),     // 9: gocr.image.v1.OpenFile
-	(*Timerfd)(nil),      // 10: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil), // 11: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),   // 12: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),      // 13: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),   // 14: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 15: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 16: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 17: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 18: gocr.image.v1.PageRun
-	(*Process)(nil),      // 19: gocr.image.v1.Process
-	(*Thread)(nil),       // 20: gocr.image.v1.Thread
-	(*Regs)(nil),         // 21: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 22: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 23: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 24: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 25: gocr.image.v1.ITimer
-	(*MM)(nil),           // 26: gocr.image.v1.MM
-	(*VMA)(nil),          // 27: gocr.image.v1.VMA
-	(*Fd)(nil),           // 28: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 29: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 30: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 31: gocr.image.v1.Rseq
-	nil,                  // 32: gocr.image.v1.InetSocket.OptionsEntry
+	(*SavedFile)(nil),    // 6: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),   // 7: gocr.image.v1.MappedFile
+	(*CPU)(nil),          // 8: gocr.image.v1.CPU
+	(*ProcessEntry)(nil), // 9: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),     // 10: gocr.image.v1.OpenFile
+	(*Timerfd)(nil),      // 11: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil), // 12: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),   // 13: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),      // 14: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),   // 15: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 16: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 17: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 18: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 19: gocr.image.v1.PageRun
+	(*Process)(nil),      // 20: gocr.image.v1.Process
+	(*Thread)(nil),       // 21: gocr.image.v1.Thread
+	(*Regs)(nil),         // 22: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 23: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 24: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 25: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 26: gocr.image.v1.ITimer
+	(*MM)(nil),           // 27: gocr.image.v1.MM
+	(*VMA)(nil),          // 28: gocr.image.v1.VMA
+	(*Fd)(nil),           // 29: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 30: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 31: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 32: gocr.image.v1.Rseq
+	nil,                  // 33: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	8,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	9,  // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	16, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	17, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	7,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	6,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
-	1,  // 8: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	15, // 9: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	14, // 10: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	12, // 11: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	10, // 12: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	11, // 13: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	32, // 14: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	13, // 15: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	18, // 16: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	21, // 17: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	22, // 18: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	23, // 19: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	24, // 20: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	25, // 21: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	26, // 22: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	27, // 23: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	18, // 24: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	28, // 25: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	29, // 26: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	30, // 27: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	31, // 28: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	20, // 29: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	21, // 30: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	23, // 31: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	24, // 32: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	31, // 33: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 34: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	9,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	10, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	17, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	18, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	8,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	7,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	6,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
+	1,  // 9: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	16, // 10: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	15, // 11: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	13, // 12: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	11, // 13: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	12, // 14: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	33, // 15: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	14, // 16: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	19, // 17: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	22, // 18: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	23, // 19: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	24, // 20: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	25, // 21: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	26, // 22: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	27, // 23: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	28, // 24: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	19, // 25: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	29, // 26: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	30, // 27: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	31, // 28: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	32, // 29: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	21, // 30: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	22, // 31: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	24, // 32: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	25, // 33: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	32, // 34: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 35: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3626,7 +3790,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
