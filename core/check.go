@@ -96,6 +96,16 @@ func Check(dir string) (*CheckReport, error) {
 	for _, f := range missingKernelFeatures() {
 		add("kernel", f.Cost, "%s is missing", f.Name)
 	}
+	for _, p := range c.Procs {
+		if len(p.PosixTimers) == 0 {
+			continue
+		}
+		for _, f := range Features() {
+			if strings.HasPrefix(f.Name, "timer_create") && !f.Present {
+				add(fmt.Sprintf("pid %d", p.Pid), "restore on Linux 6.17 or later", "has POSIX timers and %s is missing", f.Name)
+			}
+		}
+	}
 	// Every PID and TID must be free.
 	for _, pe := range c.Tree.Processes {
 		for _, tid := range pe.Threads {

@@ -70,13 +70,22 @@ func (d *dumper) collect(p *procDump) error {
 			}
 		}
 	}
+	timers, err := procfs.ReadTimers(pid)
+	if err != nil {
+		return fmt.Errorf("read timers: %w", err)
+	}
+	for _, pt := range timers {
+		notify, ok := map[string]int32{"signal": 0, "none": 1, "thread": 4}[pt.Notify]
+		if !ok {
+			return &UnsupportedError{Pid: pid, What: fmt.Sprintf("POSIX timer %d", pt.ID), Kind: "timer notifying " + pt.Notify}
+		}
+		img.PosixTimers = append(img.PosixTimers, &imagepb.PosixTimer{Id: int32(pt.ID), Clockid: int32(pt.ClockID),
+			Signo: int32(pt.Signo), SigevValue: pt.SigevValue, Notify: notify, NotifyTid: int32(pt.NotifyTid)})
+	}
 	if err := d.inject(p, status); err != nil {
 		return err
 	}
 
-	if timers, err := procfs.ReadFile(pid, "timers"); err == nil && len(timers) > 0 {
-		return &UnsupportedError{Pid: pid, What: "POSIX timers", Kind: "timers made with timer_create", Hint: "they come with a later version"}
-	}
 	auxv, err := procfs.ReadFile(pid, "auxv")
 	if err != nil {
 		return fmt.Errorf("read auxv: %w", err)
@@ -192,6 +201,16 @@ func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint6
 		return err
 	}
 	img.Pdeathsig = int32(binary.LittleEndian.Uint32(buf))
+	for _, pt := range img.PosixTimers {
+		if _, err := t.Syscall(linux.SysTimerGettime, uint64(pt.Id), scratch); err != nil {
+			return fmt.Errorf("read POSIX timer %d: %w", pt.Id, err)
+		}
+		if err := t.ReadMem(scratch, buf[:32]); err != nil {
+			return err
+		}
+		pt.IntervalNs = int64(le64(buf[0:]))*1e9 + int64(le64(buf[8:]))
+		pt.ValueNs = int64(le64(buf[16:]))*1e9 + int64(le64(buf[24:]))
+	}
 	pers, err := t.Syscall(linux.SysPersonality, 0xffffffff)
 	if err != nil {
 		return fmt.Errorf("read personality: %w", err)

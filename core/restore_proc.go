@@ -712,6 +712,9 @@ func (r *restorer) restoreState(p *procRestore) error {
 	if err := r.createThreads(p); err != nil {
 		return err
 	}
+	if err := r.restoreTimers(p); err != nil {
+		return err
+	}
 	if err := r.restoreCreds(p); err != nil {
 		return err
 	}
@@ -747,6 +750,49 @@ func (r *restorer) restoreState(p *procRestore) error {
 		return err
 	}
 	return nil
+}
+
+// restoreTimers makes the POSIX timers again under their IDs (PR_TIMER_CREATE_RESTORE_IDS),
+// armed with the time they had left; after the threads, which a timer may notify.
+func (r *restorer) restoreTimers(p *procRestore) error {
+	if len(p.img.PosixTimers) == 0 {
+		return nil
+	}
+	if _, err := r.call(p, "allow timer IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17)", linux.SysPrctl, linux.PrTimerCreateRestoreIDs, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	for _, pt := range p.img.PosixTimers {
+		// struct sigevent: sigev_value, sigev_signo, sigev_notify, then the union with _tid.
+		ev := make([]byte, 72)
+		binary.LittleEndian.PutUint64(ev[0:], pt.SigevValue)
+		binary.LittleEndian.PutUint32(ev[8:], uint32(pt.Signo))
+		binary.LittleEndian.PutUint32(ev[12:], uint32(pt.Notify))
+		binary.LittleEndian.PutUint32(ev[16:], uint32(pt.NotifyTid))
+		binary.LittleEndian.PutUint32(ev[64:], uint32(pt.Id)) // the ID asked for
+		a, err := p.arg(scratchArg, ev)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(p, fmt.Sprintf("make POSIX timer %d", pt.Id), linux.SysTimerCreate, uint64(pt.Clockid), a, a+64); err != nil {
+			return err
+		}
+		got := make([]byte, 4)
+		if err := p.t.ReadMem(a+64, got); err != nil {
+			return err
+		}
+		if id := int32(binary.LittleEndian.Uint32(got)); id != pt.Id {
+			return fmt.Errorf("POSIX timer %d came back as %d", pt.Id, id)
+		}
+		its := le64bytes(uint64(pt.IntervalNs/1e9), uint64(pt.IntervalNs%1e9), uint64(pt.ValueNs/1e9), uint64(pt.ValueNs%1e9))
+		if a, err = p.arg(scratchArg, its); err != nil {
+			return err
+		}
+		if _, err := r.call(p, fmt.Sprintf("arm POSIX timer %d", pt.Id), linux.SysTimerSettime, uint64(pt.Id), 0, a, 0); err != nil {
+			return err
+		}
+	}
+	_, err := r.call(p, "stop choosing timer IDs", linux.SysPrctl, linux.PrTimerCreateRestoreIDs, 0, 0, 0, 0)
+	return err
 }
 
 // threadRestore is a thread other than the main one.

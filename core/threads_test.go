@@ -132,3 +132,31 @@ func TestRestoreDeletedBinary(t *testing.T) {
 		t.Errorf("restored exe link %q, want a deleted file", exe)
 	}
 }
+
+// POSIX timers come back under the same IDs, still firing, with the time they had left.
+func TestRestorePosixTimers(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "timer.log")
+	p := testutil.Start(t, testutil.Build(t, "ptimer"), log)
+	testutil.WaitFor(t, "timer A to fire", func() bool { return lastInt(t, log) >= 10 })
+	// /proc/PID/timers lists the timers in no set order: compare them sorted.
+	timerSet := func() string {
+		blocks := strings.Split(testutil.ReadFile(fmt.Sprintf("/proc/%d/timers", p.Pid)), "ID: ")
+		sort.Strings(blocks)
+		return strings.Join(blocks, "ID: ")
+	}
+	timers := timerSet()
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "timer A to go on firing", func() bool { return lastInt(t, log) >= at+20 })
+	if got := timerSet(); got != timers {
+		t.Errorf("timers after restore:\n%s\nbefore:\n%s", got, timers)
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	testutil.WaitFor(t, "timer B report", func() bool { return strings.Contains(testutil.ReadFile(log), "b=") })
+	if !strings.Contains(testutil.ReadFile(log), "b=3600\n") {
+		t.Errorf("timer B after restore: %q, want b=3600", testutil.Lines(log)[len(testutil.Lines(log))-1])
+	}
+}

@@ -285,6 +285,11 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 			return corrupt(name, "bad pending signal %d", si.Signo)
 		}
 	}
+	for _, pt := range p.PosixTimers {
+		if pt.Id < 0 || pt.Signo < 0 || pt.Signo > maxSig || (pt.Notify != 0 && pt.Notify != 1 && pt.Notify != 4) || pt.ValueNs < 0 || pt.IntervalNs < 0 {
+			return corrupt(name, "bad POSIX timer %d", pt.Id)
+		}
+	}
 	for _, it := range p.Itimers {
 		if it.Which < 0 || it.Which > 2 || it.IntervalUsec < 0 || it.ValueUsec < 0 {
 			return corrupt(name, "bad interval timer %d", it.Which)

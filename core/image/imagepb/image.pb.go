@@ -1873,6 +1873,7 @@ type Process struct {
 	Comm          string                 `protobuf:"bytes,24,opt,name=comm,proto3" json:"comm,omitempty"`
 	Personality   uint32                 `protobuf:"varint,25,opt,name=personality,proto3" json:"personality,omitempty"`
 	Threads       []*Thread              `protobuf:"bytes,26,rep,name=threads,proto3" json:"threads,omitempty"`
+	PosixTimers   []*PosixTimer          `protobuf:"bytes,27,rep,name=posix_timers,json=posixTimers,proto3" json:"posix_timers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2089,6 +2090,116 @@ func (x *Process) GetThreads() []*Thread {
 	return nil
 }
 
+func (x *Process) GetPosixTimers() []*PosixTimer {
+	if x != nil {
+		return x.PosixTimers
+	}
+	return nil
+}
+
+// PosixTimer is a timer made with timer_create, restored under the same ID.
+type PosixTimer struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Clockid    int32                  `protobuf:"varint,2,opt,name=clockid,proto3" json:"clockid,omitempty"`
+	Signo      int32                  `protobuf:"varint,3,opt,name=signo,proto3" json:"signo,omitempty"`
+	SigevValue uint64                 `protobuf:"varint,4,opt,name=sigev_value,json=sigevValue,proto3" json:"sigev_value,omitempty"`
+	// SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4).
+	Notify    int32 `protobuf:"varint,5,opt,name=notify,proto3" json:"notify,omitempty"`
+	NotifyTid int32 `protobuf:"varint,6,opt,name=notify_tid,json=notifyTid,proto3" json:"notify_tid,omitempty"`
+	// Time to the next expiry (0: disarmed) and the interval, in nanoseconds.
+	ValueNs       int64 `protobuf:"varint,7,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"`
+	IntervalNs    int64 `protobuf:"varint,8,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PosixTimer) Reset() {
+	*x = PosixTimer{}
+	mi := &file_image_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PosixTimer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PosixTimer) ProtoMessage() {}
+
+func (x *PosixTimer) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
+func (*PosixTimer) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PosixTimer) GetId() int32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetClockid() int32 {
+	if x != nil {
+		return x.Clockid
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetSigno() int32 {
+	if x != nil {
+		return x.Signo
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetSigevValue() uint64 {
+	if x != nil {
+		return x.SigevValue
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetNotify() int32 {
+	if x != nil {
+		return x.Notify
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetNotifyTid() int32 {
+	if x != nil {
+		return x.NotifyTid
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetValueNs() int64 {
+	if x != nil {
+		return x.ValueNs
+	}
+	return 0
+}
+
+func (x *PosixTimer) GetIntervalNs() int64 {
+	if x != nil {
+		return x.IntervalNs
+	}
+	return 0
+}
+
 // Thread is a thread other than the main one, with its own per-thread state.
 type Thread struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2110,7 +2221,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2233,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2246,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -2251,7 +2362,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2374,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2387,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2482,7 +2593,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2605,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2618,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2557,7 +2668,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2680,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2693,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2617,7 +2728,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +2740,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +2753,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2677,7 +2788,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2800,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2813,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2751,7 +2862,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2874,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2887,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -2910,7 +3021,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3033,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3046,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3040,7 +3151,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3163,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3176,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3100,7 +3211,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3223,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3236,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3166,7 +3277,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3289,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3302,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -3269,7 +3380,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3392,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3405,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -3492,7 +3603,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\":\n" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xb9\a\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xf7\a\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -3525,7 +3636,21 @@ const file_image_proto_rawDesc = "" +
 	"\tpdeathsig\x18\x17 \x01(\x05R\tpdeathsig\x12\x12\n" +
 	"\x04comm\x18\x18 \x01(\tR\x04comm\x12 \n" +
 	"\vpersonality\x18\x19 \x01(\rR\vpersonality\x12/\n" +
-	"\athreads\x18\x1a \x03(\v2\x15.gocr.image.v1.ThreadR\athreads\"\x86\x03\n" +
+	"\athreads\x18\x1a \x03(\v2\x15.gocr.image.v1.ThreadR\athreads\x12<\n" +
+	"\fposix_timers\x18\x1b \x03(\v2\x19.gocr.image.v1.PosixTimerR\vposixTimers\"\xe0\x01\n" +
+	"\n" +
+	"PosixTimer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x18\n" +
+	"\aclockid\x18\x02 \x01(\x05R\aclockid\x12\x14\n" +
+	"\x05signo\x18\x03 \x01(\x05R\x05signo\x12\x1f\n" +
+	"\vsigev_value\x18\x04 \x01(\x04R\n" +
+	"sigevValue\x12\x16\n" +
+	"\x06notify\x18\x05 \x01(\x05R\x06notify\x12\x1d\n" +
+	"\n" +
+	"notify_tid\x18\x06 \x01(\x05R\tnotifyTid\x12\x19\n" +
+	"\bvalue_ns\x18\a \x01(\x03R\avalueNs\x12\x1f\n" +
+	"\vinterval_ns\x18\b \x01(\x03R\n" +
+	"intervalNs\"\x86\x03\n" +
 	"\x06Thread\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -3698,7 +3823,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -3721,19 +3846,20 @@ var file_image_proto_goTypes = []any{
 	(*SharedMemory)(nil), // 18: gocr.image.v1.SharedMemory
 	(*PageRun)(nil),      // 19: gocr.image.v1.PageRun
 	(*Process)(nil),      // 20: gocr.image.v1.Process
-	(*Thread)(nil),       // 21: gocr.image.v1.Thread
-	(*Regs)(nil),         // 22: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 23: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 24: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 25: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 26: gocr.image.v1.ITimer
-	(*MM)(nil),           // 27: gocr.image.v1.MM
-	(*VMA)(nil),          // 28: gocr.image.v1.VMA
-	(*Fd)(nil),           // 29: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 30: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 31: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 32: gocr.image.v1.Rseq
-	nil,                  // 33: gocr.image.v1.InetSocket.OptionsEntry
+	(*PosixTimer)(nil),   // 21: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 22: gocr.image.v1.Thread
+	(*Regs)(nil),         // 23: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 24: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 25: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 26: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 27: gocr.image.v1.ITimer
+	(*MM)(nil),           // 28: gocr.image.v1.MM
+	(*VMA)(nil),          // 29: gocr.image.v1.VMA
+	(*Fd)(nil),           // 30: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 31: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 32: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 33: gocr.image.v1.Rseq
+	nil,                  // 34: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
@@ -3751,32 +3877,33 @@ var file_image_proto_depIdxs = []int32{
 	13, // 12: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
 	11, // 13: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
 	12, // 14: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	33, // 15: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	34, // 15: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
 	14, // 16: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
 	19, // 17: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	22, // 18: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	23, // 19: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	24, // 20: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	25, // 21: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	26, // 22: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	27, // 23: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	28, // 24: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	23, // 18: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	24, // 19: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	25, // 20: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	26, // 21: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	27, // 22: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	28, // 23: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	29, // 24: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
 	19, // 25: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	29, // 26: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	30, // 27: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	31, // 28: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	32, // 29: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	21, // 30: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	22, // 31: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	24, // 32: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	25, // 33: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	32, // 34: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 35: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	30, // 26: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	31, // 27: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	32, // 28: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	33, // 29: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	22, // 30: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	21, // 31: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	23, // 32: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	25, // 33: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	26, // 34: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	33, // 35: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 36: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3790,7 +3917,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -35,6 +35,7 @@ func Probes() []Probe {
 		{"process_vm_readv and process_vm_writev", true, "no dump of memory", probeVMReadv()},
 		{"sock_diag for unix sockets (CONFIG_UNIX_DIAG)", false, "processes with unix sockets cannot be dumped", probeUnixDiag()},
 		{"userfaultfd write-protect, async (Linux 6.7)", false, "incremental dumps and pre-dumps must compare page contents instead of tracking writes", probeUffdWP()},
+		{"timer_create with chosen IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17)", false, "processes with POSIX timers cannot be restored", probeTimerIDs()},
 		{"soft-dirty page bits (CONFIG_MEM_SOFT_DIRTY)", false, "none while userfaultfd write-protect is present; otherwise incremental dumps compare page contents", probeSoftDirty()},
 	}
 }
@@ -178,6 +179,14 @@ func probeSoftDirty() error {
 	}
 	if *(*uint64)(unsafe.Pointer(&e[0]))&(1<<55) == 0 {
 		return errMissing
+	}
+	return nil
+}
+
+func probeTimerIDs() error {
+	// Turning it off is harmless, and fails with EINVAL where the option does not exist.
+	if err := unix.Prctl(PrTimerCreateRestoreIDs, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("%w (%v)", errMissing, err)
 	}
 	return nil
 }

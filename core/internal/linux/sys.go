@@ -49,6 +49,9 @@ const (
 	SysPidfdGetfd     = unix.SYS_PIDFD_GETFD
 	SysCloseRange     = unix.SYS_CLOSE_RANGE
 	SysRestartSyscall = unix.SYS_RESTART_SYSCALL
+	SysTimerCreate    = unix.SYS_TIMER_CREATE
+	SysTimerSettime   = unix.SYS_TIMER_SETTIME
+	SysTimerGettime   = unix.SYS_TIMER_GETTIME
 )
 
 // Kernel constants used to build injected calls.
@@ -101,6 +104,8 @@ const (
 	PrSetMMMap          = unix.PR_SET_MM_MAP
 	PrSetNoNewPrivs     = unix.PR_SET_NO_NEW_PRIVS
 	PrSetChildSubreaper = unix.PR_SET_CHILD_SUBREAPER
+	// PrTimerCreateRestoreIDs makes timer_create take the ID it is given (Linux 6.17).
+	PrTimerCreateRestoreIDs = 77
 
 	SIGKILL = int(unix.SIGKILL)
 	SIGSTOP = int(unix.SIGSTOP)

@@ -404,3 +404,64 @@ func Fds(pid int) ([]int, error) {
 	sort.Ints(out)
 	return out, nil
 }
+
+// PosixTimer is one timer of /proc/PID/timers.
+type PosixTimer struct {
+	ID, ClockID, Signo int
+	SigevValue         uint64
+	Notify             string // "signal", "none" or "thread"
+	NotifyTid          int
+}
+
+// ReadTimers parses /proc/PID/timers.
+func ReadTimers(pid int) ([]PosixTimer, error) {
+	b, err := os.ReadFile(path(pid, "timers"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseTimers(b)
+}
+
+// ParseTimers parses the text of /proc/PID/timers:
+//
+//	ID: 7
+//	signal: 12/0000000000000000
+//	notify: signal/pid.32591
+//	ClockID: 1
+func ParseTimers(b []byte) ([]PosixTimer, error) {
+	var out []PosixTimer
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if k == "ID" {
+			id, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("parse timers: %q", line)
+			}
+			out = append(out, PosixTimer{ID: id})
+			continue
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("parse timers: %q before an ID", line)
+		}
+		t := &out[len(out)-1]
+		switch k {
+		case "signal":
+			sig, val, _ := strings.Cut(v, "/")
+			t.Signo, _ = strconv.Atoi(sig)
+			t.SigevValue, _ = strconv.ParseUint(val, 16, 64)
+		case "notify":
+			kind, target, _ := strings.Cut(v, "/")
+			t.Notify = kind
+			if _, n, ok := strings.Cut(target, "."); ok {
+				t.NotifyTid, _ = strconv.Atoi(n)
+			}
+		case "ClockID":
+			t.ClockID, _ = strconv.Atoi(v)
+		}
+	}
+	return out, nil
+}
