@@ -350,7 +350,14 @@ func (d *dumper) collectVMAs(p *procDump) error {
 			// again so that it looks the same.
 			v.Kind = imagepb.VMAKind_VMA_KIND_ANON_PRIVATE
 		case strings.HasPrefix(m.Path, "/SYSV"):
-			return unsupported("System V shared memory", "")
+			v.Kind = imagepb.VMAKind_VMA_KIND_SYSV_SHM
+			v.SysvShmId = int32(m.Inode) // the inode of a segment's file is its id
+			if err := d.addShmem(p, m, v); err != nil {
+				return err
+			}
+			if err := d.addSysvShm(v); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
 		case strings.HasPrefix(m.Path, "/"):
 			st, err := linux.StatPath(procfs.Path(pid, fmt.Sprintf("map_files/%x-%x", m.Start, m.End)))
 			if err != nil {
@@ -453,6 +460,22 @@ func (d *dumper) recordMappedFile(pid int, m *procfs.Mapping, st linux.Stat) err
 		return fmt.Errorf("checksum %s: %w", m.Path, err)
 	}
 	mf.HasCrc32C, mf.Crc32C = true, h.Sum32()
+	return nil
+}
+
+// addSysvShm records a System V segment once for the whole dump.
+func (d *dumper) addSysvShm(v *imagepb.VMA) error {
+	for _, s := range d.tree.SysvShm {
+		if s.Id == v.SysvShmId {
+			return nil
+		}
+	}
+	info, err := linux.ShmStat(int(v.SysvShmId))
+	if err != nil {
+		return err
+	}
+	d.tree.SysvShm = append(d.tree.SysvShm, &imagepb.SysvShm{Id: v.SysvShmId, Key: info.Key, Size: info.Size,
+		Mode: info.Mode & 0o777, Uid: info.Uid, Gid: info.Gid, Removed: info.Mode&linux.ShmDest != 0, ShmemId: v.ShmemId})
 	return nil
 }
 

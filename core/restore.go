@@ -79,6 +79,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	r.stats.Verify = time.Since(start)
 	if err := r.preflight(); err != nil {
 		r.closeFiles()
+		r.removeSysvShm(true)
 		return nil, err
 	}
 	if err := linux.SetChildSubreaper(); err != nil {
@@ -106,11 +107,13 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	r.closeFiles()
 	if err != nil {
 		r.thread.Do(func() error { r.killAll(); return nil })
+		r.removeSysvShm(true)
 		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
 			err = fmt.Errorf("%w: %w", ErrInterrupted, err)
 		}
 		return nil, err
 	}
+	r.removeSysvShm(false)
 	res := &Restored{Stats: *r.stats}
 	for _, root := range c.Tree.Roots {
 		res.Roots = append(res.Roots, int(root))
@@ -133,6 +136,7 @@ type restorer struct {
 	extra  []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
 	pages  map[string]int // image data file -> our fd
 	saved  map[uint32]int // SavedFile id -> our fd of the recreated file
+	sysv   []int          // System V segments made
 	shmem  map[uint32]shmemOwner
 	// epollDone marks the epoll instances already filled.
 	epollDone map[uint32]bool
@@ -208,6 +212,9 @@ func (r *restorer) preflight() error {
 		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
 	}
 	if err := r.openSavedFiles(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := r.makeSysvShm(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if err := r.openFiles(); err != nil {

@@ -417,3 +417,51 @@ func openInotify(f *imagepb.OpenFile, flags int) (int, error) {
 	}
 	return fd, nil
 }
+
+// makeSysvShm makes each System V segment again with its id, key, owner and content.
+func (r *restorer) makeSysvShm() error {
+	for _, s := range r.c.Tree.SysvShm {
+		sh := r.shmemByID(s.ShmemId)
+		if sh == nil {
+			return fmt.Errorf("System V shm %d: no content in the image", s.Id)
+		}
+		var data []byte
+		if sh.PagesFile != "" {
+			var err error
+			if data, err = os.ReadFile(r.c.Path(sh.PagesFile)); err != nil {
+				return err
+			}
+		}
+		err := linux.ShmCreate(int(s.Id), &linux.ShmInfo{Key: s.Key, Size: s.Size, Mode: s.Mode, Uid: s.Uid, Gid: s.Gid}, func(mem []byte) error {
+			off := uint64(0)
+			for _, run := range sh.Runs {
+				n := run.NrPages * linux.PageSize
+				if run.Vaddr >= uint64(len(mem)) || off+n > uint64(len(data)) {
+					return fmt.Errorf("System V shm %d: content beyond its size", s.Id)
+				}
+				copy(mem[run.Vaddr:], data[off:off+n]) // the last page may be partly outside
+				off += n
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		r.sysv = append(r.sysv, int(s.Id))
+	}
+	return nil
+}
+
+// removeSysvShm removes the segments made: all of them after a failure, else those the
+// processes had removed already (they go when the last one detaches).
+func (r *restorer) removeSysvShm(all bool) {
+	for _, s := range r.c.Tree.SysvShm {
+		if all || s.Removed {
+			for _, id := range r.sysv {
+				if id == int(s.Id) {
+					linux.ShmRemove(id)
+				}
+			}
+		}
+	}
+}

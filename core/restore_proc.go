@@ -302,6 +302,19 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 				return err
 			}
 			continue
+		case imagepb.VMAKind_VMA_KIND_SYSV_SHM:
+			// One shmat per attachment: its first mapping (offset 0) brings the whole segment.
+			if v.Pgoff != 0 {
+				continue
+			}
+			flags := uint64(0)
+			if v.Prot&linux.ProtWrite == 0 {
+				flags = linux.ShmRdonly
+			}
+			if _, err := r.call(p, what+fmt.Sprintf(" (System V shm %d)", v.SysvShmId), linux.SysShmat, uint64(v.SysvShmId), v.Start, flags); err != nil {
+				return err
+			}
+			continue
 		case imagepb.VMAKind_VMA_KIND_ANON_SHARED:
 			owner, ok := r.shmem[v.ShmemId]
 			if !ok {
@@ -377,6 +390,17 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			if r.shmem[v.ShmemId].start != v.Start || r.shmem[v.ShmemId].pid != int32(p.t.Pid) {
 				continue
 			}
+		case imagepb.VMAKind_VMA_KIND_SYSV_SHM:
+			attached := uint32(linux.ProtRead | linux.ProtWrite)
+			if v.Prot&linux.ProtWrite == 0 {
+				attached = linux.ProtRead
+			}
+			if v.Prot != attached {
+				if _, err := r.call(p, fmt.Sprintf("protect %#x-%#x", v.Start, v.End), linux.SysMprotect, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+					return err
+				}
+			}
+			continue
 		default:
 			continue
 		}

@@ -160,3 +160,33 @@ func TestRestorePosixTimers(t *testing.T) {
 		t.Errorf("timer B after restore: %q, want b=3600", testutil.Lines(log)[len(testutil.Lines(log))-1])
 	}
 }
+
+// A System V segment shared by a parent and its child, already removed, comes back under its
+// id, with its content, shared again.
+func TestRestoreSysvShm(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "shm.log")
+	p := testutil.Start(t, testutil.Build(t, "sysvshm"), log)
+	testutil.WaitFor(t, "ping", func() bool { return lastInt(t, log) >= 10 })
+	kids := testutil.Children(p.Pid)
+	id := strings.TrimSpace(testutil.ReadFile(log + ".id"))
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	for _, k := range kids {
+		testutil.KillAndReap(k)
+	}
+	at := lastInt(t, log)
+	res := restore(t, img)
+	if len(res.Pids) != 2 {
+		t.Fatalf("restored %v", res.Pids)
+	}
+	testutil.WaitFor(t, "echo to follow ping", func() bool {
+		lines := testutil.Lines(log)
+		var ping, echo int
+		fmt.Sscan(lines[len(lines)-1], &ping, &echo)
+		return ping > at+10 && echo > at && ping-echo <= 3
+	})
+	if maps := testutil.ReadFile(fmt.Sprintf("/proc/%d/maps", p.Pid)); !strings.Contains(maps, " "+id+" ") || !strings.Contains(maps, "/SYSV") {
+		t.Errorf("segment %s not attached after restore:\n%s", id, maps)
+	}
+}

@@ -181,6 +181,13 @@ func (c *Checkpoint) validate() error {
 			return err
 		}
 	}
+	sysv := map[int32]bool{}
+	for _, s := range t.SysvShm {
+		if sysv[s.Id] || s.Id < 0 || shmem[s.ShmemId] == nil || s.Size == 0 || s.Size > 1<<40 {
+			return corrupt(TreeName, "System V shm %d: repeated, without content or of size %d", s.Id, s.Size)
+		}
+		sysv[s.Id] = true
+	}
 	for _, pe := range t.Processes {
 		if err := c.validateProcess(pe, files, shmem); err != nil {
 			return err
@@ -317,11 +324,20 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		if v.Start%pageSize != 0 || v.End%pageSize != 0 || v.Start >= v.End || v.End > taskSizeMax || v.Start < last {
 			return corrupt(name, "mapping %d %#x-%#x is misaligned, out of order or out of range", i, v.Start, v.End)
 		}
-		if v.Kind <= imagepb.VMAKind_VMA_KIND_UNSPECIFIED || v.Kind > imagepb.VMAKind_VMA_KIND_VSYSCALL {
+		if v.Kind <= imagepb.VMAKind_VMA_KIND_UNSPECIFIED || v.Kind > imagepb.VMAKind_VMA_KIND_SYSV_SHM {
 			return corrupt(name, "mapping %#x: unknown kind %d", v.Start, v.Kind)
 		}
 		if v.Prot&^7 != 0 || v.Pgoff%pageSize != 0 {
 			return corrupt(name, "mapping %#x: bad protection or offset", v.Start)
+		}
+		if v.Kind == imagepb.VMAKind_VMA_KIND_SYSV_SHM {
+			found := false
+			for _, s := range c.Tree.SysvShm {
+				found = found || (s.Id == v.SysvShmId && shmem[s.ShmemId] != nil && v.Pgoff+(v.End-v.Start) <= s.Size+pageSize)
+			}
+			if !found {
+				return corrupt(name, "mapping %#x: System V shm %d not in the image", v.Start, v.SysvShmId)
+			}
 		}
 		if v.Kind == imagepb.VMAKind_VMA_KIND_ANON_SHARED {
 			s := shmem[v.ShmemId]

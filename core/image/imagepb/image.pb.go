@@ -172,6 +172,7 @@ const (
 	VMAKind_VMA_KIND_VVAR         VMAKind = 8
 	VMAKind_VMA_KIND_VVAR_VCLOCK  VMAKind = 9
 	VMAKind_VMA_KIND_VSYSCALL     VMAKind = 10
+	VMAKind_VMA_KIND_SYSV_SHM     VMAKind = 11
 )
 
 // Enum value maps for VMAKind.
@@ -188,6 +189,7 @@ var (
 		8:  "VMA_KIND_VVAR",
 		9:  "VMA_KIND_VVAR_VCLOCK",
 		10: "VMA_KIND_VSYSCALL",
+		11: "VMA_KIND_SYSV_SHM",
 	}
 	VMAKind_value = map[string]int32{
 		"VMA_KIND_UNSPECIFIED":  0,
@@ -201,6 +203,7 @@ var (
 		"VMA_KIND_VVAR":         8,
 		"VMA_KIND_VVAR_VCLOCK":  9,
 		"VMA_KIND_VSYSCALL":     10,
+		"VMA_KIND_SYSV_SHM":     11,
 	}
 )
 
@@ -398,7 +401,9 @@ type Tree struct {
 	// The files mapped by the processes (binaries, libraries, data), each once.
 	MappedFiles []*MappedFile `protobuf:"bytes,7,rep,name=mapped_files,json=mappedFiles,proto3" json:"mapped_files,omitempty"`
 	// Mapped files that no path leads to any more (deleted, memfds): their content is saved.
-	SavedFiles    []*SavedFile `protobuf:"bytes,8,rep,name=saved_files,json=savedFiles,proto3" json:"saved_files,omitempty"`
+	SavedFiles []*SavedFile `protobuf:"bytes,8,rep,name=saved_files,json=savedFiles,proto3" json:"saved_files,omitempty"`
+	// System V shared memory segments attached by the processes.
+	SysvShm       []*SysvShm `protobuf:"bytes,9,rep,name=sysv_shm,json=sysvShm,proto3" json:"sysv_shm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +494,115 @@ func (x *Tree) GetSavedFiles() []*SavedFile {
 	return nil
 }
 
+func (x *Tree) GetSysvShm() []*SysvShm {
+	if x != nil {
+		return x.SysvShm
+	}
+	return nil
+}
+
+// SysvShm is a System V shared memory segment; its content is SharedMemory shmem_id.
+type SysvShm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Key   int32                  `protobuf:"varint,2,opt,name=key,proto3" json:"key,omitempty"`
+	Size  uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Mode  uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid   uint32                 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid   uint32                 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	// Removed (IPC_RMID) while still attached.
+	Removed       bool   `protobuf:"varint,7,opt,name=removed,proto3" json:"removed,omitempty"`
+	ShmemId       uint32 `protobuf:"varint,8,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysvShm) Reset() {
+	*x = SysvShm{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysvShm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysvShm) ProtoMessage() {}
+
+func (x *SysvShm) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysvShm.ProtoReflect.Descriptor instead.
+func (*SysvShm) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SysvShm) GetId() int32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SysvShm) GetKey() int32 {
+	if x != nil {
+		return x.Key
+	}
+	return 0
+}
+
+func (x *SysvShm) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SysvShm) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *SysvShm) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *SysvShm) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *SysvShm) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *SysvShm) GetShmemId() uint32 {
+	if x != nil {
+		return x.ShmemId
+	}
+	return 0
+}
+
 // SavedFile is a mapped file without a path: a deleted file or a memfd.
 type SavedFile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -509,7 +623,7 @@ type SavedFile struct {
 
 func (x *SavedFile) Reset() {
 	*x = SavedFile{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +635,7 @@ func (x *SavedFile) String() string {
 func (*SavedFile) ProtoMessage() {}
 
 func (x *SavedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +648,7 @@ func (x *SavedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavedFile.ProtoReflect.Descriptor instead.
 func (*SavedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SavedFile) GetId() uint32 {
@@ -621,7 +735,7 @@ type MappedFile struct {
 
 func (x *MappedFile) Reset() {
 	*x = MappedFile{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +747,7 @@ func (x *MappedFile) String() string {
 func (*MappedFile) ProtoMessage() {}
 
 func (x *MappedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +760,7 @@ func (x *MappedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedFile.ProtoReflect.Descriptor instead.
 func (*MappedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MappedFile) GetPath() string {
@@ -688,7 +802,7 @@ type CPU struct {
 
 func (x *CPU) Reset() {
 	*x = CPU{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +814,7 @@ func (x *CPU) String() string {
 func (*CPU) ProtoMessage() {}
 
 func (x *CPU) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +827,7 @@ func (x *CPU) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPU.ProtoReflect.Descriptor instead.
 func (*CPU) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CPU) GetXstateSize() uint32 {
@@ -745,7 +859,7 @@ type ProcessEntry struct {
 
 func (x *ProcessEntry) Reset() {
 	*x = ProcessEntry{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +871,7 @@ func (x *ProcessEntry) String() string {
 func (*ProcessEntry) ProtoMessage() {}
 
 func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +884,7 @@ func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEntry.ProtoReflect.Descriptor instead.
 func (*ProcessEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProcessEntry) GetPid() int32 {
@@ -866,7 +980,7 @@ type OpenFile struct {
 
 func (x *OpenFile) Reset() {
 	*x = OpenFile{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +992,7 @@ func (x *OpenFile) String() string {
 func (*OpenFile) ProtoMessage() {}
 
 func (x *OpenFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1005,7 @@ func (x *OpenFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFile.ProtoReflect.Descriptor instead.
 func (*OpenFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OpenFile) GetId() uint32 {
@@ -1068,7 +1182,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1194,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1207,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1136,7 +1250,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1262,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1275,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1210,7 +1324,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1336,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1349,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1327,7 +1441,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1453,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1466,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -1482,7 +1596,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1608,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1621,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -1577,7 +1691,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1703,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1716,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1640,7 +1754,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1766,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1779,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1718,7 +1832,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1844,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1857,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1800,7 +1914,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1926,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1939,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -1880,7 +1994,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2006,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2019,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Process) GetPid() int32 {
@@ -2116,7 +2230,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2242,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2255,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2221,7 +2335,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2347,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2360,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -2362,7 +2476,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2488,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2501,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2593,7 +2707,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2719,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2732,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2668,7 +2782,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2794,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2807,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2728,7 +2842,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2854,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2867,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2788,7 +2902,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2914,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +2927,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2862,7 +2976,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +2988,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3001,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3014,14 +3128,16 @@ type VMA struct {
 	// Open flags for the mapped file (O_RDONLY or O_RDWR).
 	FileFlags uint32 `protobuf:"varint,12,opt,name=file_flags,json=fileFlags,proto3" json:"file_flags,omitempty"`
 	// For a file without a path: the SavedFile it maps.
-	SavedFileId   uint32 `protobuf:"varint,13,opt,name=saved_file_id,json=savedFileId,proto3" json:"saved_file_id,omitempty"`
+	SavedFileId uint32 `protobuf:"varint,13,opt,name=saved_file_id,json=savedFileId,proto3" json:"saved_file_id,omitempty"`
+	// For VMA_KIND_SYSV_SHM: the segment's id (its content is SharedMemory shmem_id).
+	SysvShmId     int32 `protobuf:"varint,14,opt,name=sysv_shm_id,json=sysvShmId,proto3" json:"sysv_shm_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3149,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3162,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3140,6 +3256,13 @@ func (x *VMA) GetSavedFileId() uint32 {
 	return 0
 }
 
+func (x *VMA) GetSysvShmId() int32 {
+	if x != nil {
+		return x.SysvShmId
+	}
+	return 0
+}
+
 type Fd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
@@ -3151,7 +3274,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3163,7 +3286,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3176,7 +3299,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3211,7 +3334,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3346,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3359,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3277,7 +3400,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3289,7 +3412,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3302,7 +3425,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -3380,7 +3503,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3392,7 +3515,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3405,7 +3528,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -3452,7 +3575,7 @@ const file_image_proto_rawDesc = "" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\x83\x03\n" +
+	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\xb6\x03\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -3462,7 +3585,17 @@ const file_image_proto_rawDesc = "" +
 	"\x03cpu\x18\x06 \x01(\v2\x12.gocr.image.v1.CPUR\x03cpu\x12<\n" +
 	"\fmapped_files\x18\a \x03(\v2\x19.gocr.image.v1.MappedFileR\vmappedFiles\x129\n" +
 	"\vsaved_files\x18\b \x03(\v2\x18.gocr.image.v1.SavedFileR\n" +
-	"savedFiles\"\xe3\x01\n" +
+	"savedFiles\x121\n" +
+	"\bsysv_shm\x18\t \x03(\v2\x16.gocr.image.v1.SysvShmR\asysvShm\"\xac\x01\n" +
+	"\aSysvShm\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x18\n" +
+	"\aremoved\x18\a \x01(\bR\aremoved\x12\x19\n" +
+	"\bshmem_id\x18\b \x01(\rR\ashmemId\"\xe3\x01\n" +
 	"\tSavedFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x10\n" +
 	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x10\n" +
@@ -3733,7 +3866,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04auxv\x18\f \x01(\fR\x04auxv\x12\x10\n" +
 	"\x03exe\x18\r \x01(\tR\x03exe\x12\x19\n" +
 	"\bexe_size\x18\x0e \x01(\x04R\aexeSize\x12)\n" +
-	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xcc\x02\n" +
+	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xec\x02\n" +
 	"\x03VMA\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -3749,7 +3882,8 @@ const file_image_proto_rawDesc = "" +
 	"\bshmem_id\x18\v \x01(\rR\ashmemId\x12\x1d\n" +
 	"\n" +
 	"file_flags\x18\f \x01(\rR\tfileFlags\x12\"\n" +
-	"\rsaved_file_id\x18\r \x01(\rR\vsavedFileId\"G\n" +
+	"\rsaved_file_id\x18\r \x01(\rR\vsavedFileId\x12\x1e\n" +
+	"\vsysv_shm_id\x18\x0e \x01(\x05R\tsysvShmId\"G\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -3795,7 +3929,7 @@ const file_image_proto_rawDesc = "" +
 	"\x12\x16\n" +
 	"\x12FILE_KIND_SIGNALFD\x10\v\x12\x15\n" +
 	"\x11FILE_KIND_INOTIFY\x10\f\x12\x13\n" +
-	"\x0fFILE_KIND_MEMFD\x10\r*\x8b\x02\n" +
+	"\x0fFILE_KIND_MEMFD\x10\r*\xa2\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -3808,7 +3942,8 @@ const file_image_proto_rawDesc = "" +
 	"\rVMA_KIND_VVAR\x10\b\x12\x18\n" +
 	"\x14VMA_KIND_VVAR_VCLOCK\x10\t\x12\x15\n" +
 	"\x11VMA_KIND_VSYSCALL\x10\n" +
-	"B)Z'github.com/gocr/gocr/core/image/imagepbb\x06proto3"
+	"\x12\x15\n" +
+	"\x11VMA_KIND_SYSV_SHM\x10\vB)Z'github.com/gocr/gocr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -3823,7 +3958,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -3831,79 +3966,81 @@ var file_image_proto_goTypes = []any{
 	(*Index)(nil),        // 3: gocr.image.v1.Index
 	(*FileEntry)(nil),    // 4: gocr.image.v1.FileEntry
 	(*Tree)(nil),         // 5: gocr.image.v1.Tree
-	(*SavedFile)(nil),    // 6: gocr.image.v1.SavedFile
-	(*MappedFile)(nil),   // 7: gocr.image.v1.MappedFile
-	(*CPU)(nil),          // 8: gocr.image.v1.CPU
-	(*ProcessEntry)(nil), // 9: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),     // 10: gocr.image.v1.OpenFile
-	(*Timerfd)(nil),      // 11: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil), // 12: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),   // 13: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),      // 14: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),   // 15: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 16: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 17: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 18: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 19: gocr.image.v1.PageRun
-	(*Process)(nil),      // 20: gocr.image.v1.Process
-	(*PosixTimer)(nil),   // 21: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 22: gocr.image.v1.Thread
-	(*Regs)(nil),         // 23: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 24: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 25: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 26: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 27: gocr.image.v1.ITimer
-	(*MM)(nil),           // 28: gocr.image.v1.MM
-	(*VMA)(nil),          // 29: gocr.image.v1.VMA
-	(*Fd)(nil),           // 30: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 31: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 32: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 33: gocr.image.v1.Rseq
-	nil,                  // 34: gocr.image.v1.InetSocket.OptionsEntry
+	(*SysvShm)(nil),      // 6: gocr.image.v1.SysvShm
+	(*SavedFile)(nil),    // 7: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),   // 8: gocr.image.v1.MappedFile
+	(*CPU)(nil),          // 9: gocr.image.v1.CPU
+	(*ProcessEntry)(nil), // 10: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),     // 11: gocr.image.v1.OpenFile
+	(*Timerfd)(nil),      // 12: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil), // 13: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),   // 14: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),      // 15: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),   // 16: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 17: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 18: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 19: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 20: gocr.image.v1.PageRun
+	(*Process)(nil),      // 21: gocr.image.v1.Process
+	(*PosixTimer)(nil),   // 22: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 23: gocr.image.v1.Thread
+	(*Regs)(nil),         // 24: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 25: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 26: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 27: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 28: gocr.image.v1.ITimer
+	(*MM)(nil),           // 29: gocr.image.v1.MM
+	(*VMA)(nil),          // 30: gocr.image.v1.VMA
+	(*Fd)(nil),           // 31: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 32: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 33: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 34: gocr.image.v1.Rseq
+	nil,                  // 35: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	9,  // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	10, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	17, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	18, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	8,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	7,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
-	6,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
-	1,  // 9: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	16, // 10: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	15, // 11: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	13, // 12: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	11, // 13: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	12, // 14: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	34, // 15: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	14, // 16: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	19, // 17: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	23, // 18: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	24, // 19: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	25, // 20: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	26, // 21: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	27, // 22: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	28, // 23: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	29, // 24: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	19, // 25: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	30, // 26: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	31, // 27: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	32, // 28: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	33, // 29: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	22, // 30: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	21, // 31: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	23, // 32: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	25, // 33: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	26, // 34: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	33, // 35: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 36: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	10, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	11, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	18, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	19, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	9,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	8,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	7,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
+	6,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
+	1,  // 10: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	17, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	16, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	14, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	12, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	13, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	35, // 16: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	15, // 17: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	20, // 18: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	24, // 19: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	25, // 20: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	26, // 21: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	27, // 22: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	28, // 23: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	29, // 24: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	30, // 25: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	20, // 26: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	31, // 27: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	32, // 28: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	33, // 29: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	34, // 30: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	23, // 31: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	22, // 32: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	24, // 33: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	26, // 34: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	27, // 35: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	34, // 36: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 37: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3917,7 +4054,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
