@@ -51,6 +51,9 @@ type DumpOptions struct {
 	// TCPEstablished takes established TCP connections with TCP repair (CRIU's
 	// --tcp-established); without it they are refused.
 	TCPEstablished bool
+	// ShellJob allows a tree that runs on a terminal held by a session leader outside the
+	// tree, as a shell's job does (CRIU's --shell-job); without it such a tree is refused.
+	ShellJob bool
 }
 
 // Progress reports how far an operation is.

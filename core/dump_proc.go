@@ -27,6 +27,9 @@ func (d *dumper) collect(p *procDump) error {
 	if err != nil {
 		return fmt.Errorf("read status: %w", err)
 	}
+	if err := d.checkShellJob(pid, stat); err != nil {
+		return err
+	}
 	exe, _ := procfs.Link(pid, "exe")
 	p.img = &imagepb.Process{Pid: int32(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
 	img := p.img
@@ -122,6 +125,25 @@ func (d *dumper) collect(p *procDump) error {
 	}
 	if sf := d.saved[[2]uint64{exeSt.Dev, exeSt.Ino}]; exeErr == nil && sf != nil {
 		img.Mm.ExeSavedFileId = sf.Id // the binary was deleted: it is in the image
+	}
+	return nil
+}
+
+// checkShellJob notes a tree that runs on a terminal held by a session leader outside the
+// tree, as a shell's job does: it is dumped only with ShellJob, and restored onto the
+// terminal of the restore.
+func (d *dumper) checkShellJob(pid int, stat *procfs.Stat) error {
+	if stat.TtyNr == 0 || d.procs[stat.Sid] != nil {
+		return nil
+	}
+	if !d.opts.ShellJob {
+		return &UnsupportedError{Pid: pid, What: "terminal", Kind: fmt.Sprintf("a shell job (its session leader, pid %d, holds its terminal)", stat.Sid),
+			Hint: "dump with --shell-job, and restore with --shell-job on a terminal"}
+	}
+	// The kernel's tty_nr is the new dev_t encoding; stat(2) gives the same.
+	d.tree.ShellJob, d.tree.CttyRdev = true, stat.TtyNr
+	if stat.Tpgid == stat.PGid {
+		d.tree.Foreground = true
 	}
 	return nil
 }

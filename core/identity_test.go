@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -150,6 +151,63 @@ func TestRestoreTerminal(t *testing.T) {
 	for _, fd := range []int{1, 2} {
 		if got, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.Pid, fd)); got != slave {
 			t.Errorf("fd %d after restore is %q, want %q", fd, got, slave)
+		}
+	}
+}
+
+// A shell's job (its session leader, outside the tree, holds its terminal) is refused without
+// ShellJob; with it, it is dumped and restored onto another terminal, and goes on.
+func TestShellJob(t *testing.T) {
+	testutil.RequireRoot(t)
+	master, slave := openPty(t)
+	_ = master
+	tty, err := os.OpenFile(slave, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	log, pidFile := filepath.Join(dir, "count.log"), filepath.Join(dir, "pid")
+	// A shell: session leader on the terminal, with the counter as its job.
+	sh := exec.Command("/bin/sh", "-c", testutil.Build(t, "counter")+" "+log+" & echo $! > "+pidFile+"; wait")
+	sh.Stdin, sh.Stdout, sh.Stderr = tty, tty, tty
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	shell := &testutil.Proc{Pid: sh.Process.Pid, Cmd: sh}
+	t.Cleanup(shell.Kill)
+	var job int
+	testutil.WaitFor(t, "the job to count", func() bool {
+		fmt.Sscan(testutil.ReadFile(pidFile), &job)
+		return job > 0 && lastInt(t, log) >= 3
+	})
+	t.Cleanup(func() { testutil.KillAndReap(job) })
+
+	_, err = core.Dump(t.Context(), core.DumpOptions{Roots: []int{job}, Dir: filepath.Join(t.TempDir(), "img")})
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "shell job") {
+		t.Fatalf("got %v, want a refusal naming a shell job", err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{job}, Dir: img, ShellJob: true}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the shell to reap its job", func() bool { return !testutil.Alive(job) })
+	at := lastInt(t, log)
+	if _, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img}); !errors.Is(err, core.ErrBadArgs) {
+		t.Fatalf("restore of a shell job without ShellJob: %v, want ErrBadArgs", err)
+	}
+	_, newTTY := openPty(t)
+	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, ShellJob: true, TTY: newTTY})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	testutil.WaitFor(t, "the job to go on", func() bool { return lastInt(t, log) >= at+10 })
+	checkSequence(t, log, at+10)
+	for _, fd := range []int{1, 2} { // fd 0 is /dev/null: sh gives it to background jobs
+		if got, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", job, fd)); got != newTTY {
+			t.Errorf("fd %d after restore is %q, want the new terminal %q", fd, got, newTTY)
 		}
 	}
 }

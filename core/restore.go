@@ -28,6 +28,10 @@ type RestoreOptions struct {
 	LeaveStopped bool
 	// Progress, if set, is called as work advances.
 	Progress func(Progress)
+	// ShellJob restores a tree dumped with ShellJob onto the terminal TTY (a path, such as
+	// the one gocr runs on): the fds that were on the old terminal are opened on it.
+	ShellJob bool
+	TTY      string
 }
 
 // Restored is a tree brought back. Its roots are children of the calling process.
@@ -74,6 +78,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	if err := c.VerifyData(); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if c.Tree.ShellJob && (!opts.ShellJob || opts.TTY == "") {
+		return nil, fmt.Errorf("restore: the image is a shell job: restore it with --shell-job from a terminal: %w", ErrBadArgs)
 	}
 	r := &restorer{c: c, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}}
 	r.stats.Verify = time.Since(start)
@@ -298,7 +305,13 @@ func (r *restorer) run(ctx context.Context) error {
 	}
 	r.stats.Memory = time.Since(t1)
 	// Every process is in place: now let them all go.
-	return r.thread.Do(r.releaseAll)
+	if err := r.thread.Do(r.releaseAll); err != nil {
+		return err
+	}
+	if r.c.Tree.ShellJob && r.c.Tree.Foreground {
+		r.takeForeground()
+	}
+	return nil
 }
 
 // createTree makes the root's process from a stub and then each descendant from its parent,
@@ -552,6 +565,22 @@ func (r *restorer) killAll() {
 			}
 		}
 	}
+}
+
+// takeForeground makes the restored shell job the terminal's foreground process group, as
+// it was; it is best effort: gocr may not be the terminal's session (a restore from a script).
+func (r *restorer) takeForeground() {
+	root := r.procs[r.c.Tree.Roots[0]]
+	st, err := procfs.ReadStat(int(root.entry.Pid))
+	if err != nil {
+		return
+	}
+	fd, err := linux.Open(r.opts.TTY, linux.ORdwr|linux.ONoctty|linux.OCloexec, 0)
+	if err != nil {
+		return
+	}
+	defer linux.Close(fd)
+	linux.SetForeground(fd, st.PGid)
 }
 
 // releaseAll lets every process run (or stop), once all are in place.

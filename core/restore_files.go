@@ -79,7 +79,11 @@ func (r *restorer) openFiles() error {
 				_, err = linux.Seek(fd, f.Pos, 0)
 			}
 		case imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
-			fd, err = linux.Open(f.Path, flags|linux.OCloexec|linux.ONoctty, 0)
+			path := f.Path
+			if r.c.Tree.ShellJob && f.Rdev == r.c.Tree.CttyRdev {
+				path = r.opts.TTY // the terminal of the restore takes the old one's place
+			}
+			fd, err = linux.Open(path, flags|linux.OCloexec|linux.ONoctty, 0)
 		case imagepb.FileKind_FILE_KIND_EVENTFD:
 			fd, err = linux.Eventfd(f.EventfdCount, f.EventfdSemaphore, linux.OCloexec)
 			if err == nil {

@@ -37,3 +37,6 @@ func Resume(root int) (int, error) {
 	}
 	return n, nil
 }
+
+// TerminalOf returns the path of the terminal fd is on, or "" when it is not a terminal.
+func TerminalOf(fd int) string { return linux.TerminalOf(fd) }

@@ -19,6 +19,7 @@ type dumpOptions struct {
 	noSync       bool
 	checkOnly    bool
 	tcpEstab     bool
+	shellJob     bool
 	json         bool
 }
 
@@ -63,6 +64,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVar(&opts.noSync, "no-sync", false, "do not fsync the image (faster; unsafe when the tree is killed)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "collect and check everything but memory, write a small check-only image, leave the tree running")
 	f.BoolVar(&opts.tcpEstab, "tcp-established", false, "take established TCP connections with TCP repair (as CRIU)")
+	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "allow a tree that runs on a shell's terminal (as CRIU)")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -78,7 +80,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	prog := newProgress(opts.errOut, "dump")
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
-		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab,
+		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
 		Progress: prog.update,
 	})
 	prog.done()

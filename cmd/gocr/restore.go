@@ -15,6 +15,7 @@ type restoreOptions struct {
 	detach       bool
 	leaveStopped bool
 	checkOnly    bool
+	shellJob     bool
 	json         bool
 }
 
@@ -47,6 +48,7 @@ killed and nothing is left behind.`,
 	f.BoolVarP(&opts.detach, "restore-detached", "d", false, "return once the tree runs, do not wait for it")
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the restored tree stopped (see gocr resume)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "only check whether a restore here would work; create nothing")
+	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "restore a shell job onto the terminal gocr runs on (as CRIU)")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -70,7 +72,18 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		return checkRun(opts.globalOptions, opts.dir, opts.json)
 	}
 	prog := newProgress(opts.errOut, "restore")
-	res, err := core.Restore(cmd.Context(), core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update})
+	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob}
+	if opts.shellJob {
+		for _, fd := range []int{0, 1, 2} {
+			if ro.TTY = core.TerminalOf(fd); ro.TTY != "" {
+				break
+			}
+		}
+		if ro.TTY == "" {
+			return usageError{fmt.Errorf("restore: --shell-job needs gocr to run on a terminal")}
+		}
+	}
+	res, err := core.Restore(cmd.Context(), ro)
 	prog.done()
 	if err != nil {
 		return err

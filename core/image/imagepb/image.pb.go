@@ -403,7 +403,13 @@ type Tree struct {
 	// Mapped files that no path leads to any more (deleted, memfds): their content is saved.
 	SavedFiles []*SavedFile `protobuf:"bytes,8,rep,name=saved_files,json=savedFiles,proto3" json:"saved_files,omitempty"`
 	// System V shared memory segments attached by the processes.
-	SysvShm       []*SysvShm `protobuf:"bytes,9,rep,name=sysv_shm,json=sysvShm,proto3" json:"sysv_shm,omitempty"`
+	SysvShm []*SysvShm `protobuf:"bytes,9,rep,name=sysv_shm,json=sysvShm,proto3" json:"sysv_shm,omitempty"`
+	// Dumped with --shell-job: the tree runs on a terminal its session leader (outside the
+	// tree) holds. ctty_rdev is that terminal; foreground tells whether the tree's process
+	// group was in the foreground.
+	ShellJob      bool   `protobuf:"varint,10,opt,name=shell_job,json=shellJob,proto3" json:"shell_job,omitempty"`
+	CttyRdev      uint64 `protobuf:"varint,11,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
+	Foreground    bool   `protobuf:"varint,12,opt,name=foreground,proto3" json:"foreground,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -499,6 +505,27 @@ func (x *Tree) GetSysvShm() []*SysvShm {
 		return x.SysvShm
 	}
 	return nil
+}
+
+func (x *Tree) GetShellJob() bool {
+	if x != nil {
+		return x.ShellJob
+	}
+	return false
+}
+
+func (x *Tree) GetCttyRdev() uint64 {
+	if x != nil {
+		return x.CttyRdev
+	}
+	return 0
+}
+
+func (x *Tree) GetForeground() bool {
+	if x != nil {
+		return x.Foreground
+	}
+	return false
 }
 
 // SysvShm is a System V shared memory segment; its content is SharedMemory shmem_id.
@@ -3575,7 +3602,7 @@ const file_image_proto_rawDesc = "" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\xb6\x03\n" +
+	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\x90\x04\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -3586,7 +3613,13 @@ const file_image_proto_rawDesc = "" +
 	"\fmapped_files\x18\a \x03(\v2\x19.gocr.image.v1.MappedFileR\vmappedFiles\x129\n" +
 	"\vsaved_files\x18\b \x03(\v2\x18.gocr.image.v1.SavedFileR\n" +
 	"savedFiles\x121\n" +
-	"\bsysv_shm\x18\t \x03(\v2\x16.gocr.image.v1.SysvShmR\asysvShm\"\xac\x01\n" +
+	"\bsysv_shm\x18\t \x03(\v2\x16.gocr.image.v1.SysvShmR\asysvShm\x12\x1b\n" +
+	"\tshell_job\x18\n" +
+	" \x01(\bR\bshellJob\x12\x1b\n" +
+	"\tctty_rdev\x18\v \x01(\x04R\bcttyRdev\x12\x1e\n" +
+	"\n" +
+	"foreground\x18\f \x01(\bR\n" +
+	"foreground\"\xac\x01\n" +
 	"\aSysvShm\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +

@@ -471,3 +471,20 @@ const (
 	SysEpollCtl = unix.SYS_EPOLL_CTL
 	EpollCtlAdd = unix.EPOLL_CTL_ADD
 )
+
+// SetForeground makes pgid the foreground process group of the terminal fd (TIOCSPGRP).
+func SetForeground(fd, pgid int) error {
+	return os.NewSyscallError("ioctl(TIOCSPGRP)", unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, pgid))
+}
+
+// TerminalOf returns the path of the terminal fd is on, or "" when it is not a terminal.
+func TerminalOf(fd int) string {
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+		return ""
+	}
+	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return ""
+	}
+	return p
+}

@@ -27,6 +27,8 @@ type Stat struct {
 	PPid       int
 	PGid       int
 	Sid        int
+	TtyNr      uint64 // the controlling terminal's device number, 0 for none
+	Tpgid      int    // the terminal's foreground process group
 	StartCode  uint64
 	EndCode    uint64
 	StartStack uint64
@@ -68,6 +70,8 @@ func ParseStat(b []byte) (*Stat, error) {
 	s.PPid = int(num(4))
 	s.PGid = int(num(5))
 	s.Sid = int(num(6))
+	s.TtyNr = num(7)
+	s.Tpgid, _ = strconv.Atoi(f[8-3])
 	s.StartCode, s.EndCode, s.StartStack = num(26), num(27), num(28)
 	s.StartData, s.EndData, s.StartBrk = num(45), num(46), num(47)
 	s.ArgStart, s.ArgEnd, s.EnvStart, s.EnvEnd = num(48), num(49), num(50), num(51)
