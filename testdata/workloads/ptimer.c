@@ -1,15 +1,18 @@
-// ptimer: POSIX timers. Timer A (SIGUSR2 to the process, every 5 ms) bumps a counter in its
-// handler; timer B (SIGEV_NONE) is armed for an hour. The main loop appends the counter to
-// LOGFILE every 20 ms; on SIGUSR1 it appends "b=<seconds left on B, rounded>".
+// ptimer: POSIX and interval timers. Timer A (SIGUSR2 to the process, every 5 ms) bumps a
+// counter in its handler; timer B (SIGEV_NONE) is armed for an hour; ITIMER_REAL (SIGALRM,
+// every 5 ms) bumps another. The main loop appends the first counter to LOGFILE every 20 ms;
+// on SIGUSR1 it appends "b=<seconds left on B, rounded> alarms=<second counter> ticks=<first>".
 // usage: ptimer LOGFILE
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t ticks, usr1;
+static volatile sig_atomic_t ticks, usr1, alarms;
 static void on_usr2(int sig) { ticks++; }
+static void on_alrm(int sig) { alarms++; }
 static void on_usr1(int sig) { usr1++; }
 
 int main(int argc, char **argv) {
@@ -21,6 +24,10 @@ int main(int argc, char **argv) {
 	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_usr1;
 	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_alrm;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval iv = {{0, 5000}, {0, 5000}};
+	setitimer(ITIMER_REAL, &iv, NULL);
 	timer_t a, b;
 	struct sigevent ea = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2};
 	struct sigevent eb = {.sigev_notify = SIGEV_NONE};
@@ -38,7 +45,7 @@ int main(int argc, char **argv) {
 			reported = usr1;
 			struct itimerspec cur;
 			timer_gettime(b, &cur);
-			n = snprintf(line, sizeof line, "b=%ld\n", (long)(cur.it_value.tv_sec + (cur.it_value.tv_nsec > 500000000)));
+			n = snprintf(line, sizeof line, "b=%ld alarms=%d ticks=%d\n", (long)(cur.it_value.tv_sec + (cur.it_value.tv_nsec > 500000000)), alarms, ticks);
 		}
 		write(fd, line, n);
 		struct timespec ts = {0, 20 * 1000 * 1000};
