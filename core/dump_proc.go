@@ -55,14 +55,6 @@ func (d *dumper) collect(p *procDump) error {
 	if d.tree.Cpu == nil {
 		d.tree.Cpu = &imagepb.CPU{XstateSize: uint32(len(img.Xstate)), Xfeatures: linux.XStateFeatures(img.Xstate)}
 	}
-	shared, err := linux.PeekSigInfo(pid, true)
-	if err != nil {
-		return err
-	}
-	for _, info := range shared {
-		img.Pending = append(img.Pending, &imagepb.SigInfo{Signo: int32(binary.LittleEndian.Uint32(info)), Shared: true, Info: info})
-	}
-
 	if p.maps, err = procfs.ReadSmaps(pid); err != nil {
 		return fmt.Errorf("read smaps: %w", err)
 	}
@@ -87,6 +79,15 @@ func (d *dumper) collect(p *procDump) error {
 	}
 	if err := d.inject(p, status); err != nil {
 		return err
+	}
+	// The process-wide queue is read after the timers: a timer that fired meanwhile (its
+	// signal blocked by the dump) shows as pending rather than being lost.
+	shared, err := linux.PeekSigInfo(pid, true)
+	if err != nil {
+		return err
+	}
+	for _, info := range shared {
+		img.Pending = append(img.Pending, &imagepb.SigInfo{Signo: int32(binary.LittleEndian.Uint32(info)), Shared: true, Info: info})
 	}
 
 	auxv, err := procfs.ReadFile(pid, "auxv")

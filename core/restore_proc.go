@@ -684,7 +684,13 @@ func (r *restorer) restoreState(p *procRestore) error {
 		return err
 	}
 	for _, it := range img.Itimers {
-		v := le64bytes(uint64(it.IntervalUsec/1e6), uint64(it.IntervalUsec%1e6), uint64(it.ValueUsec/1e6), uint64(it.ValueUsec%1e6))
+		// A periodic timer whose signal was pending at the dump reads as 0 left (the kernel
+		// re-arms it when the signal is taken): arm it to fire at once, or it would stop.
+		value := it.ValueUsec
+		if value == 0 && it.IntervalUsec != 0 {
+			value = 1
+		}
+		v := le64bytes(uint64(it.IntervalUsec/1e6), uint64(it.IntervalUsec%1e6), uint64(value/1e6), uint64(value%1e6))
 		a, err := p.arg(scratchArg, v)
 		if err != nil {
 			return err
@@ -807,7 +813,11 @@ func (r *restorer) restoreTimers(p *procRestore) error {
 		if id := int32(binary.LittleEndian.Uint32(got)); id != pt.Id {
 			return fmt.Errorf("POSIX timer %d came back as %d", pt.Id, id)
 		}
-		its := le64bytes(uint64(pt.IntervalNs/1e9), uint64(pt.IntervalNs%1e9), uint64(pt.ValueNs/1e9), uint64(pt.ValueNs%1e9))
+		value := pt.ValueNs
+		if value == 0 && pt.IntervalNs != 0 {
+			value = 1 // pending at the dump: see the interval timers in restoreState
+		}
+		its := le64bytes(uint64(pt.IntervalNs/1e9), uint64(pt.IntervalNs%1e9), uint64(value/1e9), uint64(value%1e9))
 		if a, err = p.arg(scratchArg, its); err != nil {
 			return err
 		}
