@@ -209,6 +209,7 @@ func (d *dumper) run(ctx context.Context) error {
 			return fmt.Errorf("dump: %w", ErrInterrupted)
 		}
 	}
+	d.files.fixPtys()
 	if err := d.files.checkPeers(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}

@@ -65,7 +65,7 @@ func reopenableCharDev(rdev uint64) bool {
 	major, minor := (rdev>>8)&0xfff, (rdev&0xff)|((rdev>>12)&0xfff00)
 	switch {
 	case major == 5 && minor == 2:
-		return false // /dev/ptmx: reopening it would make a new pty pair
+		return false // /dev/ptmx: a pty master, handled as such
 	case major == 1, major == 4, major == 5, major >= 136 && major <= 143:
 		return true
 	}
@@ -216,6 +216,18 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	case linux.SIFDIR:
 		f.img.Kind = imagepb.FileKind_FILE_KIND_DIRECTORY
 	case linux.SIFCHR:
+		if major, minor := (st.Rdev>>8)&0xfff, (st.Rdev&0xff)|((st.Rdev>>12)&0xfff00); major == 5 && minor == 2 {
+			ps, err := linux.InspectPtyMaster(dup)
+			if err != nil {
+				return nil, false, fmt.Errorf("pty master: %w", err)
+			}
+			f.img.Kind, f.img.PtyIndex = imagepb.FileKind_FILE_KIND_PTY_MASTER, int32(ps.Index)
+			f.img.Pty = &imagepb.Pty{Termios: ps.Termios, Rows: uint32(ps.Rows), Cols: uint32(ps.Cols), Locked: ps.Locked, PacketMode: ps.Packet}
+			break
+		} else if major >= 136 && major <= 143 {
+			// A pty slave: a pair of the tree's own if its master is dumped too (fixPtys).
+			f.img.PtyIndex = int32((major-136)*256 + minor)
+		}
 		if !reopenableCharDev(st.Rdev) {
 			return nil, false, unsupported("character device "+link, "devices other than /dev/null-like ones and terminals need a plugin")
 		}
@@ -319,6 +331,22 @@ func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) err
 	}
 	u.Queue = q
 	return nil
+}
+
+// fixPtys marks the pty slaves whose master is dumped too: the pair is made again, and the
+// slaves are opened on it; other slaves are terminals of someone else, reopened by path.
+func (ft *fileTable) fixPtys() {
+	masters := map[int32]bool{}
+	for _, f := range ft.all {
+		if f.img.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER {
+			masters[f.img.PtyIndex] = true
+		}
+	}
+	for _, f := range ft.all {
+		if f.img.Kind == imagepb.FileKind_FILE_KIND_CHAR_DEVICE && strings.HasPrefix(f.img.Path, "/dev/pts/") && masters[f.img.PtyIndex] {
+			f.img.Kind = imagepb.FileKind_FILE_KIND_PTY_SLAVE
+		}
+	}
 }
 
 // checkPeers refuses sockets connected to a socket outside the dump, or connected one way.

@@ -211,3 +211,27 @@ func TestShellJob(t *testing.T) {
 		}
 	}
 }
+
+// A pty pair owned by the tree (a terminal emulator and the session on its terminal) comes
+// back: same /dev/pts index, the session's controlling terminal and foreground group, the
+// terminal's settings (echo off); the conversation goes on.
+func TestRestorePtyPair(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "pty.log")
+	p := testutil.Start(t, testutil.Build(t, "ptypair"), log)
+	testutil.WaitFor(t, "the pty to talk", func() bool { return lastInt(t, log) >= 10 })
+	kids := testutil.Children(p.Pid)
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	for _, k := range kids {
+		testutil.KillAndReap(k)
+	}
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "the pty to go on", func() bool { return lastInt(t, log) >= at+10 })
+	for i, l := range testutil.Lines(log) {
+		if want := fmt.Sprintf("%d echo=0 fg=1", i+1); l != want {
+			t.Fatalf("line %d: %q, want %q", i+1, l, want)
+		}
+	}
+}

@@ -292,6 +292,9 @@ func (r *restorer) run(ctx context.Context) error {
 	if err := r.thread.Do(r.fixGroups); err != nil {
 		return err
 	}
+	if err := r.thread.Do(r.setForegroundGroups); err != nil {
+		return err
+	}
 	r.stats.Create = time.Since(t0)
 	t1 := time.Now()
 	for _, pid := range r.order {
@@ -499,7 +502,9 @@ func (r *restorer) cloneFrom(parent, p *procRestore, asSibling bool) (*tracer.Tr
 	return t, nil
 }
 
-// joinSession makes a session or group leader lead again, before it makes children.
+// joinSession makes a session or group leader lead again, before it makes children; a
+// session leader whose terminal is a pty of the tree takes it again as its controlling
+// terminal, so that the children it makes next have it too.
 func (r *restorer) joinSession(p *procRestore) error {
 	pid := p.entry.Pid
 	if p.entry.Sid == pid {
@@ -507,11 +512,69 @@ func (r *restorer) joinSession(p *procRestore) error {
 			return fmt.Errorf("restore pid %d: setsid: %w", pid, err)
 		}
 		r.stats.Syscalls++
+		if path := r.ptyOf(p.entry.CttyRdev); path != "" {
+			// Opening a terminal without O_NOCTTY makes it a fresh session's controlling one.
+			a, err := p.arg(scratchArg, cstring(path))
+			if err != nil {
+				return err
+			}
+			fd, err := r.call(p, "open controlling terminal "+path, linux.SysOpenat, atFdcwd, a, linux.ORdwr|linux.OCloexec)
+			if err != nil {
+				return fmt.Errorf("restore pid %d: %w", pid, err)
+			}
+			if _, err := r.call(p, "close", linux.SysClose, fd); err != nil {
+				return err
+			}
+		}
 	} else if p.entry.Pgid == pid {
 		if _, err := p.t.Syscall(linux.SysSetpgid, 0, 0); err != nil {
 			return fmt.Errorf("restore pid %d: setpgid: %w", pid, err)
 		}
 		r.stats.Syscalls++
+	}
+	return nil
+}
+
+// ptyOf returns the slave path of the tree's pty with device number rdev, or "".
+func (r *restorer) ptyOf(rdev uint64) string {
+	if rdev == 0 {
+		return ""
+	}
+	for _, f := range r.c.Tree.Files {
+		if f.Kind == imagepb.FileKind_FILE_KIND_PTY_SLAVE && f.Rdev == rdev {
+			return linux.PtsPath(int(f.PtyIndex))
+		}
+	}
+	return ""
+}
+
+// setForegroundGroups gives each restored session's pty its old foreground process group,
+// from inside the session (TIOCSPGRP works only there).
+func (r *restorer) setForegroundGroups() error {
+	for _, pid := range r.order {
+		p := r.procs[pid]
+		path := r.ptyOf(p.entry.CttyRdev)
+		if p.entry.Sid != pid || path == "" || p.entry.Tpgid <= 0 || r.procs[p.entry.Tpgid] == nil {
+			continue
+		}
+		a, err := p.arg(scratchArg, cstring(path))
+		if err != nil {
+			return err
+		}
+		fd, err := r.call(p, "open terminal "+path, linux.SysOpenat, atFdcwd, a, linux.ORdwr|linux.ONoctty|linux.OCloexec)
+		if err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+		pg, err := p.arg(scratchArg, le32bytes(uint32(p.entry.Tpgid)))
+		if err == nil {
+			_, err = r.call(p, fmt.Sprintf("make group %d the foreground of %s", p.entry.Tpgid, path), linux.SysIoctl, fd, linux.TIOCSPGRP, pg)
+		}
+		if _, cerr := r.call(p, "close", linux.SysClose, fd); cerr != nil && err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
 	}
 	return nil
 }

@@ -27,7 +27,25 @@ func (r *restorer) openFiles() error {
 	made := map[uint32]*ends{} // pipe id -> our ends
 	pairs := map[uint32]int{}  // socket inode -> our end of a pair made for its peer
 	var repaired []int         // TCP connections, in repair mode until both ends exist
+	// Pty masters first: the slaves are opened on them.
 	for _, f := range r.c.Tree.Files {
+		if f.Kind != imagepb.FileKind_FILE_KIND_PTY_MASTER {
+			continue
+		}
+		p := f.Pty
+		fd, err := linux.OpenPtyMaster(&linux.PtyState{Index: int(f.PtyIndex), Termios: p.Termios, Rows: uint16(p.Rows), Cols: uint16(p.Cols), Locked: p.Locked, Packet: p.PacketMode}, int(f.Flags))
+		if err == nil {
+			err = setFl(fd, int(f.Flags)&^linux.OCloexec)
+		}
+		if err != nil {
+			return fmt.Errorf("pty %d: %w", f.PtyIndex, err)
+		}
+		r.files[f.Id] = fd
+	}
+	for _, f := range r.c.Tree.Files {
+		if f.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER {
+			continue
+		}
 		acc := int(f.Flags) & linux.OAccmode
 		flags := int(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
 		var fd int
@@ -78,6 +96,8 @@ func (r *restorer) openFiles() error {
 			if err == nil && f.Pos != 0 {
 				_, err = linux.Seek(fd, f.Pos, 0)
 			}
+		case imagepb.FileKind_FILE_KIND_PTY_SLAVE:
+			fd, err = linux.Open(linux.PtsPath(int(f.PtyIndex)), flags|linux.OCloexec|linux.ONoctty, 0)
 		case imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
 			path := f.Path
 			if r.c.Tree.ShellJob && f.Rdev == r.c.Tree.CttyRdev {

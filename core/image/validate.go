@@ -87,6 +87,10 @@ func (c *Checkpoint) validate() error {
 				return corrupt(TreeName, "file %d: bad timerfd", f.Id)
 			}
 		case imagepb.FileKind_FILE_KIND_SIGNALFD, imagepb.FileKind_FILE_KIND_MEMFD:
+		case imagepb.FileKind_FILE_KIND_PTY_MASTER, imagepb.FileKind_FILE_KIND_PTY_SLAVE:
+			if f.PtyIndex < 0 || f.PtyIndex >= 1<<20 || (f.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER && f.Pty == nil) {
+				return corrupt(TreeName, "file %d: bad pty %d", f.Id, f.PtyIndex)
+			}
 		case imagepb.FileKind_FILE_KIND_INOTIFY:
 			for _, w := range f.InotifyWatches {
 				if w.Wd <= 0 || w.Path == "" {

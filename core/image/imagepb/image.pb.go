@@ -93,6 +93,9 @@ const (
 	FileKind_FILE_KIND_SIGNALFD    FileKind = 11
 	FileKind_FILE_KIND_INOTIFY     FileKind = 12
 	FileKind_FILE_KIND_MEMFD       FileKind = 13
+	// The two sides of a pty pair owned by the tree (/dev/ptmx and its /dev/pts/N).
+	FileKind_FILE_KIND_PTY_MASTER FileKind = 14
+	FileKind_FILE_KIND_PTY_SLAVE  FileKind = 15
 )
 
 // Enum value maps for FileKind.
@@ -112,6 +115,8 @@ var (
 		11: "FILE_KIND_SIGNALFD",
 		12: "FILE_KIND_INOTIFY",
 		13: "FILE_KIND_MEMFD",
+		14: "FILE_KIND_PTY_MASTER",
+		15: "FILE_KIND_PTY_SLAVE",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED": 0,
@@ -128,6 +133,8 @@ var (
 		"FILE_KIND_SIGNALFD":    11,
 		"FILE_KIND_INOTIFY":     12,
 		"FILE_KIND_MEMFD":       13,
+		"FILE_KIND_PTY_MASTER":  14,
+		"FILE_KIND_PTY_SLAVE":   15,
 	}
 )
 
@@ -872,14 +879,18 @@ func (x *CPU) GetXfeatures() uint64 {
 }
 
 type ProcessEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Ppid          int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
-	Pgid          int32                  `protobuf:"varint,3,opt,name=pgid,proto3" json:"pgid,omitempty"`
-	Sid           int32                  `protobuf:"varint,4,opt,name=sid,proto3" json:"sid,omitempty"`
-	Threads       []int32                `protobuf:"varint,5,rep,packed,name=threads,proto3" json:"threads,omitempty"`
-	Comm          string                 `protobuf:"bytes,6,opt,name=comm,proto3" json:"comm,omitempty"`
-	Exe           string                 `protobuf:"bytes,7,opt,name=exe,proto3" json:"exe,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pid     int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Ppid    int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	Pgid    int32                  `protobuf:"varint,3,opt,name=pgid,proto3" json:"pgid,omitempty"`
+	Sid     int32                  `protobuf:"varint,4,opt,name=sid,proto3" json:"sid,omitempty"`
+	Threads []int32                `protobuf:"varint,5,rep,packed,name=threads,proto3" json:"threads,omitempty"`
+	Comm    string                 `protobuf:"bytes,6,opt,name=comm,proto3" json:"comm,omitempty"`
+	Exe     string                 `protobuf:"bytes,7,opt,name=exe,proto3" json:"exe,omitempty"`
+	// The controlling terminal (tty_nr of /proc/PID/stat, 0 for none) and its foreground
+	// process group.
+	CttyRdev      uint64 `protobuf:"varint,8,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
+	Tpgid         int32  `protobuf:"varint,9,opt,name=tpgid,proto3" json:"tpgid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -963,6 +974,20 @@ func (x *ProcessEntry) GetExe() string {
 	return ""
 }
 
+func (x *ProcessEntry) GetCttyRdev() uint64 {
+	if x != nil {
+		return x.CttyRdev
+	}
+	return 0
+}
+
+func (x *ProcessEntry) GetTpgid() int32 {
+	if x != nil {
+		return x.Tpgid
+	}
+	return 0
+}
+
 // OpenFile is one open file description. Several fds, in one process or in several, refer to
 // the same OpenFile when they shared it at dump time (dup, fork).
 type OpenFile struct {
@@ -999,8 +1024,12 @@ type OpenFile struct {
 	// For inotify instances: the watches.
 	InotifyWatches []*InotifyWatch `protobuf:"bytes,21,rep,name=inotify_watches,json=inotifyWatches,proto3" json:"inotify_watches,omitempty"`
 	// For memfds: the name given to memfd_create and the seals; the content is in data_file.
-	MemfdName     string `protobuf:"bytes,22,opt,name=memfd_name,json=memfdName,proto3" json:"memfd_name,omitempty"`
-	MemfdSeals    uint32 `protobuf:"varint,23,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"`
+	MemfdName  string `protobuf:"bytes,22,opt,name=memfd_name,json=memfdName,proto3" json:"memfd_name,omitempty"`
+	MemfdSeals uint32 `protobuf:"varint,23,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"`
+	// For pty masters and slaves: the pty's index (N of /dev/pts/N); masters also keep the
+	// terminal's settings.
+	PtyIndex      int32 `protobuf:"varint,24,opt,name=pty_index,json=ptyIndex,proto3" json:"pty_index,omitempty"`
+	Pty           *Pty  `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1196,6 +1225,98 @@ func (x *OpenFile) GetMemfdSeals() uint32 {
 	return 0
 }
 
+func (x *OpenFile) GetPtyIndex() int32 {
+	if x != nil {
+		return x.PtyIndex
+	}
+	return 0
+}
+
+func (x *OpenFile) GetPty() *Pty {
+	if x != nil {
+		return x.Pty
+	}
+	return nil
+}
+
+// Pty is what a pty pair's master tells of its terminal.
+type Pty struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// struct termios as TCGETS gives it (36 bytes on x86_64).
+	Termios       []byte `protobuf:"bytes,1,opt,name=termios,proto3" json:"termios,omitempty"`
+	Rows          uint32 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	Locked        bool   `protobuf:"varint,4,opt,name=locked,proto3" json:"locked,omitempty"`
+	PacketMode    bool   `protobuf:"varint,5,opt,name=packet_mode,json=packetMode,proto3" json:"packet_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pty) Reset() {
+	*x = Pty{}
+	mi := &file_image_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pty) ProtoMessage() {}
+
+func (x *Pty) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pty.ProtoReflect.Descriptor instead.
+func (*Pty) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Pty) GetTermios() []byte {
+	if x != nil {
+		return x.Termios
+	}
+	return nil
+}
+
+func (x *Pty) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Pty) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *Pty) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
+func (x *Pty) GetPacketMode() bool {
+	if x != nil {
+		return x.PacketMode
+	}
+	return false
+}
+
 type Timerfd struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Clockid int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
@@ -1209,7 +1330,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1342,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1355,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1277,7 +1398,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1410,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1423,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1351,7 +1472,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1484,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1497,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1468,7 +1589,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1601,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1614,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -1623,7 +1744,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1756,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1769,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -1718,7 +1839,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1851,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1864,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1781,7 +1902,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1914,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1927,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -1859,7 +1980,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1992,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2005,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -1941,7 +2062,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2074,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2087,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -2021,7 +2142,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2154,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2167,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Process) GetPid() int32 {
@@ -2257,7 +2378,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2390,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2403,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2362,7 +2483,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2495,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2508,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -2503,7 +2624,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2636,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2649,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2734,7 +2855,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2867,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2880,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2809,7 +2930,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +2942,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +2955,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -2869,7 +2990,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2881,7 +3002,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2894,7 +3015,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -2929,7 +3050,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3062,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3075,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3003,7 +3124,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3015,7 +3136,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3028,7 +3149,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3164,7 +3285,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3297,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3310,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3301,7 +3422,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3434,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3447,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3361,7 +3482,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3373,7 +3494,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3386,7 +3507,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3427,7 +3548,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3439,7 +3560,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3452,7 +3573,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -3530,7 +3651,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3542,7 +3663,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3555,7 +3676,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -3652,7 +3773,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03CPU\x12\x1f\n" +
 	"\vxstate_size\x18\x01 \x01(\rR\n" +
 	"xstateSize\x12\x1c\n" +
-	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\x9a\x01\n" +
+	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xcd\x01\n" +
 	"\fProcessEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -3660,7 +3781,9 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\x04 \x01(\x05R\x03sid\x12\x18\n" +
 	"\athreads\x18\x05 \x03(\x05R\athreads\x12\x12\n" +
 	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x10\n" +
-	"\x03exe\x18\a \x01(\tR\x03exe\"\x95\x06\n" +
+	"\x03exe\x18\a \x01(\tR\x03exe\x12\x1b\n" +
+	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
+	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\"\xd8\x06\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -3690,7 +3813,16 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"memfd_name\x18\x16 \x01(\tR\tmemfdName\x12\x1f\n" +
 	"\vmemfd_seals\x18\x17 \x01(\rR\n" +
-	"memfdSeals\"u\n" +
+	"memfdSeals\x12\x1b\n" +
+	"\tpty_index\x18\x18 \x01(\x05R\bptyIndex\x12$\n" +
+	"\x03pty\x18\x19 \x01(\v2\x12.gocr.image.v1.PtyR\x03pty\"\x80\x01\n" +
+	"\x03Pty\x12\x18\n" +
+	"\atermios\x18\x01 \x01(\fR\atermios\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x03 \x01(\rR\x04cols\x12\x16\n" +
+	"\x06locked\x18\x04 \x01(\bR\x06locked\x12\x1f\n" +
+	"\vpacket_mode\x18\x05 \x01(\bR\n" +
+	"packetMode\"u\n" +
 	"\aTimerfd\x12\x18\n" +
 	"\aclockid\x18\x01 \x01(\x05R\aclockid\x12\x14\n" +
 	"\x05ticks\x18\x02 \x01(\x04R\x05ticks\x12\x19\n" +
@@ -3946,7 +4078,7 @@ const file_image_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\xd5\x02\n" +
+	"\x10KIND_INCREMENTAL\x10\x03*\x88\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -3962,7 +4094,9 @@ const file_image_proto_rawDesc = "" +
 	"\x12\x16\n" +
 	"\x12FILE_KIND_SIGNALFD\x10\v\x12\x15\n" +
 	"\x11FILE_KIND_INOTIFY\x10\f\x12\x13\n" +
-	"\x0fFILE_KIND_MEMFD\x10\r*\xa2\x02\n" +
+	"\x0fFILE_KIND_MEMFD\x10\r\x12\x18\n" +
+	"\x14FILE_KIND_PTY_MASTER\x10\x0e\x12\x17\n" +
+	"\x13FILE_KIND_PTY_SLAVE\x10\x0f*\xa2\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -3991,7 +4125,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -4005,75 +4139,77 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),          // 9: gocr.image.v1.CPU
 	(*ProcessEntry)(nil), // 10: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),     // 11: gocr.image.v1.OpenFile
-	(*Timerfd)(nil),      // 12: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil), // 13: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),   // 14: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),      // 15: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),   // 16: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 17: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 18: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 19: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 20: gocr.image.v1.PageRun
-	(*Process)(nil),      // 21: gocr.image.v1.Process
-	(*PosixTimer)(nil),   // 22: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 23: gocr.image.v1.Thread
-	(*Regs)(nil),         // 24: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 25: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 26: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 27: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 28: gocr.image.v1.ITimer
-	(*MM)(nil),           // 29: gocr.image.v1.MM
-	(*VMA)(nil),          // 30: gocr.image.v1.VMA
-	(*Fd)(nil),           // 31: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 32: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 33: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 34: gocr.image.v1.Rseq
-	nil,                  // 35: gocr.image.v1.InetSocket.OptionsEntry
+	(*Pty)(nil),          // 12: gocr.image.v1.Pty
+	(*Timerfd)(nil),      // 13: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil), // 14: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),   // 15: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),      // 16: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),   // 17: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 18: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 19: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 20: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 21: gocr.image.v1.PageRun
+	(*Process)(nil),      // 22: gocr.image.v1.Process
+	(*PosixTimer)(nil),   // 23: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 24: gocr.image.v1.Thread
+	(*Regs)(nil),         // 25: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 26: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 27: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 28: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 29: gocr.image.v1.ITimer
+	(*MM)(nil),           // 30: gocr.image.v1.MM
+	(*VMA)(nil),          // 31: gocr.image.v1.VMA
+	(*Fd)(nil),           // 32: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 33: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 34: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 35: gocr.image.v1.Rseq
+	nil,                  // 36: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	10, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	11, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	18, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	19, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	19, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	20, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	9,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	8,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	7,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
 	6,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
 	1,  // 10: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	17, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	16, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	14, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	12, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	13, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	35, // 16: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	15, // 17: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	20, // 18: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	24, // 19: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	25, // 20: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	26, // 21: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	27, // 22: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	28, // 23: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	29, // 24: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	30, // 25: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	20, // 26: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	31, // 27: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	32, // 28: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	33, // 29: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	34, // 30: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	23, // 31: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	22, // 32: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	24, // 33: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	26, // 34: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	27, // 35: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	34, // 36: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 37: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	18, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	17, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	15, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	13, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	14, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	12, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	36, // 17: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	16, // 18: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	21, // 19: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	25, // 20: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	26, // 21: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	27, // 22: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	28, // 23: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	29, // 24: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	30, // 25: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	31, // 26: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	21, // 27: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	32, // 28: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	33, // 29: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	34, // 30: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	35, // 31: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	24, // 32: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	23, // 33: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	25, // 34: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	27, // 35: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	28, // 36: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	35, // 37: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	2,  // 38: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4087,7 +4223,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,76 @@
+// ptypair: a pty pair owned by the tree, like a terminal emulator and its shell.
+// usage: ptypair LOGFILE
+// The parent opens a pty master; the child starts a session with the slave as its controlling
+// terminal, turns echo off, and answers each line N with "got N echo=E fg=F" (E: the ECHO
+// flag, F: 1 when it is the terminal's foreground group). The parent sends N, waits for the
+// answer (sending N again if none comes in 50 ms: lines in the terminal's queues are not kept
+// across a checkpoint) and logs it to LOGFILE.
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+	if (argc < 2)
+		return 2;
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) < 0 || unlockpt(m) < 0)
+		return 3;
+	char *name = ptsname(m);
+	if (fork() == 0) {
+		close(m);
+		setsid();
+		int s = open(name, O_RDWR); // becomes the controlling terminal
+		dup2(s, 0), dup2(s, 1), dup2(s, 2);
+		struct termios t;
+		tcgetattr(0, &t);
+		t.c_lflag &= ~ECHO;
+		tcsetattr(0, TCSANOW, &t);
+		char line[64];
+		while (fgets(line, sizeof line, stdin)) {
+			tcgetattr(0, &t);
+			long n = atol(line);
+			printf("got %ld echo=%d fg=%d\n", n, (t.c_lflag & ECHO) != 0, tcgetpgrp(0) == getpgrp());
+			fflush(stdout);
+		}
+		return 4;
+	}
+	int log = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	char buf[256];
+	int have = 0;
+	for (long n = 1;;) {
+		char out[32];
+		int k = snprintf(out, sizeof out, "%ld\n", n);
+		write(m, out, k);
+		struct pollfd p = {m, POLLIN, 0};
+		while (poll(&p, 1, 50) > 0) {
+			ssize_t r = read(m, buf + have, sizeof buf - 1 - have);
+			if (r <= 0)
+				return 5;
+			have += r;
+			buf[have] = 0;
+			char *nl;
+			int answered = 0;
+			while ((nl = strchr(buf, '\n'))) {
+				*nl = 0;
+				long got;
+				char rest[64];
+				if (sscanf(buf, "got %ld %63[^\r]", &got, rest) == 2 && got == n) {
+					dprintf(log, "%ld %s\n", n, rest);
+					answered = 1;
+				}
+				memmove(buf, nl + 1, strlen(nl + 1) + 1);
+				have = strlen(buf);
+			}
+			if (answered) {
+				n++;
+				break;
+			}
+		}
+		usleep(5000);
+	}
+}
