@@ -328,3 +328,44 @@ func TestRestoreGoHTTPServer(t *testing.T) {
 		t.Fatalf("the background goroutine stopped: %d then %d ticks", ticks, ticks2)
 	}
 }
+
+// With TCPEstablished, a client's connection to redis survives the checkpoint: the client
+// (this test, outside the tree) keeps its socket, and the same connection answers after the
+// restore, as CRIU users know --tcp-established.
+func TestRestoreRedisKeepsClientConnection(t *testing.T) {
+	testutil.RequireRoot(t)
+	srv, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is needed (CI installs it with apt-get install redis-server): %v", err)
+	}
+	port := freePort(t)
+	cmd := exec.Command(srv, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	var c *redisConn
+	testutil.WaitFor(t, "redis to answer", func() bool { c, err = dialRedis(fmt.Sprintf("127.0.0.1:%d", port)); return err == nil })
+	defer c.close()
+	if got := c.do(t, "SET", "k", "before"); got != "+OK" {
+		t.Fatal(got)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, TCPEstablished: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	restore(t, img)
+	// The same connection, no reconnect.
+	if got := c.do(t, "GET", "k"); got != "before" {
+		t.Fatalf("GET on the kept connection: %q", got)
+	}
+	if got := c.do(t, "SET", "k", "after"); got != "+OK" {
+		t.Fatalf("SET on the kept connection: %q", got)
+	}
+	if got := c.do(t, "GET", "k"); got != "after" {
+		t.Fatalf("GET: %q", got)
+	}
+}
