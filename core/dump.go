@@ -93,6 +93,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dump: %w", err)
 	}
+	w.Sync = !opts.NoSync
 	d := &dumper{
 		opts:   opts,
 		w:      w,
