@@ -114,10 +114,14 @@ type DataFile struct {
 	w       *Writer
 	name    string
 	f       *os.File
-	crc     hash.Hash32
+	crc     hash.Hash32 // of the chunk being written
+	chunks  []uint32
 	n       uint64
 	flushed uint64 // writeback started up to here
 }
+
+// ChunkSize is the size of the checksummed chunks of data files.
+const ChunkSize = 64 << 20
 
 // writebackStep is how much is written before its writeback is started.
 const writebackStep = 64 << 20
@@ -138,8 +142,17 @@ func (w *Writer) CreateData(name string, size int64) (*DataFile, error) {
 // Write appends b.
 func (d *DataFile) Write(b []byte) (int, error) {
 	n, err := d.f.Write(b)
-	d.crc.Write(b[:n])
-	d.n += uint64(n)
+	for done := b[:n]; len(done) > 0; {
+		room := ChunkSize - d.n%ChunkSize
+		part := done[:min(uint64(len(done)), room)]
+		d.crc.Write(part)
+		d.n += uint64(len(part))
+		done = done[len(part):]
+		if d.n%ChunkSize == 0 {
+			d.chunks = append(d.chunks, d.crc.Sum32())
+			d.crc.Reset()
+		}
+	}
 	if err != nil {
 		return n, fmt.Errorf("write %s: %w", d.name, err)
 	}
@@ -155,7 +168,11 @@ func (d *DataFile) Size() uint64 { return d.n }
 
 // Close records the file in the index.
 func (d *DataFile) Close() error {
-	d.w.add(d.name, d.f, d.n, d.crc.Sum32())
+	if d.n%ChunkSize != 0 || d.n == 0 {
+		d.chunks = append(d.chunks, d.crc.Sum32())
+	}
+	d.w.entries[d.name] = &imagepb.FileEntry{Name: d.name, Size: d.n, ChunkSize: ChunkSize, ChunkCrc32C: d.chunks}
+	d.w.files = append(d.w.files, d.f)
 	return nil
 }
 

@@ -339,8 +339,12 @@ type FileEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Size  uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	// CRC-32C (Castagnoli) of the whole file.
-	Crc32C        uint32 `protobuf:"varint,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// CRC-32C (Castagnoli) of the whole file, for metadata files.
+	Crc32C uint32 `protobuf:"varint,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// Data files are checksummed by chunks of chunk_size bytes (the last one shorter), so that a
+	// reader can check them on several cores.
+	ChunkSize     uint64   `protobuf:"varint,4,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	ChunkCrc32C   []uint32 `protobuf:"varint,5,rep,packed,name=chunk_crc32c,json=chunkCrc32c,proto3" json:"chunk_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -394,6 +398,20 @@ func (x *FileEntry) GetCrc32C() uint32 {
 		return x.Crc32C
 	}
 	return 0
+}
+
+func (x *FileEntry) GetChunkSize() uint64 {
+	if x != nil {
+		return x.ChunkSize
+	}
+	return 0
+}
+
+func (x *FileEntry) GetChunkCrc32C() []uint32 {
+	if x != nil {
+		return x.ChunkCrc32C
+	}
+	return nil
 }
 
 // Tree is tree.img: the processes and the objects they share.
@@ -3719,11 +3737,14 @@ const file_image_proto_rawDesc = "" +
 	"\fgocr_version\x18\x04 \x01(\tR\vgocrVersion\x12*\n" +
 	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
 	"\x0ekernel_release\x18\x06 \x01(\tR\rkernelRelease\x12.\n" +
-	"\x05files\x18\a \x03(\v2\x18.gocr.image.v1.FileEntryR\x05files\"K\n" +
+	"\x05files\x18\a \x03(\v2\x18.gocr.image.v1.FileEntryR\x05files\"\x8d\x01\n" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\x90\x04\n" +
+	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\x12\x1d\n" +
+	"\n" +
+	"chunk_size\x18\x04 \x01(\x04R\tchunkSize\x12!\n" +
+	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\x90\x04\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
