@@ -306,7 +306,11 @@ func (d *dumper) seize(pid int) (*procDump, error) {
 	if st.TracerPid != 0 {
 		return nil, fmt.Errorf("dump pid %d: traced by pid %d (detach the debugger or strace first): %w", pid, st.TracerPid, ErrTraced)
 	}
-	t, err := tracer.Seize(pid)
+	stat, err := procfs.ReadStat(pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, ErrNoProcess)
+	}
+	t, err := tracer.Seize(pid, stat.State == 'T')
 	switch {
 	case errors.Is(err, linux.EPERM):
 		return nil, fmt.Errorf("dump pid %d: may not trace it (run gocr as root or as its owner with ptrace rights): %w", pid, ErrPermission)
@@ -332,7 +336,7 @@ func (d *dumper) seize(pid int) (*procDump, error) {
 			}
 			seen[tid] = true
 			added = true
-			tt, err := tracer.Seize(tid)
+			tt, err := tracer.Seize(tid, p.t.WasStopped)
 			if errors.Is(err, tracer.ErrExited) || errors.Is(err, linux.ESRCH) {
 				continue // it ended meanwhile
 			}

@@ -36,6 +36,7 @@ func (d *dumper) collect(p *procDump) error {
 	p.entry = &imagepb.ProcessEntry{
 		Pid: int32(pid), Ppid: int32(stat.PPid), Pgid: int32(stat.PGid), Sid: int32(stat.Sid),
 		Threads: []int32{int32(pid)}, Comm: stat.Comm, Exe: exe, CttyRdev: stat.TtyNr, Tpgid: int32(stat.Tpgid),
+		Stopped: p.t.WasStopped,
 	}
 	for _, th := range p.threads {
 		p.entry.Threads = append(p.entry.Threads, int32(th.t.Pid))

@@ -341,3 +341,32 @@ func startTraced(t *testing.T, bin string, args ...string) (int, func()) {
 	}
 	return pid, func() { close(done) }
 }
+
+// A stopped process (SIGSTOP) can be dumped: it stays stopped, comes back stopped, and goes on
+// when resumed.
+func TestDumpStoppedProcess(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	syscall.Kill(p.Pid, syscall.SIGSTOP)
+	testutil.WaitFor(t, "the process to stop", func() bool { s, _ := testutil.ProcState(p.Pid); return s == "T" })
+	at := lastInt(t, log)
+
+	dump(t, core.LeaveRunning, p.Pid)
+	if s, tr := testutil.ProcState(p.Pid); s != "T" || tr != 0 {
+		t.Fatalf("after a dump the stopped process is %q, traced by %d; want it stopped as before", s, tr)
+	}
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	if got := lastInt(t, log); got != at {
+		t.Fatalf("the stopped process counted from %d to %d during the dumps", at, got)
+	}
+	restore(t, img)
+	testutil.WaitFor(t, "the restored process to be stopped", func() bool { s, _ := testutil.ProcState(p.Pid); return s == "T" })
+	if _, err := core.Resume(p.Pid); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "it to go on", func() bool { return lastInt(t, log) >= at+10 })
+	checkSequence(t, log, at+10)
+}

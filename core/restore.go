@@ -656,7 +656,7 @@ func (r *restorer) releaseAll() error {
 	}
 	for _, pid := range r.order {
 		p := r.procs[pid]
-		if r.opts.LeaveStopped {
+		if r.opts.LeaveStopped || p.entry.Stopped {
 			if err := linux.Kill(int(pid), linux.SIGSTOP); err != nil {
 				return fmt.Errorf("restore pid %d: %w", pid, err)
 			}

@@ -907,8 +907,10 @@ type ProcessEntry struct {
 	Exe     string                 `protobuf:"bytes,7,opt,name=exe,proto3" json:"exe,omitempty"`
 	// The controlling terminal (tty_nr of /proc/PID/stat, 0 for none) and its foreground
 	// process group.
-	CttyRdev      uint64 `protobuf:"varint,8,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
-	Tpgid         int32  `protobuf:"varint,9,opt,name=tpgid,proto3" json:"tpgid,omitempty"`
+	CttyRdev uint64 `protobuf:"varint,8,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
+	Tpgid    int32  `protobuf:"varint,9,opt,name=tpgid,proto3" json:"tpgid,omitempty"`
+	// The process was stopped (SIGSTOP, SIGTSTP...): it is restored stopped.
+	Stopped       bool `protobuf:"varint,10,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1004,6 +1006,13 @@ func (x *ProcessEntry) GetTpgid() int32 {
 		return x.Tpgid
 	}
 	return 0
+}
+
+func (x *ProcessEntry) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
 }
 
 // OpenFile is one open file description. Several fds, in one process or in several, refer to
@@ -3794,7 +3803,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03CPU\x12\x1f\n" +
 	"\vxstate_size\x18\x01 \x01(\rR\n" +
 	"xstateSize\x12\x1c\n" +
-	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xcd\x01\n" +
+	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xe7\x01\n" +
 	"\fProcessEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -3804,7 +3813,9 @@ const file_image_proto_rawDesc = "" +
 	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x10\n" +
 	"\x03exe\x18\a \x01(\tR\x03exe\x12\x1b\n" +
 	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
-	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\"\xd8\x06\n" +
+	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\x12\x18\n" +
+	"\astopped\x18\n" +
+	" \x01(\bR\astopped\"\xd8\x06\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +

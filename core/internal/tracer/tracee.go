@@ -30,6 +30,9 @@ type Tracee struct {
 	Caught []int
 	// Children created by injected clone/fork calls, in order.
 	NewChildren []int
+	// WasStopped: the thread was in a job-control stop (SIGSTOP) when seized. It was woken
+	// with SIGCONT to be worked on, and is stopped again when let go.
+	WasStopped bool
 
 	affinity *linux.CPUSet // the mask to put back after Pin
 }
@@ -63,12 +66,20 @@ const ptraceSysGood = 0x80
 const SeizeOptions = linux.OptTraceSysGood
 
 // Seize attaches to pid and stops it with PTRACE_INTERRUPT, waiting for the stop. A signal
-// that arrives first is delivered (the handler frame is set up) before the stop.
-func Seize(pid int) (*Tracee, error) {
+// that arrives first is delivered (the handler frame is set up) before the stop. A thread in
+// a job-control stop is woken with SIGCONT first: a group-stopped tracee cannot run the
+// syscalls injected into it; Release stops it again.
+func Seize(pid int, stopped bool) (*Tracee, error) {
 	if err := linux.Seize(pid, SeizeOptions); err != nil {
 		return nil, err
 	}
-	t := &Tracee{Pid: pid}
+	t := &Tracee{Pid: pid, WasStopped: stopped}
+	if stopped {
+		if err := linux.Kill(pid, linux.SIGCONT); err != nil {
+			_ = linux.Detach(pid, 0)
+			return nil, err
+		}
+	}
 	if err := linux.Interrupt(pid); err != nil {
 		_ = linux.Detach(pid, 0)
 		return nil, err
@@ -89,8 +100,13 @@ func Seize(pid int) (*Tracee, error) {
 			// Our interrupt, or a group stop (SIGSTOP, SIGTSTP...): the thread is stopped.
 			break
 		}
-		// A signal-delivery-stop: let the signal be delivered, our interrupt stays pending.
-		if err := linux.Cont(pid, int(ws.StopSignal())); err != nil {
+		// A signal-delivery-stop: let the signal be delivered, our interrupt stays pending;
+		// but not the SIGCONT sent here to wake a stopped thread.
+		sig := int(ws.StopSignal())
+		if stopped && sig == linux.SIGCONT {
+			sig = 0
+		}
+		if err := linux.Cont(pid, sig); err != nil {
 			return nil, err
 		}
 	}
@@ -164,7 +180,10 @@ func (t *Tracee) Syscall(nr int, args ...uint64) (uint64, error) {
 }
 
 func (t *Tracee) waitSyscallStop() error {
-	for {
+	for other := 0; ; other++ {
+		if other > 10000 {
+			return fmt.Errorf("pid %d: stops again and again instead of running the injected syscall", t.Pid)
+		}
 		_, ws, err := linux.Wait4(t.Pid, 0)
 		if err != nil {
 			return err
@@ -192,6 +211,10 @@ func (t *Tracee) waitSyscallStop() error {
 				// Our own instruction faulted: going on would fault again forever.
 				return fmt.Errorf("injected syscall at %#x: signal %d: %w", t.SyscallAddr, sig, ErrFault)
 			case linux.SIGTRAP:
+			case linux.SIGCONT:
+				if !t.WasStopped { // ours, when it was
+					t.Caught = append(t.Caught, sig)
+				}
 			default:
 				t.Caught = append(t.Caught, sig)
 			}
@@ -244,7 +267,7 @@ func (t *Tracee) Release(regs linux.Regs, sameThread, stop bool) error {
 	if len(t.Caught) > 0 {
 		sig = t.Caught[0]
 	}
-	if stop {
+	if stop || t.WasStopped {
 		if err := linux.Kill(t.Pid, linux.SIGSTOP); err != nil {
 			return err
 		}
