@@ -66,6 +66,14 @@ func (d *dumper) collect(p *procDump) error {
 			}
 		}
 	}
+	switch status.Seccomp {
+	case 1:
+		return &UnsupportedError{Pid: pid, What: "seccomp", Kind: "strict seccomp mode"}
+	case 2:
+		if img.SeccompFilters, err = linux.SeccompFilters(pid); err != nil {
+			return err
+		}
+	}
 	timers, err := procfs.ReadTimers(pid)
 	if err != nil {
 		return fmt.Errorf("read timers: %w", err)

@@ -235,3 +235,26 @@ func TestRestorePtyPair(t *testing.T) {
 		}
 	}
 }
+
+// A process under a seccomp filter that blocks a syscall gocr runs inside processes is dumped
+// all the same (the filter is suspended for gocr), and comes back under the same filter.
+func TestRestoreSeccomp(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "seccomp"), log)
+	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	at := lastInt(t, log)
+	restore(t, img)
+	testutil.WaitFor(t, "counter to go on", func() bool { return lastInt(t, log) >= at+5 })
+	checkSequence(t, log, at+5)
+	if got := statusField(p.Pid, "Seccomp"); got != "2" {
+		t.Errorf("Seccomp mode after restore %q, want 2", got)
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(log+".report")) > 0 })
+	if got := testutil.Lines(log + ".report")[0]; got != "getppid=-1 errno=42" {
+		t.Fatalf("after restore: %s, want the filter to make getppid fail with errno 42", got)
+	}
+}

@@ -175,6 +175,7 @@ const (
 	scratchArg   = 16 << 10 // strings and structs for one call
 	scratchArg2  = 24 << 10 // a second argument (auxv)
 	scratchArgSz = 8 << 10
+	scratchProg  = 32 << 10 // a seccomp program, up to 4096 instructions
 	maxIov       = 1024
 )
 
@@ -379,7 +380,7 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 		killStub(pid)
 		return nil, err
 	}
-	if err := linux.SetOptions(pid, linux.OptTraceSysGood|linux.OptTraceFork|linux.OptTraceClone|linux.OptExitKill); err != nil {
+	if err := linux.SetOptions(pid, linux.OptTraceSysGood|linux.OptTraceFork|linux.OptTraceClone|linux.OptExitKill|linux.OptSuspendSeccomp); err != nil {
 		return fail(fmt.Errorf("restore: stub: %w", err))
 	}
 	t, err := tracer.Adopt(pid)

@@ -745,6 +745,11 @@ func (r *restorer) restoreState(p *procRestore) error {
 	if err := r.restoreTimers(p); err != nil {
 		return err
 	}
+	// Seccomp filters: the threads made above have them already if they were made after
+	// them, so install them before the credentials change, in the order they were.
+	if err := r.restoreSeccomp(p); err != nil {
+		return err
+	}
 	if err := r.restoreCreds(p); err != nil {
 		return err
 	}
@@ -827,6 +832,37 @@ func (r *restorer) restoreTimers(p *procRestore) error {
 	}
 	_, err := r.call(p, "stop choosing timer IDs", linux.SysPrctl, linux.PrTimerCreateRestoreIDs, 0, 0, 0, 0)
 	return err
+}
+
+// restoreSeccomp installs the process's seccomp filters, oldest first. The tracee keeps
+// running injected syscalls: PTRACE_O_SUSPEND_SECCOMP is set on it.
+func (r *restorer) restoreSeccomp(p *procRestore) error {
+	targets := []*procRestore{p}
+	for _, th := range p.threads {
+		targets = append(targets, th.view(p))
+	}
+	for _, prog := range p.img.SeccompFilters {
+		if len(prog) == 0 || len(prog)%8 != 0 || len(prog) > scratchSize-scratchProg-16 {
+			return fmt.Errorf("seccomp filter of %d bytes", len(prog))
+		}
+		// Each thread has its filters; all of the process's threads had these.
+		for _, t := range targets {
+			if err := t.t.WriteMem(t.scratch+scratchProg+16, prog); err != nil {
+				return err
+			}
+			// struct sock_fprog: u16 len, pad, then the filter pointer.
+			fprog := make([]byte, 16)
+			binary.LittleEndian.PutUint16(fprog, uint16(len(prog)/8))
+			binary.LittleEndian.PutUint64(fprog[8:], t.scratch+scratchProg+16)
+			if err := t.t.WriteMem(t.scratch+scratchProg, fprog); err != nil {
+				return err
+			}
+			if _, err := r.call(t, "install seccomp filter", linux.SysSeccomp, linux.SeccompSetModeFilter, 0, t.scratch+scratchProg); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // threadRestore is a thread other than the main one.

@@ -296,6 +296,11 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 			return corrupt(name, "bad pending signal %d", si.Signo)
 		}
 	}
+	for _, f := range p.SeccompFilters {
+		if len(f) == 0 || len(f)%8 != 0 || len(f) > 4096*8 {
+			return corrupt(name, "seccomp filter of %d bytes", len(f))
+		}
+	}
 	for _, pt := range p.PosixTimers {
 		if pt.Id < 0 || pt.Signo < 0 || pt.Signo > maxSig || (pt.Notify != 0 && pt.Notify != 1 && pt.Notify != 4) || pt.ValueNs < 0 || pt.IntervalNs < 0 {
 			return corrupt(name, "bad POSIX timer %d", pt.Id)

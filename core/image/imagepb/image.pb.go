@@ -2163,8 +2163,10 @@ type Process struct {
 	Personality   uint32                 `protobuf:"varint,25,opt,name=personality,proto3" json:"personality,omitempty"`
 	Threads       []*Thread              `protobuf:"bytes,26,rep,name=threads,proto3" json:"threads,omitempty"`
 	PosixTimers   []*PosixTimer          `protobuf:"bytes,27,rep,name=posix_timers,json=posixTimers,proto3" json:"posix_timers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Seccomp filters (classic BPF, struct sock_filter arrays), oldest first.
+	SeccompFilters [][]byte `protobuf:"bytes,28,rep,name=seccomp_filters,json=seccompFilters,proto3" json:"seccomp_filters,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -2382,6 +2384,13 @@ func (x *Process) GetThreads() []*Thread {
 func (x *Process) GetPosixTimers() []*PosixTimer {
 	if x != nil {
 		return x.PosixTimers
+	}
+	return nil
+}
+
+func (x *Process) GetSeccompFilters() [][]byte {
+	if x != nil {
+		return x.SeccompFilters
 	}
 	return nil
 }
@@ -3933,7 +3942,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\":\n" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xf7\a\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xa0\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -3967,7 +3976,8 @@ const file_image_proto_rawDesc = "" +
 	"\x04comm\x18\x18 \x01(\tR\x04comm\x12 \n" +
 	"\vpersonality\x18\x19 \x01(\rR\vpersonality\x12/\n" +
 	"\athreads\x18\x1a \x03(\v2\x15.gocr.image.v1.ThreadR\athreads\x12<\n" +
-	"\fposix_timers\x18\x1b \x03(\v2\x19.gocr.image.v1.PosixTimerR\vposixTimers\"\xe0\x01\n" +
+	"\fposix_timers\x18\x1b \x03(\v2\x19.gocr.image.v1.PosixTimerR\vposixTimers\x12'\n" +
+	"\x0fseccomp_filters\x18\x1c \x03(\fR\x0eseccompFilters\"\xe0\x01\n" +
 	"\n" +
 	"PosixTimer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x18\n" +

@@ -17,6 +17,9 @@ const (
 	OptTraceClone   = unix.PTRACE_O_TRACECLONE
 	OptTraceVfork   = unix.PTRACE_O_TRACEVFORK
 	OptExitKill     = unix.PTRACE_O_EXITKILL
+	// OptSuspendSeccomp lets injected syscalls through the tracee's seccomp filters
+	// (CAP_SYS_ADMIN).
+	OptSuspendSeccomp = unix.PTRACE_O_SUSPEND_SECCOMP
 
 	EventFork  = unix.PTRACE_EVENT_FORK
 	EventVfork = unix.PTRACE_EVENT_VFORK
@@ -232,3 +235,33 @@ func Wait4(pid int, flags int) (int, WaitStatus, error) {
 
 // WNOHANG for Wait4.
 const WNOHANG = unix.WNOHANG
+
+// SeccompFilters returns the classic BPF programs of a thread's seccomp filters, oldest first
+// (PTRACE_SECCOMP_GET_FILTER), each as its raw struct sock_filter array.
+func SeccompFilters(pid int) ([][]byte, error) {
+	var out [][]byte
+	for i := 0; ; i++ {
+		n, err := ptrace(unix.PTRACE_SECCOMP_GET_FILTER, pid, uintptr(i), 0)
+		if err == unix.ENOENT {
+			break
+		}
+		if err != nil {
+			return nil, ptraceErr("ptrace(PTRACE_SECCOMP_GET_FILTER)", pid, err)
+		}
+		buf := make([]byte, 8*n)
+		if _, err := ptrace(unix.PTRACE_SECCOMP_GET_FILTER, pid, uintptr(i), uintptr(unsafe.Pointer(&buf[0]))); err != nil {
+			return nil, ptraceErr("ptrace(PTRACE_SECCOMP_GET_FILTER)", pid, err)
+		}
+		out = append(out, buf)
+	}
+	for l, r := 0, len(out)-1; l < r; l, r = l+1, r-1 { // index 0 is the newest
+		out[l], out[r] = out[r], out[l]
+	}
+	return out, nil
+}
+
+// SysSeccomp and SeccompSetModeFilter install a filter from inside a process.
+const (
+	SysSeccomp           = unix.SYS_SECCOMP
+	SeccompSetModeFilter = unix.SECCOMP_SET_MODE_FILTER
+)

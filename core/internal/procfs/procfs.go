@@ -93,6 +93,7 @@ type Status struct {
 	CapBnd     uint64
 	CapAmb     uint64
 	NoNewPrivs bool
+	Seccomp    int // 0 none, 1 strict, 2 filter
 }
 
 // ReadStatus parses /proc/PID/status.
@@ -152,6 +153,8 @@ func ParseStatus(b []byte) *Status {
 			s.CapAmb = hex()
 		case "NoNewPrivs":
 			s.NoNewPrivs = v == "1"
+		case "Seccomp":
+			s.Seccomp, _ = strconv.Atoi(v)
 		}
 	}
 	return s

@@ -63,7 +63,7 @@ func (t *Tracee) Unpin() error {
 const ptraceSysGood = 0x80
 
 // SeizeOptions are set on every thread the dumper seizes.
-const SeizeOptions = linux.OptTraceSysGood
+const SeizeOptions = linux.OptTraceSysGood | linux.OptSuspendSeccomp
 
 // Seize attaches to pid and stops it with PTRACE_INTERRUPT, waiting for the stop. A signal
 // that arrives first is delivered (the handler frame is set up) before the stop. A thread in
