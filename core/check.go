@@ -13,6 +13,7 @@ import (
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 )
 
@@ -134,6 +135,11 @@ func Check(dir string) (*CheckReport, error) {
 		rep.Available = avail
 		if rep.Memory > avail {
 			add("memory", "free memory or restore on a larger machine", "the image needs %d MiB, %d MiB are available", rep.Memory>>20, avail>>20)
+		}
+	}
+	for _, name := range c.Tree.Plugins {
+		if _, err := pluginhost.Find(name, PluginDirs(nil)); err != nil {
+			add("plugin "+name, "install gocr-plugin-"+name+" next to gocr or in $GOCR_PLUGIN_DIR", "the image needs it: %v", err)
 		}
 	}
 	// Binaries, libraries and files: present, and binaries and libraries the same.

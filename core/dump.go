@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 	"github.com/gocr/gocr/core/internal/tracer"
 )
@@ -54,6 +56,11 @@ type DumpOptions struct {
 	// ShellJob allows a tree that runs on a terminal held by a session leader outside the
 	// tree, as a shell's job does (CRIU's --shell-job); without it such a tree is refused.
 	ShellJob bool
+	// Plugins are the plugins to start (gocr-plugin-NAME, found in PluginDirs).
+	Plugins    []string
+	PluginDirs []string
+	// PluginTimeout bounds each plugin call (default 30 s).
+	PluginTimeout time.Duration
 }
 
 // Progress reports how far an operation is.
@@ -89,8 +96,13 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: pid %d: %w", pid, ErrNoProcess)
 		}
 	}
+	host, err := pluginhost.Start(ctx, opts.Plugins, PluginDirs(opts.PluginDirs), "dump", opts.PluginTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("dump: %w", err)
+	}
 	w, err := image.Create(opts.Dir, opts.Overwrite)
 	if err != nil {
+		host.Close(false)
 		return nil, fmt.Errorf("dump: %w", err)
 	}
 	w.Sync = !opts.NoSync
@@ -106,7 +118,9 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	}
 	defer d.thread.Close()
 	d.files.tcpEstablished = opts.TCPEstablished
+	d.files.host, d.files.ctx = host, ctx
 	err = d.run(ctx)
+	host.Close(err == nil)
 	// A killed tree's connections stay in repair mode: closing them sends nothing, and the
 	// restored process takes them over. Any other way, they go on.
 	if err != nil || opts.Final != Kill || opts.CheckOnly {
@@ -214,6 +228,7 @@ func (d *dumper) run(ctx context.Context) error {
 	if err := d.files.checkPeers(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	d.tree.Plugins = d.files.pluginsUsed()
 	if err := d.files.writeData(d.w, d.tree); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
@@ -443,6 +458,19 @@ func (d *dumper) finish() error {
 		p.t = nil
 	}
 	return first
+}
+
+// PluginDirs are where plugins are looked for: the directories given, $GOCR_PLUGIN_DIR, and
+// the directory of the gocr binary.
+func PluginDirs(given []string) []string {
+	dirs := append([]string(nil), given...)
+	if d := os.Getenv("GOCR_PLUGIN_DIR"); d != "" {
+		dirs = append(dirs, filepath.SplitList(d)...)
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	return dirs
 }
 
 // pidError names the process in err, unless err already does.

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,12 +11,17 @@ import (
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 )
 
 // fileTable gathers the open file descriptions of the whole dump. Each is known by a dup of
 // it in gocr (pidfd_getfd), so two fds share one description exactly when kcmp says so.
 type fileTable struct {
+	// host carries calls to plugins, which may claim files (nil: no plugins).
+	host *pluginhost.Host
+	ctx  context.Context
+	used map[string]bool // plugins that claimed a file
 	// tcpEstablished allows established TCP connections (taken in repair mode).
 	tcpEstablished bool
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
@@ -40,6 +46,43 @@ type pipeDump struct {
 
 func newFileTable() *fileTable {
 	return &fileTable{byIno: map[[2]uint64][]*openFile{}, pipes: map[uint64]*pipeDump{}}
+}
+
+// claimed hands a file a plugin claims to that plugin's DumpFile. It returns nil, nil for a
+// file no plugin claims. A claimed file is one fd: it is not matched with other fds.
+func (ft *fileTable) claimed(pid, fd int, link string, info *procfs.FdInfo, st linux.Stat, dup int) (*openFile, error) {
+	isChar := st.Mode&linux.SIFMT == linux.SIFCHR
+	p, err := ft.host.Claim(link, uint32((st.Rdev>>8)&0xfff), isChar)
+	if err != nil || p == nil {
+		return nil, err
+	}
+	const oCloexec = 0o2000000
+	flags := info.Flags &^ oCloexec
+	blob, err := ft.host.DumpFile(ft.ctx, p, pluginhost.File{Pid: pid, Fd: fd, Path: link, Flags: flags, Pos: info.Pos, Rdev: st.Rdev})
+	if err != nil {
+		linux.Close(dup)
+		return nil, err
+	}
+	f := &openFile{dup: dup, pid: pid, fd: fd, img: &imagepb.OpenFile{
+		Id: uint32(len(ft.all) + 1), Kind: imagepb.FileKind_FILE_KIND_PLUGIN, Path: link, Flags: flags, Pos: info.Pos,
+		Dev: st.Dev, Ino: st.Ino, Rdev: st.Rdev, Mode: st.Mode, Plugin: p.Name, PluginBlob: blob, PluginPid: int32(pid), PluginFd: int32(fd),
+	}}
+	ft.all = append(ft.all, f)
+	if ft.used == nil {
+		ft.used = map[string]bool{}
+	}
+	ft.used[p.Name] = true
+	return f, nil
+}
+
+// pluginsUsed lists the plugins that claimed a file: the image needs them.
+func (ft *fileTable) pluginsUsed() []string {
+	out := make([]string, 0, len(ft.used))
+	for n := range ft.used {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // repairOff takes the sockets out of repair mode: the processes go on using them.
@@ -128,6 +171,9 @@ func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
 	}
 	const oCloexec = 0o2000000
 	cloexec := info.Flags&oCloexec != 0
+	if f, err := ft.claimed(pid, fd, link, info, st, dup); f != nil || err != nil {
+		return f, cloexec, err
+	}
 	// The descriptions of one inode are kept in kcmp order: a dup of a known description is
 	// found by binary search, so a thousand fds on one file need thousands of kcmp calls,
 	// not half a million.

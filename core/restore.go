@@ -13,6 +13,7 @@ import (
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 	"github.com/gocr/gocr/core/internal/tracer"
 )
@@ -32,6 +33,10 @@ type RestoreOptions struct {
 	// the one gocr runs on): the fds that were on the old terminal are opened on it.
 	ShellJob bool
 	TTY      string
+	// PluginDirs are where the plugins the image needs are looked for (besides
+	// $GOCR_PLUGIN_DIR and gocr's directory); PluginTimeout bounds each call.
+	PluginDirs    []string
+	PluginTimeout time.Duration
 }
 
 // Restored is a tree brought back. Its roots are children of the calling process.
@@ -87,6 +92,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if err := r.preflight(); err != nil {
 		r.closeFiles()
 		r.removeSysvShm(true)
+		r.host.Close(false)
 		return nil, err
 	}
 	if err := linux.SetChildSubreaper(); err != nil {
@@ -112,6 +118,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	err = r.run(ctx)
 	r.closeFiles()
+	r.host.Close(err == nil)
 	if err != nil {
 		r.thread.Do(func() error { r.killAll(); return nil })
 		r.removeSysvShm(true)
@@ -144,6 +151,7 @@ type restorer struct {
 	pages  map[string]int // image data file -> our fd
 	saved  map[uint32]int // SavedFile id -> our fd of the recreated file
 	sysv   []int          // System V segments made
+	host   *pluginhost.Host
 	shmem  map[uint32]shmemOwner
 	// epollDone marks the epoll instances already filled.
 	epollDone map[uint32]bool
@@ -218,6 +226,16 @@ func (r *restorer) preflight() error {
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
+	}
+	if len(r.c.Tree.Plugins) > 0 {
+		host, err := pluginhost.Start(context.Background(), r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout)
+		if errors.Is(err, pluginhost.ErrNotFound) {
+			return fmt.Errorf("restore: the image needs plugin %v: %w (%w)", r.c.Tree.Plugins, ErrIncompatible, err)
+		}
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		r.host = host
 	}
 	if err := r.openSavedFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)

@@ -1,15 +1,18 @@
 package core
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pluginhost"
 )
 
 // openFiles opens every open file description of the image in gocr, with its flags and
@@ -43,7 +46,7 @@ func (r *restorer) openFiles() error {
 		r.files[f.Id] = fd
 	}
 	for _, f := range r.c.Tree.Files {
-		if f.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER {
+		if f.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER || f.Kind == imagepb.FileKind_FILE_KIND_PLUGIN {
 			continue
 		}
 		acc := int(f.Flags) & linux.OAccmode
@@ -157,6 +160,9 @@ func (r *restorer) openFiles() error {
 			return fmt.Errorf("open file %d (%s): %w", f.Id, f.Path, err)
 		}
 		r.files[f.Id] = fd
+	}
+	if err := r.restorePluginFiles(); err != nil {
+		return err
 	}
 	if err := r.refillSockets(); err != nil {
 		return err
@@ -488,4 +494,55 @@ func (r *restorer) removeSysvShm(all bool) {
 			}
 		}
 	}
+}
+
+// restorePluginFiles asks the plugins to make their files again. For one process the calls
+// come one at a time in fd order; processes go at the same time, so that a plugin may make
+// one process's call wait for another's (the ordering contract, docs/plugins.md).
+func (r *restorer) restorePluginFiles() error {
+	byPid := map[int32][]*imagepb.OpenFile{}
+	for _, f := range r.c.Tree.Files {
+		if f.Kind == imagepb.FileKind_FILE_KIND_PLUGIN {
+			byPid[f.PluginPid] = append(byPid[f.PluginPid], f)
+		}
+	}
+	if len(byPid) == 0 {
+		return nil
+	}
+	if r.host == nil {
+		return fmt.Errorf("the image has plugin files but names no plugin")
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var first error
+	for _, files := range byPid {
+		sort.Slice(files, func(i, j int) bool { return files[i].PluginFd < files[j].PluginFd })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, f := range files {
+				p, err := r.host.Claim(f.Path, uint32((f.Rdev>>8)&0xfff), f.Mode&linux.SIFMT == linux.SIFCHR)
+				if err == nil && (p == nil || p.Name != f.Plugin) {
+					err = fmt.Errorf("file %s of pid %d: plugin %s does not claim it here", f.Path, f.PluginPid, f.Plugin)
+				}
+				fd := -1
+				if err == nil {
+					fd, err = r.host.RestoreFile(context.Background(), p, pluginhost.File{Pid: int(f.PluginPid), Fd: int(f.PluginFd),
+						Path: f.Path, Flags: f.Flags, Pos: f.Pos, Rdev: f.Rdev}, f.PluginBlob)
+				}
+				mu.Lock()
+				if err == nil {
+					r.files[f.Id] = fd
+				} else if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }

@@ -87,6 +87,14 @@ func (c *Checkpoint) validate() error {
 				return corrupt(TreeName, "file %d: bad timerfd", f.Id)
 			}
 		case imagepb.FileKind_FILE_KIND_SIGNALFD, imagepb.FileKind_FILE_KIND_MEMFD:
+		case imagepb.FileKind_FILE_KIND_PLUGIN:
+			found := false
+			for _, n := range t.Plugins {
+				found = found || n == f.Plugin
+			}
+			if !found || f.PluginPid <= 0 || f.PluginFd < 0 {
+				return corrupt(TreeName, "file %d: plugin %q not listed, or bad pid or fd", f.Id, f.Plugin)
+			}
 		case imagepb.FileKind_FILE_KIND_PTY_MASTER, imagepb.FileKind_FILE_KIND_PTY_SLAVE:
 			if f.PtyIndex < 0 || f.PtyIndex >= 1<<20 || (f.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER && f.Pty == nil) {
 				return corrupt(TreeName, "file %d: bad pty %d", f.Id, f.PtyIndex)

@@ -271,3 +271,15 @@ func RequireRoot(t testing.TB) {
 		t.Skip("needs root: ptrace and clone3 with set_tid (CAP_SYS_ADMIN, CAP_SYS_PTRACE)")
 	}
 }
+
+// BuildPlugin builds a plugin of the module (a main package at path, relative to the module
+// root) as gocr-plugin-NAME in a directory of its own, and returns that directory.
+func BuildPlugin(t testing.TB, path, name string) string {
+	t.Helper()
+	bin := build(t, "gocr-plugin-"+name, func(out string) *exec.Cmd {
+		cmd := exec.Command("go", "build", "-o", out, "./"+path)
+		cmd.Dir = filepath.Join(Workloads(), "..", "..")
+		return cmd
+	})
+	return filepath.Dir(bin)
+}

@@ -96,6 +96,8 @@ const (
 	// The two sides of a pty pair owned by the tree (/dev/ptmx and its /dev/pts/N).
 	FileKind_FILE_KIND_PTY_MASTER FileKind = 14
 	FileKind_FILE_KIND_PTY_SLAVE  FileKind = 15
+	// A file a plugin claimed: it saved it (plugin_blob) and makes it again.
+	FileKind_FILE_KIND_PLUGIN FileKind = 16
 )
 
 // Enum value maps for FileKind.
@@ -117,6 +119,7 @@ var (
 		13: "FILE_KIND_MEMFD",
 		14: "FILE_KIND_PTY_MASTER",
 		15: "FILE_KIND_PTY_SLAVE",
+		16: "FILE_KIND_PLUGIN",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED": 0,
@@ -135,6 +138,7 @@ var (
 		"FILE_KIND_MEMFD":       13,
 		"FILE_KIND_PTY_MASTER":  14,
 		"FILE_KIND_PTY_SLAVE":   15,
+		"FILE_KIND_PLUGIN":      16,
 	}
 )
 
@@ -432,9 +436,11 @@ type Tree struct {
 	// Dumped with --shell-job: the tree runs on a terminal its session leader (outside the
 	// tree) holds. ctty_rdev is that terminal; foreground tells whether the tree's process
 	// group was in the foreground.
-	ShellJob      bool   `protobuf:"varint,10,opt,name=shell_job,json=shellJob,proto3" json:"shell_job,omitempty"`
-	CttyRdev      uint64 `protobuf:"varint,11,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
-	Foreground    bool   `protobuf:"varint,12,opt,name=foreground,proto3" json:"foreground,omitempty"`
+	ShellJob   bool   `protobuf:"varint,10,opt,name=shell_job,json=shellJob,proto3" json:"shell_job,omitempty"`
+	CttyRdev   uint64 `protobuf:"varint,11,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
+	Foreground bool   `protobuf:"varint,12,opt,name=foreground,proto3" json:"foreground,omitempty"`
+	// The plugins the image needs to be restored.
+	Plugins       []string `protobuf:"bytes,13,rep,name=plugins,proto3" json:"plugins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,6 +557,13 @@ func (x *Tree) GetForeground() bool {
 		return x.Foreground
 	}
 	return false
+}
+
+func (x *Tree) GetPlugins() []string {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
 }
 
 // SysvShm is a System V shared memory segment; its content is SharedMemory shmem_id.
@@ -1055,8 +1068,14 @@ type OpenFile struct {
 	MemfdSeals uint32 `protobuf:"varint,23,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"`
 	// For pty masters and slaves: the pty's index (N of /dev/pts/N); masters also keep the
 	// terminal's settings.
-	PtyIndex      int32 `protobuf:"varint,24,opt,name=pty_index,json=ptyIndex,proto3" json:"pty_index,omitempty"`
-	Pty           *Pty  `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`
+	PtyIndex int32 `protobuf:"varint,24,opt,name=pty_index,json=ptyIndex,proto3" json:"pty_index,omitempty"`
+	Pty      *Pty  `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`
+	// For FILE_KIND_PLUGIN: the plugin, what it saved, and the one fd it is (claimed files are
+	// not shared between fds).
+	Plugin        string `protobuf:"bytes,26,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	PluginBlob    []byte `protobuf:"bytes,27,opt,name=plugin_blob,json=pluginBlob,proto3" json:"plugin_blob,omitempty"`
+	PluginPid     int32  `protobuf:"varint,28,opt,name=plugin_pid,json=pluginPid,proto3" json:"plugin_pid,omitempty"`
+	PluginFd      int32  `protobuf:"varint,29,opt,name=plugin_fd,json=pluginFd,proto3" json:"plugin_fd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1264,6 +1283,34 @@ func (x *OpenFile) GetPty() *Pty {
 		return x.Pty
 	}
 	return nil
+}
+
+func (x *OpenFile) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *OpenFile) GetPluginBlob() []byte {
+	if x != nil {
+		return x.PluginBlob
+	}
+	return nil
+}
+
+func (x *OpenFile) GetPluginPid() int32 {
+	if x != nil {
+		return x.PluginPid
+	}
+	return 0
+}
+
+func (x *OpenFile) GetPluginFd() int32 {
+	if x != nil {
+		return x.PluginFd
+	}
+	return 0
 }
 
 // Pty is what a pty pair's master tells of its terminal.
@@ -3762,7 +3809,7 @@ const file_image_proto_rawDesc = "" +
 	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\x12\x1d\n" +
 	"\n" +
 	"chunk_size\x18\x04 \x01(\x04R\tchunkSize\x12!\n" +
-	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\x90\x04\n" +
+	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\xaa\x04\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -3779,7 +3826,8 @@ const file_image_proto_rawDesc = "" +
 	"\tctty_rdev\x18\v \x01(\x04R\bcttyRdev\x12\x1e\n" +
 	"\n" +
 	"foreground\x18\f \x01(\bR\n" +
-	"foreground\"\xac\x01\n" +
+	"foreground\x12\x18\n" +
+	"\aplugins\x18\r \x03(\tR\aplugins\"\xac\x01\n" +
 	"\aSysvShm\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +
@@ -3824,7 +3872,7 @@ const file_image_proto_rawDesc = "" +
 	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
 	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\x12\x18\n" +
 	"\astopped\x18\n" +
-	" \x01(\bR\astopped\"\xd8\x06\n" +
+	" \x01(\bR\astopped\"\xcd\a\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -3856,7 +3904,13 @@ const file_image_proto_rawDesc = "" +
 	"\vmemfd_seals\x18\x17 \x01(\rR\n" +
 	"memfdSeals\x12\x1b\n" +
 	"\tpty_index\x18\x18 \x01(\x05R\bptyIndex\x12$\n" +
-	"\x03pty\x18\x19 \x01(\v2\x12.gocr.image.v1.PtyR\x03pty\"\x80\x01\n" +
+	"\x03pty\x18\x19 \x01(\v2\x12.gocr.image.v1.PtyR\x03pty\x12\x16\n" +
+	"\x06plugin\x18\x1a \x01(\tR\x06plugin\x12\x1f\n" +
+	"\vplugin_blob\x18\x1b \x01(\fR\n" +
+	"pluginBlob\x12\x1d\n" +
+	"\n" +
+	"plugin_pid\x18\x1c \x01(\x05R\tpluginPid\x12\x1b\n" +
+	"\tplugin_fd\x18\x1d \x01(\x05R\bpluginFd\"\x80\x01\n" +
 	"\x03Pty\x12\x18\n" +
 	"\atermios\x18\x01 \x01(\fR\atermios\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
@@ -4120,7 +4174,7 @@ const file_image_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\x88\x03\n" +
+	"\x10KIND_INCREMENTAL\x10\x03*\x9e\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -4138,7 +4192,8 @@ const file_image_proto_rawDesc = "" +
 	"\x11FILE_KIND_INOTIFY\x10\f\x12\x13\n" +
 	"\x0fFILE_KIND_MEMFD\x10\r\x12\x18\n" +
 	"\x14FILE_KIND_PTY_MASTER\x10\x0e\x12\x17\n" +
-	"\x13FILE_KIND_PTY_SLAVE\x10\x0f*\xa2\x02\n" +
+	"\x13FILE_KIND_PTY_SLAVE\x10\x0f\x12\x14\n" +
+	"\x10FILE_KIND_PLUGIN\x10\x10*\xa2\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +

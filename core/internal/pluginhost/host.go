@@ -1,0 +1,305 @@
+// Package pluginhost starts gocr's plugins (hashicorp/go-plugin, gRPC only), agrees an API
+// version with each, routes claimed files to them and carries their calls, with a timeout
+// per call. It is the host side of the wire; sdk is the plugin side.
+package pluginhost
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/gocr/gocr/sdk"
+	pb "github.com/gocr/gocr/sdk/proto"
+)
+
+// APIVersions are the plugin API versions this host speaks.
+var APIVersions = []uint32{sdk.APIVersion}
+
+// ErrNotFound means a plugin binary is not where gocr looks.
+var ErrNotFound = errors.New("plugin not found")
+
+// DefaultTimeout bounds each call to a plugin: a hung plugin is an error, not a hung gocr.
+const DefaultTimeout = 30 * time.Second
+
+// Host holds the plugins of one operation.
+type Host struct {
+	plugins []*Plugin
+	timeout time.Duration
+}
+
+// Plugin is one running plugin process.
+type Plugin struct {
+	Name   string
+	claims *pb.InitResponse
+	client *plugin.Client
+	rpc    pb.PluginClient
+	fds    *net.UnixConn // the host end of the fd socket
+
+	mu      sync.Mutex
+	waiting map[uint64]chan int
+	token   uint64
+}
+
+// Find returns the path of plugin name: a path as given, or gocr-plugin-NAME in the first of
+// dirs that has it.
+func Find(name string, dirs []string) (string, error) {
+	if strings.Contains(name, "/") {
+		if _, err := os.Stat(name); err != nil {
+			return "", fmt.Errorf("plugin %s: %w", name, ErrNotFound)
+		}
+		return name, nil
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "gocr-plugin-"+name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("plugin %s: no gocr-plugin-%s in %s: %w", name, name, strings.Join(dirs, ", "), ErrNotFound)
+}
+
+// Start starts the named plugins for operation ("dump" or "restore") and agrees an API
+// version with each. On error, the plugins already started are stopped.
+func Start(ctx context.Context, names, dirs []string, operation string, timeout time.Duration) (*Host, error) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	h := &Host{timeout: timeout}
+	for _, name := range names {
+		p, err := h.start(ctx, name, dirs, operation)
+		if err != nil {
+			h.Close(false)
+			return nil, err
+		}
+		h.plugins = append(h.plugins, p)
+	}
+	return h, nil
+}
+
+func (h *Host) start(ctx context.Context, name string, dirs []string, operation string) (*Plugin, error) {
+	path, err := Find(name, dirs)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "gocr-fds"), os.NewFile(uintptr(pair[1]), "gocr-fds")
+	defer theirs.Close()
+	cmd := exec.Command(path)
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the plugin: sdk.FdSocket
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		Plugins:          map[string]plugin.Plugin{sdk.PluginName: &grpcPlugin{}},
+		Cmd:              cmd,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           hclog.NewNullLogger(),
+	})
+	fail := func(err error) (*Plugin, error) {
+		client.Kill()
+		ours.Close()
+		return nil, fmt.Errorf("plugin %s: %w", name, err)
+	}
+	rc, err := client.Client()
+	if err != nil {
+		return fail(err)
+	}
+	raw, err := rc.Dispense(sdk.PluginName)
+	if err != nil {
+		return fail(err)
+	}
+	conn, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		return fail(err)
+	}
+	p := &Plugin{Name: name, client: client, rpc: raw.(pb.PluginClient), fds: conn.(*net.UnixConn), waiting: map[uint64]chan int{}}
+	cctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	init, err := p.rpc.Init(cctx, &pb.InitRequest{Operation: operation, ApiVersions: APIVersions})
+	if err != nil {
+		p.fds.Close()
+		return fail(fmt.Errorf("init: %w", grpcError(err)))
+	}
+	if init.ApiVersion != sdk.APIVersion {
+		p.fds.Close()
+		return fail(fmt.Errorf("speaks API version %d, gocr speaks %v", init.ApiVersion, APIVersions))
+	}
+	p.claims = init
+	go p.receiveFds()
+	return p, nil
+}
+
+// receiveFds hands each fd the plugin sends to the call waiting for its token.
+func (p *Plugin) receiveFds() {
+	buf, oob := make([]byte, 8), make([]byte, syscall.CmsgSpace(4))
+	for {
+		n, oobn, _, _, err := p.fds.ReadMsgUnix(buf, oob)
+		if err != nil {
+			p.mu.Lock()
+			for _, ch := range p.waiting {
+				close(ch)
+			}
+			p.waiting = nil
+			p.mu.Unlock()
+			return
+		}
+		msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 || n != 8 {
+			continue
+		}
+		fds, err := syscall.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 1 {
+			continue
+		}
+		token := binary.LittleEndian.Uint64(buf)
+		p.mu.Lock()
+		ch, ok := p.waiting[token]
+		p.mu.Unlock()
+		if !ok {
+			syscall.Close(fds[0])
+			continue
+		}
+		ch <- fds[0]
+	}
+}
+
+// Claim returns the plugin that claims a file, nil if none; two plugins claiming one file is
+// a configuration error.
+func (h *Host) Claim(path string, charMajor uint32, isChar bool) (*Plugin, error) {
+	if h == nil {
+		return nil, nil
+	}
+	var found *Plugin
+	for _, p := range h.plugins {
+		mine := false
+		for _, pre := range p.claims.PathPrefixes {
+			mine = mine || strings.HasPrefix(path, pre)
+		}
+		for _, m := range p.claims.CharMajors {
+			mine = mine || (isChar && m == charMajor)
+		}
+		if mine {
+			if found != nil {
+				return nil, fmt.Errorf("%s is claimed by two plugins, %s and %s: load only one of them", path, found.Name, p.Name)
+			}
+			found = p
+		}
+	}
+	return found, nil
+}
+
+// File is a claimed file as the host sends it.
+type File = sdk.File
+
+func request(f File, blob []byte, token uint64) *pb.FileRequest {
+	return &pb.FileRequest{Pid: int32(f.Pid), Fd: int32(f.Fd), Path: f.Path, Flags: f.Flags, Pos: f.Pos, Rdev: f.Rdev, Blob: blob, Token: token}
+}
+
+// DumpFile calls the plugin's DumpFile hook.
+func (h *Host) DumpFile(ctx context.Context, p *Plugin, f File) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	r, err := p.rpc.DumpFile(ctx, request(f, nil, 0))
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: dump pid %d fd %d (%s): %w", p.Name, f.Pid, f.Fd, f.Path, grpcError(err))
+	}
+	return r.Blob, nil
+}
+
+// RestoreFile calls the plugin's RestoreFile hook and returns the fd it made, now gocr's.
+func (h *Host) RestoreFile(ctx context.Context, p *Plugin, f File, blob []byte) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	p.mu.Lock()
+	if p.waiting == nil {
+		p.mu.Unlock()
+		return -1, fmt.Errorf("plugin %s: its fd socket is closed", p.Name)
+	}
+	p.token++
+	token := p.token
+	ch := make(chan int, 1)
+	p.waiting[token] = ch
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		if p.waiting != nil {
+			delete(p.waiting, token)
+		}
+		p.mu.Unlock()
+	}()
+	if _, err := p.rpc.RestoreFile(ctx, request(f, blob, token)); err != nil {
+		return -1, fmt.Errorf("plugin %s: restore pid %d fd %d (%s): %w", p.Name, f.Pid, f.Fd, f.Path, grpcError(err))
+	}
+	select {
+	case fd, ok := <-ch:
+		if !ok {
+			return -1, fmt.Errorf("plugin %s: restore pid %d fd %d: no fd came", p.Name, f.Pid, f.Fd)
+		}
+		return fd, nil
+	case <-ctx.Done():
+		return -1, fmt.Errorf("plugin %s: restore pid %d fd %d: no fd came: %w", p.Name, f.Pid, f.Fd, ctx.Err())
+	}
+}
+
+// Close tells every plugin how the operation ended and stops its process.
+func (h *Host) Close(ok bool) {
+	if h == nil {
+		return
+	}
+	for _, p := range h.plugins {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		p.rpc.Fini(ctx, &pb.FiniRequest{Ok: ok})
+		cancel()
+		p.client.Kill()
+		p.fds.Close()
+	}
+	h.plugins = nil
+}
+
+// Names lists the plugins running.
+func (h *Host) Names() []string {
+	var out []string
+	if h != nil {
+		for _, p := range h.plugins {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// grpcError turns a dead plugin's gRPC error into a plain message.
+func grpcError(err error) error {
+	if s := err.Error(); strings.Contains(s, "Unavailable") || strings.Contains(s, "EOF") || errors.Is(err, io.EOF) {
+		return fmt.Errorf("the plugin process died (%v)", err)
+	}
+	return err
+}
+
+// grpcPlugin is the host side of go-plugin's registration.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+}
+
+func (grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
+	return fmt.Errorf("the plugin side is in package sdk")
+}
+
+func (grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return pb.NewPluginClient(c), nil
+}

@@ -1,0 +1,210 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+// call is one line of the example plugin's log.
+type call struct {
+	hook       string
+	pid, fd    int
+	path       string
+	start, end int64
+}
+
+func readCalls(t *testing.T, path string) []call {
+	var out []call
+	for _, l := range testutil.Lines(path) {
+		f := strings.Fields(l)
+		if len(f) != 6 {
+			t.Fatalf("bad log line %q", l)
+		}
+		c := call{hook: f[0], path: f[3]}
+		c.pid, _ = strconv.Atoi(f[1])
+		c.fd, _ = strconv.Atoi(f[2])
+		c.start, _ = strconv.ParseInt(f[4], 10, 64)
+		c.end, _ = strconv.ParseInt(f[5], 10, 64)
+		out = append(out, c)
+	}
+	return out
+}
+
+// pluginTree starts plugfiles with the example plugin claiming its files, and returns the
+// tree's pids and the directories.
+func pluginTree(t *testing.T) (root *testutil.Proc, pids []int, dir, pluginDir, callLog string) {
+	testutil.RequireRoot(t)
+	pluginDir = testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
+	dir = t.TempDir()
+	os.Mkdir(filepath.Join(dir, "claimed"), 0o755)
+	callLog = filepath.Join(dir, "calls.log")
+	t.Setenv("GOCR_EXAMPLE_PREFIX", filepath.Join(dir, "claimed")+"/")
+	t.Setenv("GOCR_EXAMPLE_LOG", callLog)
+	t.Setenv("GOCR_EXAMPLE_DELAY", "20")
+	root = testutil.Start(t, testutil.Build(t, "plugfiles"), dir)
+	for i := 0; i < 4; i++ {
+		testutil.WaitFor(t, "the processes to open their files", func() bool { return fileExists(filepath.Join(dir, fmt.Sprintf("ready-%d", i))) })
+	}
+	pids = append([]int{root.Pid}, testutil.Children(root.Pid)...)
+	for _, pid := range pids[1:] {
+		testutil.Adopt(t, pid)
+	}
+	return root, pids, dir, pluginDir, callLog
+}
+
+// pluginProcesses counts the example plugin's processes still alive.
+func pluginProcesses(pluginDir string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && exe == filepath.Join(pluginDir, "gocr-plugin-example") {
+			n++
+		}
+	}
+	return n
+}
+
+// The ordering contract of docs/plugins.md, shown on a tree of 4 processes with 3 claimed
+// files each: per process, calls come in fd order one at a time (rule 1); calls of different
+// processes overlap at restore (rule 2); a call waiting for another process's call completes
+// (rule 3); and the files come back working.
+func TestPluginOrderingContract(t *testing.T) {
+	root, pids, dir, pluginDir, callLog := pluginTree(t)
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root.Pid}, Dir: img, Plugins: []string{"example"}, PluginDirs: []string{pluginDir}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, root)
+	for _, pid := range pids[1:] {
+		testutil.KillAndReap(pid)
+	}
+	at := map[int]int{}
+	for i := range pids {
+		at[i] = lastInt(t, filepath.Join(dir, "claimed", fmt.Sprintf("p%d-0", i)))
+	}
+	if _, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{pluginDir}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		testutil.Adopt(t, pid)
+	}
+	for i := range pids {
+		log := filepath.Join(dir, "claimed", fmt.Sprintf("p%d-0", i))
+		testutil.WaitFor(t, "the claimed files to work again", func() bool { return lastInt(t, log) >= at[i]+5 })
+		checkSequence(t, log, at[i]+5)
+	}
+	if n := pluginProcesses(pluginDir); n != 0 {
+		t.Errorf("%d plugin processes left behind", n)
+	}
+
+	calls := readCalls(t, callLog)
+	for _, hook := range []string{"dump", "restore"} {
+		perPid := map[int][]call{}
+		for _, c := range calls {
+			if c.hook == hook {
+				perPid[c.pid] = append(perPid[c.pid], c)
+			}
+		}
+		if len(perPid) != 4 {
+			t.Fatalf("%s calls for %d processes, want 4", hook, len(perPid))
+		}
+		for pid, cs := range perPid {
+			if len(cs) != 3 {
+				t.Errorf("%s: %d calls for pid %d, want 3", hook, len(cs), pid)
+			}
+			// Rule 1: in fd order, one at a time (ordered by start, each after the previous).
+			sort.Slice(cs, func(i, j int) bool { return cs[i].start < cs[j].start })
+			for i := 1; i < len(cs); i++ {
+				if cs[i].fd <= cs[i-1].fd || cs[i].start < cs[i-1].end {
+					t.Errorf("%s calls of pid %d not in fd order one at a time: %+v then %+v", hook, pid, cs[i-1], cs[i])
+				}
+			}
+		}
+	}
+	// Rule 2: restore calls of different processes overlapped in time.
+	overlap := false
+	for _, a := range calls {
+		for _, b := range calls {
+			if a.hook == "restore" && b.hook == "restore" && a.pid != b.pid && a.start < b.end && b.start < a.end {
+				overlap = true
+			}
+		}
+	}
+	if !overlap {
+		t.Error("no two restore calls of different processes overlapped")
+	}
+}
+
+// Rule 4: a plugin that dies or hangs is an error: a dump leaves the tree running, a restore
+// leaves nothing behind, and no plugin process is left.
+func TestPluginFailures(t *testing.T) {
+	for _, c := range []struct{ env, hook, want string }{
+		{"GOCR_EXAMPLE_CRASH", "dump", "died"},
+		{"GOCR_EXAMPLE_CRASH", "restore", "died"},
+		{"GOCR_EXAMPLE_HANG", "restore", "deadline"},
+	} {
+		t.Run(c.env+"="+c.hook, func(t *testing.T) {
+			root, pids, dir, pluginDir, _ := pluginTree(t)
+			img := filepath.Join(t.TempDir(), "img")
+			opts := core.DumpOptions{Roots: []int{root.Pid}, Dir: img, Plugins: []string{"example"}, PluginDirs: []string{pluginDir}, PluginTimeout: 2 * time.Second}
+			if c.hook == "dump" {
+				t.Setenv(c.env, c.hook)
+				_, err := core.Dump(context.Background(), opts)
+				if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "plugin example") {
+					t.Fatalf("got %v, want an error naming the plugin and %q", err, c.want)
+				}
+				for i, pid := range pids {
+					running(t, pid, filepath.Join(dir, "claimed", fmt.Sprintf("p%d-0", i)))
+				}
+			} else {
+				if _, err := core.Dump(context.Background(), opts); err != nil {
+					t.Fatal(err)
+				}
+				waitReaped(t, root)
+				for _, pid := range pids[1:] {
+					testutil.KillAndReap(pid)
+				}
+				t.Setenv(c.env, c.hook)
+				_, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{pluginDir}, PluginTimeout: 2 * time.Second})
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("got %v, want an error with %q", err, c.want)
+				}
+				for _, pid := range pids {
+					gone(t, pid)
+				}
+			}
+			if n := pluginProcesses(pluginDir); n != 0 {
+				t.Errorf("%d plugin processes left behind", n)
+			}
+		})
+	}
+	t.Run("missing plugin", func(t *testing.T) {
+		root, pids, _, pluginDir, _ := pluginTree(t)
+		img := filepath.Join(t.TempDir(), "img")
+		if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root.Pid}, Dir: img, Plugins: []string{"example"}, PluginDirs: []string{pluginDir}}); err != nil {
+			t.Fatal(err)
+		}
+		waitReaped(t, root)
+		for _, pid := range pids[1:] {
+			testutil.KillAndReap(pid)
+		}
+		_, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{t.TempDir()}})
+		if !errors.Is(err, core.ErrIncompatible) || !strings.Contains(err.Error(), "example") {
+			t.Fatalf("got %v, want ErrIncompatible naming the plugin", err)
+		}
+		for _, pid := range pids {
+			gone(t, pid)
+		}
+	})
+}
