@@ -152,7 +152,7 @@ func TestPluginFailures(t *testing.T) {
 	for _, c := range []struct{ env, hook, want string }{
 		{"GOCR_EXAMPLE_CRASH", "dump", "died"},
 		{"GOCR_EXAMPLE_CRASH", "restore", "died"},
-		{"GOCR_EXAMPLE_HANG", "restore", "deadline"},
+		{"GOCR_EXAMPLE_HANG", "restore", "the plugin hangs"},
 	} {
 		t.Run(c.env+"="+c.hook, func(t *testing.T) {
 			root, pids, dir, pluginDir, _ := pluginTree(t)
@@ -189,6 +189,20 @@ func TestPluginFailures(t *testing.T) {
 			}
 		})
 	}
+	t.Run("API version mismatch", func(t *testing.T) {
+		root, pids, dir, pluginDir, _ := pluginTree(t)
+		t.Setenv("GOCR_EXAMPLE_API", "99")
+		_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root.Pid}, Dir: filepath.Join(t.TempDir(), "img"), Plugins: []string{"example"}, PluginDirs: []string{pluginDir}})
+		if err == nil || !strings.Contains(err.Error(), "API version 99") || !strings.Contains(err.Error(), "[1]") {
+			t.Fatalf("got %v, want an error naming both API versions", err)
+		}
+		for i, pid := range pids {
+			running(t, pid, filepath.Join(dir, "claimed", fmt.Sprintf("p%d-0", i)))
+		}
+		if n := pluginProcesses(pluginDir); n != 0 {
+			t.Errorf("%d plugin processes left behind", n)
+		}
+	})
 	t.Run("missing plugin", func(t *testing.T) {
 		root, pids, _, pluginDir, _ := pluginTree(t)
 		img := filepath.Join(t.TempDir(), "img")

@@ -51,6 +51,11 @@ type Plugin interface {
 	RestoreFile(ctx context.Context, f File, blob []byte) (*os.File, error)
 }
 
+// Versioned is implemented by a plugin that speaks another API version than this SDK's.
+type Versioned interface {
+	APIVersion() uint32
+}
+
 // Finisher is implemented by plugins that want to know how the operation ended.
 type Finisher interface {
 	Fini(ok bool)

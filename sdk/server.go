@@ -46,11 +46,15 @@ type server struct {
 }
 
 func (s *server) Init(ctx context.Context, req *pb.InitRequest) (*pb.InitResponse, error) {
-	if !slices.Contains(req.ApiVersions, APIVersion) {
-		return nil, fmt.Errorf("plugin %s speaks API version %d, gocr offers %v", s.impl.Name(), APIVersion, req.ApiVersions)
+	version := uint32(APIVersion)
+	if v, ok := s.impl.(Versioned); ok {
+		version = v.APIVersion()
+	}
+	if !slices.Contains(req.ApiVersions, version) {
+		return nil, fmt.Errorf("plugin %s speaks API version %d, gocr speaks %v", s.impl.Name(), version, req.ApiVersions)
 	}
 	c := s.impl.Claims()
-	return &pb.InitResponse{Name: s.impl.Name(), ApiVersion: APIVersion, PathPrefixes: c.PathPrefixes, CharMajors: c.CharMajors}, nil
+	return &pb.InitResponse{Name: s.impl.Name(), ApiVersion: version, PathPrefixes: c.PathPrefixes, CharMajors: c.CharMajors}, nil
 }
 
 func file(r *pb.FileRequest) File {

@@ -188,3 +188,33 @@ func TestCLICheck(t *testing.T) {
 		t.Fatal("check mode created a process")
 	}
 }
+
+// A plugin as a user runs it: --plugin for the dump, the restore finds it by itself (here
+// through --plugin-dir); without it, the restore fails naming it.
+func TestCLIPlugin(t *testing.T) {
+	testutil.RequireRoot(t)
+	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
+	claimed := filepath.Join(t.TempDir(), "claimed")
+	os.Mkdir(claimed, 0o755)
+	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
+	log := filepath.Join(claimed, "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if out, e, code := gocr(t, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
+	}
+	p.Reap()
+	at := lastCount(log)
+	if out, _, _ := gocr(t, "show", img); !strings.Contains(out, "plugin ") || !strings.Contains(out, log) {
+		t.Fatalf("show does not list the plugin's file:\n%s", out)
+	}
+	if _, e, code := gocr(t, "restore", "-d", "-D", img); code != 7 || !strings.Contains(e, "example") {
+		t.Fatalf("restore without the plugin: exit %d, %s", code, e)
+	}
+	if out, e, code := gocr(t, "--plugin-dir", pluginDir, "restore", "-d", "-D", img); code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", code, out, e)
+	}
+	testutil.Adopt(t, p.Pid)
+	testutil.WaitFor(t, "the counter to go on", func() bool { return lastCount(log) >= at+10 })
+}

@@ -81,6 +81,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs,
 		Progress: prog.update,
 	})
 	prog.done()

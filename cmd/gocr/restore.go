@@ -72,7 +72,8 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		return checkRun(opts.globalOptions, opts.dir, opts.json)
 	}
 	prog := newProgress(opts.errOut, "restore")
-	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob}
+	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
+		PluginDirs: opts.pluginDirs}
 	if opts.shellJob {
 		for _, fd := range []int{0, 1, 2} {
 			if ro.TTY = core.TerminalOf(fd); ro.TTY != "" {

@@ -17,12 +17,14 @@ import (
 
 // globalOptions are the flags every command has.
 type globalOptions struct {
-	verbose bool
-	logFile string
-	json    bool
-	out     io.Writer
-	errOut  io.Writer
-	log     *slog.Logger
+	verbose    bool
+	logFile    string
+	json       bool
+	plugins    []string
+	pluginDirs []string
+	out        io.Writer
+	errOut     io.Writer
+	log        *slog.Logger
 }
 
 func newRootCmd(g *globalOptions) *cobra.Command {
@@ -41,6 +43,8 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log detail to standard error")
 	cmd.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write a detailed log to this file")
+	cmd.PersistentFlags().StringSliceVar(&g.plugins, "plugin", nil, "start plugin gocr-plugin-NAME for a dump (repeatable or comma-separated); a restore starts those the image needs")
+	cmd.PersistentFlags().StringSliceVar(&g.pluginDirs, "plugin-dir", nil, "look for plugins here too (also $GOCR_PLUGIN_DIR, and gocr's own directory)")
 	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdCheck(g, nil))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	return cmd

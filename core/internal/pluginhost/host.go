@@ -21,6 +21,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gocr/gocr/sdk"
 	pb "github.com/gocr/gocr/sdk/proto"
@@ -283,9 +285,18 @@ func (h *Host) Names() []string {
 	return out
 }
 
-// grpcError turns a dead plugin's gRPC error into a plain message.
+// grpcError turns the gRPC error of a dead or hung plugin into a plain message; a plugin's
+// own error comes through as its message.
 func grpcError(err error) error {
-	if s := err.Error(); strings.Contains(s, "Unavailable") || strings.Contains(s, "EOF") || errors.Is(err, io.EOF) {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled:
+		return fmt.Errorf("the plugin process died (%v)", err)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("no answer within the time limit: the plugin hangs (%v)", err)
+	case codes.Unknown:
+		return errors.New(status.Convert(err).Message())
+	}
+	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("the plugin process died (%v)", err)
 	}
 	return err

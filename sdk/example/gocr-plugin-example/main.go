@@ -10,6 +10,7 @@
 //	GOCR_EXAMPLE_DELAY   milliseconds each RestoreFile takes (to show calls overlapping)
 //	GOCR_EXAMPLE_CRASH   "dump" or "restore": exit in the middle of that hook
 //	GOCR_EXAMPLE_HANG    "dump" or "restore": never return from that hook
+//	GOCR_EXAMPLE_API     the plugin API version to claim to speak (to test a mismatch)
 //
 // A file whose name ends in ".wait" is restored only once a file ending in ".signal" has
 // been restored for another process: a call waiting for another process's call.
@@ -119,5 +120,16 @@ func main() {
 		}
 		e.log = f
 	}
+	if v, err := strconv.Atoi(os.Getenv("GOCR_EXAMPLE_API")); err == nil {
+		sdk.Serve(&versioned{e, uint32(v)})
+	}
 	sdk.Serve(e)
 }
+
+// versioned makes the example claim another API version.
+type versioned struct {
+	*example
+	v uint32
+}
+
+func (v *versioned) APIVersion() uint32 { return v.v }
