@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/internal/testutil"
 )
 
@@ -123,5 +124,52 @@ func BenchmarkDumpMany(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkPluginRoundTrip is the cost of one plugin call (DumpFile) from the host to the
+// example plugin's process and back.
+func BenchmarkPluginRoundTrip(b *testing.B) {
+	testutil.RequireRoot(b)
+	pluginDir := testutil.BuildPlugin(b, "sdk/example/gocr-plugin-example", "example")
+	h, err := pluginhost.Start(context.Background(), []string{"example"}, []string{pluginDir}, "dump", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close(true)
+	p, err := h.Claim("/tmp/gocr-example/x", 0, false)
+	if err != nil || p == nil {
+		b.Fatalf("claim: %v", err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := h.DumpFile(context.Background(), p, pluginhost.File{Pid: 1, Fd: 3, Path: "/tmp/gocr-example/x"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRestorePluginFiles restores a process with 1000 files claimed by the example plugin.
+func BenchmarkRestorePluginFiles(b *testing.B) {
+	testutil.RequireRoot(b)
+	pluginDir := testutil.BuildPlugin(b, "sdk/example/gocr-plugin-example", "example")
+	dir := b.TempDir()
+	b.Setenv("GOCR_EXAMPLE_PREFIX", dir+"/")
+	p := testutil.Start(b, testutil.Build(b, "many"), dir, "fds", "1000")
+	testutil.WaitFor(b, "many to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	img := filepath.Join(b.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, NoSync: true, Plugins: []string{"example"}, PluginDirs: []string{pluginDir}}); err != nil {
+		b.Fatal(err)
+	}
+	p.Reap()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{pluginDir}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		testutil.KillAndReap(res.Pids[0])
+		b.StartTimer()
 	}
 }
