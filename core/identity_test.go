@@ -220,12 +220,7 @@ func TestRestorePtyPair(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "pty.log")
 	p := testutil.Start(t, testutil.Build(t, "ptypair"), log)
 	testutil.WaitFor(t, "the pty to talk", func() bool { return lastInt(t, log) >= 10 })
-	kids := testutil.Children(p.Pid)
-	img := dump(t, core.Kill, p.Pid)
-	waitReaped(t, p)
-	for _, k := range kids {
-		testutil.KillAndReap(k)
-	}
+	img := dumpTree(t, p)
 	at := lastInt(t, log)
 	restore(t, img)
 	testutil.WaitFor(t, "the pty to go on", func() bool { return lastInt(t, log) >= at+10 })

@@ -87,3 +87,16 @@ func waitReaped(t *testing.T, p *testutil.Proc) {
 		return err != nil
 	})
 }
+
+// dumpTree dumps the tree of p, killing it, and reaps the root and its children: the children
+// are orphans of the killed root, and so ours (the test is their subreaper).
+func dumpTree(t *testing.T, p *testutil.Proc) string {
+	t.Helper()
+	kids := testutil.Children(p.Pid)
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	for _, k := range kids {
+		testutil.KillAndReap(k)
+	}
+	return img
+}

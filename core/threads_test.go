@@ -180,13 +180,8 @@ func TestRestoreSysvShm(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "shm.log")
 	p := testutil.Start(t, testutil.Build(t, "sysvshm"), log)
 	testutil.WaitFor(t, "ping", func() bool { return lastInt(t, log) >= 10 })
-	kids := testutil.Children(p.Pid)
 	id := strings.TrimSpace(testutil.ReadFile(log + ".id"))
-	img := dump(t, core.Kill, p.Pid)
-	waitReaped(t, p)
-	for _, k := range kids {
-		testutil.KillAndReap(k)
-	}
+	img := dumpTree(t, p)
 	at := lastInt(t, log)
 	res := restore(t, img)
 	if len(res.Pids) != 2 {
