@@ -501,6 +501,9 @@ func (r *restorer) cloneFrom(parent, p *procRestore, asSibling bool) (*tracer.Tr
 	if errors.Is(err, linux.EEXIST) {
 		return nil, fmt.Errorf("restore pid %d: %w", pid, ErrPidInUse)
 	}
+	if errors.Is(err, linux.EPERM) {
+		return nil, fmt.Errorf("restore pid %d: clone3 with set_tid needs CAP_SYS_ADMIN (run gocr as root): %w", pid, ErrPermission)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore pid %d: clone3 in %d: %w", pid, parent.t.Pid, err)
 	}
