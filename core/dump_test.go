@@ -230,6 +230,17 @@ func TestDumpBadInput(t *testing.T) {
 		}
 		running(t, s.Pid, slog)
 	})
+	t.Run("fd in flight", func(t *testing.T) {
+		flog := filepath.Join(t.TempDir(), "f.log")
+		f := testutil.Start(t, testutil.Build(t, "inflight"), flog)
+		testutil.WaitFor(t, "inflight to count", func() bool { return lastInt(t, flog) >= 3 })
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{f.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+		var ue *core.UnsupportedError
+		if !errors.As(err, &ue) || !strings.Contains(ue.Kind, "file descriptors in flight") {
+			t.Fatalf("got %v, want an UnsupportedError for the fd in flight", err)
+		}
+		running(t, f.Pid, flog)
+	})
 	t.Run("socket connected outside", func(t *testing.T) {
 		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 		if err != nil {
