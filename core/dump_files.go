@@ -305,8 +305,6 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	switch {
 	case s.Protocol == 6 && s.State == 10 && s.Pending > 0:
 		return unsupported(fmt.Sprintf("listening TCP socket %s with %d connections not accepted yet", s.Local, s.Pending), "dump when the server has accepted them")
-	case s.Protocol == 6 && s.State == 1 && !ft.tcpEstablished:
-		return unsupported(fmt.Sprintf("established TCP connection %s -> %s", s.Local, s.Peer), "dump with --tcp-established to take it with TCP repair")
 	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}
@@ -395,8 +393,25 @@ func (ft *fileTable) fixPtys() {
 	}
 }
 
-// checkPeers refuses sockets connected to a socket outside the dump, or connected one way.
+// checkPeers refuses sockets connected to a socket outside the dump, or connected one way,
+// and established TCP connections whose other end is not dumped too unless the user asked
+// for them (--tcp-established): the peer outside must then put up with the checkpoint.
 func (ft *fileTable) checkPeers() error {
+	ends := map[[2]string]bool{}
+	for _, f := range ft.all {
+		if in := f.img.InetSocket; in != nil && in.Tcp != nil {
+			ends[[2]string{in.Local, in.Peer}] = true
+		}
+	}
+	for _, f := range ft.all {
+		in := f.img.InetSocket
+		if in == nil || in.Tcp == nil || ft.tcpEstablished || ends[[2]string{in.Peer, in.Local}] {
+			continue
+		}
+		return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd),
+			Kind: fmt.Sprintf("established TCP connection %s -> %s with its other end outside the dumped trees", in.Local, in.Peer),
+			Hint: "dump with --tcp-established to take it with TCP repair"}
+	}
 	byIno := map[uint32]*openFile{}
 	for _, f := range ft.all {
 		if u := f.img.UnixSocket; u != nil {

@@ -258,31 +258,15 @@ func (rc *redisConn) do(t *testing.T, args ...string) string {
 	return string(buf[:n])
 }
 
-// A parent and child talking over TCP loopback are dumped with TCPEstablished and go on
-// talking after the restore: the bytes in flight arrive in order, none lost or doubled.
+// A parent and child talking over TCP loopback (both ends in the tree) go on talking after
+// the restore: the bytes in flight arrive in order, none lost or doubled.
 func TestRestoreTCPEstablished(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	p := testutil.Start(t, testutil.Build(t, "tcppair"), dir)
 	log := filepath.Join(dir, "read.log")
 	testutil.WaitFor(t, "reader to read", func() bool { return lastInt(t, log) >= 30 })
-	kids := testutil.Children(p.Pid)
-
-	// Without the flag, the connection is refused by name and the tree goes on.
-	_, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
-	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "--tcp-established") {
-		t.Fatalf("got %v, want a refusal naming --tcp-established", err)
-	}
-	running(t, p.Pid, log)
-
-	img := filepath.Join(t.TempDir(), "img")
-	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, TCPEstablished: true}); err != nil {
-		t.Fatal(err)
-	}
-	waitReaped(t, p)
-	for _, k := range kids {
-		testutil.KillAndReap(k)
-	}
+	img := dumpTree(t, p)
 	at := lastInt(t, log)
 	restore(t, img)
 	testutil.WaitFor(t, "reader to go on", func() bool { return lastInt(t, log) >= at+100 })
@@ -351,6 +335,14 @@ func TestRestoreRedisKeepsClientConnection(t *testing.T) {
 	defer c.close()
 	if got := c.do(t, "SET", "k", "before"); got != "+OK" {
 		t.Fatal(got)
+	}
+	// Without the flag, a connection to a peer outside is refused by name; redis goes on.
+	_, err = core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "--tcp-established") {
+		t.Fatalf("got %v, want a refusal naming --tcp-established", err)
+	}
+	if got := c.do(t, "GET", "k"); got != "before" {
+		t.Fatalf("redis after the refused dump: %q", got)
 	}
 	img := filepath.Join(t.TempDir(), "img")
 	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, TCPEstablished: true}); err != nil {
