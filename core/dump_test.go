@@ -365,9 +365,8 @@ func TestDumpStoppedProcess(t *testing.T) {
 	at := lastInt(t, log)
 
 	dump(t, core.LeaveRunning, p.Pid)
-	if s, tr := testutil.ProcState(p.Pid); s != "T" || tr != 0 {
-		t.Fatalf("after a dump the stopped process is %q, traced by %d; want it stopped as before", s, tr)
-	}
+	// Let go with SIGSTOP pending, it stops before it runs a user instruction.
+	testutil.WaitFor(t, "the process to be stopped again", func() bool { s, tr := testutil.ProcState(p.Pid); return s == "T" && tr == 0 })
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	if got := lastInt(t, log); got != at {
