@@ -132,7 +132,7 @@ func BenchmarkDumpMany(b *testing.B) {
 func BenchmarkPluginRoundTrip(b *testing.B) {
 	testutil.RequireRoot(b)
 	pluginDir := testutil.BuildPlugin(b, "sdk/example/gocr-plugin-example", "example")
-	h, err := pluginhost.Start(context.Background(), []string{"example"}, []string{pluginDir}, "dump", 0)
+	h, err := pluginhost.Start(context.Background(), []string{"example"}, []string{pluginDir}, "dump", 0, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -137,11 +138,7 @@ func Check(dir string) (*CheckReport, error) {
 			add("memory", "free memory or restore on a larger machine", "the image needs %d MiB, %d MiB are available", rep.Memory>>20, avail>>20)
 		}
 	}
-	for _, name := range c.Tree.Plugins {
-		if _, err := pluginhost.Find(name, PluginDirs(nil)); err != nil {
-			add("plugin "+name, "install gocr-plugin-"+name+" next to gocr or in $GOCR_PLUGIN_DIR", "the image needs it: %v", err)
-		}
-	}
+	checkPlugins(c, add)
 	// Binaries, libraries and files: present, and binaries and libraries the same.
 	for _, mf := range c.Tree.MappedFiles {
 		checkMappedFile(mf, add)
@@ -225,4 +222,37 @@ func memAvailable() (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
+}
+
+// checkPlugins checks that the plugins the image needs are here, and asks each whether a
+// restore here would work.
+func checkPlugins(c *image.Checkpoint, add func(what, hint, format string, args ...any)) {
+	var here []string
+	for _, name := range c.Tree.Plugins {
+		if _, err := pluginhost.Find(name, PluginDirs(nil)); err != nil {
+			add("plugin "+name, "install gocr-plugin-"+name+" next to gocr or in $GOCR_PLUGIN_DIR", "the image needs it: %v", err)
+			continue
+		}
+		here = append(here, name)
+	}
+	if len(here) == 0 {
+		return
+	}
+	host, err := pluginhost.Start(context.Background(), here, PluginDirs(nil), "check", 0, nil)
+	if err != nil {
+		add("plugins", "", "%v", err)
+		return
+	}
+	defer host.Close(true)
+	var pids []int
+	for _, pe := range c.Tree.Processes {
+		pids = append(pids, int(pe.Pid))
+	}
+	problems, err := host.Check(context.Background(), pids)
+	if err != nil {
+		add("plugins", "", "%v", err)
+	}
+	for _, p := range problems {
+		add("plugins", "", "%s", p)
+	}
 }

@@ -96,7 +96,8 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: pid %d: %w", pid, ErrNoProcess)
 		}
 	}
-	host, err := pluginhost.Start(ctx, opts.Plugins, PluginDirs(opts.PluginDirs), "dump", opts.PluginTimeout)
+	svc := &dumpServices{}
+	host, err := pluginhost.Start(ctx, opts.Plugins, PluginDirs(opts.PluginDirs), "dump", opts.PluginTimeout, svc)
 	if err != nil {
 		return nil, fmt.Errorf("dump: %w", err)
 	}
@@ -117,6 +118,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		stats:  &DumpStats{},
 	}
 	defer d.thread.Close()
+	d.host, d.ctx, svc.d = host, ctx, d
 	d.files.tcpEstablished = opts.TCPEstablished
 	d.files.host, d.files.ctx = host, ctx
 	err = d.run(ctx)
@@ -158,6 +160,8 @@ type dumper struct {
 	saved map[[2]uint64]*imagepb.SavedFile
 	stats *DumpStats
 	cpu   int // tracer and tracees share it while syscalls are injected
+	host  *pluginhost.Host
+	ctx   context.Context
 }
 
 type shmemSource struct {
@@ -201,8 +205,11 @@ func (d *dumper) run(ctx context.Context) error {
 		return fmt.Errorf("dump: %w", err)
 	}
 	d.cpu = cpu
-	if err := d.thread.Do(d.freeze); err != nil {
+	if err := d.freeze(); err != nil {
 		return err
+	}
+	if err := d.host.Devices(ctx, pluginhost.CheckpointDevices, d.order); err != nil {
+		return fmt.Errorf("dump: %w", err)
 	}
 	d.stats.Frozen = time.Since(t0)
 	if err := ctx.Err(); err != nil {
@@ -220,9 +227,15 @@ func (d *dumper) run(ctx context.Context) error {
 		if err := d.collectMemory(p); err != nil {
 			return pidError(pid, err)
 		}
+		if err := d.dumpClaimedVMAs(ctx, p); err != nil {
+			return pidError(pid, err)
+		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("dump: %w", ErrInterrupted)
 		}
+	}
+	if err := d.host.Devices(ctx, pluginhost.DumpDevicesLate, d.order); err != nil {
+		return fmt.Errorf("dump: %w", err)
 	}
 	d.files.fixPtys()
 	if err := d.files.checkPeers(); err != nil {
@@ -286,7 +299,16 @@ func (d *dumper) freeze() error {
 				return fmt.Errorf("dump: pid %d is inside the tree of %d: %w", pid, r, ErrBadArgs)
 			}
 			inTree[pid] = root
-			p, err := d.seize(pid)
+			// Plugins pause the process's devices before it is frozen.
+			if err := d.host.Devices(d.ctx, pluginhost.PauseDevices, []int{pid}); err != nil {
+				return fmt.Errorf("dump pid %d: %w", pid, err)
+			}
+			var p *procDump
+			err := d.thread.Do(func() error {
+				var err error
+				p, err = d.seize(pid)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -301,11 +323,10 @@ func (d *dumper) freeze() error {
 		d.tree.Roots = append(d.tree.Roots, int32(root))
 	}
 	// A root given later may be a descendant of a root given earlier.
-	for i, root := range d.opts.Roots {
+	for _, root := range d.opts.Roots {
 		if r := inTree[root]; r != root {
 			return fmt.Errorf("dump: pid %d is inside the tree of %d: %w", root, r, ErrBadArgs)
 		}
-		_ = i
 	}
 	return nil
 }

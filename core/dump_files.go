@@ -68,11 +68,16 @@ func (ft *fileTable) claimed(pid, fd int, link string, info *procfs.FdInfo, st l
 		Dev: st.Dev, Ino: st.Ino, Rdev: st.Rdev, Mode: st.Mode, Plugin: p.Name, PluginBlob: blob, PluginPid: int32(pid), PluginFd: int32(fd),
 	}}
 	ft.all = append(ft.all, f)
+	ft.markUsed(p.Name)
+	return f, nil
+}
+
+// markUsed notes that plugin name handled something: the image needs it.
+func (ft *fileTable) markUsed(name string) {
 	if ft.used == nil {
 		ft.used = map[string]bool{}
 	}
-	ft.used[p.Name] = true
-	return f, nil
+	ft.used[name] = true
 }
 
 // pluginsUsed lists the plugins that claimed a file: the image needs them.

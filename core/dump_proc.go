@@ -354,6 +354,12 @@ func (d *dumper) collectVMAs(p *procDump) error {
 		unsupported := func(kind, hint string) error {
 			return &UnsupportedError{Pid: pid, What: what, Kind: kind, Hint: hint}
 		}
+		if pl, err := d.claimMapping(pid, m, v); err != nil {
+			return err
+		} else if pl {
+			p.img.Vmas = append(p.img.Vmas, v)
+			continue
+		}
 		switch {
 		case m.Path == "[vdso]":
 			v.Kind = imagepb.VMAKind_VMA_KIND_VDSO
@@ -422,6 +428,25 @@ func (d *dumper) collectVMAs(p *procDump) error {
 		p.img.Vmas = append(p.img.Vmas, v)
 	}
 	return nil
+}
+
+// claimMapping marks a mapping a plugin claims (by path, or by device number for a device
+// mapping); its DumpVMA is called later, off the tracer thread.
+func (d *dumper) claimMapping(pid int, m *procfs.Mapping, v *imagepb.VMA) (bool, error) {
+	if !strings.HasPrefix(m.Path, "/") {
+		return false, nil
+	}
+	var rdev uint64
+	isChar := false
+	if st, err := linux.StatPath(procfs.Path(pid, fmt.Sprintf("map_files/%x-%x", m.Start, m.End))); err == nil && st.Mode&linux.SIFMT == linux.SIFCHR {
+		rdev, isChar = st.Rdev, true
+	}
+	pl, err := d.host.ClaimMapping(m.Path, uint32((rdev>>8)&0xfff), isChar)
+	if err != nil || pl == nil {
+		return false, err
+	}
+	v.Kind, v.Plugin, v.Rdev = imagepb.VMAKind_VMA_KIND_PLUGIN, pl.Name, rdev
+	return true, nil
 }
 
 // saveFile saves, once per file, the content of a mapped file that has no path any more (a

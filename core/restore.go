@@ -228,7 +228,7 @@ func (r *restorer) preflight() error {
 		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
 	}
 	if len(r.c.Tree.Plugins) > 0 {
-		host, err := pluginhost.Start(context.Background(), r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout)
+		host, err := pluginhost.Start(context.Background(), r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout, &restoreServices{r: r})
 		if errors.Is(err, pluginhost.ErrNotFound) {
 			return fmt.Errorf("restore: the image needs plugin %v: %w (%w)", r.c.Tree.Plugins, ErrIncompatible, err)
 		}
@@ -236,6 +236,9 @@ func (r *restorer) preflight() error {
 			return fmt.Errorf("restore: %w", err)
 		}
 		r.host = host
+		if err := r.host.Devices(context.Background(), pluginhost.RestoreInit, r.pids()); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
 	}
 	if err := r.openSavedFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -318,7 +321,14 @@ func (r *restorer) run(ctx context.Context) error {
 	t1 := time.Now()
 	for _, pid := range r.order {
 		p := r.procs[pid]
-		if err := r.thread.Do(func() error { return r.restoreProcess(p) }); err != nil {
+		// The tracer thread is let go around the plugins' RestoreVMA: they may call back.
+		if err := r.thread.Do(func() error { return r.restoreAddressSpace(p) }); err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+		if err := r.restoreClaimedVMAs(p); err != nil {
+			return err
+		}
+		if err := r.thread.Do(func() error { return r.restoreState(p) }); err != nil {
 			return fmt.Errorf("restore pid %d: %w", pid, err)
 		}
 		if ctx.Err() != nil {
@@ -327,6 +337,9 @@ func (r *restorer) run(ctx context.Context) error {
 	}
 	r.stats.Memory = time.Since(t1)
 	// Every process is in place: now let them all go.
+	if err := r.host.Devices(ctx, pluginhost.ResumeDevicesLate, r.pids()); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	if err := r.thread.Do(r.releaseAll); err != nil {
 		return err
 	}
@@ -373,6 +386,15 @@ func (r *restorer) createTree(root int32, children map[int32][]int32) error {
 		}
 	}
 	return nil
+}
+
+// pids lists the processes of the image.
+func (r *restorer) pids() []int {
+	var out []int
+	for _, pe := range r.c.Tree.Processes {
+		out = append(out, int(pe.Pid))
+	}
+	return out
 }
 
 // startStub starts gocr itself stopped at its first instruction, traced from this thread,

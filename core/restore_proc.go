@@ -67,19 +67,17 @@ type prctlMMMap struct {
 	ExeFd                                                             uint32
 }
 
-// restoreProcess turns a fresh copy of the stub into the dumped process, short of its final
-// registers: address space, files, signals and the rest, all by syscalls run inside it.
-func (r *restorer) restoreProcess(p *procRestore) error {
+// restoreAddressSpace turns a fresh copy of the stub into the dumped process's memory and
+// fds, by syscalls run inside it; restoreState then puts back the rest, short of the final
+// registers. Mappings claimed by plugins are made in between (restoreClaimedVMAs).
+func (r *restorer) restoreAddressSpace(p *procRestore) error {
 	if err := r.restoreMM(p); err != nil {
 		return err
 	}
 	if err := r.restoreMemory(p); err != nil {
 		return err
 	}
-	if err := r.installFds(p); err != nil {
-		return err
-	}
-	return r.restoreState(p)
+	return r.installFds(p)
 }
 
 // restoreMM empties the address space but for the scratch area and the vdso, moves the vdso

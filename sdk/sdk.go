@@ -31,10 +31,86 @@ type File struct {
 	Rdev  uint64 // for a device
 }
 
-// Claims says which files a plugin handles.
+// Claims says which files and mappings a plugin handles.
 type Claims struct {
-	PathPrefixes []string // files whose path starts with one of these
-	CharMajors   []uint32 // character devices with one of these major numbers
+	PathPrefixes    []string // fds on files whose path starts with one of these
+	CharMajors      []uint32 // fds on, and mappings of, character devices with these majors
+	MappingPrefixes []string // mappings of files whose path starts with one of these
+}
+
+// VMA is one claimed mapping of one process.
+type VMA struct {
+	Pid        int
+	Start, End uint64
+	Prot       uint32 // PROT_READ|PROT_WRITE|PROT_EXEC
+	Shared     bool
+	Pgoff      uint64 // offset in the file, in bytes
+	Path       string
+	Rdev       uint64
+}
+
+// VMADumper saves claimed mappings, in address order for one process.
+type VMADumper interface {
+	DumpVMA(ctx context.Context, v VMA) ([]byte, error)
+}
+
+// VMARestorer makes claimed mappings again, once the process's other memory is in place, in
+// address order for one process. It uses the Host to act inside the process.
+type VMARestorer interface {
+	RestoreVMA(ctx context.Context, v VMA, blob []byte) error
+}
+
+// DeviceHooks are the once-per-operation device hooks; a plugin implements those it needs:
+//
+//	PauseDevices(ctx, pids)       dump: before those processes are frozen
+//	CheckpointDevices(ctx, pids)  dump: once the whole tree is frozen
+//	DumpDevicesLate(ctx, pids)    dump: after every process was dumped
+//	RestoreInit(ctx, pids)        restore: before any file or mapping is restored
+//	ResumeDevicesLate(ctx, pids)  restore: once every process is in place, before any runs
+type (
+	Pauser interface {
+		PauseDevices(ctx context.Context, pids []int) error
+	}
+	Checkpointer interface {
+		CheckpointDevices(ctx context.Context, pids []int) error
+	}
+	LateDumper interface {
+		DumpDevicesLate(ctx context.Context, pids []int) error
+	}
+	RestoreIniter interface {
+		RestoreInit(ctx context.Context, pids []int) error
+	}
+	Resumer interface {
+		ResumeDevicesLate(ctx context.Context, pids []int) error
+	}
+)
+
+// Checker says in check mode whether a restore here would work, listing the problems.
+type Checker interface {
+	Check(ctx context.Context, pids []int) ([]string, error)
+}
+
+// Host is what a plugin may ask of gocr during a call.
+type Host interface {
+	// ReadMemory and WriteMemory read and write a process's memory.
+	ReadMemory(ctx context.Context, pid int, addr uint64, n int) ([]byte, error)
+	WriteMemory(ctx context.Context, pid int, addr uint64, b []byte) error
+	// Syscall runs a syscall inside the process and returns its result.
+	Syscall(ctx context.Context, pid int, nr int64, args ...uint64) (uint64, error)
+	// TracerIoctl runs ioctl(fd, request, arg) on the process's fd from gocr's tracer thread
+	// and returns the result and arg as the ioctl left it.
+	TracerIoctl(ctx context.Context, pid, fd int, request uint64, arg []byte) (int64, []byte, error)
+	// GetFd returns a dup of the process's fd (same open file description).
+	GetFd(ctx context.Context, pid, fd int) (*os.File, error)
+	// PutBlob (dump) and GetBlob (restore) store and read named data of the plugin in the
+	// image; names are lowercase letters, digits and '-'.
+	PutBlob(ctx context.Context, name string, data []byte) error
+	GetBlob(ctx context.Context, name string) ([]byte, error)
+}
+
+// HostUser is implemented by plugins that call the Host: gocr gives it at Init.
+type HostUser interface {
+	UseHost(h Host)
 }
 
 // Plugin is what every plugin implements.

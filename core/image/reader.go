@@ -38,6 +38,9 @@ func FileDataName(id uint32) string { return fmt.Sprintf("file-%d.img", id) }
 // SavedFileName is the saved content of mapped file id, which has no path any more.
 func SavedFileName(id uint32) string { return fmt.Sprintf("saved-%d.img", id) }
 
+// BlobName is the file of blob name of plugin.
+func BlobName(plugin, name string) string { return fmt.Sprintf("blob-%s-%s.img", plugin, name) }
+
 // ShmemName is the page file of shared memory object id.
 func ShmemName(id uint32) string { return fmt.Sprintf("shmem-%d.img", id) }
 

@@ -341,11 +341,20 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		if v.Start%pageSize != 0 || v.End%pageSize != 0 || v.Start >= v.End || v.End > taskSizeMax || v.Start < last {
 			return corrupt(name, "mapping %d %#x-%#x is misaligned, out of order or out of range", i, v.Start, v.End)
 		}
-		if v.Kind <= imagepb.VMAKind_VMA_KIND_UNSPECIFIED || v.Kind > imagepb.VMAKind_VMA_KIND_SYSV_SHM {
+		if v.Kind <= imagepb.VMAKind_VMA_KIND_UNSPECIFIED || v.Kind > imagepb.VMAKind_VMA_KIND_PLUGIN {
 			return corrupt(name, "mapping %#x: unknown kind %d", v.Start, v.Kind)
 		}
 		if v.Prot&^7 != 0 || v.Pgoff%pageSize != 0 {
 			return corrupt(name, "mapping %#x: bad protection or offset", v.Start)
+		}
+		if v.Kind == imagepb.VMAKind_VMA_KIND_PLUGIN {
+			found := false
+			for _, n := range c.Tree.Plugins {
+				found = found || n == v.Plugin
+			}
+			if !found {
+				return corrupt(name, "mapping %#x: plugin %q not listed", v.Start, v.Plugin)
+			}
 		}
 		if v.Kind == imagepb.VMAKind_VMA_KIND_SYSV_SHM {
 			found := false

@@ -24,6 +24,696 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PidsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pids          []int32                `protobuf:"varint,1,rep,packed,name=pids,proto3" json:"pids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PidsRequest) Reset() {
+	*x = PidsRequest{}
+	mi := &file_plugin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PidsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PidsRequest) ProtoMessage() {}
+
+func (x *PidsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PidsRequest.ProtoReflect.Descriptor instead.
+func (*PidsRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PidsRequest) GetPids() []int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
+type CheckResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Problems      []string               `protobuf:"bytes,1,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckResponse) Reset() {
+	*x = CheckResponse{}
+	mi := &file_plugin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckResponse) ProtoMessage() {}
+
+func (x *CheckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
+func (*CheckResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+type VMARequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Pid    int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Start  uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	End    uint64                 `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
+	Prot   uint32                 `protobuf:"varint,4,opt,name=prot,proto3" json:"prot,omitempty"`
+	Shared bool                   `protobuf:"varint,5,opt,name=shared,proto3" json:"shared,omitempty"`
+	Pgoff  uint64                 `protobuf:"varint,6,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
+	Path   string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`
+	Rdev   uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	// RestoreVMA: what DumpVMA returned.
+	Blob          []byte `protobuf:"bytes,9,opt,name=blob,proto3" json:"blob,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VMARequest) Reset() {
+	*x = VMARequest{}
+	mi := &file_plugin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VMARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VMARequest) ProtoMessage() {}
+
+func (x *VMARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VMARequest.ProtoReflect.Descriptor instead.
+func (*VMARequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VMARequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *VMARequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *VMARequest) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *VMARequest) GetProt() uint32 {
+	if x != nil {
+		return x.Prot
+	}
+	return 0
+}
+
+func (x *VMARequest) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
+func (x *VMARequest) GetPgoff() uint64 {
+	if x != nil {
+		return x.Pgoff
+	}
+	return 0
+}
+
+func (x *VMARequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *VMARequest) GetRdev() uint64 {
+	if x != nil {
+		return x.Rdev
+	}
+	return 0
+}
+
+func (x *VMARequest) GetBlob() []byte {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+type MemoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Addr          uint64                 `protobuf:"varint,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Len           uint64                 `protobuf:"varint,3,opt,name=len,proto3" json:"len,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryRequest) Reset() {
+	*x = MemoryRequest{}
+	mi := &file_plugin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryRequest) ProtoMessage() {}
+
+func (x *MemoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryRequest.ProtoReflect.Descriptor instead.
+func (*MemoryRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MemoryRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *MemoryRequest) GetAddr() uint64 {
+	if x != nil {
+		return x.Addr
+	}
+	return 0
+}
+
+func (x *MemoryRequest) GetLen() uint64 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+func (x *MemoryRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type MemoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryResponse) Reset() {
+	*x = MemoryResponse{}
+	mi := &file_plugin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryResponse) ProtoMessage() {}
+
+func (x *MemoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryResponse.ProtoReflect.Descriptor instead.
+func (*MemoryResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemoryResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SyscallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Nr            int64                  `protobuf:"varint,2,opt,name=nr,proto3" json:"nr,omitempty"`
+	Args          []uint64               `protobuf:"varint,3,rep,packed,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyscallRequest) Reset() {
+	*x = SyscallRequest{}
+	mi := &file_plugin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyscallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyscallRequest) ProtoMessage() {}
+
+func (x *SyscallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyscallRequest.ProtoReflect.Descriptor instead.
+func (*SyscallRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SyscallRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *SyscallRequest) GetNr() int64 {
+	if x != nil {
+		return x.Nr
+	}
+	return 0
+}
+
+func (x *SyscallRequest) GetArgs() []uint64 {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+type SyscallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The result; a failure is an error with the errno.
+	Ret           uint64 `protobuf:"varint,1,opt,name=ret,proto3" json:"ret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyscallResponse) Reset() {
+	*x = SyscallResponse{}
+	mi := &file_plugin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyscallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyscallResponse) ProtoMessage() {}
+
+func (x *SyscallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyscallResponse.ProtoReflect.Descriptor instead.
+func (*SyscallResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SyscallResponse) GetRet() uint64 {
+	if x != nil {
+		return x.Ret
+	}
+	return 0
+}
+
+type IoctlRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fd            int32                  `protobuf:"varint,2,opt,name=fd,proto3" json:"fd,omitempty"`
+	Request       uint64                 `protobuf:"varint,3,opt,name=request,proto3" json:"request,omitempty"`
+	Arg           []byte                 `protobuf:"bytes,4,opt,name=arg,proto3" json:"arg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IoctlRequest) Reset() {
+	*x = IoctlRequest{}
+	mi := &file_plugin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IoctlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IoctlRequest) ProtoMessage() {}
+
+func (x *IoctlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IoctlRequest.ProtoReflect.Descriptor instead.
+func (*IoctlRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *IoctlRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *IoctlRequest) GetFd() int32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
+func (x *IoctlRequest) GetRequest() uint64 {
+	if x != nil {
+		return x.Request
+	}
+	return 0
+}
+
+func (x *IoctlRequest) GetArg() []byte {
+	if x != nil {
+		return x.Arg
+	}
+	return nil
+}
+
+type IoctlResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ret           int64                  `protobuf:"varint,1,opt,name=ret,proto3" json:"ret,omitempty"`
+	Arg           []byte                 `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IoctlResponse) Reset() {
+	*x = IoctlResponse{}
+	mi := &file_plugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IoctlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IoctlResponse) ProtoMessage() {}
+
+func (x *IoctlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IoctlResponse.ProtoReflect.Descriptor instead.
+func (*IoctlResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *IoctlResponse) GetRet() int64 {
+	if x != nil {
+		return x.Ret
+	}
+	return 0
+}
+
+func (x *IoctlResponse) GetArg() []byte {
+	if x != nil {
+		return x.Arg
+	}
+	return nil
+}
+
+type FdRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fd            int32                  `protobuf:"varint,2,opt,name=fd,proto3" json:"fd,omitempty"`
+	Token         uint64                 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FdRequest) Reset() {
+	*x = FdRequest{}
+	mi := &file_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FdRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FdRequest) ProtoMessage() {}
+
+func (x *FdRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FdRequest.ProtoReflect.Descriptor instead.
+func (*FdRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FdRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FdRequest) GetFd() int32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
+func (x *FdRequest) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+type BlobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobRequest) Reset() {
+	*x = BlobRequest{}
+	mi := &file_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobRequest) ProtoMessage() {}
+
+func (x *BlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
+func (*BlobRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BlobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlobRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type BlobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobResponse) Reset() {
+	*x = BlobResponse{}
+	mi := &file_plugin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobResponse) ProtoMessage() {}
+
+func (x *BlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobResponse.ProtoReflect.Descriptor instead.
+func (*BlobResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BlobResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -32,7 +722,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_plugin_proto_msgTypes[0]
+	mi := &file_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +734,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[0]
+	mi := &file_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,21 +747,23 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{0}
+	return file_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 type InitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "dump" or "restore".
-	Operation     string   `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
-	ApiVersions   []uint32 `protobuf:"varint,2,rep,packed,name=api_versions,json=apiVersions,proto3" json:"api_versions,omitempty"`
+	// "dump", "restore" or "check".
+	Operation   string   `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	ApiVersions []uint32 `protobuf:"varint,2,rep,packed,name=api_versions,json=apiVersions,proto3" json:"api_versions,omitempty"`
+	// The go-plugin broker id at which gocr serves the Host service.
+	HostBrokerId  uint32 `protobuf:"varint,3,opt,name=host_broker_id,json=hostBrokerId,proto3" json:"host_broker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_plugin_proto_msgTypes[1]
+	mi := &file_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +775,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[1]
+	mi := &file_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +788,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{1}
+	return file_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InitRequest) GetOperation() string {
@@ -113,21 +805,30 @@ func (x *InitRequest) GetApiVersions() []uint32 {
 	return nil
 }
 
+func (x *InitRequest) GetHostBrokerId() uint32 {
+	if x != nil {
+		return x.HostBrokerId
+	}
+	return 0
+}
+
 type InitResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	ApiVersion uint32                 `protobuf:"varint,2,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
 	// Files whose path starts with one of these are the plugin's.
 	PathPrefixes []string `protobuf:"bytes,3,rep,name=path_prefixes,json=pathPrefixes,proto3" json:"path_prefixes,omitempty"`
-	// Character devices with one of these major numbers are the plugin's.
-	CharMajors    []uint32 `protobuf:"varint,4,rep,packed,name=char_majors,json=charMajors,proto3" json:"char_majors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Character devices with one of these major numbers are the plugin's (files and mappings).
+	CharMajors []uint32 `protobuf:"varint,4,rep,packed,name=char_majors,json=charMajors,proto3" json:"char_majors,omitempty"`
+	// Mappings of files whose path starts with one of these are the plugin's.
+	MappingPrefixes []string `protobuf:"bytes,5,rep,name=mapping_prefixes,json=mappingPrefixes,proto3" json:"mapping_prefixes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_plugin_proto_msgTypes[2]
+	mi := &file_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +840,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[2]
+	mi := &file_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +853,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{2}
+	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InitResponse) GetName() string {
@@ -183,6 +884,13 @@ func (x *InitResponse) GetCharMajors() []uint32 {
 	return nil
 }
 
+func (x *InitResponse) GetMappingPrefixes() []string {
+	if x != nil {
+		return x.MappingPrefixes
+	}
+	return nil
+}
+
 type FileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Pid   int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -201,7 +909,7 @@ type FileRequest struct {
 
 func (x *FileRequest) Reset() {
 	*x = FileRequest{}
-	mi := &file_plugin_proto_msgTypes[3]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +921,7 @@ func (x *FileRequest) String() string {
 func (*FileRequest) ProtoMessage() {}
 
 func (x *FileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[3]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +934,7 @@ func (x *FileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRequest.ProtoReflect.Descriptor instead.
 func (*FileRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{3}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FileRequest) GetPid() int32 {
@@ -294,7 +1002,7 @@ type DumpFileResponse struct {
 
 func (x *DumpFileResponse) Reset() {
 	*x = DumpFileResponse{}
-	mi := &file_plugin_proto_msgTypes[4]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +1014,7 @@ func (x *DumpFileResponse) String() string {
 func (*DumpFileResponse) ProtoMessage() {}
 
 func (x *DumpFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[4]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +1027,7 @@ func (x *DumpFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpFileResponse.ProtoReflect.Descriptor instead.
 func (*DumpFileResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{4}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DumpFileResponse) GetBlob() []byte {
@@ -337,7 +1045,7 @@ type RestoreFileResponse struct {
 
 func (x *RestoreFileResponse) Reset() {
 	*x = RestoreFileResponse{}
-	mi := &file_plugin_proto_msgTypes[5]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +1057,7 @@ func (x *RestoreFileResponse) String() string {
 func (*RestoreFileResponse) ProtoMessage() {}
 
 func (x *RestoreFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[5]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +1070,7 @@ func (x *RestoreFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFileResponse.ProtoReflect.Descriptor instead.
 func (*RestoreFileResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{5}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 type FiniRequest struct {
@@ -374,7 +1082,7 @@ type FiniRequest struct {
 
 func (x *FiniRequest) Reset() {
 	*x = FiniRequest{}
-	mi := &file_plugin_proto_msgTypes[6]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +1094,7 @@ func (x *FiniRequest) String() string {
 func (*FiniRequest) ProtoMessage() {}
 
 func (x *FiniRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[6]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +1107,7 @@ func (x *FiniRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiniRequest.ProtoReflect.Descriptor instead.
 func (*FiniRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{6}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FiniRequest) GetOk() bool {
@@ -413,18 +1121,65 @@ var File_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\fplugin.proto\x12\x0egocr.plugin.v1\"\a\n" +
-	"\x05Empty\"N\n" +
+	"\fplugin.proto\x12\x0egocr.plugin.v1\"!\n" +
+	"\vPidsRequest\x12\x12\n" +
+	"\x04pids\x18\x01 \x03(\x05R\x04pids\"+\n" +
+	"\rCheckResponse\x12\x1a\n" +
+	"\bproblems\x18\x01 \x03(\tR\bproblems\"\xc4\x01\n" +
+	"\n" +
+	"VMARequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\x04R\x03end\x12\x12\n" +
+	"\x04prot\x18\x04 \x01(\rR\x04prot\x12\x16\n" +
+	"\x06shared\x18\x05 \x01(\bR\x06shared\x12\x14\n" +
+	"\x05pgoff\x18\x06 \x01(\x04R\x05pgoff\x12\x12\n" +
+	"\x04path\x18\a \x01(\tR\x04path\x12\x12\n" +
+	"\x04rdev\x18\b \x01(\x04R\x04rdev\x12\x12\n" +
+	"\x04blob\x18\t \x01(\fR\x04blob\"[\n" +
+	"\rMemoryRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\x04R\x04addr\x12\x10\n" +
+	"\x03len\x18\x03 \x01(\x04R\x03len\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"$\n" +
+	"\x0eMemoryResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"F\n" +
+	"\x0eSyscallRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x0e\n" +
+	"\x02nr\x18\x02 \x01(\x03R\x02nr\x12\x12\n" +
+	"\x04args\x18\x03 \x03(\x04R\x04args\"#\n" +
+	"\x0fSyscallResponse\x12\x10\n" +
+	"\x03ret\x18\x01 \x01(\x04R\x03ret\"\\\n" +
+	"\fIoctlRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x0e\n" +
+	"\x02fd\x18\x02 \x01(\x05R\x02fd\x12\x18\n" +
+	"\arequest\x18\x03 \x01(\x04R\arequest\x12\x10\n" +
+	"\x03arg\x18\x04 \x01(\fR\x03arg\"3\n" +
+	"\rIoctlResponse\x12\x10\n" +
+	"\x03ret\x18\x01 \x01(\x03R\x03ret\x12\x10\n" +
+	"\x03arg\x18\x02 \x01(\fR\x03arg\"C\n" +
+	"\tFdRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x0e\n" +
+	"\x02fd\x18\x02 \x01(\x05R\x02fd\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\"5\n" +
+	"\vBlobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\"\n" +
+	"\fBlobResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\a\n" +
+	"\x05Empty\"t\n" +
 	"\vInitRequest\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12!\n" +
-	"\fapi_versions\x18\x02 \x03(\rR\vapiVersions\"\x89\x01\n" +
+	"\fapi_versions\x18\x02 \x03(\rR\vapiVersions\x12$\n" +
+	"\x0ehost_broker_id\x18\x03 \x01(\rR\fhostBrokerId\"\xb4\x01\n" +
 	"\fInitResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
 	"apiVersion\x12#\n" +
 	"\rpath_prefixes\x18\x03 \x03(\tR\fpathPrefixes\x12\x1f\n" +
 	"\vchar_majors\x18\x04 \x03(\rR\n" +
-	"charMajors\"\xa9\x01\n" +
+	"charMajors\x12)\n" +
+	"\x10mapping_prefixes\x18\x05 \x03(\tR\x0fmappingPrefixes\"\xa9\x01\n" +
 	"\vFileRequest\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\x12\x12\n" +
@@ -438,12 +1193,30 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04blob\x18\x01 \x01(\fR\x04blob\"\x15\n" +
 	"\x13RestoreFileResponse\"\x1d\n" +
 	"\vFiniRequest\x12\x0e\n" +
-	"\x02ok\x18\x01 \x01(\bR\x02ok2\xa3\x02\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok2\xd2\x06\n" +
 	"\x06Plugin\x12A\n" +
 	"\x04Init\x12\x1b.gocr.plugin.v1.InitRequest\x1a\x1c.gocr.plugin.v1.InitResponse\x12I\n" +
 	"\bDumpFile\x12\x1b.gocr.plugin.v1.FileRequest\x1a .gocr.plugin.v1.DumpFileResponse\x12O\n" +
-	"\vRestoreFile\x12\x1b.gocr.plugin.v1.FileRequest\x1a#.gocr.plugin.v1.RestoreFileResponse\x12:\n" +
-	"\x04Fini\x12\x1b.gocr.plugin.v1.FiniRequest\x1a\x15.gocr.plugin.v1.EmptyB Z\x1egithub.com/gocr/gocr/sdk/protob\x06proto3"
+	"\vRestoreFile\x12\x1b.gocr.plugin.v1.FileRequest\x1a#.gocr.plugin.v1.RestoreFileResponse\x12G\n" +
+	"\aDumpVMA\x12\x1a.gocr.plugin.v1.VMARequest\x1a .gocr.plugin.v1.DumpFileResponse\x12?\n" +
+	"\n" +
+	"RestoreVMA\x12\x1a.gocr.plugin.v1.VMARequest\x1a\x15.gocr.plugin.v1.Empty\x12B\n" +
+	"\fPauseDevices\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12G\n" +
+	"\x11CheckpointDevices\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12E\n" +
+	"\x0fDumpDevicesLate\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12A\n" +
+	"\vRestoreInit\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12G\n" +
+	"\x11ResumeDevicesLate\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12C\n" +
+	"\x05Check\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x1d.gocr.plugin.v1.CheckResponse\x12:\n" +
+	"\x04Fini\x12\x1b.gocr.plugin.v1.FiniRequest\x1a\x15.gocr.plugin.v1.Empty2\xf0\x03\n" +
+	"\x04Host\x12K\n" +
+	"\n" +
+	"ReadMemory\x12\x1d.gocr.plugin.v1.MemoryRequest\x1a\x1e.gocr.plugin.v1.MemoryResponse\x12C\n" +
+	"\vWriteMemory\x12\x1d.gocr.plugin.v1.MemoryRequest\x1a\x15.gocr.plugin.v1.Empty\x12J\n" +
+	"\aSyscall\x12\x1e.gocr.plugin.v1.SyscallRequest\x1a\x1f.gocr.plugin.v1.SyscallResponse\x12J\n" +
+	"\vTracerIoctl\x12\x1c.gocr.plugin.v1.IoctlRequest\x1a\x1d.gocr.plugin.v1.IoctlResponse\x129\n" +
+	"\x05GetFd\x12\x19.gocr.plugin.v1.FdRequest\x1a\x15.gocr.plugin.v1.Empty\x12=\n" +
+	"\aPutBlob\x12\x1b.gocr.plugin.v1.BlobRequest\x1a\x15.gocr.plugin.v1.Empty\x12D\n" +
+	"\aGetBlob\x12\x1b.gocr.plugin.v1.BlobRequest\x1a\x1c.gocr.plugin.v1.BlobResponseB Z\x1egithub.com/gocr/gocr/sdk/protob\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -457,30 +1230,72 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_plugin_proto_goTypes = []any{
-	(*Empty)(nil),               // 0: gocr.plugin.v1.Empty
-	(*InitRequest)(nil),         // 1: gocr.plugin.v1.InitRequest
-	(*InitResponse)(nil),        // 2: gocr.plugin.v1.InitResponse
-	(*FileRequest)(nil),         // 3: gocr.plugin.v1.FileRequest
-	(*DumpFileResponse)(nil),    // 4: gocr.plugin.v1.DumpFileResponse
-	(*RestoreFileResponse)(nil), // 5: gocr.plugin.v1.RestoreFileResponse
-	(*FiniRequest)(nil),         // 6: gocr.plugin.v1.FiniRequest
+	(*PidsRequest)(nil),         // 0: gocr.plugin.v1.PidsRequest
+	(*CheckResponse)(nil),       // 1: gocr.plugin.v1.CheckResponse
+	(*VMARequest)(nil),          // 2: gocr.plugin.v1.VMARequest
+	(*MemoryRequest)(nil),       // 3: gocr.plugin.v1.MemoryRequest
+	(*MemoryResponse)(nil),      // 4: gocr.plugin.v1.MemoryResponse
+	(*SyscallRequest)(nil),      // 5: gocr.plugin.v1.SyscallRequest
+	(*SyscallResponse)(nil),     // 6: gocr.plugin.v1.SyscallResponse
+	(*IoctlRequest)(nil),        // 7: gocr.plugin.v1.IoctlRequest
+	(*IoctlResponse)(nil),       // 8: gocr.plugin.v1.IoctlResponse
+	(*FdRequest)(nil),           // 9: gocr.plugin.v1.FdRequest
+	(*BlobRequest)(nil),         // 10: gocr.plugin.v1.BlobRequest
+	(*BlobResponse)(nil),        // 11: gocr.plugin.v1.BlobResponse
+	(*Empty)(nil),               // 12: gocr.plugin.v1.Empty
+	(*InitRequest)(nil),         // 13: gocr.plugin.v1.InitRequest
+	(*InitResponse)(nil),        // 14: gocr.plugin.v1.InitResponse
+	(*FileRequest)(nil),         // 15: gocr.plugin.v1.FileRequest
+	(*DumpFileResponse)(nil),    // 16: gocr.plugin.v1.DumpFileResponse
+	(*RestoreFileResponse)(nil), // 17: gocr.plugin.v1.RestoreFileResponse
+	(*FiniRequest)(nil),         // 18: gocr.plugin.v1.FiniRequest
 }
 var file_plugin_proto_depIdxs = []int32{
-	1, // 0: gocr.plugin.v1.Plugin.Init:input_type -> gocr.plugin.v1.InitRequest
-	3, // 1: gocr.plugin.v1.Plugin.DumpFile:input_type -> gocr.plugin.v1.FileRequest
-	3, // 2: gocr.plugin.v1.Plugin.RestoreFile:input_type -> gocr.plugin.v1.FileRequest
-	6, // 3: gocr.plugin.v1.Plugin.Fini:input_type -> gocr.plugin.v1.FiniRequest
-	2, // 4: gocr.plugin.v1.Plugin.Init:output_type -> gocr.plugin.v1.InitResponse
-	4, // 5: gocr.plugin.v1.Plugin.DumpFile:output_type -> gocr.plugin.v1.DumpFileResponse
-	5, // 6: gocr.plugin.v1.Plugin.RestoreFile:output_type -> gocr.plugin.v1.RestoreFileResponse
-	0, // 7: gocr.plugin.v1.Plugin.Fini:output_type -> gocr.plugin.v1.Empty
-	4, // [4:8] is the sub-list for method output_type
-	0, // [0:4] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	13, // 0: gocr.plugin.v1.Plugin.Init:input_type -> gocr.plugin.v1.InitRequest
+	15, // 1: gocr.plugin.v1.Plugin.DumpFile:input_type -> gocr.plugin.v1.FileRequest
+	15, // 2: gocr.plugin.v1.Plugin.RestoreFile:input_type -> gocr.plugin.v1.FileRequest
+	2,  // 3: gocr.plugin.v1.Plugin.DumpVMA:input_type -> gocr.plugin.v1.VMARequest
+	2,  // 4: gocr.plugin.v1.Plugin.RestoreVMA:input_type -> gocr.plugin.v1.VMARequest
+	0,  // 5: gocr.plugin.v1.Plugin.PauseDevices:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 6: gocr.plugin.v1.Plugin.CheckpointDevices:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 7: gocr.plugin.v1.Plugin.DumpDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 8: gocr.plugin.v1.Plugin.RestoreInit:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 9: gocr.plugin.v1.Plugin.ResumeDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 10: gocr.plugin.v1.Plugin.Check:input_type -> gocr.plugin.v1.PidsRequest
+	18, // 11: gocr.plugin.v1.Plugin.Fini:input_type -> gocr.plugin.v1.FiniRequest
+	3,  // 12: gocr.plugin.v1.Host.ReadMemory:input_type -> gocr.plugin.v1.MemoryRequest
+	3,  // 13: gocr.plugin.v1.Host.WriteMemory:input_type -> gocr.plugin.v1.MemoryRequest
+	5,  // 14: gocr.plugin.v1.Host.Syscall:input_type -> gocr.plugin.v1.SyscallRequest
+	7,  // 15: gocr.plugin.v1.Host.TracerIoctl:input_type -> gocr.plugin.v1.IoctlRequest
+	9,  // 16: gocr.plugin.v1.Host.GetFd:input_type -> gocr.plugin.v1.FdRequest
+	10, // 17: gocr.plugin.v1.Host.PutBlob:input_type -> gocr.plugin.v1.BlobRequest
+	10, // 18: gocr.plugin.v1.Host.GetBlob:input_type -> gocr.plugin.v1.BlobRequest
+	14, // 19: gocr.plugin.v1.Plugin.Init:output_type -> gocr.plugin.v1.InitResponse
+	16, // 20: gocr.plugin.v1.Plugin.DumpFile:output_type -> gocr.plugin.v1.DumpFileResponse
+	17, // 21: gocr.plugin.v1.Plugin.RestoreFile:output_type -> gocr.plugin.v1.RestoreFileResponse
+	16, // 22: gocr.plugin.v1.Plugin.DumpVMA:output_type -> gocr.plugin.v1.DumpFileResponse
+	12, // 23: gocr.plugin.v1.Plugin.RestoreVMA:output_type -> gocr.plugin.v1.Empty
+	12, // 24: gocr.plugin.v1.Plugin.PauseDevices:output_type -> gocr.plugin.v1.Empty
+	12, // 25: gocr.plugin.v1.Plugin.CheckpointDevices:output_type -> gocr.plugin.v1.Empty
+	12, // 26: gocr.plugin.v1.Plugin.DumpDevicesLate:output_type -> gocr.plugin.v1.Empty
+	12, // 27: gocr.plugin.v1.Plugin.RestoreInit:output_type -> gocr.plugin.v1.Empty
+	12, // 28: gocr.plugin.v1.Plugin.ResumeDevicesLate:output_type -> gocr.plugin.v1.Empty
+	1,  // 29: gocr.plugin.v1.Plugin.Check:output_type -> gocr.plugin.v1.CheckResponse
+	12, // 30: gocr.plugin.v1.Plugin.Fini:output_type -> gocr.plugin.v1.Empty
+	4,  // 31: gocr.plugin.v1.Host.ReadMemory:output_type -> gocr.plugin.v1.MemoryResponse
+	12, // 32: gocr.plugin.v1.Host.WriteMemory:output_type -> gocr.plugin.v1.Empty
+	6,  // 33: gocr.plugin.v1.Host.Syscall:output_type -> gocr.plugin.v1.SyscallResponse
+	8,  // 34: gocr.plugin.v1.Host.TracerIoctl:output_type -> gocr.plugin.v1.IoctlResponse
+	12, // 35: gocr.plugin.v1.Host.GetFd:output_type -> gocr.plugin.v1.Empty
+	12, // 36: gocr.plugin.v1.Host.PutBlob:output_type -> gocr.plugin.v1.Empty
+	11, // 37: gocr.plugin.v1.Host.GetBlob:output_type -> gocr.plugin.v1.BlobResponse
+	19, // [19:38] is the sub-list for method output_type
+	0,  // [0:19] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -494,9 +1309,9 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   19,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_plugin_proto_goTypes,
 		DependencyIndexes: file_plugin_proto_depIdxs,

@@ -22,10 +22,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Plugin_Init_FullMethodName        = "/gocr.plugin.v1.Plugin/Init"
-	Plugin_DumpFile_FullMethodName    = "/gocr.plugin.v1.Plugin/DumpFile"
-	Plugin_RestoreFile_FullMethodName = "/gocr.plugin.v1.Plugin/RestoreFile"
-	Plugin_Fini_FullMethodName        = "/gocr.plugin.v1.Plugin/Fini"
+	Plugin_Init_FullMethodName              = "/gocr.plugin.v1.Plugin/Init"
+	Plugin_DumpFile_FullMethodName          = "/gocr.plugin.v1.Plugin/DumpFile"
+	Plugin_RestoreFile_FullMethodName       = "/gocr.plugin.v1.Plugin/RestoreFile"
+	Plugin_DumpVMA_FullMethodName           = "/gocr.plugin.v1.Plugin/DumpVMA"
+	Plugin_RestoreVMA_FullMethodName        = "/gocr.plugin.v1.Plugin/RestoreVMA"
+	Plugin_PauseDevices_FullMethodName      = "/gocr.plugin.v1.Plugin/PauseDevices"
+	Plugin_CheckpointDevices_FullMethodName = "/gocr.plugin.v1.Plugin/CheckpointDevices"
+	Plugin_DumpDevicesLate_FullMethodName   = "/gocr.plugin.v1.Plugin/DumpDevicesLate"
+	Plugin_RestoreInit_FullMethodName       = "/gocr.plugin.v1.Plugin/RestoreInit"
+	Plugin_ResumeDevicesLate_FullMethodName = "/gocr.plugin.v1.Plugin/ResumeDevicesLate"
+	Plugin_Check_FullMethodName             = "/gocr.plugin.v1.Plugin/Check"
+	Plugin_Fini_FullMethodName              = "/gocr.plugin.v1.Plugin/Fini"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -40,6 +48,21 @@ type PluginClient interface {
 	// RestoreFile makes the fd again: the plugin sends the new fd over the fd socket with the
 	// token, and the host installs it at the fd number.
 	RestoreFile(ctx context.Context, in *FileRequest, opts ...grpc.CallOption) (*RestoreFileResponse, error)
+	// DumpVMA saves one claimed mapping of one process, after the process's own state was
+	// collected; RestoreVMA makes it again once the process's memory is in place.
+	DumpVMA(ctx context.Context, in *VMARequest, opts ...grpc.CallOption) (*DumpFileResponse, error)
+	RestoreVMA(ctx context.Context, in *VMARequest, opts ...grpc.CallOption) (*Empty, error)
+	// Device hooks, each once: PauseDevices before a process is frozen, CheckpointDevices once
+	// the whole tree is, DumpDevicesLate after every process was dumped, RestoreInit before any
+	// file or mapping is restored, ResumeDevicesLate once every process is in place and before
+	// any runs.
+	PauseDevices(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error)
+	CheckpointDevices(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error)
+	DumpDevicesLate(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error)
+	RestoreInit(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error)
+	ResumeDevicesLate(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Check says, in check mode, whether a restore here would work: problems, empty if none.
+	Check(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	// Fini ends the operation; ok says whether it succeeded.
 	Fini(ctx context.Context, in *FiniRequest, opts ...grpc.CallOption) (*Empty, error)
 }
@@ -82,6 +105,86 @@ func (c *pluginClient) RestoreFile(ctx context.Context, in *FileRequest, opts ..
 	return out, nil
 }
 
+func (c *pluginClient) DumpVMA(ctx context.Context, in *VMARequest, opts ...grpc.CallOption) (*DumpFileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DumpFileResponse)
+	err := c.cc.Invoke(ctx, Plugin_DumpVMA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) RestoreVMA(ctx context.Context, in *VMARequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Plugin_RestoreVMA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) PauseDevices(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Plugin_PauseDevices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) CheckpointDevices(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Plugin_CheckpointDevices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) DumpDevicesLate(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Plugin_DumpDevicesLate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) RestoreInit(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Plugin_RestoreInit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) ResumeDevicesLate(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Plugin_ResumeDevicesLate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) Check(ctx context.Context, in *PidsRequest, opts ...grpc.CallOption) (*CheckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckResponse)
+	err := c.cc.Invoke(ctx, Plugin_Check_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pluginClient) Fini(ctx context.Context, in *FiniRequest, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Empty)
@@ -104,6 +207,21 @@ type PluginServer interface {
 	// RestoreFile makes the fd again: the plugin sends the new fd over the fd socket with the
 	// token, and the host installs it at the fd number.
 	RestoreFile(context.Context, *FileRequest) (*RestoreFileResponse, error)
+	// DumpVMA saves one claimed mapping of one process, after the process's own state was
+	// collected; RestoreVMA makes it again once the process's memory is in place.
+	DumpVMA(context.Context, *VMARequest) (*DumpFileResponse, error)
+	RestoreVMA(context.Context, *VMARequest) (*Empty, error)
+	// Device hooks, each once: PauseDevices before a process is frozen, CheckpointDevices once
+	// the whole tree is, DumpDevicesLate after every process was dumped, RestoreInit before any
+	// file or mapping is restored, ResumeDevicesLate once every process is in place and before
+	// any runs.
+	PauseDevices(context.Context, *PidsRequest) (*Empty, error)
+	CheckpointDevices(context.Context, *PidsRequest) (*Empty, error)
+	DumpDevicesLate(context.Context, *PidsRequest) (*Empty, error)
+	RestoreInit(context.Context, *PidsRequest) (*Empty, error)
+	ResumeDevicesLate(context.Context, *PidsRequest) (*Empty, error)
+	// Check says, in check mode, whether a restore here would work: problems, empty if none.
+	Check(context.Context, *PidsRequest) (*CheckResponse, error)
 	// Fini ends the operation; ok says whether it succeeded.
 	Fini(context.Context, *FiniRequest) (*Empty, error)
 	mustEmbedUnimplementedPluginServer()
@@ -124,6 +242,30 @@ func (UnimplementedPluginServer) DumpFile(context.Context, *FileRequest) (*DumpF
 }
 func (UnimplementedPluginServer) RestoreFile(context.Context, *FileRequest) (*RestoreFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestoreFile not implemented")
+}
+func (UnimplementedPluginServer) DumpVMA(context.Context, *VMARequest) (*DumpFileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DumpVMA not implemented")
+}
+func (UnimplementedPluginServer) RestoreVMA(context.Context, *VMARequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreVMA not implemented")
+}
+func (UnimplementedPluginServer) PauseDevices(context.Context, *PidsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseDevices not implemented")
+}
+func (UnimplementedPluginServer) CheckpointDevices(context.Context, *PidsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckpointDevices not implemented")
+}
+func (UnimplementedPluginServer) DumpDevicesLate(context.Context, *PidsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DumpDevicesLate not implemented")
+}
+func (UnimplementedPluginServer) RestoreInit(context.Context, *PidsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreInit not implemented")
+}
+func (UnimplementedPluginServer) ResumeDevicesLate(context.Context, *PidsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeDevicesLate not implemented")
+}
+func (UnimplementedPluginServer) Check(context.Context, *PidsRequest) (*CheckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
 }
 func (UnimplementedPluginServer) Fini(context.Context, *FiniRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fini not implemented")
@@ -203,6 +345,150 @@ func _Plugin_RestoreFile_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Plugin_DumpVMA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).DumpVMA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_DumpVMA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).DumpVMA(ctx, req.(*VMARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_RestoreVMA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).RestoreVMA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_RestoreVMA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).RestoreVMA(ctx, req.(*VMARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_PauseDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).PauseDevices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_PauseDevices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).PauseDevices(ctx, req.(*PidsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_CheckpointDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).CheckpointDevices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_CheckpointDevices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).CheckpointDevices(ctx, req.(*PidsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_DumpDevicesLate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).DumpDevicesLate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_DumpDevicesLate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).DumpDevicesLate(ctx, req.(*PidsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_RestoreInit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).RestoreInit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_RestoreInit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).RestoreInit(ctx, req.(*PidsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_ResumeDevicesLate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).ResumeDevicesLate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_ResumeDevicesLate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).ResumeDevicesLate(ctx, req.(*PidsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_Check_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).Check(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_Check_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).Check(ctx, req.(*PidsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Plugin_Fini_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FiniRequest)
 	if err := dec(in); err != nil {
@@ -241,8 +527,386 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Plugin_RestoreFile_Handler,
 		},
 		{
+			MethodName: "DumpVMA",
+			Handler:    _Plugin_DumpVMA_Handler,
+		},
+		{
+			MethodName: "RestoreVMA",
+			Handler:    _Plugin_RestoreVMA_Handler,
+		},
+		{
+			MethodName: "PauseDevices",
+			Handler:    _Plugin_PauseDevices_Handler,
+		},
+		{
+			MethodName: "CheckpointDevices",
+			Handler:    _Plugin_CheckpointDevices_Handler,
+		},
+		{
+			MethodName: "DumpDevicesLate",
+			Handler:    _Plugin_DumpDevicesLate_Handler,
+		},
+		{
+			MethodName: "RestoreInit",
+			Handler:    _Plugin_RestoreInit_Handler,
+		},
+		{
+			MethodName: "ResumeDevicesLate",
+			Handler:    _Plugin_ResumeDevicesLate_Handler,
+		},
+		{
+			MethodName: "Check",
+			Handler:    _Plugin_Check_Handler,
+		},
+		{
 			MethodName: "Fini",
 			Handler:    _Plugin_Fini_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "plugin.proto",
+}
+
+const (
+	Host_ReadMemory_FullMethodName  = "/gocr.plugin.v1.Host/ReadMemory"
+	Host_WriteMemory_FullMethodName = "/gocr.plugin.v1.Host/WriteMemory"
+	Host_Syscall_FullMethodName     = "/gocr.plugin.v1.Host/Syscall"
+	Host_TracerIoctl_FullMethodName = "/gocr.plugin.v1.Host/TracerIoctl"
+	Host_GetFd_FullMethodName       = "/gocr.plugin.v1.Host/GetFd"
+	Host_PutBlob_FullMethodName     = "/gocr.plugin.v1.Host/PutBlob"
+	Host_GetBlob_FullMethodName     = "/gocr.plugin.v1.Host/GetBlob"
+)
+
+// HostClient is the client API for Host service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Host is served by gocr to each plugin through go-plugin's broker (the id is in
+// InitRequest.host_broker_id): what a plugin may ask of gocr during a call.
+type HostClient interface {
+	ReadMemory(ctx context.Context, in *MemoryRequest, opts ...grpc.CallOption) (*MemoryResponse, error)
+	WriteMemory(ctx context.Context, in *MemoryRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Syscall runs a syscall inside the process (the calling thread is its main thread).
+	Syscall(ctx context.Context, in *SyscallRequest, opts ...grpc.CallOption) (*SyscallResponse, error)
+	// TracerIoctl runs an ioctl on the process's fd from gocr's tracer thread (some drivers
+	// accept it only from the process's ptrace parent); arg is the buffer, in and out.
+	TracerIoctl(ctx context.Context, in *IoctlRequest, opts ...grpc.CallOption) (*IoctlResponse, error)
+	// GetFd sends a dup of the process's fd over the fd socket with the token.
+	GetFd(ctx context.Context, in *FdRequest, opts ...grpc.CallOption) (*Empty, error)
+	// PutBlob and GetBlob store and read named data of the plugin in the image.
+	PutBlob(ctx context.Context, in *BlobRequest, opts ...grpc.CallOption) (*Empty, error)
+	GetBlob(ctx context.Context, in *BlobRequest, opts ...grpc.CallOption) (*BlobResponse, error)
+}
+
+type hostClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewHostClient(cc grpc.ClientConnInterface) HostClient {
+	return &hostClient{cc}
+}
+
+func (c *hostClient) ReadMemory(ctx context.Context, in *MemoryRequest, opts ...grpc.CallOption) (*MemoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemoryResponse)
+	err := c.cc.Invoke(ctx, Host_ReadMemory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) WriteMemory(ctx context.Context, in *MemoryRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Host_WriteMemory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) Syscall(ctx context.Context, in *SyscallRequest, opts ...grpc.CallOption) (*SyscallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyscallResponse)
+	err := c.cc.Invoke(ctx, Host_Syscall_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) TracerIoctl(ctx context.Context, in *IoctlRequest, opts ...grpc.CallOption) (*IoctlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IoctlResponse)
+	err := c.cc.Invoke(ctx, Host_TracerIoctl_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) GetFd(ctx context.Context, in *FdRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Host_GetFd_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) PutBlob(ctx context.Context, in *BlobRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Host_PutBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) GetBlob(ctx context.Context, in *BlobRequest, opts ...grpc.CallOption) (*BlobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlobResponse)
+	err := c.cc.Invoke(ctx, Host_GetBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// HostServer is the server API for Host service.
+// All implementations must embed UnimplementedHostServer
+// for forward compatibility.
+//
+// Host is served by gocr to each plugin through go-plugin's broker (the id is in
+// InitRequest.host_broker_id): what a plugin may ask of gocr during a call.
+type HostServer interface {
+	ReadMemory(context.Context, *MemoryRequest) (*MemoryResponse, error)
+	WriteMemory(context.Context, *MemoryRequest) (*Empty, error)
+	// Syscall runs a syscall inside the process (the calling thread is its main thread).
+	Syscall(context.Context, *SyscallRequest) (*SyscallResponse, error)
+	// TracerIoctl runs an ioctl on the process's fd from gocr's tracer thread (some drivers
+	// accept it only from the process's ptrace parent); arg is the buffer, in and out.
+	TracerIoctl(context.Context, *IoctlRequest) (*IoctlResponse, error)
+	// GetFd sends a dup of the process's fd over the fd socket with the token.
+	GetFd(context.Context, *FdRequest) (*Empty, error)
+	// PutBlob and GetBlob store and read named data of the plugin in the image.
+	PutBlob(context.Context, *BlobRequest) (*Empty, error)
+	GetBlob(context.Context, *BlobRequest) (*BlobResponse, error)
+	mustEmbedUnimplementedHostServer()
+}
+
+// UnimplementedHostServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedHostServer struct{}
+
+func (UnimplementedHostServer) ReadMemory(context.Context, *MemoryRequest) (*MemoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadMemory not implemented")
+}
+func (UnimplementedHostServer) WriteMemory(context.Context, *MemoryRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteMemory not implemented")
+}
+func (UnimplementedHostServer) Syscall(context.Context, *SyscallRequest) (*SyscallResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Syscall not implemented")
+}
+func (UnimplementedHostServer) TracerIoctl(context.Context, *IoctlRequest) (*IoctlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TracerIoctl not implemented")
+}
+func (UnimplementedHostServer) GetFd(context.Context, *FdRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFd not implemented")
+}
+func (UnimplementedHostServer) PutBlob(context.Context, *BlobRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutBlob not implemented")
+}
+func (UnimplementedHostServer) GetBlob(context.Context, *BlobRequest) (*BlobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBlob not implemented")
+}
+func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
+func (UnimplementedHostServer) testEmbeddedByValue()              {}
+
+// UnsafeHostServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to HostServer will
+// result in compilation errors.
+type UnsafeHostServer interface {
+	mustEmbedUnimplementedHostServer()
+}
+
+func RegisterHostServer(s grpc.ServiceRegistrar, srv HostServer) {
+	// If the following call panics, it indicates UnimplementedHostServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Host_ServiceDesc, srv)
+}
+
+func _Host_ReadMemory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).ReadMemory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_ReadMemory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).ReadMemory(ctx, req.(*MemoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_WriteMemory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).WriteMemory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_WriteMemory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).WriteMemory(ctx, req.(*MemoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_Syscall_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyscallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Syscall(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Syscall_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Syscall(ctx, req.(*SyscallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_TracerIoctl_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IoctlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).TracerIoctl(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_TracerIoctl_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).TracerIoctl(ctx, req.(*IoctlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_GetFd_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FdRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).GetFd(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_GetFd_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).GetFd(ctx, req.(*FdRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_PutBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).PutBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_PutBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).PutBlob(ctx, req.(*BlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_GetBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).GetBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_GetBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).GetBlob(ctx, req.(*BlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Host_ServiceDesc is the grpc.ServiceDesc for Host service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Host_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "gocr.plugin.v1.Host",
+	HandlerType: (*HostServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ReadMemory",
+			Handler:    _Host_ReadMemory_Handler,
+		},
+		{
+			MethodName: "WriteMemory",
+			Handler:    _Host_WriteMemory_Handler,
+		},
+		{
+			MethodName: "Syscall",
+			Handler:    _Host_Syscall_Handler,
+		},
+		{
+			MethodName: "TracerIoctl",
+			Handler:    _Host_TracerIoctl_Handler,
+		},
+		{
+			MethodName: "GetFd",
+			Handler:    _Host_GetFd_Handler,
+		},
+		{
+			MethodName: "PutBlob",
+			Handler:    _Host_PutBlob_Handler,
+		},
+		{
+			MethodName: "GetBlob",
+			Handler:    _Host_GetBlob_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -184,6 +184,8 @@ const (
 	VMAKind_VMA_KIND_VVAR_VCLOCK  VMAKind = 9
 	VMAKind_VMA_KIND_VSYSCALL     VMAKind = 10
 	VMAKind_VMA_KIND_SYSV_SHM     VMAKind = 11
+	// A mapping a plugin claimed: it saved it (plugin_blob) and makes it again.
+	VMAKind_VMA_KIND_PLUGIN VMAKind = 12
 )
 
 // Enum value maps for VMAKind.
@@ -201,6 +203,7 @@ var (
 		9:  "VMA_KIND_VVAR_VCLOCK",
 		10: "VMA_KIND_VSYSCALL",
 		11: "VMA_KIND_SYSV_SHM",
+		12: "VMA_KIND_PLUGIN",
 	}
 	VMAKind_value = map[string]int32{
 		"VMA_KIND_UNSPECIFIED":  0,
@@ -215,6 +218,7 @@ var (
 		"VMA_KIND_VVAR_VCLOCK":  9,
 		"VMA_KIND_VSYSCALL":     10,
 		"VMA_KIND_SYSV_SHM":     11,
+		"VMA_KIND_PLUGIN":       12,
 	}
 )
 
@@ -3361,7 +3365,11 @@ type VMA struct {
 	// For a file without a path: the SavedFile it maps.
 	SavedFileId uint32 `protobuf:"varint,13,opt,name=saved_file_id,json=savedFileId,proto3" json:"saved_file_id,omitempty"`
 	// For VMA_KIND_SYSV_SHM: the segment's id (its content is SharedMemory shmem_id).
-	SysvShmId     int32 `protobuf:"varint,14,opt,name=sysv_shm_id,json=sysvShmId,proto3" json:"sysv_shm_id,omitempty"`
+	SysvShmId int32 `protobuf:"varint,14,opt,name=sysv_shm_id,json=sysvShmId,proto3" json:"sysv_shm_id,omitempty"`
+	// For VMA_KIND_PLUGIN: the plugin and what it saved.
+	Plugin        string `protobuf:"bytes,15,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	PluginBlob    []byte `protobuf:"bytes,16,opt,name=plugin_blob,json=pluginBlob,proto3" json:"plugin_blob,omitempty"`
+	Rdev          uint64 `protobuf:"varint,17,opt,name=rdev,proto3" json:"rdev,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3490,6 +3498,27 @@ func (x *VMA) GetSavedFileId() uint32 {
 func (x *VMA) GetSysvShmId() int32 {
 	if x != nil {
 		return x.SysvShmId
+	}
+	return 0
+}
+
+func (x *VMA) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *VMA) GetPluginBlob() []byte {
+	if x != nil {
+		return x.PluginBlob
+	}
+	return nil
+}
+
+func (x *VMA) GetRdev() uint64 {
+	if x != nil {
+		return x.Rdev
 	}
 	return 0
 }
@@ -4127,7 +4156,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04auxv\x18\f \x01(\fR\x04auxv\x12\x10\n" +
 	"\x03exe\x18\r \x01(\tR\x03exe\x12\x19\n" +
 	"\bexe_size\x18\x0e \x01(\x04R\aexeSize\x12)\n" +
-	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xec\x02\n" +
+	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xb9\x03\n" +
 	"\x03VMA\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4144,7 +4173,11 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"file_flags\x18\f \x01(\rR\tfileFlags\x12\"\n" +
 	"\rsaved_file_id\x18\r \x01(\rR\vsavedFileId\x12\x1e\n" +
-	"\vsysv_shm_id\x18\x0e \x01(\x05R\tsysvShmId\"G\n" +
+	"\vsysv_shm_id\x18\x0e \x01(\x05R\tsysvShmId\x12\x16\n" +
+	"\x06plugin\x18\x0f \x01(\tR\x06plugin\x12\x1f\n" +
+	"\vplugin_blob\x18\x10 \x01(\fR\n" +
+	"pluginBlob\x12\x12\n" +
+	"\x04rdev\x18\x11 \x01(\x04R\x04rdev\"G\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -4193,7 +4226,7 @@ const file_image_proto_rawDesc = "" +
 	"\x0fFILE_KIND_MEMFD\x10\r\x12\x18\n" +
 	"\x14FILE_KIND_PTY_MASTER\x10\x0e\x12\x17\n" +
 	"\x13FILE_KIND_PTY_SLAVE\x10\x0f\x12\x14\n" +
-	"\x10FILE_KIND_PLUGIN\x10\x10*\xa2\x02\n" +
+	"\x10FILE_KIND_PLUGIN\x10\x10*\xb7\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -4207,7 +4240,8 @@ const file_image_proto_rawDesc = "" +
 	"\x14VMA_KIND_VVAR_VCLOCK\x10\t\x12\x15\n" +
 	"\x11VMA_KIND_VSYSCALL\x10\n" +
 	"\x12\x15\n" +
-	"\x11VMA_KIND_SYSV_SHM\x10\vB)Z'github.com/gocr/gocr/core/image/imagepbb\x06proto3"
+	"\x11VMA_KIND_SYSV_SHM\x10\v\x12\x13\n" +
+	"\x0fVMA_KIND_PLUGIN\x10\fB)Z'github.com/gocr/gocr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once

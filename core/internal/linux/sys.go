@@ -494,3 +494,16 @@ func TerminalOf(fd int) string {
 func StartWriteback(fd int, off, n int64) error {
 	return os.NewSyscallError("sync_file_range", unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE))
 }
+
+// Ioctl runs ioctl(fd, request, arg) with arg pointing at the buffer (or NULL when empty).
+func Ioctl(fd int, request uint64, arg []byte) (int64, error) {
+	var p uintptr
+	if len(arg) > 0 {
+		p = uintptr(unsafe.Pointer(&arg[0]))
+	}
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(request), p)
+	if e != 0 {
+		return -1, os.NewSyscallError("ioctl", e)
+	}
+	return int64(r), nil
+}

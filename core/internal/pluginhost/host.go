@@ -41,6 +41,7 @@ const DefaultTimeout = 30 * time.Second
 type Host struct {
 	plugins []*Plugin
 	timeout time.Duration
+	svc     Services
 }
 
 // Plugin is one running plugin process.
@@ -74,13 +75,26 @@ func Find(name string, dirs []string) (string, error) {
 	return "", fmt.Errorf("plugin %s: no gocr-plugin-%s in %s: %w", name, name, strings.Join(dirs, ", "), ErrNotFound)
 }
 
-// Start starts the named plugins for operation ("dump" or "restore") and agrees an API
-// version with each. On error, the plugins already started are stopped.
-func Start(ctx context.Context, names, dirs []string, operation string, timeout time.Duration) (*Host, error) {
+// Services are what the host does for plugins that call back (sdk.Host): the dumper or the
+// restorer provides them. A nil Services refuses every call.
+type Services interface {
+	ReadMemory(pid int, addr uint64, n int) ([]byte, error)
+	WriteMemory(pid int, addr uint64, b []byte) error
+	Syscall(pid int, nr int64, args []uint64) (uint64, error)
+	TracerIoctl(pid, fd int, request uint64, arg []byte) (int64, []byte, error)
+	// Dup returns a dup, in gocr, of the process's fd; the host sends it and closes it.
+	Dup(pid, fd int) (int, error)
+	PutBlob(plugin, name string, data []byte) error
+	GetBlob(plugin, name string) ([]byte, error)
+}
+
+// Start starts the named plugins for operation ("dump", "restore" or "check") and agrees an
+// API version with each. On error, the plugins already started are stopped.
+func Start(ctx context.Context, names, dirs []string, operation string, timeout time.Duration, svc Services) (*Host, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	h := &Host{timeout: timeout}
+	h := &Host{timeout: timeout, svc: svc}
 	for _, name := range names {
 		p, err := h.start(ctx, name, dirs, operation)
 		if err != nil {
@@ -130,10 +144,19 @@ func (h *Host) start(ctx context.Context, name string, dirs []string, operation 
 	if err != nil {
 		return fail(err)
 	}
-	p := &Plugin{Name: name, client: client, rpc: raw.(pb.PluginClient), fds: conn.(*net.UnixConn), waiting: map[uint64]chan int{}}
+	d := raw.(dispensed)
+	p := &Plugin{Name: name, client: client, rpc: d.rpc, fds: conn.(*net.UnixConn), waiting: map[uint64]chan int{}}
+	// The Host service, served back to the plugin through go-plugin's broker.
+	broker := d.broker
+	id := broker.NextId()
+	go broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+		s := grpc.NewServer(opts...)
+		pb.RegisterHostServer(s, &hostServer{h: h, p: p})
+		return s
+	})
 	cctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	init, err := p.rpc.Init(cctx, &pb.InitRequest{Operation: operation, ApiVersions: APIVersions})
+	init, err := p.rpc.Init(cctx, &pb.InitRequest{Operation: operation, ApiVersions: APIVersions, HostBrokerId: id})
 	if err != nil {
 		p.fds.Close()
 		return fail(fmt.Errorf("init: %w", grpcError(err)))
@@ -179,6 +202,31 @@ func (p *Plugin) receiveFds() {
 		}
 		ch <- fds[0]
 	}
+}
+
+// ClaimMapping returns the plugin that claims a mapping of path (a device's when isChar), nil
+// if none; two claims are a configuration error.
+func (h *Host) ClaimMapping(path string, charMajor uint32, isChar bool) (*Plugin, error) {
+	if h == nil {
+		return nil, nil
+	}
+	var found *Plugin
+	for _, p := range h.plugins {
+		mine := false
+		for _, pre := range p.claims.MappingPrefixes {
+			mine = mine || strings.HasPrefix(path, pre)
+		}
+		for _, m := range p.claims.CharMajors {
+			mine = mine || (isChar && m == charMajor)
+		}
+		if mine {
+			if found != nil {
+				return nil, fmt.Errorf("mapping of %s is claimed by two plugins, %s and %s: load only one of them", path, found.Name, p.Name)
+			}
+			found = p
+		}
+	}
+	return found, nil
 }
 
 // Claim returns the plugin that claims a file, nil if none; two plugins claiming one file is
@@ -259,6 +307,101 @@ func (h *Host) RestoreFile(ctx context.Context, p *Plugin, f File, blob []byte) 
 	}
 }
 
+// VMA is a claimed mapping as the host sends it.
+type VMA = sdk.VMA
+
+func vmaRequest(v VMA, blob []byte) *pb.VMARequest {
+	return &pb.VMARequest{Pid: int32(v.Pid), Start: v.Start, End: v.End, Prot: v.Prot, Shared: v.Shared, Pgoff: v.Pgoff, Path: v.Path, Rdev: v.Rdev, Blob: blob}
+}
+
+// DumpVMA calls the plugin's DumpVMA hook.
+func (h *Host) DumpVMA(ctx context.Context, p *Plugin, v VMA) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	r, err := p.rpc.DumpVMA(ctx, vmaRequest(v, nil))
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: dump pid %d mapping %#x-%#x (%s): %w", p.Name, v.Pid, v.Start, v.End, v.Path, grpcError(err))
+	}
+	return r.Blob, nil
+}
+
+// RestoreVMA calls the plugin's RestoreVMA hook.
+func (h *Host) RestoreVMA(ctx context.Context, p *Plugin, v VMA, blob []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	if _, err := p.rpc.RestoreVMA(ctx, vmaRequest(v, blob)); err != nil {
+		return fmt.Errorf("plugin %s: restore pid %d mapping %#x-%#x (%s): %w", p.Name, v.Pid, v.Start, v.End, v.Path, grpcError(err))
+	}
+	return nil
+}
+
+// Device hooks, called on every plugin.
+const (
+	PauseDevices      = "PauseDevices"
+	CheckpointDevices = "CheckpointDevices"
+	DumpDevicesLate   = "DumpDevicesLate"
+	RestoreInit       = "RestoreInit"
+	ResumeDevicesLate = "ResumeDevicesLate"
+)
+
+// Devices calls a device hook on every plugin, with the pids it concerns.
+func (h *Host) Devices(ctx context.Context, hook string, pids []int) error {
+	if h == nil {
+		return nil
+	}
+	req := &pb.PidsRequest{}
+	for _, p := range pids {
+		req.Pids = append(req.Pids, int32(p))
+	}
+	for _, p := range h.plugins {
+		cctx, cancel := context.WithTimeout(ctx, h.timeout)
+		var err error
+		switch hook {
+		case PauseDevices:
+			_, err = p.rpc.PauseDevices(cctx, req)
+		case CheckpointDevices:
+			_, err = p.rpc.CheckpointDevices(cctx, req)
+		case DumpDevicesLate:
+			_, err = p.rpc.DumpDevicesLate(cctx, req)
+		case RestoreInit:
+			_, err = p.rpc.RestoreInit(cctx, req)
+		case ResumeDevicesLate:
+			_, err = p.rpc.ResumeDevicesLate(cctx, req)
+		default:
+			err = fmt.Errorf("unknown hook %s", hook)
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("plugin %s: %s: %w", p.Name, hook, grpcError(err))
+		}
+	}
+	return nil
+}
+
+// Check asks every plugin whether a restore here would work, and returns their problems.
+func (h *Host) Check(ctx context.Context, pids []int) ([]string, error) {
+	if h == nil {
+		return nil, nil
+	}
+	req := &pb.PidsRequest{}
+	for _, p := range pids {
+		req.Pids = append(req.Pids, int32(p))
+	}
+	var out []string
+	for _, p := range h.plugins {
+		cctx, cancel := context.WithTimeout(ctx, h.timeout)
+		r, err := p.rpc.Check(cctx, req)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s: check: %w", p.Name, grpcError(err))
+		}
+		for _, pr := range r.Problems {
+			out = append(out, "plugin "+p.Name+": "+pr)
+		}
+	}
+	return out, nil
+}
+
 // Close tells every plugin how the operation ended and stops its process.
 func (h *Host) Close(ok bool) {
 	if h == nil {
@@ -311,6 +454,102 @@ func (grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
 	return fmt.Errorf("the plugin side is in package sdk")
 }
 
-func (grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return pb.NewPluginClient(c), nil
+// dispensed is what Dispense gives: the client and the broker to serve the Host service on.
+type dispensed struct {
+	rpc    pb.PluginClient
+	broker *plugin.GRPCBroker
+}
+
+func (grpcPlugin) GRPCClient(_ context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return dispensed{rpc: pb.NewPluginClient(c), broker: b}, nil
+}
+
+// hostServer serves the Host service to one plugin.
+type hostServer struct {
+	pb.UnimplementedHostServer
+	h *Host
+	p *Plugin
+}
+
+func (s *hostServer) svc() (Services, error) {
+	if s.h.svc == nil {
+		return nil, fmt.Errorf("gocr offers no host services in this operation")
+	}
+	return s.h.svc, nil
+}
+
+func (s *hostServer) ReadMemory(ctx context.Context, r *pb.MemoryRequest) (*pb.MemoryResponse, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	if r.Len > 64<<20 {
+		return nil, fmt.Errorf("read of %d bytes: at most 64 MiB a call", r.Len)
+	}
+	b, err := svc.ReadMemory(int(r.Pid), r.Addr, int(r.Len))
+	return &pb.MemoryResponse{Data: b}, err
+}
+
+func (s *hostServer) WriteMemory(ctx context.Context, r *pb.MemoryRequest) (*pb.Empty, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Empty{}, svc.WriteMemory(int(r.Pid), r.Addr, r.Data)
+}
+
+func (s *hostServer) Syscall(ctx context.Context, r *pb.SyscallRequest) (*pb.SyscallResponse, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Args) > 6 {
+		return nil, fmt.Errorf("a syscall takes at most 6 arguments")
+	}
+	ret, err := svc.Syscall(int(r.Pid), r.Nr, r.Args)
+	return &pb.SyscallResponse{Ret: ret}, err
+}
+
+func (s *hostServer) TracerIoctl(ctx context.Context, r *pb.IoctlRequest) (*pb.IoctlResponse, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	ret, arg, err := svc.TracerIoctl(int(r.Pid), int(r.Fd), r.Request, r.Arg)
+	return &pb.IoctlResponse{Ret: ret, Arg: arg}, err
+}
+
+func (s *hostServer) GetFd(ctx context.Context, r *pb.FdRequest) (*pb.Empty, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := svc.Dup(int(r.Pid), int(r.Fd))
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], r.Token)
+	if _, _, err := s.p.fds.WriteMsgUnix(b[:], syscall.UnixRights(fd), nil); err != nil {
+		return nil, fmt.Errorf("send fd %d of pid %d to the plugin: %w", r.Fd, r.Pid, err)
+	}
+	return &pb.Empty{}, nil
+}
+
+func (s *hostServer) PutBlob(ctx context.Context, r *pb.BlobRequest) (*pb.Empty, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Empty{}, svc.PutBlob(s.p.Name, r.Name, r.Data)
+}
+
+func (s *hostServer) GetBlob(ctx context.Context, r *pb.BlobRequest) (*pb.BlobResponse, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	b, err := svc.GetBlob(s.p.Name, r.Name)
+	return &pb.BlobResponse{Data: b}, err
 }

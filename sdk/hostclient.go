@@ -1,0 +1,88 @@
+package sdk
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	pb "github.com/gocr/gocr/sdk/proto"
+)
+
+// hostClient is the plugin side of the Host service: calls back into gocr.
+type hostClient struct {
+	c     pb.HostClient
+	s     *server
+	mu    sync.Mutex // one GetFd at a time on the fd socket
+	token uint64
+}
+
+func (h *hostClient) ReadMemory(ctx context.Context, pid int, addr uint64, n int) ([]byte, error) {
+	r, err := h.c.ReadMemory(ctx, &pb.MemoryRequest{Pid: int32(pid), Addr: addr, Len: uint64(n)})
+	if err != nil {
+		return nil, err
+	}
+	return r.Data, nil
+}
+
+func (h *hostClient) WriteMemory(ctx context.Context, pid int, addr uint64, b []byte) error {
+	_, err := h.c.WriteMemory(ctx, &pb.MemoryRequest{Pid: int32(pid), Addr: addr, Data: b})
+	return err
+}
+
+func (h *hostClient) Syscall(ctx context.Context, pid int, nr int64, args ...uint64) (uint64, error) {
+	r, err := h.c.Syscall(ctx, &pb.SyscallRequest{Pid: int32(pid), Nr: nr, Args: args})
+	if err != nil {
+		return 0, err
+	}
+	return r.Ret, nil
+}
+
+func (h *hostClient) TracerIoctl(ctx context.Context, pid, fd int, request uint64, arg []byte) (int64, []byte, error) {
+	r, err := h.c.TracerIoctl(ctx, &pb.IoctlRequest{Pid: int32(pid), Fd: int32(fd), Request: request, Arg: arg})
+	if err != nil {
+		return 0, nil, err
+	}
+	return r.Ret, r.Arg, nil
+}
+
+func (h *hostClient) GetFd(ctx context.Context, pid, fd int) (*os.File, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.s.fdSocket(); err != nil {
+		return nil, err
+	}
+	h.token++
+	if _, err := h.c.GetFd(ctx, &pb.FdRequest{Pid: int32(pid), Fd: int32(fd), Token: h.token}); err != nil {
+		return nil, err
+	}
+	buf, oob := make([]byte, 8), make([]byte, syscall.CmsgSpace(4))
+	n, oobn, _, _, err := h.s.fds.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 || n != 8 || binary.LittleEndian.Uint64(buf) != h.token {
+		return nil, fmt.Errorf("gocr sent no fd for fd %d of pid %d", fd, pid)
+	}
+	fds, err := syscall.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("gocr sent no fd for fd %d of pid %d", fd, pid)
+	}
+	return os.NewFile(uintptr(fds[0]), fmt.Sprintf("pid %d fd %d", pid, fd)), nil
+}
+
+func (h *hostClient) PutBlob(ctx context.Context, name string, data []byte) error {
+	_, err := h.c.PutBlob(ctx, &pb.BlobRequest{Name: name, Data: data})
+	return err
+}
+
+func (h *hostClient) GetBlob(ctx context.Context, name string) ([]byte, error) {
+	r, err := h.c.GetBlob(ctx, &pb.BlobRequest{Name: name})
+	if err != nil {
+		return nil, err
+	}
+	return r.Data, nil
+}
