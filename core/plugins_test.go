@@ -203,6 +203,19 @@ func TestPluginFailures(t *testing.T) {
 			t.Errorf("%d plugin processes left behind", n)
 		}
 	})
+	t.Run("claimed by two", func(t *testing.T) {
+		root, pids, dir, pluginDir, _ := pluginTree(t)
+		_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root.Pid}, Dir: filepath.Join(t.TempDir(), "img"), Plugins: []string{"example", "example"}, PluginDirs: []string{pluginDir}})
+		if err == nil || !strings.Contains(err.Error(), "claimed by two plugins") {
+			t.Fatalf("got %v, want a configuration error naming both claims", err)
+		}
+		for i, pid := range pids {
+			running(t, pid, filepath.Join(dir, "claimed", fmt.Sprintf("p%d-0", i)))
+		}
+		if n := pluginProcesses(pluginDir); n != 0 {
+			t.Errorf("%d plugin processes left behind", n)
+		}
+	})
 	t.Run("missing plugin", func(t *testing.T) {
 		root, pids, _, pluginDir, _ := pluginTree(t)
 		img := filepath.Join(t.TempDir(), "img")
@@ -226,4 +239,58 @@ func TestPluginFailures(t *testing.T) {
 			gone(t, pid)
 		}
 	})
+}
+
+// A mapping claimed by a plugin goes through the plugin's DumpVMA and RestoreVMA, which use
+// every host service (memory, syscalls inside the process, an ioctl from the tracer thread, a
+// dup of an fd, blobs in the image); the device hooks come in the order of docs/plugins.md.
+func TestPluginMappingsAndHostServices(t *testing.T) {
+	testutil.RequireRoot(t)
+	pluginDir := testutil.BuildPlugin(t, "internal/testplugin/gocr-plugin-devtest", "devtest")
+	p, dir := testutil.StartReady(t, "devmap")
+	pluginLog := filepath.Join(t.TempDir(), "devtest.log")
+	t.Setenv("GOCR_DEVTEST_PREFIX", filepath.Join(dir, "dev")+"/")
+	t.Setenv("GOCR_DEVTEST_LOG", pluginLog)
+	log := filepath.Join(dir, "count.log")
+	testutil.WaitFor(t, "devmap to count", func() bool { return lastInt(t, log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, Plugins: []string{"devtest"}, PluginDirs: []string{pluginDir}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	at := lastInt(t, log)
+	if _, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{pluginDir}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Adopt(t, p.Pid)
+	testutil.WaitFor(t, "devmap to go on counting in its mapping", func() bool { return lastInt(t, log) >= at+10 })
+	checkSequence(t, log, at+10)
+
+	var hooks []string
+	for _, l := range testutil.Lines(pluginLog) {
+		hooks = append(hooks, strings.Fields(l)[0])
+	}
+	want := "PauseDevices CheckpointDevices DumpVMA DumpDevicesLate Fini RestoreInit RestoreVMA ResumeDevicesLate Fini"
+	if got := strings.Join(hooks, " "); got != want {
+		t.Errorf("hooks in order:\n got %s\nwant %s", got, want)
+	}
+	logText := testutil.ReadFile(pluginLog)
+	for _, w := range []string{`first="DEVICE-STATE"`, "fionread=100", "size=4096", "same=true"} {
+		if !strings.Contains(logText, w) {
+			t.Errorf("plugin log lacks %s:\n%s", w, logText)
+		}
+	}
+	// Check mode asks the plugin too.
+	t.Setenv("GOCR_DEVTEST_NO_DEVICE", "1")
+	t.Setenv("GOCR_PLUGIN_DIR", pluginDir)
+	rep, err := core.Check(img)
+	found := false
+	if rep != nil {
+		for _, pr := range rep.Problems {
+			found = found || strings.Contains(pr.Detail, "no such device here")
+		}
+	}
+	if !found {
+		t.Errorf("check mode: %v %v, want the plugin's problem", rep, err)
+	}
 }
