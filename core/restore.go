@@ -319,21 +319,39 @@ func (r *restorer) run(ctx context.Context) error {
 	}
 	r.stats.Create = time.Since(t0)
 	t1 := time.Now()
+	// Processes are restored concurrently: each step on the tracer thread is one Do, and the
+	// thread is let go around the plugins' RestoreVMA calls, so that a plugin's call waiting
+	// for another process's makes progress and its calls back to the host get the thread.
+	errs := make(chan error, len(r.order))
 	for _, pid := range r.order {
 		p := r.procs[pid]
-		// The tracer thread is let go around the plugins' RestoreVMA: they may call back.
-		if err := r.thread.Do(func() error { return r.restoreAddressSpace(p) }); err != nil {
-			return fmt.Errorf("restore pid %d: %w", pid, err)
+		go func() {
+			if err := r.thread.Do(func() error { return r.restoreAddressSpace(p) }); err != nil {
+				errs <- fmt.Errorf("restore pid %d: %w", pid, err)
+				return
+			}
+			if err := r.restoreClaimedVMAs(p); err != nil {
+				errs <- err
+				return
+			}
+			if err := r.thread.Do(func() error { return r.restoreState(p) }); err != nil {
+				errs <- fmt.Errorf("restore pid %d: %w", pid, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range r.order {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
-		if err := r.restoreClaimedVMAs(p); err != nil {
-			return err
-		}
-		if err := r.thread.Do(func() error { return r.restoreState(p) }); err != nil {
-			return fmt.Errorf("restore pid %d: %w", pid, err)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("restore: %w", ErrInterrupted)
-		}
+	}
+	if first != nil {
+		return first
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("restore: %w", ErrInterrupted)
 	}
 	r.stats.Memory = time.Since(t1)
 	// Every process is in place: now let them all go.
