@@ -294,3 +294,37 @@ func TestPluginMappingsAndHostServices(t *testing.T) {
 		t.Errorf("check mode: %v %v, want the plugin's problem", rep, err)
 	}
 }
+
+// RestoreVMA calls of different processes run concurrently: the parent's mapping is restored
+// only once the child's was (the test plugin waits for it), which would never happen if
+// processes were restored one after the other.
+func TestPluginRestoreVMAConcurrent(t *testing.T) {
+	testutil.RequireRoot(t)
+	pluginDir := testutil.BuildPlugin(t, "internal/testplugin/gocr-plugin-devtest", "devtest")
+	p, dir := testutil.StartReady(t, "devmap", "pair")
+	testutil.WaitFor(t, "the child", func() bool { return fileExists(filepath.Join(dir, "ready-peer")) })
+	t.Setenv("GOCR_DEVTEST_PREFIX", filepath.Join(dir, "dev")+"/")
+	t.Setenv("GOCR_DEVTEST_LOG", filepath.Join(t.TempDir(), "devtest.log"))
+	kids := testutil.Children(p.Pid)
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, Plugins: []string{"devtest"}, PluginDirs: []string{pluginDir}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	for _, k := range kids {
+		testutil.KillAndReap(k)
+	}
+	logs := []string{filepath.Join(dir, "count.log"), filepath.Join(dir, "peer.log")}
+	at := []int{lastInt(t, logs[0]), lastInt(t, logs[1])}
+	res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{pluginDir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(res.Pids) - 1; i >= 0; i-- {
+		testutil.Adopt(t, res.Pids[i])
+	}
+	for i, log := range logs {
+		testutil.WaitFor(t, "both to go on", func() bool { return lastInt(t, log) >= at[i]+5 })
+		checkSequence(t, log, at[i]+5)
+	}
+}

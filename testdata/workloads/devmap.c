@@ -1,7 +1,9 @@
 // devmap: maps DIR/dev/region (a file standing in for a device) shared, keeps it open at fd 3
 // 100 bytes from its end, and counts in the mapping: every 5 ms it bumps the number at byte
 // 64 of the mapping and appends it to DIR/count.log. DIR/ready appears when all is set.
-// usage: devmap DIR
+// With "pair", a child does the same with DIR/dev/peer.signal and DIR/peer.log, and the
+// parent's file is DIR/dev/region.wait instead.
+// usage: devmap DIR [pair]
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,13 +12,25 @@
 #include <time.h>
 #include <unistd.h>
 
+static int run(const char *dir, const char *file, const char *logname, const char *ready);
+
 int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
 	char path[512];
 	snprintf(path, sizeof path, "%s/dev", argv[1]);
 	mkdir(path, 0755);
-	snprintf(path, sizeof path, "%s/dev/region", argv[1]);
+	if (argc > 2) {
+		if (fork() == 0)
+			return run(argv[1], "peer.signal", "peer.log", "ready-peer");
+		return run(argv[1], "region.wait", "count.log", "ready");
+	}
+	return run(argv[1], "region", "count.log", "ready");
+}
+
+static int run(const char *dir, const char *file, const char *logname, const char *ready) {
+	char path[512];
+	snprintf(path, sizeof path, "%s/dev/%s", dir, file);
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	if (fd != 3 || ftruncate(fd, 4096) < 0)
 		return 3;
@@ -25,9 +39,9 @@ int main(int argc, char **argv) {
 		return 4;
 	strcpy(m, "DEVICE-STATE");
 	lseek(fd, 4096 - 100, SEEK_SET);
-	snprintf(path, sizeof path, "%s/count.log", argv[1]);
+	snprintf(path, sizeof path, "%s/%s", dir, logname);
 	int log = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
+	snprintf(path, sizeof path, "%s/%s", dir, ready);
 	close(open(path, O_WRONLY | O_CREAT, 0644));
 	volatile long *n = (long *)(m + 64);
 	for (;;) {

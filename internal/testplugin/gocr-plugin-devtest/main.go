@@ -5,7 +5,8 @@
 // (TracerIoctl), takes a dup of that fd (GetFd) to stat it, and stores the bytes as a blob
 // (PutBlob). At restore it maps the file again inside the process with syscalls it runs there
 // (Syscall, WriteMemory), and checks the bytes against the blob (GetBlob, ReadMemory). Every
-// hook is logged to GOCR_DEVTEST_LOG as "HOOK PIDS DETAIL".
+// hook is logged to GOCR_DEVTEST_LOG as "HOOK PIDS DETAIL". A mapping of a file whose name ends
+// in ".wait" is restored only once one ending in ".signal" was, for another process.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/gocr/gocr/sdk"
 )
@@ -27,6 +29,8 @@ type devtest struct {
 	host   sdk.Host
 	mu     sync.Mutex
 	log    *os.File
+	signal chan struct{}
+	once   sync.Once
 }
 
 func (d *devtest) Name() string { return "devtest" }
@@ -72,11 +76,21 @@ func (d *devtest) DumpVMA(ctx context.Context, v sdk.VMA) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.host.PutBlob(ctx, "first", first); err != nil {
+	if err := d.host.PutBlob(ctx, blobName(v.Path), first); err != nil {
 		return nil, err
 	}
 	d.record("DumpVMA", []int{v.Pid}, fmt.Sprintf("first=%q fionread=%d size=%d", strings.TrimRight(string(first), "\x00"), binary.LittleEndian.Uint32(arg), st.Size()))
 	return json.Marshal(saved{Path: v.Path, Pgoff: v.Pgoff})
+}
+
+// blobName is a blob name for a mapped file: its name, with what blob names refuse dropped.
+func blobName(path string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, path[strings.LastIndexByte(path, '/')+1:])
 }
 
 func (d *devtest) RestoreVMA(ctx context.Context, v sdk.VMA, blob []byte) error {
@@ -84,6 +98,18 @@ func (d *devtest) RestoreVMA(ctx context.Context, v sdk.VMA, blob []byte) error 
 	if err := json.Unmarshal(blob, &s); err != nil {
 		return err
 	}
+	if strings.HasSuffix(s.Path, ".wait") {
+		select {
+		case <-d.signal:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("%s: no .signal mapping was restored by another process", s.Path)
+		}
+	}
+	defer func() {
+		if strings.HasSuffix(s.Path, ".signal") {
+			d.once.Do(func() { close(d.signal) })
+		}
+	}()
 	// A page of our own inside the process for the path, then open, map, close, unmap.
 	page, err := d.host.Syscall(ctx, v.Pid, syscall.SYS_MMAP, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, ^uint64(0), 0)
 	if err != nil {
@@ -106,7 +132,7 @@ func (d *devtest) RestoreVMA(ctx context.Context, v sdk.VMA, blob []byte) error 
 	}
 	d.host.Syscall(ctx, v.Pid, syscall.SYS_CLOSE, fd)
 	d.host.Syscall(ctx, v.Pid, syscall.SYS_MUNMAP, page, 4096)
-	want, err := d.host.GetBlob(ctx, "first")
+	want, err := d.host.GetBlob(ctx, blobName(v.Path))
 	if err != nil {
 		return err
 	}
@@ -159,5 +185,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "devtest: GOCR_DEVTEST_LOG:", err)
 		os.Exit(1)
 	}
-	sdk.Serve(&devtest{prefix: os.Getenv("GOCR_DEVTEST_PREFIX"), log: f})
+	sdk.Serve(&devtest{prefix: os.Getenv("GOCR_DEVTEST_PREFIX"), log: f, signal: make(chan struct{})})
 }
