@@ -7,7 +7,6 @@ import (
 	"os"
 	"unsafe"
 
-	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
 	"github.com/gocr/gocr/core/internal/procfs"
@@ -339,7 +338,6 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 				continue
 			}
 		}
-		_ = prot
 	}
 	if len(img.Pages) > 0 {
 		fd, err := pagesIn(img.PagesFile)
@@ -1100,4 +1098,3 @@ func (r *restorer) finalThreadRegs(pid int, ri *imagepb.Regs, xstate []byte, mas
 	return linux.SetSigMask(pid, mask)
 }
 
-var _ = image.TreeName
