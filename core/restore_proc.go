@@ -1097,4 +1097,3 @@ func (r *restorer) finalThreadRegs(pid int, ri *imagepb.Regs, xstate []byte, mas
 	}
 	return linux.SetSigMask(pid, mask)
 }
-
