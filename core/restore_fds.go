@@ -1,0 +1,133 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+)
+
+// gocrPidfd returns a pidfd of gocr inside the process, through which the process takes
+// fds from gocr with pidfd_getfd (same open file description, flags and offset).
+func (r *restorer) gocrPidfd(p *procRestore) (uint64, error) {
+	if p.pidfd != ^uint64(0) {
+		return p.pidfd, nil
+	}
+	fd, err := r.call(p, "pidfd_open(gocr)", linux.SysPidfdOpen, uint64(os.Getpid()), 0)
+	if err != nil {
+		return 0, err
+	}
+	p.pidfd = fd
+	return fd, nil
+}
+
+// installTemp gives the process a dup of our fd at the lowest free number (close-on-exec).
+func (r *restorer) installTemp(p *procRestore, ours int) (uint64, error) {
+	pidfd, err := r.gocrPidfd(p)
+	if err != nil {
+		return 0, err
+	}
+	return r.call(p, "take fd from gocr", linux.SysPidfdGetfd, pidfd, uint64(ours), 0)
+}
+
+// installFds closes whatever the stub left open and installs every dumped fd at its number.
+func (r *restorer) installFds(p *procRestore) error {
+	fds := p.img.Fds
+	maxFd := int32(2)
+	for _, f := range fds {
+		maxFd = max(maxFd, f.Fd)
+	}
+	// Move our pidfd above every fd number to be installed, and close everything else.
+	pidfd, err := r.gocrPidfd(p)
+	if err != nil {
+		return err
+	}
+	high, err := r.call(p, "move pidfd", linux.SysFcntl, pidfd, 1030 /* F_DUPFD_CLOEXEC */, uint64(maxFd+1))
+	if err != nil {
+		return err
+	}
+	if _, err := r.call(p, "close stub fds", linux.SysCloseRange, 0, high-1, 0); err != nil {
+		return err
+	}
+	if high < ^uint64(0) {
+		if _, err := r.call(p, "close stub fds", linux.SysCloseRange, high+1, ^uint64(0)>>32, 0); err != nil {
+			return err
+		}
+	}
+	p.pidfd = high
+	// Ascending: the lowest free number is never above the one being installed.
+	for _, f := range fds {
+		ours, ok := r.files[f.FileId]
+		if !ok {
+			return fmt.Errorf("fd %d: file %d was not opened", f.Fd, f.FileId)
+		}
+		got, err := r.call(p, fmt.Sprintf("install fd %d", f.Fd), linux.SysPidfdGetfd, high, uint64(ours), 0)
+		if err != nil {
+			return err
+		}
+		if got != uint64(f.Fd) {
+			flags := uint64(0)
+			if f.Cloexec {
+				flags = linux.OCloexec
+			}
+			if _, err := r.call(p, fmt.Sprintf("install fd %d", f.Fd), linux.SysDup3, got, uint64(f.Fd), flags); err != nil {
+				return err
+			}
+			if _, err := r.call(p, "close", linux.SysClose, got); err != nil {
+				return err
+			}
+		} else if !f.Cloexec {
+			if _, err := r.call(p, fmt.Sprintf("clear close-on-exec of fd %d", f.Fd), linux.SysFcntl, got, linux.FSetfd, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return r.fillEpolls(p)
+}
+
+// fillEpolls adds the watched fds to each epoll instance, from inside the first process that
+// holds it: an epoll item is keyed by the fd number in the process that added it.
+func (r *restorer) fillEpolls(p *procRestore) error {
+	have := map[int32]bool{}
+	for _, f := range p.img.Fds {
+		have[f.Fd] = true
+	}
+	for _, f := range p.img.Fds {
+		of := r.fileByID(f.FileId)
+		if of.Kind != imagepb.FileKind_FILE_KIND_EPOLL || r.epollDone[of.Id] {
+			continue
+		}
+		if r.epollDone == nil {
+			r.epollDone = map[uint32]bool{}
+		}
+		r.epollDone[of.Id] = true
+		for _, it := range of.EpollItems {
+			if !have[it.Tfd] {
+				return &UnsupportedError{Pid: p.t.Pid, What: fmt.Sprintf("fd %d", f.Fd), Kind: fmt.Sprintf("epoll watching fd %d of another process", it.Tfd)}
+			}
+			// struct epoll_event is packed on x86_64: u32 events, u64 data.
+			ev := make([]byte, 12)
+			binary.LittleEndian.PutUint32(ev, it.Events)
+			binary.LittleEndian.PutUint64(ev[4:], it.Data)
+			a, err := p.arg(scratchArg, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(p, fmt.Sprintf("epoll fd %d: watch fd %d", f.Fd, it.Tfd), linux.SysEpollCtl, uint64(f.Fd), linux.EpollCtlAdd, uint64(it.Tfd), a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *restorer) fileByID(id uint32) *imagepb.OpenFile {
+	for _, f := range r.c.Tree.Files {
+		if f.Id == id {
+			return f
+		}
+	}
+	return nil
+}

@@ -1,0 +1,480 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+)
+
+// prctlMMMap is struct prctl_mm_map (linux/prctl.h), 104 bytes.
+type prctlMMMap struct {
+	StartCode, EndCode, StartData, EndData, StartBrk, Brk, StartStack uint64
+	ArgStart, ArgEnd, EnvStart, EnvEnd                                uint64
+	Auxv                                                              uint64
+	AuxvSize                                                          uint32
+	ExeFd                                                             uint32
+}
+
+// restoreAddressSpace turns a fresh copy of the stub into the dumped process's memory and
+// fds, by syscalls run inside it; restoreState then puts back the rest, short of the final
+// registers. Mappings claimed by plugins are made in between (restoreClaimedVMAs).
+func (r *restorer) restoreAddressSpace(p *procRestore) error {
+	if err := r.restoreMM(p); err != nil {
+		return err
+	}
+	if err := r.restoreMemory(p); err != nil {
+		return err
+	}
+	return r.installFds(p)
+}
+
+// restoreMM empties the address space but for the scratch area and the vdso, moves the vdso
+// where it was, and sets the mm fields and exe link. PR_SET_MM_MAP must come before the dumped
+// mappings exist: with the old exe still mapped it fails with EBUSY.
+func (r *restorer) restoreMM(p *procRestore) error {
+	pid := p.t.Pid
+	maps, err := procfs.ReadSmaps(pid)
+	if err != nil {
+		return err
+	}
+	cur := map[string]procfs.Mapping{}
+	for _, m := range maps {
+		switch m.Path {
+		case "[vdso]", "[vvar]", "[vvar_vclock]":
+			cur[m.Path] = m
+			continue
+		case "[vsyscall]":
+			continue
+		}
+		if m.Start == p.scratch {
+			continue
+		}
+		if _, err := r.call(p, fmt.Sprintf("unmap stub mapping %#x", m.Start), linux.SysMunmap, m.Start, m.End-m.Start); err != nil {
+			return err
+		}
+	}
+	if err := r.moveVdso(p, cur); err != nil {
+		return err
+	}
+	img := p.img
+	exe, err := p.arg(scratchArg, cstring(img.Mm.Exe))
+	if err != nil {
+		return err
+	}
+	var exeFd uint64
+	if id := img.Mm.ExeSavedFileId; id != 0 {
+		exeFd, err = r.installTemp(p, r.saved[id]) // the binary was deleted
+	} else {
+		exeFd, err = r.call(p, "open exe "+img.Mm.Exe, linux.SysOpenat, atFdcwd, exe, linux.ORdonly|linux.OCloexec)
+	}
+	if err != nil {
+		return err
+	}
+	auxv, err := p.arg(scratchArg2, img.Mm.Auxv)
+	if err != nil {
+		return err
+	}
+	mm := img.Mm
+	m := prctlMMMap{
+		StartCode: mm.StartCode, EndCode: mm.EndCode, StartData: mm.StartData, EndData: mm.EndData,
+		StartBrk: mm.StartBrk, Brk: mm.Brk, StartStack: mm.StartStack,
+		ArgStart: mm.ArgStart, ArgEnd: mm.ArgEnd, EnvStart: mm.EnvStart, EnvEnd: mm.EnvEnd,
+		Auxv: auxv, AuxvSize: uint32(len(mm.Auxv)), ExeFd: uint32(exeFd),
+	}
+	ma, err := p.arg(scratchArg, structBytes(&m))
+	if err != nil {
+		return err
+	}
+	_, err = r.call(p, "set mm fields (prctl PR_SET_MM_MAP)", linux.SysPrctl, linux.PrSetMM, linux.PrSetMMMap, ma, uint64(unsafe.Sizeof(m)))
+	if _, cerr := r.call(p, "close exe", linux.SysClose, exeFd); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// moveVdso moves [vvar], [vvar_vclock] and [vdso] to their dumped addresses, through a free
+// area when the old and new places overlap. Same kernel only: the sizes must match.
+func (r *restorer) moveVdso(p *procRestore, cur map[string]procfs.Mapping) error {
+	type move struct {
+		name          string
+		from, to, len uint64
+	}
+	var moves []move
+	var busy [][2]uint64
+	for _, v := range p.img.Vmas {
+		busy = append(busy, [2]uint64{v.Start, v.End})
+		var name string
+		switch v.Kind {
+		case imagepb.VMAKind_VMA_KIND_VDSO:
+			name = "[vdso]"
+		case imagepb.VMAKind_VMA_KIND_VVAR:
+			name = "[vvar]"
+		case imagepb.VMAKind_VMA_KIND_VVAR_VCLOCK:
+			name = "[vvar_vclock]"
+		default:
+			continue
+		}
+		m, ok := cur[name]
+		if !ok || m.End-m.Start != v.End-v.Start {
+			return fmt.Errorf("%s of the image does not fit this kernel's (restore on the kernel the image was taken on): %w", name, ErrIncompatible)
+		}
+		moves = append(moves, move{name, m.Start, v.Start, v.End - v.Start})
+	}
+	if len(moves) != len(cur) {
+		return fmt.Errorf("the image's vdso mappings differ from this kernel's: %w", ErrIncompatible)
+	}
+	for _, m := range cur {
+		busy = append(busy, [2]uint64{m.Start, m.End})
+	}
+	busy = append(busy, [2]uint64{p.scratch, p.scratch + scratchSize})
+	var total uint64
+	for _, m := range moves {
+		total += m.len
+	}
+	hop := freeArea(busy, total)
+	vdsoOff := uint64(0)
+	for _, m := range moves {
+		if m.name == "[vdso]" {
+			vdsoOff = p.t.SyscallAddr - m.from
+		}
+	}
+	// Two steps, each mapping to a place nothing else uses: all to the hop, then all home.
+	off := uint64(0)
+	for i := range moves {
+		m := &moves[i]
+		if m.from == m.to {
+			continue
+		}
+		if _, err := r.call(p, "move "+m.name, linux.SysMremap, m.from, m.len, m.len, linux.MremapMaymove|linux.MremapFixed, hop+off); err != nil {
+			return err
+		}
+		m.from = hop + off
+		off += m.len
+		if m.name == "[vdso]" {
+			p.t.SyscallAddr = m.from + vdsoOff
+		}
+	}
+	for _, m := range moves {
+		if m.from == m.to {
+			continue
+		}
+		if _, err := r.call(p, "move "+m.name, linux.SysMremap, m.from, m.len, m.len, linux.MremapMaymove|linux.MremapFixed, m.to); err != nil {
+			return err
+		}
+		if m.name == "[vdso]" {
+			p.t.SyscallAddr = m.to + vdsoOff
+		}
+	}
+	return nil
+}
+
+// restoreMemory maps every dumped mapping at its address and fills it from the image with
+// preadv run inside the process: one kernel copy from the page cache, no bounce buffer.
+func (r *restorer) restoreMemory(p *procRestore) error {
+	img := p.img
+	fileFds := map[string]uint64{}
+	defer func() {
+		for _, fd := range fileFds {
+			r.call(p, "close mapped file", linux.SysClose, fd)
+		}
+	}()
+	openIn := func(path string, flags uint32) (uint64, error) {
+		key := fmt.Sprintf("%d:%s", flags, path)
+		if fd, ok := fileFds[key]; ok {
+			return fd, nil
+		}
+		a, err := p.arg(scratchArg, cstring(path))
+		if err != nil {
+			return 0, err
+		}
+		fd, err := r.call(p, "open "+path, linux.SysOpenat, atFdcwd, a, uint64(flags)|linux.OCloexec)
+		if err != nil {
+			return 0, err
+		}
+		fileFds[key] = fd
+		return fd, nil
+	}
+	pagesIn := func(name string) (uint64, error) {
+		return r.installTemp(p, r.pages[name])
+	}
+	var shmemFills []*imagepb.VMA
+	for _, v := range img.Vmas {
+		what := fmt.Sprintf("map %#x-%#x", v.Start, v.End)
+		length := v.End - v.Start
+		prot := uint64(v.Prot)
+		fill := uint64(linux.ProtRead | linux.ProtWrite)
+		switch v.Kind {
+		case imagepb.VMAKind_VMA_KIND_VDSO, imagepb.VMAKind_VMA_KIND_VVAR,
+			imagepb.VMAKind_VMA_KIND_VVAR_VCLOCK, imagepb.VMAKind_VMA_KIND_VSYSCALL:
+			continue
+		case imagepb.VMAKind_VMA_KIND_ANON_PRIVATE, imagepb.VMAKind_VMA_KIND_HEAP, imagepb.VMAKind_VMA_KIND_STACK:
+			flags := uint64(linux.MapPrivate | linux.MapAnonymous | linux.MapFixedNoreplace)
+			if hasFlag(v, "gd") {
+				flags |= linux.MapGrowsdown
+			}
+			if hasFlag(v, "nr") {
+				flags |= linux.MapNoreserve
+			}
+			// Faulting pages in one by one during the fill costs more than populating a
+			// mapping that will be mostly filled anyway.
+			if 2*dumpedPages(img.Pages, v.Start, v.End) >= length/linux.PageSize {
+				flags |= linux.MapPopulate
+			}
+			fd := ^uint64(0)
+			if v.Path == "/dev/zero" {
+				var err error
+				if fd, err = openIn(v.Path, linux.ORdwr); err != nil {
+					return err
+				}
+				flags &^= linux.MapAnonymous
+			}
+			if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, flags, fd, 0); err != nil {
+				return err
+			}
+		case imagepb.VMAKind_VMA_KIND_FILE_PRIVATE:
+			fd, err := r.mappedFileIn(p, v, openIn, fileFds)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(p, what+" of "+v.Path, linux.SysMmap, v.Start, length, fill, linux.MapPrivate|linux.MapFixedNoreplace, fd, v.Pgoff); err != nil {
+				return err
+			}
+		case imagepb.VMAKind_VMA_KIND_FILE_SHARED:
+			fd, err := r.mappedFileIn(p, v, openIn, fileFds)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(p, what+" of "+v.Path, linux.SysMmap, v.Start, length, prot, linux.MapShared|linux.MapFixedNoreplace, fd, v.Pgoff); err != nil {
+				return err
+			}
+			continue
+		case imagepb.VMAKind_VMA_KIND_SYSV_SHM:
+			// One shmat per attachment: its first mapping (offset 0) brings the whole segment.
+			if v.Pgoff != 0 {
+				continue
+			}
+			flags := uint64(0)
+			if v.Prot&linux.ProtWrite == 0 {
+				flags = linux.ShmRdonly
+			}
+			if _, err := r.call(p, what+fmt.Sprintf(" (System V shm %d)", v.SysvShmId), linux.SysShmat, uint64(v.SysvShmId), v.Start, flags); err != nil {
+				return err
+			}
+			continue
+		case imagepb.VMAKind_VMA_KIND_ANON_SHARED:
+			owner, ok := r.shmem[v.ShmemId]
+			if !ok {
+				if v.Pgoff != 0 {
+					return &UnsupportedError{Pid: p.t.Pid, What: what, Kind: "shared anonymous memory first mapped at an offset"}
+				}
+				if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, linux.MapShared|linux.MapAnonymous|linux.MapFixedNoreplace, ^uint64(0), 0); err != nil {
+					return err
+				}
+				if r.shmem == nil {
+					r.shmem = map[uint32]shmemOwner{}
+				}
+				r.shmem[v.ShmemId] = shmemOwner{pid: int32(p.t.Pid), start: v.Start, end: v.End}
+				shmemFills = append(shmemFills, v)
+			} else {
+				path := fmt.Sprintf("/proc/%d/map_files/%x-%x", owner.pid, owner.start, owner.end)
+				fd, err := openIn(path, linux.ORdwr)
+				if err != nil {
+					return err
+				}
+				if _, err := r.call(p, what+" shared with pid "+fmt.Sprint(owner.pid), linux.SysMmap, v.Start, length, prot, linux.MapShared|linux.MapFixedNoreplace, fd, v.Pgoff); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+	}
+	if len(img.Pages) > 0 {
+		fd, err := pagesIn(img.PagesFile)
+		if err != nil {
+			return err
+		}
+		var segs []seg
+		for _, run := range img.Pages {
+			segs = append(segs, seg{run.Vaddr, run.NrPages * linux.PageSize})
+		}
+		err = r.fill(p, fd, segs, 0)
+		r.call(p, "close page file", linux.SysClose, fd)
+		if err != nil {
+			return fmt.Errorf("fill memory: %w", err)
+		}
+	}
+	for _, v := range shmemFills {
+		s := r.shmemByID(v.ShmemId)
+		if s == nil || len(s.Runs) == 0 {
+			continue
+		}
+		fd, err := pagesIn(s.PagesFile)
+		if err != nil {
+			return err
+		}
+		var segs []seg
+		for _, run := range s.Runs {
+			lo, hi := run.Vaddr, run.Vaddr+run.NrPages*linux.PageSize
+			hi = min(hi, v.End-v.Start)
+			if hi > lo {
+				segs = append(segs, seg{v.Start + lo, hi - lo})
+			}
+		}
+		err = r.fill(p, fd, segs, 0)
+		r.call(p, "close shared memory file", linux.SysClose, fd)
+		if err != nil {
+			return fmt.Errorf("fill shared memory at %#x: %w", v.Start, err)
+		}
+	}
+	// Final protection and advice.
+	for _, v := range img.Vmas {
+		switch v.Kind {
+		case imagepb.VMAKind_VMA_KIND_ANON_PRIVATE, imagepb.VMAKind_VMA_KIND_HEAP, imagepb.VMAKind_VMA_KIND_STACK,
+			imagepb.VMAKind_VMA_KIND_FILE_PRIVATE:
+		case imagepb.VMAKind_VMA_KIND_ANON_SHARED:
+			if r.shmem[v.ShmemId].start != v.Start || r.shmem[v.ShmemId].pid != int32(p.t.Pid) {
+				continue
+			}
+		case imagepb.VMAKind_VMA_KIND_SYSV_SHM:
+			attached := uint32(linux.ProtRead | linux.ProtWrite)
+			if v.Prot&linux.ProtWrite == 0 {
+				attached = linux.ProtRead
+			}
+			if v.Prot != attached {
+				if _, err := r.call(p, fmt.Sprintf("protect %#x-%#x", v.Start, v.End), linux.SysMprotect, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+					return err
+				}
+			}
+			continue
+		default:
+			continue
+		}
+		if v.Prot != linux.ProtRead|linux.ProtWrite {
+			if _, err := r.call(p, fmt.Sprintf("protect %#x-%#x", v.Start, v.End), linux.SysMprotect, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+				return err
+			}
+		}
+		for _, a := range []struct {
+			flag   string
+			advice int
+		}{{"dc", linux.MadvDontfork}, {"dd", linux.MadvDontdump}, {"hg", linux.MadvHugepage}, {"nh", linux.MadvNohugepage}, {"wf", linux.MadvWipeonfork}} {
+			if hasFlag(v, a.flag) {
+				if _, err := r.call(p, fmt.Sprintf("advise %#x", v.Start), linux.SysMadvise, v.Start, v.End-v.Start, uint64(a.advice)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// mappedFileIn returns an fd of the file v maps, inside the process: opened by its path, or
+// for a file without a path, taken from gocr's recreated copy.
+func (r *restorer) mappedFileIn(p *procRestore, v *imagepb.VMA, openIn func(string, uint32) (uint64, error), fds map[string]uint64) (uint64, error) {
+	if v.SavedFileId == 0 {
+		flags := uint32(linux.ORdonly)
+		if v.Kind == imagepb.VMAKind_VMA_KIND_FILE_SHARED {
+			flags = v.FileFlags
+		}
+		return openIn(v.Path, flags)
+	}
+	key := fmt.Sprintf("saved:%d", v.SavedFileId)
+	if fd, ok := fds[key]; ok {
+		return fd, nil
+	}
+	fd, err := r.installTemp(p, r.saved[v.SavedFileId])
+	if err != nil {
+		return 0, err
+	}
+	fds[key] = fd
+	return fd, nil
+}
+
+func (r *restorer) shmemByID(id uint32) *imagepb.SharedMemory {
+	for _, s := range r.c.Tree.Shmem {
+		if s.Id == id {
+			return s
+		}
+	}
+	return nil
+}
+
+func hasFlag(v *imagepb.VMA, f string) bool {
+	for _, x := range v.VmFlags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+type seg struct{ addr, len uint64 }
+
+// dumpedPages counts the pages of runs inside [start, end).
+func dumpedPages(runs []*imagepb.PageRun, start, end uint64) uint64 {
+	var n uint64
+	for _, r := range runs {
+		lo, hi := max(r.Vaddr, start), min(r.Vaddr+r.NrPages*linux.PageSize, end)
+		if hi > lo {
+			n += (hi - lo) / linux.PageSize
+		}
+	}
+	return n
+}
+
+// maxPreadv keeps one preadv below the kernel's 2 GiB MAX_RW_COUNT.
+const maxPreadv = 1 << 30
+
+// fill reads the segments, stored one after the other from offset off of the file fd (an fd
+// of the process), into the process's memory with preadv run inside it.
+func (r *restorer) fill(p *procRestore, fd uint64, segs []seg, off uint64) error {
+	iov := make([]byte, 0, maxIov*16)
+	for len(segs) > 0 {
+		iov = iov[:0]
+		var n, total uint64
+		for _, s := range segs {
+			if n == maxIov || total >= maxPreadv {
+				break
+			}
+			l := min(s.len, maxPreadv-total)
+			iov = binary.LittleEndian.AppendUint64(iov, s.addr)
+			iov = binary.LittleEndian.AppendUint64(iov, l)
+			n++
+			total += l
+		}
+		if err := p.t.WriteMem(p.scratch+scratchIov, iov); err != nil {
+			return err
+		}
+		got, err := r.call(p, "preadv", linux.SysPreadv, fd, p.scratch+scratchIov, n, off, 0)
+		if err != nil {
+			return err
+		}
+		if got == 0 {
+			return fmt.Errorf("preadv: page file ends early at offset %d", off)
+		}
+		r.stats.Bytes += got
+		if r.opts.Progress != nil {
+			r.opts.Progress(Progress{Stage: "memory", Done: r.stats.Bytes, Total: r.total})
+		}
+		if r.ctx.Err() != nil {
+			return fmt.Errorf("restore: %w", ErrInterrupted)
+		}
+		off += got
+		// Drop what was read.
+		for got > 0 {
+			if got >= segs[0].len {
+				got -= segs[0].len
+				segs = segs[1:]
+			} else {
+				segs[0].addr += got
+				segs[0].len -= got
+				got = 0
+			}
+		}
+	}
+	return nil
+}
