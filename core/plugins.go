@@ -52,7 +52,7 @@ func (r *restorer) restoreClaimedVMAs(p *procRestore) error {
 			err = fmt.Errorf("mapping %#x of %s: plugin %s does not claim it here", v.Start, v.Path, v.Plugin)
 		}
 		if err == nil {
-			err = r.host.RestoreVMA(context.Background(), pl, vmaOf(int(p.img.Pid), v), v.PluginBlob)
+			err = r.host.RestoreVMA(r.ctx, pl, vmaOf(int(p.img.Pid), v), v.PluginBlob)
 		}
 		if err != nil {
 			return fmt.Errorf("restore pid %d: %w", p.img.Pid, err)

@@ -87,12 +87,15 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if c.Tree.ShellJob && (!opts.ShellJob || opts.TTY == "") {
 		return nil, fmt.Errorf("restore: the image is a shell job: restore it with --shell-job from a terminal: %w", ErrBadArgs)
 	}
-	r := &restorer{c: c, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}}
+	r := &restorer{c: c, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
 	r.stats.Verify = time.Since(start)
 	if err := r.preflight(); err != nil {
 		r.closeFiles()
 		r.removeSysvShm(true)
 		r.host.Close(false)
+		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
+			err = fmt.Errorf("%w: %w", ErrInterrupted, err)
+		}
 		return nil, err
 	}
 	if err := linux.SetChildSubreaper(); err != nil {
@@ -110,7 +113,6 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		r.closeFiles()
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	r.ctx = ctx
 	for _, e := range c.Index.Files {
 		if strings.HasPrefix(e.Name, "pages-") || strings.HasPrefix(e.Name, "shmem-") {
 			r.total += e.Size
@@ -228,7 +230,7 @@ func (r *restorer) preflight() error {
 		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
 	}
 	if len(r.c.Tree.Plugins) > 0 {
-		host, err := pluginhost.Start(context.Background(), r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout, &restoreServices{r: r})
+		host, err := pluginhost.Start(r.ctx, r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout, &restoreServices{r: r})
 		if errors.Is(err, pluginhost.ErrNotFound) {
 			return fmt.Errorf("restore: the image needs plugin %v: %w (%w)", r.c.Tree.Plugins, ErrIncompatible, err)
 		}
@@ -236,7 +238,7 @@ func (r *restorer) preflight() error {
 			return fmt.Errorf("restore: %w", err)
 		}
 		r.host = host
-		if err := r.host.Devices(context.Background(), pluginhost.RestoreInit, r.pids()); err != nil {
+		if err := r.host.Devices(r.ctx, pluginhost.RestoreInit, r.pids()); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -527,7 +526,7 @@ func (r *restorer) restorePluginFiles() error {
 				}
 				fd := -1
 				if err == nil {
-					fd, err = r.host.RestoreFile(context.Background(), p, pluginhost.File{Pid: int(f.PluginPid), Fd: int(f.PluginFd),
+					fd, err = r.host.RestoreFile(r.ctx, p, pluginhost.File{Pid: int(f.PluginPid), Fd: int(f.PluginFd),
 						Path: f.Path, Flags: f.Flags, Pos: f.Pos, Rdev: f.Rdev}, f.PluginBlob)
 				}
 				mu.Lock()

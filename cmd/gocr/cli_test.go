@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gocr/gocr/internal/testutil"
 )
@@ -217,4 +218,85 @@ func TestCLIPlugin(t *testing.T) {
 	}
 	testutil.Adopt(t, p.Pid)
 	testutil.WaitFor(t, "the counter to go on", func() bool { return lastCount(log) >= at+10 })
+}
+
+// Ctrl-C (SIGINT) in the middle of a dump: gocr exits with 130, the tree goes on running, no
+// image is left, and no plugin process either. The dump is held in a plugin call that never
+// returns, so the signal always comes in the middle.
+func TestCLIInterruptedDump(t *testing.T) {
+	testutil.RequireRoot(t)
+	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
+	claimed := filepath.Join(t.TempDir(), "claimed")
+	os.Mkdir(claimed, 0o755)
+	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
+	t.Setenv("GOCR_EXAMPLE_HANG", "dump")
+	log := filepath.Join(claimed, "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	cmd := exec.Command(gocrBin, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", img)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the tree is frozen, then interrupt.
+	testutil.WaitFor(t, "the dump to freeze the tree", func() bool { _, tracer := testutil.ProcState(p.Pid); return tracer != 0 })
+	time.Sleep(100 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Fatalf("gocr exited with %v, want 130\n%s", err, errb.String())
+	}
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
+		t.Errorf("an interrupted dump left %s", img)
+	}
+	if s, tr := testutil.ProcState(p.Pid); s == "T" || s == "t" || tr != 0 {
+		t.Fatalf("after the interrupted dump the process is %q, traced by %d", s, tr)
+	}
+	at := lastCount(log)
+	testutil.WaitFor(t, "the counter to go on", func() bool { return lastCount(log) >= at+3 })
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); exe == filepath.Join(pluginDir, "gocr-plugin-example") {
+			t.Errorf("plugin process %s left behind", e.Name())
+		}
+	}
+}
+
+// Ctrl-C in the middle of a restore: gocr exits with 130 and leaves no process behind. The
+// restore is held in a plugin call that never returns.
+func TestCLIInterruptedRestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
+	claimed := filepath.Join(t.TempDir(), "claimed")
+	os.Mkdir(claimed, 0o755)
+	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
+	log := filepath.Join(claimed, "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if out, e, code := gocr(t, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
+	}
+	p.Reap()
+	t.Setenv("GOCR_EXAMPLE_HANG", "restore")
+	callLog := filepath.Join(t.TempDir(), "calls.log")
+	t.Setenv("GOCR_EXAMPLE_LOG", callLog)
+	cmd := exec.Command(gocrBin, "--plugin-dir", pluginDir, "restore", "-d", "-D", img)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the restore is in the plugin's RestoreFile by now
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Fatalf("gocr exited with %v, want 130\n%s", err, errb.String())
+	}
+	testutil.ReapOrphans()
+	if s, _ := testutil.ProcState(p.Pid); s != "" {
+		t.Fatalf("an interrupted restore left pid %d in state %s", p.Pid, s)
+	}
 }

@@ -432,7 +432,9 @@ func (h *Host) Names() []string {
 // own error comes through as its message.
 func grpcError(err error) error {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.Canceled:
+	case codes.Canceled:
+		return fmt.Errorf("the call was cancelled (%v)", err)
+	case codes.Unavailable:
 		return fmt.Errorf("the plugin process died (%v)", err)
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("no answer within the time limit: the plugin hangs (%v)", err)
