@@ -453,10 +453,11 @@ func (d *dumper) finish() error {
 		final = LeaveRunning
 	}
 	switch final {
-	case LeaveRunning:
-		return d.release(false)
-	case LeaveStopped:
-		return d.release(true)
+	case LeaveRunning, LeaveStopped:
+		// The connections leave repair mode before the processes run again: a socket still
+		// in it fails their reads (EPERM) and writes (EINVAL).
+		d.files.repairOff()
+		return d.release(final == LeaveStopped)
 	}
 	// Kill children before parents, and take each exit notification as the tracer so that
 	// the real parent can reap.

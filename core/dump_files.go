@@ -93,7 +93,7 @@ func (ft *fileTable) pluginsUsed() []string {
 // repairOff takes the sockets out of repair mode: the processes go on using them.
 func (ft *fileTable) repairOff() {
 	for _, fd := range ft.repaired {
-		linux.TCPRepairOff(fd)
+		linux.TCPRepairOffQuiet(fd)
 	}
 	ft.repaired = nil
 }

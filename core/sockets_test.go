@@ -258,14 +258,18 @@ func (rc *redisConn) do(t *testing.T, args ...string) string {
 	return string(buf[:n])
 }
 
-// A parent and child talking over TCP loopback (both ends in the tree) go on talking after
-// the restore: the bytes in flight arrive in order, none lost or doubled.
+// A parent and child talking over TCP loopback (both ends in the tree) go on talking after a
+// dump that leaves them running, and after a restore: the bytes in flight arrive in order,
+// none lost or doubled.
 func TestRestoreTCPEstablished(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	p := testutil.Start(t, testutil.Build(t, "tcppair"), dir)
 	log := filepath.Join(dir, "read.log")
 	testutil.WaitFor(t, "reader to read", func() bool { return lastInt(t, log) >= 30 })
+	// A dump that lets the tree go on must give it back its connections working.
+	dump(t, core.LeaveRunning, p.Pid)
+	running(t, p.Pid, log)
 	img := dumpTree(t, p)
 	at := lastInt(t, log)
 	restore(t, img)

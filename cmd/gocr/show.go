@@ -152,6 +152,34 @@ func showText(w io.Writer, c *image.Checkpoint) {
 			if f.Deleted {
 				extra += ", deleted"
 			}
+			if u := f.UnixSocket; u != nil {
+				queued := 0
+				for _, m := range u.Queue {
+					queued += len(m)
+				}
+				extra += fmt.Sprintf(", unix %s %s", map[int32]string{1: "stream", 2: "dgram", 5: "seqpacket"}[u.Type], map[int32]string{1: "connected", 7: "unconnected", 10: "listening"}[u.State])
+				if u.Name != "" {
+					extra += " " + u.Name
+				}
+				if queued > 0 {
+					extra += fmt.Sprintf(", %d bytes queued", queued)
+				}
+			}
+			if in := f.InetSocket; in != nil {
+				extra += fmt.Sprintf(", %s %s", map[int32]string{6: "tcp", 17: "udp"}[in.Protocol], in.Local)
+				if in.Peer != "" {
+					extra += " -> " + in.Peer
+				}
+				if in.State == 10 {
+					extra += " listening"
+				}
+				if in.Tcp != nil {
+					extra += fmt.Sprintf(" (repair: %d bytes to send, %d received)", len(in.Tcp.SendQueue), len(in.Tcp.RecvQueue))
+				}
+			}
+			if f.Plugin != "" {
+				extra += ", plugin " + f.Plugin
+			}
 			if f.Kind == imagepb.FileKind_FILE_KIND_EVENTFD {
 				extra += fmt.Sprintf(", count %d", f.EventfdCount)
 			}

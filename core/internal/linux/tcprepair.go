@@ -52,8 +52,18 @@ func setRepair(fd int, on int) error {
 	return os.NewSyscallError("setsockopt(TCP_REPAIR)", unix.SetsockoptInt(fd, unix.IPPROTO_TCP, tcpRepair, on))
 }
 
-// TCPRepairOff takes a socket out of repair mode.
+// TCPRepairOff takes a socket out of repair mode, sending a window probe to the peer.
 func TCPRepairOff(fd int) error { return setRepair(fd, 0) }
+
+// TCPRepairOffQuiet takes a socket out of repair mode without a packet (TCP_REPAIR_OFF_NO_WP):
+// for the sockets of a dump that let the processes go on, whose peer may still be in repair
+// mode (a probe arriving then breaks the connection).
+func TCPRepairOffQuiet(fd int) error {
+	if err := setRepair(fd, -1); err == nil {
+		return nil
+	}
+	return setRepair(fd, 0) // kernels before 4.19
+}
 
 // TCPDumpConn puts the socket into repair mode (it stays there: closing it then sends
 // nothing to the peer; TCPRepairOff lets it go on) and reads its connection state.
