@@ -24,6 +24,9 @@ import (
 func TestRestoreUnixSockets(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "sockets")
+	// A first dump that leaves it running must leave every queued message in place (peeked,
+	// not taken) for the second one to find.
+	dump(t, core.LeaveRunning, p.Pid)
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	restore(t, img)
