@@ -238,6 +238,11 @@ func TestRestoreSeccomp(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "count.log")
 	p := testutil.Start(t, testutil.Build(t, "seccomp"), log)
 	testutil.WaitFor(t, "counter to count", func() bool { return lastInt(t, log) >= 3 })
+	dump(t, core.LeaveRunning, p.Pid) // the filter is suspended for gocr only while it works
+	running(t, p.Pid, log)
+	if got := statusField(p.Pid, "Seccomp"); got != "2" {
+		t.Fatalf("Seccomp mode after a dump %q, want 2", got)
+	}
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	at := lastInt(t, log)

@@ -40,6 +40,10 @@ func TestRestoreThreads(t *testing.T) {
 	if len(before) != 5 {
 		t.Fatalf("%d threads, want 5", len(before))
 	}
+	dump(t, core.LeaveRunning, p.Pid) // a checkpoint every thread goes on from
+	for _, n := range names {
+		running(t, p.Pid, filepath.Join(dir, n+".log"))
+	}
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	at := map[string]int{}
@@ -71,6 +75,8 @@ func TestRestoreGoProgram(t *testing.T) {
 	if n := len(tids(p.Pid)); n < 3 {
 		t.Fatalf("the Go program has %d threads; the test wants several", n)
 	}
+	dump(t, core.LeaveRunning, p.Pid) // a checkpoint it goes on from
+	running(t, p.Pid, log)
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	at := lastInt(t, log)
