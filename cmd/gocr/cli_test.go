@@ -193,14 +193,7 @@ func TestCLICheck(t *testing.T) {
 // A plugin as a user runs it: --plugin for the dump, the restore finds it by itself (here
 // through --plugin-dir); without it, the restore fails naming it.
 func TestCLIPlugin(t *testing.T) {
-	testutil.RequireRoot(t)
-	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
-	claimed := filepath.Join(t.TempDir(), "claimed")
-	os.Mkdir(claimed, 0o755)
-	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
-	log := filepath.Join(claimed, "count.log")
-	p := testutil.Start(t, testutil.Build(t, "counter"), log)
-	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	pluginDir, log, p := claimedCounter(t)
 	img := filepath.Join(t.TempDir(), "img")
 	if out, e, code := gocr(t, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
 		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
@@ -224,15 +217,8 @@ func TestCLIPlugin(t *testing.T) {
 // image is left, and no plugin process either. The dump is held in a plugin call that never
 // returns, so the signal always comes in the middle.
 func TestCLIInterruptedDump(t *testing.T) {
-	testutil.RequireRoot(t)
-	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
-	claimed := filepath.Join(t.TempDir(), "claimed")
-	os.Mkdir(claimed, 0o755)
-	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
-	t.Setenv("GOCR_EXAMPLE_HANG", "dump")
-	log := filepath.Join(claimed, "count.log")
-	p := testutil.Start(t, testutil.Build(t, "counter"), log)
-	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	pluginDir, log, p := claimedCounter(t)
+	t.Setenv("GOCR_EXAMPLE_HANG", "dump") // read by the plugin process gocr starts
 	img := filepath.Join(t.TempDir(), "img")
 	cmd := exec.Command(gocrBin, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", img)
 	var errb bytes.Buffer
@@ -267,22 +253,13 @@ func TestCLIInterruptedDump(t *testing.T) {
 // Ctrl-C in the middle of a restore: gocr exits with 130 and leaves no process behind. The
 // restore is held in a plugin call that never returns.
 func TestCLIInterruptedRestore(t *testing.T) {
-	testutil.RequireRoot(t)
-	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
-	claimed := filepath.Join(t.TempDir(), "claimed")
-	os.Mkdir(claimed, 0o755)
-	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
-	log := filepath.Join(claimed, "count.log")
-	p := testutil.Start(t, testutil.Build(t, "counter"), log)
-	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	pluginDir, _, p := claimedCounter(t)
 	img := filepath.Join(t.TempDir(), "img")
 	if out, e, code := gocr(t, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
 		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
 	}
 	p.Reap()
 	t.Setenv("GOCR_EXAMPLE_HANG", "restore")
-	callLog := filepath.Join(t.TempDir(), "calls.log")
-	t.Setenv("GOCR_EXAMPLE_LOG", callLog)
 	cmd := exec.Command(gocrBin, "--plugin-dir", pluginDir, "restore", "-d", "-D", img)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
@@ -299,4 +276,19 @@ func TestCLIInterruptedRestore(t *testing.T) {
 	if s, _ := testutil.ProcState(p.Pid); s != "" {
 		t.Fatalf("an interrupted restore left pid %d in state %s", p.Pid, s)
 	}
+}
+
+// claimedCounter builds the example plugin and starts a counter whose log is a file the
+// plugin claims. It returns the plugin's directory, the log and the counter.
+func claimedCounter(t *testing.T) (string, string, *testutil.Proc) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	pluginDir := testutil.BuildPlugin(t, "sdk/example/gocr-plugin-example", "example")
+	claimed := filepath.Join(t.TempDir(), "claimed")
+	os.Mkdir(claimed, 0o755)
+	t.Setenv("GOCR_EXAMPLE_PREFIX", claimed+"/")
+	log := filepath.Join(claimed, "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	return pluginDir, log, p
 }

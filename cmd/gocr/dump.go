@@ -63,7 +63,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVar(&opts.overwrite, "overwrite", false, "replace an image already in the directory")
 	f.BoolVar(&opts.noSync, "no-sync", false, "do not fsync the image (faster; unsafe when the tree is killed)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "collect and check everything but memory, write a small check-only image, leave the tree running")
-	f.BoolVar(&opts.tcpEstab, "tcp-established", false, "take established TCP connections with TCP repair (as CRIU)")
+	f.BoolVar(&opts.tcpEstab, "tcp-established", false, "also take established TCP connections whose peer is outside the dump (TCP repair, as CRIU)")
 	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "allow a tree that runs on a shell's terminal (as CRIU)")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -207,49 +208,39 @@ func (p *Plugin) receiveFds() {
 // ClaimMapping returns the plugin that claims a mapping of path (a device's when isChar), nil
 // if none; two claims are a configuration error.
 func (h *Host) ClaimMapping(path string, charMajor uint32, isChar bool) (*Plugin, error) {
-	if h == nil {
-		return nil, nil
-	}
-	var found *Plugin
-	for _, p := range h.plugins {
-		mine := false
-		for _, pre := range p.claims.MappingPrefixes {
-			mine = mine || strings.HasPrefix(path, pre)
-		}
-		for _, m := range p.claims.CharMajors {
-			mine = mine || (isChar && m == charMajor)
-		}
-		if mine {
-			if found != nil {
-				return nil, fmt.Errorf("mapping of %s is claimed by two plugins, %s and %s: load only one of them", path, found.Name, p.Name)
-			}
-			found = p
-		}
-	}
-	return found, nil
+	return h.claim("mapping of "+path, func(c *pb.InitResponse) bool { return claims(c.MappingPrefixes, c.CharMajors, path, charMajor, isChar) })
 }
 
-// Claim returns the plugin that claims a file, nil if none; two plugins claiming one file is
-// a configuration error.
+// Claim returns the plugin that claims a file, nil if none; two claims are a configuration
+// error.
 func (h *Host) Claim(path string, charMajor uint32, isChar bool) (*Plugin, error) {
+	return h.claim(path, func(c *pb.InitResponse) bool { return claims(c.PathPrefixes, c.CharMajors, path, charMajor, isChar) })
+}
+
+// claims says whether a path or device falls under these prefixes and majors.
+func claims(prefixes []string, majors []uint32, path string, charMajor uint32, isChar bool) bool {
+	for _, pre := range prefixes {
+		if strings.HasPrefix(path, pre) {
+			return true
+		}
+	}
+	return isChar && slices.Contains(majors, charMajor)
+}
+
+// claim returns the one plugin whose claims mine accepts; what names the object in errors.
+func (h *Host) claim(what string, mine func(*pb.InitResponse) bool) (*Plugin, error) {
 	if h == nil {
 		return nil, nil
 	}
 	var found *Plugin
 	for _, p := range h.plugins {
-		mine := false
-		for _, pre := range p.claims.PathPrefixes {
-			mine = mine || strings.HasPrefix(path, pre)
+		if !mine(p.claims) {
+			continue
 		}
-		for _, m := range p.claims.CharMajors {
-			mine = mine || (isChar && m == charMajor)
+		if found != nil {
+			return nil, fmt.Errorf("%s is claimed by two plugins, %s and %s: load only one of them", what, found.Name, p.Name)
 		}
-		if mine {
-			if found != nil {
-				return nil, fmt.Errorf("%s is claimed by two plugins, %s and %s: load only one of them", path, found.Name, p.Name)
-			}
-			found = p
-		}
+		found = p
 	}
 	return found, nil
 }
