@@ -292,3 +292,53 @@ func claimedCounter(t *testing.T) (string, string, *testutil.Proc) {
 	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
 	return pluginDir, log, p
 }
+
+// In a container, /proc shows a pgid and sid of 0 for a group or session whose leader lives
+// outside the container's PID namespace. Such a tree dumps and restores there; its group and
+// session are inherited from the restoring gocr. The whole run happens in a new PID namespace,
+// which ends (killing what is left in it) when the script does.
+func TestCLIInPIDNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	dir := t.TempDir()
+	script := `
+set -e
+"$COUNTER" "$LOG" & pid=$!
+while [ "$(cat "$LOG" 2>/dev/null | wc -l)" -lt 3 ]; do sleep 0.01; done
+echo "stat: $(cut -d' ' -f5,6 /proc/$pid/stat)"
+"$GOCR" dump -t $pid -D "$IMG"
+wait $pid || true
+at=$(wc -l < "$LOG")
+"$GOCR" restore -d -D "$IMG"
+for i in $(seq 500); do [ "$(wc -l < "$LOG")" -ge $((at + 10)) ] && break; sleep 0.01; done
+echo "counted: $at then $(wc -l < "$LOG") in $(cat /proc/$pid/comm)"
+kill -9 $pid
+`
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "bash", "-c", script)
+	log := filepath.Join(dir, "count.log")
+	cmd.Env = append(os.Environ(), "COUNTER="+testutil.Build(t, "counter"), "LOG="+log, "GOCR="+gocrBin, "IMG="+filepath.Join(dir, "img"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "stat: 0 0") {
+		t.Fatalf("the counter's pgid and sid were not 0 in the new namespace:\n%s", out)
+	}
+	var at, now int
+	var comm string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "counted:") {
+			fmt.Sscanf(l, "counted: %d then %d in %s", &at, &now, &comm)
+		}
+	}
+	if comm != "counter" || now < at+10 {
+		t.Fatalf("the restored counter did not go on:\n%s", out)
+	}
+	for i, l := range testutil.Lines(log) {
+		if l != fmt.Sprintf("%d %d", i+1, i+1) {
+			t.Fatalf("log line %d is %q", i+1, l)
+		}
+	}
+}

@@ -160,6 +160,7 @@ func TestDamagedImages(t *testing.T) {
 		{"xstate size", proc(func(p *imagepb.Process) { p.Xstate = p.Xstate[:512] }), ProcName(100)},
 		{"pipe bytes beyond capacity", tree(func(tr *imagepb.Tree) { tr.Pipes[0].Capacity = 2 }), TreeName},
 		{"pipe data length", tree(func(tr *imagepb.Tree) { tr.Pipes[0].DataLen = 5 }), PipeDataName(1)},
+		{"negative session", tree(func(tr *imagepb.Tree) { tr.Processes[0].Sid = -1 }), TreeName},
 		{"parent missing", tree(func(tr *imagepb.Tree) { tr.Roots = []int32{100}; tr.Processes[0].Pid = 101 }), ProcName(101)},
 		{"version", func(t *testing.T, dir string) {
 			editMessage(t, dir, IndexName, &imagepb.Index{}, func(i *imagepb.Index) { i.FormatVersion = 99 })

@@ -33,7 +33,9 @@ func (c *Checkpoint) validate() error {
 	}
 	pids := map[int32]*imagepb.ProcessEntry{}
 	for _, p := range t.Processes {
-		if p.Pid <= 0 || p.Pgid <= 0 || p.Sid <= 0 || p.Ppid < 0 {
+		// A pgid or sid of 0 is what /proc shows for a group or session whose leader lives
+		// outside our PID namespace (a container); such a group is inherited at restore.
+		if p.Pid <= 0 || p.Pgid < 0 || p.Sid < 0 || p.Ppid < 0 {
 			return corrupt(TreeName, "process %d: bad pid, pgid or sid", p.Pid)
 		}
 		if _, dup := pids[p.Pid]; dup {
