@@ -133,7 +133,11 @@ func (d *dumper) collectFiles(p *procDump) error {
 		return fmt.Errorf("list fds: %w", err)
 	}
 	for _, fd := range fds {
-		f, cloexec, err := d.files.add(pid, pidfd, fd)
+		info, err := procfs.ReadFdInfo(pid, fd)
+		if err != nil {
+			return fmt.Errorf("fd %d: read fdinfo: %w", fd, err)
+		}
+		f, cloexec, err := d.files.add(pid, pidfd, fd, info)
 		var ue *UnsupportedError
 		if errors.As(err, &ue) {
 			return err
@@ -142,18 +146,60 @@ func (d *dumper) collectFiles(p *procDump) error {
 			return fmt.Errorf("fd %d: %w", fd, err)
 		}
 		p.img.Fds = append(p.img.Fds, &imagepb.Fd{Fd: int32(fd), FileId: f.img.Id, Cloexec: cloexec})
+		for _, l := range info.Locks {
+			if err := recordLock(p.img, f.img, fd, l); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
-func (ft *fileTable) add(pid, pidfd, fd int) (*openFile, bool, error) {
+// recordLock keeps a lock granted through fd: a POSIX lock belongs to the process, a flock
+// or OFD lock to the open file description (and shows on every fd of it, in every process).
+func recordLock(proc *imagepb.Process, f *imagepb.OpenFile, fd int, l procfs.Lock) error {
+	lk := &imagepb.FileLock{Write: l.Write, Start: l.Start, End: l.End}
+	switch l.Kind {
+	case "FLOCK":
+		lk.Kind, lk.Start, lk.End = imagepb.LockKind_LOCK_KIND_FLOCK, 0, -1
+	case "OFDLCK":
+		lk.Kind = imagepb.LockKind_LOCK_KIND_OFD
+	case "POSIX":
+		lk.Kind = imagepb.LockKind_LOCK_KIND_POSIX
+		for _, have := range proc.Locks {
+			if have.Start == lk.Start && have.End == lk.End && have.Write == lk.Write && fileOfFd(proc, have.Fd) == f.Id {
+				return nil // the same lock seen through a dup of the fd
+			}
+		}
+		lk.Fd = int32(fd)
+		proc.Locks = append(proc.Locks, lk)
+		return nil
+	default:
+		return &UnsupportedError{Pid: int(proc.Pid), What: "fd " + strconv.Itoa(fd), Kind: fmt.Sprintf("a file lock of kind %s on %s", l.Kind, f.Path),
+			Hint: "flock, POSIX and OFD locks are handled; leases are not"}
+	}
+	for _, have := range f.Locks {
+		if have.Kind == lk.Kind && have.Start == lk.Start && have.End == lk.End && have.Write == lk.Write {
+			return nil
+		}
+	}
+	f.Locks = append(f.Locks, lk)
+	return nil
+}
+
+func fileOfFd(proc *imagepb.Process, fd int32) uint32 {
+	for _, f := range proc.Fds {
+		if f.Fd == fd {
+			return f.FileId
+		}
+	}
+	return 0
+}
+
+func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bool, error) {
 	link, err := procfs.Link(pid, "fd/"+strconv.Itoa(fd))
 	if err != nil {
 		return nil, false, err
-	}
-	info, err := procfs.ReadFdInfo(pid, fd)
-	if err != nil {
-		return nil, false, fmt.Errorf("read fdinfo: %w", err)
 	}
 	unsupported := func(kind, hint string) error {
 		return &UnsupportedError{Pid: pid, What: "fd " + strconv.Itoa(fd), Kind: kind, Hint: hint}

@@ -21,6 +21,8 @@ var (
 	ErrPidInUse = errors.New("pid in use")
 	// ErrIncompatible: the image cannot be restored on this machine (CPU, kernel, files).
 	ErrIncompatible = errors.New("image does not fit this machine")
+	// ErrLockHeld: a file lock the tree held is held now by a process outside it.
+	ErrLockHeld = errors.New("file lock held by another process")
 	// ErrBadArgs: the request itself is wrong (no pid, a pid inside another tree).
 	ErrBadArgs = errors.New("bad arguments")
 )

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -166,6 +167,9 @@ func (r *restorer) openFiles() error {
 	if err := r.refillSockets(); err != nil {
 		return err
 	}
+	if err := r.takeFileLocks(); err != nil {
+		return err
+	}
 	for _, fd := range repaired {
 		if err := linux.TCPRepairOff(fd); err != nil {
 			return fmt.Errorf("TCP connection: %w", err)
@@ -180,6 +184,76 @@ func (r *restorer) openFiles() error {
 		}
 	}
 	return nil
+}
+
+// takeFileLocks takes the flock and OFD locks again. They belong to the open file
+// description, not to a process, so gocr takes them on its own fd of it: the restored
+// processes hold them once they hold the file. A lock another process took since the dump
+// stops the restore here, before any process is made.
+func (r *restorer) takeFileLocks() error {
+	for _, f := range r.c.Tree.Files {
+		for _, l := range f.Locks {
+			fd, ok := r.files[f.Id]
+			if !ok {
+				return fmt.Errorf("file %d (%s): lock on a file that was not opened", f.Id, f.Path)
+			}
+			var err error
+			if l.Kind == imagepb.LockKind_LOCK_KIND_FLOCK {
+				err = linux.Flock(fd, l.Write)
+			} else {
+				err = linux.SetOFDLock(fd, l.Write, l.Start, l.End)
+			}
+			if err != nil {
+				return lockError(f, l, fd, err)
+			}
+		}
+	}
+	return nil
+}
+
+// lockError says which lock of f could not be taken again, and who holds it if the kernel
+// tells (it does for byte-range locks).
+func lockError(f *imagepb.OpenFile, l *imagepb.FileLock, fd int, err error) error {
+	what := fmt.Sprintf("%s %s lock on %s", lockMode(l.Write), lockKindName(l.Kind), f.Path)
+	if l.Kind != imagepb.LockKind_LOCK_KIND_FLOCK {
+		what += fmt.Sprintf(" (bytes %d-%s)", l.Start, lockEnd(l.End))
+	}
+	if !errors.Is(err, linux.EAGAIN) && !errors.Is(err, linux.EACCES) {
+		return fmt.Errorf("take the %s again: %w", what, err)
+	}
+	holder := "another process holds it (see /proc/locks)"
+	if l.Kind != imagepb.LockKind_LOCK_KIND_FLOCK {
+		if pid, herr := linux.LockHolder(fd, l.Write, l.Start, l.End); herr == nil && pid > 0 {
+			holder = fmt.Sprintf("process %d holds it", pid)
+		} else if herr == nil && pid == -1 {
+			holder = "another open file description holds it (an OFD lock; see /proc/locks)"
+		}
+	}
+	return fmt.Errorf("take the %s again: %s: %w", what, holder, ErrLockHeld)
+}
+
+func lockMode(write bool) string {
+	if write {
+		return "write"
+	}
+	return "read"
+}
+
+func lockKindName(k imagepb.LockKind) string {
+	switch k {
+	case imagepb.LockKind_LOCK_KIND_FLOCK:
+		return "flock"
+	case imagepb.LockKind_LOCK_KIND_OFD:
+		return "OFD"
+	}
+	return "POSIX"
+}
+
+func lockEnd(end int64) string {
+	if end < 0 {
+		return "EOF"
+	}
+	return fmt.Sprint(end)
 }
 
 func setFl(fd int, flags int) error {

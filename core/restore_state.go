@@ -135,6 +135,9 @@ func (r *restorer) restoreState(p *procRestore) error {
 			return err
 		}
 	}
+	if err := r.takePosixLocks(p); err != nil {
+		return err
+	}
 	if _, err := r.call(p, "close pidfd", linux.SysClose, p.pidfd); err != nil {
 		return err
 	}
@@ -458,4 +461,22 @@ func (r *restorer) finalThreadRegs(pid int, ri *imagepb.Regs, xstate []byte, mas
 		return err
 	}
 	return linux.SetSigMask(pid, mask)
+}
+
+// takePosixLocks has the process take its POSIX locks again. They belong to the process and
+// go away when it closes any fd of the file, so this comes after every fd is in place.
+func (r *restorer) takePosixLocks(p *procRestore) error {
+	for _, l := range p.img.Locks {
+		a, err := p.arg(scratchArg, linux.FlockBytes(l.Write, l.Start, l.End))
+		if err != nil {
+			return err
+		}
+		_, err = p.t.Syscall(linux.SysFcntl, uint64(l.Fd), linux.FSetlk, a)
+		r.stats.Syscalls++
+		if err != nil {
+			f := r.fileByID(fileOfFd(p.img, l.Fd))
+			return fmt.Errorf("fd %d: %w", l.Fd, lockError(f, l, r.files[f.Id], err))
+		}
+	}
+	return nil
 }

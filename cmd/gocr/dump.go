@@ -65,6 +65,9 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVar(&opts.checkOnly, "check-only", false, "collect and check everything but memory, write a small check-only image, leave the tree running")
 	f.BoolVar(&opts.tcpEstab, "tcp-established", false, "also take established TCP connections whose peer is outside the dump (TCP repair, as CRIU)")
 	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "allow a tree that runs on a shell's terminal (as CRIU)")
+	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
+	// CRIU command lines work unchanged.
+	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }

@@ -16,7 +16,7 @@ const (
 	exitPermission  = 4   // may not trace: permissions, or traced by someone else
 	exitUnsupported = 5   // the tree holds something gocr cannot checkpoint yet
 	exitImage       = 6   // the image is missing, damaged, of another version, or the directory is in use
-	exitConflict    = 7   // restore: a PID is in use, or the image does not fit this machine
+	exitConflict    = 7   // restore: a PID or a file lock is taken, or the image does not fit this machine
 	exitCheckFailed = 8   // check mode: a restore here would fail; gocr check: a required feature is missing
 	exitInterrupted = 130 // cancelled by Ctrl-C or SIGTERM; everything was rolled back
 )
@@ -39,7 +39,7 @@ func exitCode(err error) int {
 		return exitUnsupported
 	case errors.Is(err, image.ErrCorrupt), errors.Is(err, image.ErrVersion), errors.Is(err, image.ErrNoImage), errors.Is(err, image.ErrExists):
 		return exitImage
-	case errors.Is(err, core.ErrPidInUse), errors.Is(err, core.ErrIncompatible):
+	case errors.Is(err, core.ErrPidInUse), errors.Is(err, core.ErrLockHeld), errors.Is(err, core.ErrIncompatible):
 		return exitConflict
 	case errors.Is(err, core.ErrCheckFailed):
 		return exitCheckFailed

@@ -49,6 +49,9 @@ killed and nothing is left behind.`,
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the restored tree stopped (see gocr resume)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "only check whether a restore here would work; create nothing")
 	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "restore a shell job onto the terminal gocr runs on (as CRIU)")
+	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
+	// CRIU command lines work unchanged.
+	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }

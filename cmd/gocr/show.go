@@ -190,6 +190,14 @@ func showText(w io.Writer, c *image.Checkpoint) {
 				}
 				extra += ", watching " + orNone(fds)
 			}
+			for _, l := range f.Locks {
+				extra += ", " + lockString(l)
+			}
+			for _, l := range p.Locks {
+				if l.Fd == fd.Fd {
+					extra += ", " + lockString(l)
+				}
+			}
 			cloexec := ""
 			if fd.Cloexec {
 				cloexec = "|O_CLOEXEC"
@@ -285,4 +293,25 @@ func sigSet(m uint64) string {
 		return fmt.Sprintf("%#x", m)
 	}
 	return orNone(out)
+}
+
+// lockString prints a file lock as "flock write" or "POSIX read lock on bytes 10-19".
+func lockString(l *imagepb.FileLock) string {
+	mode := "read"
+	if l.Write {
+		mode = "write"
+	}
+	switch l.Kind {
+	case imagepb.LockKind_LOCK_KIND_FLOCK:
+		return "flock " + mode
+	case imagepb.LockKind_LOCK_KIND_OFD:
+		mode = "OFD " + mode
+	default:
+		mode = "POSIX " + mode
+	}
+	end := "EOF"
+	if l.End >= 0 {
+		end = fmt.Sprint(l.End)
+	}
+	return fmt.Sprintf("%s lock on bytes %d-%s", mode, l.Start, end)
 }

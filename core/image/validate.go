@@ -143,6 +143,11 @@ func (c *Checkpoint) validate() error {
 		if f.Pos < 0 {
 			return corrupt(TreeName, "file %d: negative position", f.Id)
 		}
+		for _, l := range f.Locks {
+			if (l.Kind != imagepb.LockKind_LOCK_KIND_FLOCK && l.Kind != imagepb.LockKind_LOCK_KIND_OFD) || !lockRange(l) {
+				return corrupt(TreeName, "file %d: bad lock", f.Id)
+			}
+		}
 		if f.Deleted {
 			if err := c.dataFile(f.DataFile, f.Size, FileDataName(f.Id)); err != nil {
 				return err
@@ -415,5 +420,18 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		}
 		fds[fd.Fd] = true
 	}
+	if len(p.Locks) > maxFds {
+		return corrupt(name, "%d locks", len(p.Locks))
+	}
+	for _, l := range p.Locks {
+		if l.Kind != imagepb.LockKind_LOCK_KIND_POSIX || !fds[l.Fd] || !lockRange(l) {
+			return corrupt(name, "lock through fd %d: not a POSIX lock, on no fd, or a bad range", l.Fd)
+		}
+	}
 	return nil
+}
+
+// lockRange says whether a lock's byte range is one a kernel could have granted.
+func lockRange(l *imagepb.FileLock) bool {
+	return l.Start >= 0 && (l.End == -1 || l.End >= l.Start)
 }

@@ -169,6 +169,58 @@ func (FileKind) EnumDescriptor() ([]byte, []int) {
 	return file_image_proto_rawDescGZIP(), []int{1}
 }
 
+type LockKind int32
+
+const (
+	LockKind_LOCK_KIND_UNSPECIFIED LockKind = 0
+	LockKind_LOCK_KIND_FLOCK       LockKind = 1
+	LockKind_LOCK_KIND_POSIX       LockKind = 2
+	LockKind_LOCK_KIND_OFD         LockKind = 3
+)
+
+// Enum value maps for LockKind.
+var (
+	LockKind_name = map[int32]string{
+		0: "LOCK_KIND_UNSPECIFIED",
+		1: "LOCK_KIND_FLOCK",
+		2: "LOCK_KIND_POSIX",
+		3: "LOCK_KIND_OFD",
+	}
+	LockKind_value = map[string]int32{
+		"LOCK_KIND_UNSPECIFIED": 0,
+		"LOCK_KIND_FLOCK":       1,
+		"LOCK_KIND_POSIX":       2,
+		"LOCK_KIND_OFD":         3,
+	}
+)
+
+func (x LockKind) Enum() *LockKind {
+	p := new(LockKind)
+	*p = x
+	return p
+}
+
+func (x LockKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LockKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_image_proto_enumTypes[2].Descriptor()
+}
+
+func (LockKind) Type() protoreflect.EnumType {
+	return &file_image_proto_enumTypes[2]
+}
+
+func (x LockKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LockKind.Descriptor instead.
+func (LockKind) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
 type VMAKind int32
 
 const (
@@ -233,11 +285,11 @@ func (x VMAKind) String() string {
 }
 
 func (VMAKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_image_proto_enumTypes[2].Descriptor()
+	return file_image_proto_enumTypes[3].Descriptor()
 }
 
 func (VMAKind) Type() protoreflect.EnumType {
-	return &file_image_proto_enumTypes[2]
+	return &file_image_proto_enumTypes[3]
 }
 
 func (x VMAKind) Number() protoreflect.EnumNumber {
@@ -246,7 +298,7 @@ func (x VMAKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VMAKind.Descriptor instead.
 func (VMAKind) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{3}
 }
 
 // Index is index.img: the table of contents. Every other file of the image is named here with
@@ -1076,10 +1128,12 @@ type OpenFile struct {
 	Pty      *Pty  `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`
 	// For FILE_KIND_PLUGIN: the plugin, what it saved, and the one fd it is (claimed files are
 	// not shared between fds).
-	Plugin        string `protobuf:"bytes,26,opt,name=plugin,proto3" json:"plugin,omitempty"`
-	PluginBlob    []byte `protobuf:"bytes,27,opt,name=plugin_blob,json=pluginBlob,proto3" json:"plugin_blob,omitempty"`
-	PluginPid     int32  `protobuf:"varint,28,opt,name=plugin_pid,json=pluginPid,proto3" json:"plugin_pid,omitempty"`
-	PluginFd      int32  `protobuf:"varint,29,opt,name=plugin_fd,json=pluginFd,proto3" json:"plugin_fd,omitempty"`
+	Plugin     string `protobuf:"bytes,26,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	PluginBlob []byte `protobuf:"bytes,27,opt,name=plugin_blob,json=pluginBlob,proto3" json:"plugin_blob,omitempty"`
+	PluginPid  int32  `protobuf:"varint,28,opt,name=plugin_pid,json=pluginPid,proto3" json:"plugin_pid,omitempty"`
+	PluginFd   int32  `protobuf:"varint,29,opt,name=plugin_fd,json=pluginFd,proto3" json:"plugin_fd,omitempty"`
+	// flock and OFD locks, held by this open file description.
+	Locks         []*FileLock `protobuf:"bytes,30,rep,name=locks,proto3" json:"locks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1317,6 +1371,93 @@ func (x *OpenFile) GetPluginFd() int32 {
 	return 0
 }
 
+func (x *OpenFile) GetLocks() []*FileLock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+// FileLock is a granted advisory lock.
+type FileLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  LockKind               `protobuf:"varint,1,opt,name=kind,proto3,enum=gocr.image.v1.LockKind" json:"kind,omitempty"`
+	// Exclusive (write) rather than shared (read).
+	Write bool `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"`
+	// POSIX and OFD locks: the first and last byte; end -1 means to the end of the file.
+	Start int64 `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	End   int64 `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`
+	// POSIX locks: the process's fd it was taken through.
+	Fd            int32 `protobuf:"varint,5,opt,name=fd,proto3" json:"fd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileLock) Reset() {
+	*x = FileLock{}
+	mi := &file_image_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileLock) ProtoMessage() {}
+
+func (x *FileLock) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
+func (*FileLock) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FileLock) GetKind() LockKind {
+	if x != nil {
+		return x.Kind
+	}
+	return LockKind_LOCK_KIND_UNSPECIFIED
+}
+
+func (x *FileLock) GetWrite() bool {
+	if x != nil {
+		return x.Write
+	}
+	return false
+}
+
+func (x *FileLock) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *FileLock) GetEnd() int64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *FileLock) GetFd() int32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
 // Pty is what a pty pair's master tells of its terminal.
 type Pty struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1332,7 +1473,7 @@ type Pty struct {
 
 func (x *Pty) Reset() {
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1485,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1498,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Pty) GetTermios() []byte {
@@ -1408,7 +1549,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1561,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1574,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1476,7 +1617,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1629,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1642,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1550,7 +1691,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1703,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1716,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1667,7 +1808,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1820,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1833,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -1822,7 +1963,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1975,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1988,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -1917,7 +2058,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2070,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2083,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -1980,7 +2121,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2133,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2146,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -2058,7 +2199,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2211,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2224,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -2140,7 +2281,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2293,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2306,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -2216,13 +2357,15 @@ type Process struct {
 	PosixTimers   []*PosixTimer          `protobuf:"bytes,27,rep,name=posix_timers,json=posixTimers,proto3" json:"posix_timers,omitempty"`
 	// Seccomp filters (classic BPF, struct sock_filter arrays), oldest first.
 	SeccompFilters [][]byte `protobuf:"bytes,28,rep,name=seccomp_filters,json=seccompFilters,proto3" json:"seccomp_filters,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// POSIX (fcntl F_SETLK) locks held by the process, in fd order.
+	Locks         []*FileLock `protobuf:"bytes,29,rep,name=locks,proto3" json:"locks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2377,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2390,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Process) GetPid() int32 {
@@ -2446,6 +2589,13 @@ func (x *Process) GetSeccompFilters() [][]byte {
 	return nil
 }
 
+func (x *Process) GetLocks() []*FileLock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
 // PosixTimer is a timer made with timer_create, restored under the same ID.
 type PosixTimer struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -2465,7 +2615,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2627,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2640,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2570,7 +2720,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2582,7 +2732,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2595,7 +2745,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -2711,7 +2861,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +2873,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +2886,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -2942,7 +3092,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3104,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3117,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3017,7 +3167,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3179,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3192,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3077,7 +3227,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3239,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3252,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3137,7 +3287,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3299,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3312,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3211,7 +3361,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3373,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3386,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3376,7 +3526,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3388,7 +3538,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3401,7 +3551,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3534,7 +3684,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3546,7 +3696,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3559,7 +3709,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3594,7 +3744,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3606,7 +3756,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3619,7 +3769,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3660,7 +3810,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3672,7 +3822,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3685,7 +3835,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -3763,7 +3913,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3775,7 +3925,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3788,7 +3938,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -3901,7 +4051,7 @@ const file_image_proto_rawDesc = "" +
 	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
 	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\x12\x18\n" +
 	"\astopped\x18\n" +
-	" \x01(\bR\astopped\"\xcd\a\n" +
+	" \x01(\bR\astopped\"\xfc\a\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -3939,7 +4089,14 @@ const file_image_proto_rawDesc = "" +
 	"pluginBlob\x12\x1d\n" +
 	"\n" +
 	"plugin_pid\x18\x1c \x01(\x05R\tpluginPid\x12\x1b\n" +
-	"\tplugin_fd\x18\x1d \x01(\x05R\bpluginFd\"\x80\x01\n" +
+	"\tplugin_fd\x18\x1d \x01(\x05R\bpluginFd\x12-\n" +
+	"\x05locks\x18\x1e \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\"\x85\x01\n" +
+	"\bFileLock\x12+\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x17.gocr.image.v1.LockKindR\x04kind\x12\x14\n" +
+	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\x03R\x03end\x12\x0e\n" +
+	"\x02fd\x18\x05 \x01(\x05R\x02fd\"\x80\x01\n" +
 	"\x03Pty\x12\x18\n" +
 	"\atermios\x18\x01 \x01(\fR\atermios\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
@@ -4025,7 +4182,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\":\n" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xa0\b\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xcf\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -4060,7 +4217,8 @@ const file_image_proto_rawDesc = "" +
 	"\vpersonality\x18\x19 \x01(\rR\vpersonality\x12/\n" +
 	"\athreads\x18\x1a \x03(\v2\x15.gocr.image.v1.ThreadR\athreads\x12<\n" +
 	"\fposix_timers\x18\x1b \x03(\v2\x19.gocr.image.v1.PosixTimerR\vposixTimers\x12'\n" +
-	"\x0fseccomp_filters\x18\x1c \x03(\fR\x0eseccompFilters\"\xe0\x01\n" +
+	"\x0fseccomp_filters\x18\x1c \x03(\fR\x0eseccompFilters\x12-\n" +
+	"\x05locks\x18\x1d \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\"\xe0\x01\n" +
 	"\n" +
 	"PosixTimer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x18\n" +
@@ -4226,7 +4384,12 @@ const file_image_proto_rawDesc = "" +
 	"\x0fFILE_KIND_MEMFD\x10\r\x12\x18\n" +
 	"\x14FILE_KIND_PTY_MASTER\x10\x0e\x12\x17\n" +
 	"\x13FILE_KIND_PTY_SLAVE\x10\x0f\x12\x14\n" +
-	"\x10FILE_KIND_PLUGIN\x10\x10*\xb7\x02\n" +
+	"\x10FILE_KIND_PLUGIN\x10\x10*b\n" +
+	"\bLockKind\x12\x19\n" +
+	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x02\x12\x11\n" +
+	"\rLOCK_KIND_OFD\x10\x03*\xb7\x02\n" +
 	"\aVMAKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VMA_KIND_ANON_PRIVATE\x10\x01\x12\x18\n" +
@@ -4255,92 +4418,97 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
-	(VMAKind)(0),         // 2: gocr.image.v1.VMAKind
-	(*Index)(nil),        // 3: gocr.image.v1.Index
-	(*FileEntry)(nil),    // 4: gocr.image.v1.FileEntry
-	(*Tree)(nil),         // 5: gocr.image.v1.Tree
-	(*SysvShm)(nil),      // 6: gocr.image.v1.SysvShm
-	(*SavedFile)(nil),    // 7: gocr.image.v1.SavedFile
-	(*MappedFile)(nil),   // 8: gocr.image.v1.MappedFile
-	(*CPU)(nil),          // 9: gocr.image.v1.CPU
-	(*ProcessEntry)(nil), // 10: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),     // 11: gocr.image.v1.OpenFile
-	(*Pty)(nil),          // 12: gocr.image.v1.Pty
-	(*Timerfd)(nil),      // 13: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil), // 14: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),   // 15: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),      // 16: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),   // 17: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 18: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 19: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 20: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 21: gocr.image.v1.PageRun
-	(*Process)(nil),      // 22: gocr.image.v1.Process
-	(*PosixTimer)(nil),   // 23: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 24: gocr.image.v1.Thread
-	(*Regs)(nil),         // 25: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 26: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 27: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 28: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 29: gocr.image.v1.ITimer
-	(*MM)(nil),           // 30: gocr.image.v1.MM
-	(*VMA)(nil),          // 31: gocr.image.v1.VMA
-	(*Fd)(nil),           // 32: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 33: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 34: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 35: gocr.image.v1.Rseq
-	nil,                  // 36: gocr.image.v1.InetSocket.OptionsEntry
+	(LockKind)(0),        // 2: gocr.image.v1.LockKind
+	(VMAKind)(0),         // 3: gocr.image.v1.VMAKind
+	(*Index)(nil),        // 4: gocr.image.v1.Index
+	(*FileEntry)(nil),    // 5: gocr.image.v1.FileEntry
+	(*Tree)(nil),         // 6: gocr.image.v1.Tree
+	(*SysvShm)(nil),      // 7: gocr.image.v1.SysvShm
+	(*SavedFile)(nil),    // 8: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),   // 9: gocr.image.v1.MappedFile
+	(*CPU)(nil),          // 10: gocr.image.v1.CPU
+	(*ProcessEntry)(nil), // 11: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),     // 12: gocr.image.v1.OpenFile
+	(*FileLock)(nil),     // 13: gocr.image.v1.FileLock
+	(*Pty)(nil),          // 14: gocr.image.v1.Pty
+	(*Timerfd)(nil),      // 15: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil), // 16: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),   // 17: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),      // 18: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),   // 19: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),    // 20: gocr.image.v1.EpollItem
+	(*Pipe)(nil),         // 21: gocr.image.v1.Pipe
+	(*SharedMemory)(nil), // 22: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),      // 23: gocr.image.v1.PageRun
+	(*Process)(nil),      // 24: gocr.image.v1.Process
+	(*PosixTimer)(nil),   // 25: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 26: gocr.image.v1.Thread
+	(*Regs)(nil),         // 27: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 28: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 29: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 30: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 31: gocr.image.v1.ITimer
+	(*MM)(nil),           // 32: gocr.image.v1.MM
+	(*VMA)(nil),          // 33: gocr.image.v1.VMA
+	(*Fd)(nil),           // 34: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 35: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 36: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 37: gocr.image.v1.Rseq
+	nil,                  // 38: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
-	4,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	10, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	11, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	19, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	20, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	9,  // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	8,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
-	7,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
-	6,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
+	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
+	11, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	12, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	21, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	22, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	10, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	9,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	8,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
+	7,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
 	1,  // 10: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	18, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	17, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	15, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	13, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	14, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	12, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	36, // 17: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	16, // 18: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	21, // 19: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	25, // 20: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	26, // 21: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	27, // 22: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	28, // 23: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	29, // 24: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	30, // 25: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	31, // 26: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	21, // 27: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	32, // 28: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	33, // 29: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	34, // 30: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	35, // 31: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	24, // 32: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	23, // 33: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	25, // 34: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	27, // 35: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	28, // 36: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	35, // 37: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	2,  // 38: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	20, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	19, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	17, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	15, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	16, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	14, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	13, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	2,  // 18: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	38, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	18, // 20: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	23, // 21: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	27, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	28, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	29, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	30, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	31, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	32, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	33, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	23, // 29: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	34, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	35, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	36, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	37, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	26, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	25, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	13, // 36: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	27, // 37: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	29, // 38: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	30, // 39: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	37, // 40: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	3,  // 41: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4353,8 +4521,8 @@ func file_image_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   34,
+			NumEnums:      4,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -126,6 +126,7 @@ var (
 	EEXIST = unix.EEXIST
 	ENOENT = unix.ENOENT
 	EAGAIN = unix.EAGAIN
+	EACCES = unix.EACCES
 )
 
 // Errno is a kernel error number.

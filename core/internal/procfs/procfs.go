@@ -279,6 +279,39 @@ type FdInfo struct {
 	SigMask uint64
 	// inotify
 	Inotify []InotifyWatch
+	// The locks granted through this fd: flock and OFD locks of its open file description,
+	// POSIX locks of this process on its file.
+	Locks []Lock
+}
+
+// Lock is one "lock:" line of an fdinfo: "1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 10 19".
+type Lock struct {
+	Kind  string // FLOCK, POSIX, OFDLCK; LEASE, DELEG... for what gocr does not restore
+	Write bool
+	Pid   int
+	Start int64
+	End   int64 // -1: to the end of the file
+}
+
+func parseLock(v string) (Lock, error) {
+	f := strings.Fields(v)
+	if len(f) > 1 && f[1] == "->" { // a blocked request (not shown in fdinfo today)
+		f = append(f[:1], f[2:]...)
+	}
+	if len(f) < 8 {
+		return Lock{}, fmt.Errorf("parse lock %q", v)
+	}
+	l := Lock{Kind: f[1], Write: f[3] == "WRITE", End: -1}
+	var err1, err2, err3 error
+	l.Pid, err1 = strconv.Atoi(f[4])
+	l.Start, err2 = strconv.ParseInt(f[6], 10, 64)
+	if f[7] != "EOF" {
+		l.End, err3 = strconv.ParseInt(f[7], 10, 64)
+	}
+	if err1 != nil || err2 != nil || err3 != nil || (f[3] != "WRITE" && f[3] != "READ" && f[3] != "UNLCK") {
+		return Lock{}, fmt.Errorf("parse lock %q", v)
+	}
+	return l, nil
 }
 
 // InotifyWatch is one "inotify wd:" line of an inotify fd's fdinfo.
@@ -374,6 +407,12 @@ func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 				return nil, fmt.Errorf("fdinfo %d of %d: %w", fd, pid, err)
 			}
 			fi.Inotify = append(fi.Inotify, w)
+		case "lock":
+			l, err := parseLock(v)
+			if err != nil {
+				return nil, fmt.Errorf("fdinfo %d of %d: %w", fd, pid, err)
+			}
+			fi.Locks = append(fi.Locks, l)
 		case "eventfd-count":
 			fi.EventfdCount, _ = strconv.ParseUint(v, 16, 64)
 		case "eventfd-semaphore":
