@@ -432,15 +432,19 @@ func releaseThread(tp **tracer.Tracee, masked bool, mask uint64, stop bool) erro
 		return nil
 	}
 	*tp = nil
-	if masked {
-		if err := linux.SetSigMask(t.Pid, mask); err != nil && !errors.Is(err, linux.ESRCH) {
-			return fmt.Errorf("thread %d: put signal mask back: %w", t.Pid, err)
+	if !masked {
+		var err error
+		if mask, err = linux.GetSigMask(t.Pid); err != nil {
+			if errors.Is(err, linux.ESRCH) {
+				return nil
+			}
+			return fmt.Errorf("thread %d: read signal mask: %w", t.Pid, err)
 		}
 	}
 	if err := t.Unpin(); err != nil && !errors.Is(err, linux.ESRCH) {
 		return fmt.Errorf("thread %d: put CPU affinity back: %w", t.Pid, err)
 	}
-	if err := t.Release(t.Regs, true, stop); err != nil && !errors.Is(err, linux.ESRCH) {
+	if err := t.Release(t.Regs, mask, true, stop); err != nil && !errors.Is(err, linux.ESRCH) {
 		return fmt.Errorf("thread %d: %w", t.Pid, err)
 	}
 	return nil

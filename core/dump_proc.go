@@ -52,6 +52,7 @@ func (d *dumper) collect(p *procDump) error {
 	}
 	img.Xstate, img.Sigmask, img.Pending = main.img.Xstate, main.img.Sigmask, main.img.Pending
 	img.Rseq, img.RobustList, img.RobustListLen = main.img.Rseq, main.img.RobustList, main.img.RobustListLen
+	img.Sched = main.img.Sched
 	p.mask = main.mask
 	if d.tree.Cpu == nil {
 		d.tree.Cpu = &imagepb.CPU{XstateSize: uint32(len(img.Xstate)), Xfeatures: linux.XStateFeatures(img.Xstate)}
@@ -248,6 +249,23 @@ func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint6
 		return fmt.Errorf("read personality: %w", err)
 	}
 	img.Personality = uint32(pers)
+	if _, err := t.Syscall(linux.SysPrctl, linux.PrGetChildSubreaper, scratch); err != nil {
+		return fmt.Errorf("read child subreaper: %w", err)
+	}
+	if err := t.ReadMem(scratch, buf[:4]); err != nil {
+		return err
+	}
+	img.ChildSubreaper = binary.LittleEndian.Uint32(buf) != 0
+	dumpable, err := t.Syscall(linux.SysPrctl, linux.PrGetDumpable)
+	if err != nil {
+		return fmt.Errorf("read dumpable: %w", err)
+	}
+	img.Dumpable = int32(dumpable)
+	thp, err := t.Syscall(linux.SysPrctl, linux.PrGetTHPDisable)
+	if err != nil {
+		return fmt.Errorf("read THP disable: %w", err)
+	}
+	img.ThpDisable = uint32(thp)
 	return nil
 }
 
@@ -279,12 +297,32 @@ func collectThread(pid int, th *threadDump) error {
 	if head, n, err := linux.GetRobustList(tid); err == nil {
 		img.RobustList, img.RobustListLen = head, n
 	}
+	if img.Sched, err = readSched(tid); err != nil {
+		return err
+	}
 	comm, err := procfs.ReadFile(pid, fmt.Sprintf("task/%d/comm", tid))
 	if err != nil {
 		return err
 	}
 	img.Comm = strings.TrimSuffix(string(comm), "\n")
 	return nil
+}
+
+// readSched reads a thread's scheduling policy, nice value, priorities and CPU affinity.
+// It runs before the thread is pinned to the tracer's CPU for injected calls.
+func readSched(tid int) (*imagepb.Sched, error) {
+	a, err := linux.GetSchedAttr(tid)
+	if err != nil {
+		return nil, err
+	}
+	set, err := linux.GetAffinity(tid)
+	if err != nil {
+		return nil, err
+	}
+	return &imagepb.Sched{
+		Policy: a.Policy, ResetOnFork: a.Flags&linux.SchedFlagResetFork != 0, Nice: a.Nice, Priority: a.Priority,
+		Runtime: a.Runtime, Deadline: a.Deadline, Period: a.Period, Affinity: linux.CPUSetBytes(set),
+	}, nil
 }
 
 // injectThread asks a thread its sigaltstack and tid address, with the scratch page the

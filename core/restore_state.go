@@ -90,6 +90,16 @@ func (r *restorer) restoreState(p *procRestore) error {
 	if _, err := r.call(p, "set name", linux.SysPrctl, linux.PrSetName, a); err != nil {
 		return err
 	}
+	if img.ChildSubreaper {
+		if _, err := r.call(p, "become a child subreaper", linux.SysPrctl, linux.PrSetChildSubreaper, 1); err != nil {
+			return err
+		}
+	}
+	if img.ThpDisable&1 != 0 {
+		if _, err := r.call(p, "disable transparent huge pages", linux.SysPrctl, linux.PrSetTHPDisable, 1, uint64(img.ThpDisable&^1)); err != nil {
+			return err
+		}
+	}
 	if img.Creds.NoNewPrivs {
 		if _, err := r.call(p, "set no_new_privs", linux.SysPrctl, linux.PrSetNoNewPrivs, 1, 0, 0, 0); err != nil {
 			return err
@@ -117,6 +127,12 @@ func (r *restorer) restoreState(p *procRestore) error {
 		}
 		if err := r.queueThreadSignals(p, th); err != nil {
 			return fmt.Errorf("thread %d: %w", th.img.Tid, err)
+		}
+	}
+	// Changing the credentials reset the dumpable flag; put the dumped one back.
+	if img.Dumpable == 0 || img.Dumpable == 1 {
+		if _, err := r.call(p, "set dumpable", linux.SysPrctl, linux.PrSetDumpable, uint64(img.Dumpable)); err != nil {
+			return err
 		}
 	}
 	// Pending signals last, with every signal blocked: they stay queued until the real mask
@@ -441,26 +457,51 @@ func (r *restorer) restoreCreds(p *procRestore) error {
 // syscall is restarted (or fails with EINTR where the kernel's restart block was needed).
 func (r *restorer) finalRegs(p *procRestore) error {
 	for _, th := range p.threads {
-		if err := r.finalThreadRegs(th.t.Pid, th.img.Regs, th.img.Xstate, th.img.Sigmask); err != nil {
+		if err := r.finalThreadRegs(th.t, th.img.Regs, th.img.Xstate, th.img.Sigmask, th.img.Sched); err != nil {
 			return fmt.Errorf("thread %d: %w", th.t.Pid, err)
 		}
 	}
-	return r.finalThreadRegs(p.t.Pid, p.img.Regs, p.img.Xstate, p.img.Sigmask)
+	return r.finalThreadRegs(p.t, p.img.Regs, p.img.Xstate, p.img.Sigmask, p.img.Sched)
 }
 
-func (r *restorer) finalThreadRegs(pid int, ri *imagepb.Regs, xstate []byte, mask uint64) error {
-	regs := regsFromImage(ri)
-	tracer.NormalizeRestart(&regs, false)
-	if err := linux.SetXState(pid, xstate); err != nil {
+func (r *restorer) finalThreadRegs(t *tracer.Tracee, ri *imagepb.Regs, xstate []byte, mask uint64, sched *imagepb.Sched) error {
+	if err := linux.SetXState(t.Pid, xstate); err != nil {
 		return err
 	}
-	if err := linux.SetRegs(pid, &regs); err != nil {
+	if err := t.SetFinal(regsFromImage(ri), mask, false); err != nil {
 		return err
 	}
-	if err := linux.SetAffinity(pid, r.mask); err != nil {
-		return err
+	return r.setSched(t.Pid, sched)
+}
+
+// setSched gives a thread its scheduling policy, nice value, priorities and CPU affinity back.
+// Where none of the dumped CPUs is available here, it gets gocr's own.
+func (r *restorer) setSched(tid int, s *imagepb.Sched) error {
+	set := r.mask
+	if s != nil {
+		if a, ok := linux.CPUSetFromBytes(s.Affinity); ok && a.Count() > 0 {
+			set = a
+		}
 	}
-	return linux.SetSigMask(pid, mask)
+	if err := linux.SetAffinity(tid, set); err != nil {
+		if err := linux.SetAffinity(tid, r.mask); err != nil {
+			return err
+		}
+	}
+	if s == nil {
+		return nil
+	}
+	a := &linux.SchedAttr{
+		Size: linux.SizeofSchedAttr, Policy: s.Policy, Nice: s.Nice, Priority: s.Priority,
+		Runtime: s.Runtime, Deadline: s.Deadline, Period: s.Period,
+	}
+	if s.ResetOnFork {
+		a.Flags = linux.SchedFlagResetFork
+	}
+	if err := linux.SetSchedAttr(tid, a); err != nil {
+		return fmt.Errorf("set scheduling policy %d, nice %d, priority %d: %w", s.Policy, s.Nice, s.Priority, err)
+	}
+	return nil
 }
 
 // takePosixLocks has the process take its POSIX locks again. They belong to the process and

@@ -276,6 +276,12 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 	if uint32(len(p.Xstate)) != c.Tree.Cpu.XstateSize {
 		return corrupt(name, "XSTATE of %d bytes, tree says %d", len(p.Xstate), c.Tree.Cpu.XstateSize)
 	}
+	if !validSched(p.Sched) {
+		return corrupt(name, "bad scheduling policy, nice value, priority or CPU mask")
+	}
+	if p.Dumpable < 0 || p.Dumpable > 2 {
+		return corrupt(name, "dumpable %d", p.Dumpable)
+	}
 	tids := map[int32]bool{p.Pid: true}
 	for _, th := range p.Threads {
 		if th.Tid <= 0 || tids[th.Tid] {
@@ -284,6 +290,9 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		tids[th.Tid] = true
 		if th.Regs == nil || uint32(len(th.Xstate)) != c.Tree.Cpu.XstateSize {
 			return corrupt(name, "thread %d: registers missing or XSTATE of %d bytes", th.Tid, len(th.Xstate))
+		}
+		if !validSched(th.Sched) {
+			return corrupt(name, "thread %d: bad scheduling policy, nice value, priority or CPU mask", th.Tid)
 		}
 		for _, si := range th.Pending {
 			if si.Signo < 1 || si.Signo > maxSig || len(si.Info) != 128 {
@@ -429,6 +438,19 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		}
 	}
 	return nil
+}
+
+// validSched says whether a thread's scheduling state is one the kernel could have reported.
+func validSched(s *imagepb.Sched) bool {
+	if s == nil {
+		return true
+	}
+	switch s.Policy {
+	case 0, 1, 2, 3, 5, 6:
+	default:
+		return false
+	}
+	return s.Nice >= -20 && s.Nice <= 19 && s.Priority <= 99 && len(s.Affinity)%8 == 0 && len(s.Affinity) <= 1024
 }
 
 // lockRange says whether a lock's byte range is one a kernel could have granted.

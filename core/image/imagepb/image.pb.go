@@ -2358,9 +2358,16 @@ type Process struct {
 	// Seccomp filters (classic BPF, struct sock_filter arrays), oldest first.
 	SeccompFilters [][]byte `protobuf:"bytes,28,rep,name=seccomp_filters,json=seccompFilters,proto3" json:"seccomp_filters,omitempty"`
 	// POSIX (fcntl F_SETLK) locks held by the process, in fd order.
-	Locks         []*FileLock `protobuf:"bytes,29,rep,name=locks,proto3" json:"locks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Locks []*FileLock `protobuf:"bytes,29,rep,name=locks,proto3" json:"locks,omitempty"`
+	// The main thread's scheduling policy, nice value and CPU affinity.
+	Sched *Sched `protobuf:"bytes,30,opt,name=sched,proto3" json:"sched,omitempty"`
+	// prctl state: PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE (0, 1 or 2 as PR_GET_DUMPABLE
+	// says), and PR_GET_THP_DISABLE's value (bit 0 disabled, bit 1 except where advised).
+	ChildSubreaper bool   `protobuf:"varint,31,opt,name=child_subreaper,json=childSubreaper,proto3" json:"child_subreaper,omitempty"`
+	Dumpable       int32  `protobuf:"varint,32,opt,name=dumpable,proto3" json:"dumpable,omitempty"`
+	ThpDisable     uint32 `protobuf:"varint,33,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -2596,6 +2603,140 @@ func (x *Process) GetLocks() []*FileLock {
 	return nil
 }
 
+func (x *Process) GetSched() *Sched {
+	if x != nil {
+		return x.Sched
+	}
+	return nil
+}
+
+func (x *Process) GetChildSubreaper() bool {
+	if x != nil {
+		return x.ChildSubreaper
+	}
+	return false
+}
+
+func (x *Process) GetDumpable() int32 {
+	if x != nil {
+		return x.Dumpable
+	}
+	return 0
+}
+
+func (x *Process) GetThpDisable() uint32 {
+	if x != nil {
+		return x.ThpDisable
+	}
+	return 0
+}
+
+// Sched is a thread's scheduling policy, priorities and CPU affinity (sched_getattr,
+// sched_getaffinity).
+type Sched struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5, DEADLINE 6.
+	Policy      uint32 `protobuf:"varint,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	ResetOnFork bool   `protobuf:"varint,2,opt,name=reset_on_fork,json=resetOnFork,proto3" json:"reset_on_fork,omitempty"`
+	Nice        int32  `protobuf:"varint,3,opt,name=nice,proto3" json:"nice,omitempty"`
+	// The real-time priority (FIFO, RR).
+	Priority uint32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	// SCHED_DEADLINE parameters, in nanoseconds.
+	Runtime  uint64 `protobuf:"varint,5,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Deadline uint64 `protobuf:"varint,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Period   uint64 `protobuf:"varint,7,opt,name=period,proto3" json:"period,omitempty"`
+	// cpu_set_t as sched_getaffinity fills it: little-endian 64-bit words.
+	Affinity      []byte `protobuf:"bytes,8,opt,name=affinity,proto3" json:"affinity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sched) Reset() {
+	*x = Sched{}
+	mi := &file_image_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sched) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sched) ProtoMessage() {}
+
+func (x *Sched) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sched.ProtoReflect.Descriptor instead.
+func (*Sched) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Sched) GetPolicy() uint32 {
+	if x != nil {
+		return x.Policy
+	}
+	return 0
+}
+
+func (x *Sched) GetResetOnFork() bool {
+	if x != nil {
+		return x.ResetOnFork
+	}
+	return false
+}
+
+func (x *Sched) GetNice() int32 {
+	if x != nil {
+		return x.Nice
+	}
+	return 0
+}
+
+func (x *Sched) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Sched) GetRuntime() uint64 {
+	if x != nil {
+		return x.Runtime
+	}
+	return 0
+}
+
+func (x *Sched) GetDeadline() uint64 {
+	if x != nil {
+		return x.Deadline
+	}
+	return 0
+}
+
+func (x *Sched) GetPeriod() uint64 {
+	if x != nil {
+		return x.Period
+	}
+	return 0
+}
+
+func (x *Sched) GetAffinity() []byte {
+	if x != nil {
+		return x.Affinity
+	}
+	return nil
+}
+
 // PosixTimer is a timer made with timer_create, restored under the same ID.
 type PosixTimer struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -2615,7 +2756,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2768,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2781,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2714,13 +2855,14 @@ type Thread struct {
 	RobustListLen uint64       `protobuf:"varint,9,opt,name=robust_list_len,json=robustListLen,proto3" json:"robust_list_len,omitempty"`
 	Rseq          *Rseq        `protobuf:"bytes,10,opt,name=rseq,proto3" json:"rseq,omitempty"`
 	Comm          string       `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
+	Sched         *Sched       `protobuf:"bytes,12,opt,name=sched,proto3" json:"sched,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2874,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2887,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -2825,6 +2967,13 @@ func (x *Thread) GetComm() string {
 	return ""
 }
 
+func (x *Thread) GetSched() *Sched {
+	if x != nil {
+		return x.Sched
+	}
+	return nil
+}
+
 // Regs is struct user_regs_struct (asm/user_64.h) as NT_PRSTATUS gives it.
 type Regs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2861,7 +3010,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +3022,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +3035,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -3092,7 +3241,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3104,7 +3253,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3117,7 +3266,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3167,7 +3316,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3328,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3341,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3227,7 +3376,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3388,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3401,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3287,7 +3436,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3448,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3461,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3361,7 +3510,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3373,7 +3522,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3386,7 +3535,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3526,7 +3675,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3687,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3700,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3684,7 +3833,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3696,7 +3845,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3709,7 +3858,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3744,7 +3893,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3905,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3918,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3810,7 +3959,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3822,7 +3971,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3835,7 +3984,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -3913,7 +4062,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4074,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4087,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -4182,7 +4331,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\":\n" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xcf\b\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xe1\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -4218,7 +4367,21 @@ const file_image_proto_rawDesc = "" +
 	"\athreads\x18\x1a \x03(\v2\x15.gocr.image.v1.ThreadR\athreads\x12<\n" +
 	"\fposix_timers\x18\x1b \x03(\v2\x19.gocr.image.v1.PosixTimerR\vposixTimers\x12'\n" +
 	"\x0fseccomp_filters\x18\x1c \x03(\fR\x0eseccompFilters\x12-\n" +
-	"\x05locks\x18\x1d \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\"\xe0\x01\n" +
+	"\x05locks\x18\x1d \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\x12*\n" +
+	"\x05sched\x18\x1e \x01(\v2\x14.gocr.image.v1.SchedR\x05sched\x12'\n" +
+	"\x0fchild_subreaper\x18\x1f \x01(\bR\x0echildSubreaper\x12\x1a\n" +
+	"\bdumpable\x18  \x01(\x05R\bdumpable\x12\x1f\n" +
+	"\vthp_disable\x18! \x01(\rR\n" +
+	"thpDisable\"\xdd\x01\n" +
+	"\x05Sched\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\rR\x06policy\x12\"\n" +
+	"\rreset_on_fork\x18\x02 \x01(\bR\vresetOnFork\x12\x12\n" +
+	"\x04nice\x18\x03 \x01(\x05R\x04nice\x12\x1a\n" +
+	"\bpriority\x18\x04 \x01(\rR\bpriority\x12\x18\n" +
+	"\aruntime\x18\x05 \x01(\x04R\aruntime\x12\x1a\n" +
+	"\bdeadline\x18\x06 \x01(\x04R\bdeadline\x12\x16\n" +
+	"\x06period\x18\a \x01(\x04R\x06period\x12\x1a\n" +
+	"\baffinity\x18\b \x01(\fR\baffinity\"\xe0\x01\n" +
 	"\n" +
 	"PosixTimer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x18\n" +
@@ -4231,7 +4394,7 @@ const file_image_proto_rawDesc = "" +
 	"notify_tid\x18\x06 \x01(\x05R\tnotifyTid\x12\x19\n" +
 	"\bvalue_ns\x18\a \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\b \x01(\x03R\n" +
-	"intervalNs\"\x86\x03\n" +
+	"intervalNs\"\xb2\x03\n" +
 	"\x06Thread\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -4246,7 +4409,8 @@ const file_image_proto_rawDesc = "" +
 	"\x0frobust_list_len\x18\t \x01(\x04R\rrobustListLen\x12'\n" +
 	"\x04rseq\x18\n" +
 	" \x01(\v2\x13.gocr.image.v1.RseqR\x04rseq\x12\x12\n" +
-	"\x04comm\x18\v \x01(\tR\x04comm\"\xf9\x03\n" +
+	"\x04comm\x18\v \x01(\tR\x04comm\x12*\n" +
+	"\x05sched\x18\f \x01(\v2\x14.gocr.image.v1.SchedR\x05sched\"\xf9\x03\n" +
 	"\x04Regs\x12\x10\n" +
 	"\x03r15\x18\x01 \x01(\x04R\x03r15\x12\x10\n" +
 	"\x03r14\x18\x02 \x01(\x04R\x03r14\x12\x10\n" +
@@ -4419,7 +4583,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -4446,20 +4610,21 @@ var file_image_proto_goTypes = []any{
 	(*SharedMemory)(nil), // 22: gocr.image.v1.SharedMemory
 	(*PageRun)(nil),      // 23: gocr.image.v1.PageRun
 	(*Process)(nil),      // 24: gocr.image.v1.Process
-	(*PosixTimer)(nil),   // 25: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 26: gocr.image.v1.Thread
-	(*Regs)(nil),         // 27: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 28: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 29: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 30: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 31: gocr.image.v1.ITimer
-	(*MM)(nil),           // 32: gocr.image.v1.MM
-	(*VMA)(nil),          // 33: gocr.image.v1.VMA
-	(*Fd)(nil),           // 34: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 35: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 36: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 37: gocr.image.v1.Rseq
-	nil,                  // 38: gocr.image.v1.InetSocket.OptionsEntry
+	(*Sched)(nil),        // 25: gocr.image.v1.Sched
+	(*PosixTimer)(nil),   // 26: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 27: gocr.image.v1.Thread
+	(*Regs)(nil),         // 28: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 29: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 30: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 31: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 32: gocr.image.v1.ITimer
+	(*MM)(nil),           // 33: gocr.image.v1.MM
+	(*VMA)(nil),          // 34: gocr.image.v1.VMA
+	(*Fd)(nil),           // 35: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 36: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 37: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 38: gocr.image.v1.Rseq
+	nil,                  // 39: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
@@ -4481,34 +4646,36 @@ var file_image_proto_depIdxs = []int32{
 	14, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
 	13, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
 	2,  // 18: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	38, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	39, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
 	18, // 20: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
 	23, // 21: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	27, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	28, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	29, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	30, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	31, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	32, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	33, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	28, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	29, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	30, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	31, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	32, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	33, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	34, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
 	23, // 29: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	34, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	35, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	36, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	37, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	26, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	25, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	35, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	36, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	37, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	38, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	27, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	26, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
 	13, // 36: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	27, // 37: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	29, // 38: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	30, // 39: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	37, // 40: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	3,  // 41: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	25, // 37: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	28, // 38: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	30, // 39: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	31, // 40: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	38, // 41: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	25, // 42: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 43: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4522,7 +4689,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

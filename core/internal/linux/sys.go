@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"unsafe"
@@ -104,6 +105,11 @@ const (
 	PrSetMMMap          = unix.PR_SET_MM_MAP
 	PrSetNoNewPrivs     = unix.PR_SET_NO_NEW_PRIVS
 	PrSetChildSubreaper = unix.PR_SET_CHILD_SUBREAPER
+	PrGetChildSubreaper = unix.PR_GET_CHILD_SUBREAPER
+	PrGetDumpable       = unix.PR_GET_DUMPABLE
+	PrSetDumpable       = unix.PR_SET_DUMPABLE
+	PrGetTHPDisable     = unix.PR_GET_THP_DISABLE
+	PrSetTHPDisable     = unix.PR_SET_THP_DISABLE
 	// PrTimerCreateRestoreIDs makes timer_create take the ID it is given (Linux 6.17).
 	PrTimerCreateRestoreIDs = 77
 
@@ -507,4 +513,61 @@ func Ioctl(fd int, request uint64, arg []byte) (int64, error) {
 		return -1, os.NewSyscallError("ioctl", e)
 	}
 	return int64(r), nil
+}
+
+// SizeofSchedAttr is the size of struct sched_attr that gocr passes.
+const SizeofSchedAttr = unix.SizeofSchedAttr
+
+// SchedAttr is a thread's scheduling policy and parameters (struct sched_attr).
+type SchedAttr = unix.SchedAttr
+
+// Scheduling policies and flags (linux/sched.h).
+const (
+	SchedOther         = 0
+	SchedFIFO          = 1
+	SchedRR            = 2
+	SchedBatch         = 3
+	SchedIdle          = 5
+	SchedDeadline      = 6
+	SchedFlagResetFork = 1
+)
+
+// GetSchedAttr returns tid's scheduling policy, nice value and priorities.
+func GetSchedAttr(tid int) (*SchedAttr, error) {
+	a, err := unix.SchedGetAttr(tid, 0)
+	return a, os.NewSyscallError("sched_getattr", err)
+}
+
+// SetSchedAttr sets tid's scheduling policy, nice value and priorities.
+func SetSchedAttr(tid int, a *SchedAttr) error {
+	return os.NewSyscallError("sched_setattr", unix.SchedSetAttr(tid, a, 0))
+}
+
+// CPUSetBytes encodes a CPU mask as cpu_set_t's bytes.
+func CPUSetBytes(set CPUSet) []byte {
+	b := make([]byte, 0, len(set)*8)
+	for _, w := range set {
+		b = binary.LittleEndian.AppendUint64(b, uint64(w))
+	}
+	return b
+}
+
+// CPUSetFromBytes decodes a cpu_set_t; bytes beyond what a CPUSet holds must be zero.
+func CPUSetFromBytes(b []byte) (CPUSet, bool) {
+	var set CPUSet
+	for i := 0; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		if i/8 >= len(set) {
+			if w != 0 {
+				return set, false
+			}
+			continue
+		}
+		for bit := 0; bit < 64; bit++ {
+			if w>>bit&1 != 0 {
+				set.Set(i/8*64 + bit)
+			}
+		}
+	}
+	return set, len(b)%8 == 0
 }

@@ -256,12 +256,44 @@ func NormalizeRestart(r *linux.Regs, sameThread bool) {
 	r.Orig_rax = ^uint64(0)
 }
 
-// Release puts back regs (restart emulated) and detaches, delivering a signal that arrived
-// while the thread was held. With stop set the thread is left in a group stop.
-func (t *Tracee) Release(regs linux.Regs, sameThread, stop bool) error {
+// SetFinal puts back regs (restart emulated) and the signal mask, as the thread is to run on.
+//
+// A thread whose registers restart an interrupted syscall is first run up to that syscall's
+// entry with every signal blocked, and only there given its mask. Otherwise a signal that
+// arrives between the release and the restart would run its handler first, and the thread
+// would then sleep in the restarted syscall: a pause() would miss the very signal meant to
+// end it. From the entry on, a signal interrupts the syscall as it would have the original.
+func (t *Tracee) SetFinal(regs linux.Regs, mask uint64, sameThread bool) error {
+	rip := regs.Rip
 	NormalizeRestart(&regs, sameThread)
+	restart := regs.Rip != rip
+	if restart {
+		if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
+			return fmt.Errorf("pid %d: block signals: %w", t.Pid, err)
+		}
+	}
 	if err := linux.SetRegs(t.Pid, &regs); err != nil {
 		return fmt.Errorf("pid %d: put registers back: %w", t.Pid, err)
+	}
+	if restart {
+		if err := linux.ContSyscall(t.Pid, 0); err != nil {
+			return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
+		}
+		if err := t.waitSyscallStop(); err != nil {
+			return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
+		}
+	}
+	if err := linux.SetSigMask(t.Pid, mask); err != nil {
+		return fmt.Errorf("pid %d: set signal mask: %w", t.Pid, err)
+	}
+	return nil
+}
+
+// Release puts back regs and mask (see SetFinal) and detaches, delivering a signal that
+// arrived while the thread was held. With stop set the thread is left in a group stop.
+func (t *Tracee) Release(regs linux.Regs, mask uint64, sameThread, stop bool) error {
+	if err := t.SetFinal(regs, mask, sameThread); err != nil {
+		return err
 	}
 	sig := 0
 	if len(t.Caught) > 0 {
