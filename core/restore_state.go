@@ -501,6 +501,9 @@ func (r *restorer) setSched(tid int, s *imagepb.Sched) error {
 	if err := linux.SetSchedAttr(tid, a); err != nil {
 		return fmt.Errorf("set scheduling policy %d, nice %d, priority %d: %w", s.Policy, s.Nice, s.Priority, err)
 	}
+	if err := linux.SetNice(tid, int(s.Nice)); err != nil {
+		return fmt.Errorf("set nice %d: %w", s.Nice, err)
+	}
 	return nil
 }
 

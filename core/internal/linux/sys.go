@@ -543,6 +543,12 @@ func SetSchedAttr(tid int, a *SchedAttr) error {
 	return os.NewSyscallError("sched_setattr", unix.SchedSetAttr(tid, a, 0))
 }
 
+// SetNice sets tid's nice value, whatever its policy (sched_setattr ignores the nice value
+// of a SCHED_IDLE thread).
+func SetNice(tid int, nice int) error {
+	return os.NewSyscallError("setpriority", unix.Setpriority(unix.PRIO_PROCESS, tid, nice))
+}
+
 // CPUSetBytes encodes a CPU mask as cpu_set_t's bytes.
 func CPUSetBytes(set CPUSet) []byte {
 	b := make([]byte, 0, len(set)*8)
