@@ -33,7 +33,8 @@ func schedOf(t *testing.T, pid, tid int) string {
 
 // A thread's scheduling policy, nice value and CPU affinity, and the process's subreaper,
 // THP and dumpable settings, come back: as the kernel shows them, and as the process itself
-// asks prctl.
+// asks prctl. The process is dumped while it waits in sigsuspend, whose temporary mask hides
+// the real one from ptrace: the real one must come back all the same.
 func TestRestoreSchedAndPrctl(t *testing.T) {
 	testutil.RequireRoot(t)
 	cpu := 0
@@ -74,8 +75,8 @@ func TestRestoreSchedAndPrctl(t *testing.T) {
 			t.Errorf("%s: /proc/PID/environ owned by %d (%v), want 65534: the process is not dumpable", stage, st.Uid, err)
 		}
 		syscall.Kill(p.Pid, syscall.SIGUSR1)
-		testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= lines })
-		if got := testutil.Lines(report)[lines-1]; got != "subreaper=1 thp=1 dumpable=1" {
+		testutil.WaitFor(t, stage+": a report", func() bool { return len(testutil.Lines(report)) >= lines })
+		if got := testutil.Lines(report)[lines-1]; got != "subreaper=1 thp=1 dumpable=1 blocked=1" {
 			t.Errorf("%s: the process reports %q", stage, got)
 		}
 	}

@@ -96,11 +96,15 @@ func TestCLISession(t *testing.T) {
 		t.Fatalf("show --json: exit %d\n%.400s", code, out)
 	}
 
-	out, errOut, code = gocr(t, "restore", "-d", "-D", img)
+	pidfile := filepath.Join(t.TempDir(), "root.pid")
+	out, errOut, code = gocr(t, "restore", "-d", "--pidfile", pidfile, "-D", img)
 	if code != 0 {
 		t.Fatalf("restore: exit %d\n%s%s", code, out, errOut)
 	}
 	testutil.Adopt(t, p.Pid) // reparented to us when gocr exited
+	if got := testutil.ReadFile(pidfile); got != fmt.Sprintf("%d\n", p.Pid) {
+		t.Errorf("pid file holds %q, want %d", got, p.Pid)
+	}
 	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
 	for i, l := range testutil.Lines(log) {
 		if l != fmt.Sprintf("%d %d", i+1, i+1) {

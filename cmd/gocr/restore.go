@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +18,7 @@ type restoreOptions struct {
 	leaveStopped bool
 	checkOnly    bool
 	shellJob     bool
+	pidfile      string
 	json         bool
 }
 
@@ -52,6 +55,7 @@ killed and nothing is left behind.`,
 	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
+	f.StringVar(&opts.pidfile, "pidfile", "", "write the restored root's PID to this file (one line per root), as CRIU")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -87,10 +91,32 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 			return usageError{fmt.Errorf("restore: --shell-job needs gocr to run on a terminal")}
 		}
 	}
+	// The pid file is made before the restore, so that a path that cannot be written fails
+	// with nothing restored.
+	var pidfile *os.File
+	if opts.pidfile != "" {
+		var err error
+		if pidfile, err = os.OpenFile(opts.pidfile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+			return fmt.Errorf("restore: pid file: %w", err)
+		}
+		defer pidfile.Close()
+	}
 	res, err := core.Restore(cmd.Context(), ro)
 	prog.done()
 	if err != nil {
+		if pidfile != nil {
+			os.Remove(opts.pidfile)
+		}
 		return err
+	}
+	if pidfile != nil {
+		var b strings.Builder
+		for _, r := range res.Roots {
+			fmt.Fprintf(&b, "%d\n", r)
+		}
+		if _, err := pidfile.WriteString(b.String()); err != nil {
+			return fmt.Errorf("restore: the tree runs (root %v), but writing the pid file failed: %w", res.Roots, err)
+		}
 	}
 	s := res.Stats
 	opts.log.Debug("restore done", "processes", s.Processes, "bytes", s.Bytes, "verify", s.Verify,

@@ -2,8 +2,10 @@
 // usage: sched DIR CPU   (DIR writable by user 65534)
 // The main thread runs SCHED_BATCH at nice 7 on CPU only; a second thread runs SCHED_IDLE on
 // CPU 0 only. The process is a child subreaper, has transparent huge pages disabled, and runs
-// as user 65534, yet dumpable. It creates DIR/ready, and on SIGUSR1 it appends
-// "subreaper=S thp=T dumpable=D" (prctl's answers) to DIR/report.
+// as user 65534, yet dumpable. SIGUSR1 is blocked but while the main thread waits in
+// sigsuspend. It creates DIR/ready, and on each SIGUSR1 it appends
+// "subreaper=S thp=T dumpable=D blocked=B" to DIR/report: prctl's answers, and whether
+// SIGUSR1 is blocked again once sigsuspend returned.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -47,6 +49,10 @@ int main(int argc, char **argv) {
 		perror("set up");
 		return 1;
 	}
+	sigset_t none, usr;
+	sigemptyset(&usr);
+	sigaddset(&usr, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr, &none); // the thread made next has it blocked too
 	pthread_t th;
 	pthread_create(&th, NULL, idle_thread, NULL);
 	usleep(20000);
@@ -56,10 +62,6 @@ int main(int argc, char **argv) {
 		perror("drop privileges");
 		return 1;
 	}
-	sigset_t none, usr;
-	sigemptyset(&usr);
-	sigaddset(&usr, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr, &none);
 	close(open(path, O_WRONLY | O_CREAT, 0644));
 	snprintf(path, sizeof path, "%s/report", argv[1]);
 	for (;;) {
@@ -67,9 +69,12 @@ int main(int argc, char **argv) {
 			sigsuspend(&none);
 		usr1 = 0;
 		char line[128];
-		int n = snprintf(line, sizeof line, "subreaper=%d thp=%d dumpable=%d\n",
-				 ({ int v = 0; prctl(PR_GET_CHILD_SUBREAPER, &v); v; }),
-				 prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), prctl(PR_GET_DUMPABLE));
+		sigset_t cur;
+		sigprocmask(SIG_BLOCK, NULL, &cur);
+		int sub = 0;
+		prctl(PR_GET_CHILD_SUBREAPER, &sub);
+		int n = snprintf(line, sizeof line, "subreaper=%d thp=%d dumpable=%d blocked=%d\n", sub,
+				 prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), prctl(PR_GET_DUMPABLE), sigismember(&cur, SIGUSR1));
 		int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
 		write(fd, line, n);
 		close(fd);
