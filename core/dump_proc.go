@@ -19,6 +19,9 @@ import (
 // only the process can tell through injected syscalls. It runs on the tracer thread.
 func (d *dumper) collect(p *procDump) error {
 	pid := p.t.Pid
+	if err := checkNamespaces(pid); err != nil {
+		return err
+	}
 	stat, err := procfs.ReadStat(pid)
 	if err != nil {
 		return fmt.Errorf("read stat: %w", err)
@@ -305,6 +308,34 @@ func collectThread(pid int, th *threadDump) error {
 		return err
 	}
 	img.Comm = strings.TrimSuffix(string(comm), "\n")
+	return nil
+}
+
+// namespaceKinds are the namespaces a process must share with gocr: gocr reads its files,
+// sockets, IPC objects, clocks and credentials from its own view and recreates them there.
+var namespaceKinds = []string{"mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"}
+
+// checkNamespaces refuses a process that lives in other namespaces than gocr (a container's
+// process seen from the host): what it holds would be read and restored in the wrong ones.
+func checkNamespaces(pid int) error {
+	var differ []string
+	for _, ns := range namespaceKinds {
+		ours, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			continue // a kernel without this kind of namespace
+		}
+		theirs, err := procfs.Link(pid, "ns/"+ns)
+		if err != nil {
+			return fmt.Errorf("read its %s namespace: %w", ns, err)
+		}
+		if theirs != ours {
+			differ = append(differ, ns)
+		}
+	}
+	if len(differ) > 0 {
+		return &UnsupportedError{Pid: pid, What: "namespaces", Kind: fmt.Sprintf("a process in other %s namespaces than gocr's (a container?)", strings.Join(differ, ", ")),
+			Hint: "run gocr inside the same namespaces as the tree"}
+	}
 	return nil
 }
 
