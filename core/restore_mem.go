@@ -369,6 +369,24 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			}
 		}
 	}
+	return r.lockMemory(p)
+}
+
+// lockMemory locks the mappings that were locked (mlock, mlock2 with MLOCK_ONFAULT), once
+// their content is in place.
+func (r *restorer) lockMemory(p *procRestore) error {
+	for _, v := range p.img.Vmas {
+		if !hasFlag(v, "lo") || v.Kind == imagepb.VMAKind_VMA_KIND_PLUGIN || v.Kind == imagepb.VMAKind_VMA_KIND_VDSO || v.Kind == imagepb.VMAKind_VMA_KIND_VVAR {
+			continue
+		}
+		flags := uint64(0)
+		if hasFlag(v, "lf") {
+			flags = linux.MlockOnfault
+		}
+		if _, err := r.call(p, fmt.Sprintf("lock %#x-%#x", v.Start, v.End), linux.SysMlock2, v.Start, v.End-v.Start, flags); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

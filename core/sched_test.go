@@ -33,7 +33,7 @@ func schedOf(t *testing.T, pid, tid int) string {
 
 // A thread's scheduling policy, nice value and CPU affinity, and the process's subreaper,
 // THP and dumpable settings, come back: as the kernel shows them, and as the process itself
-// asks prctl. The process is dumped while it waits in sigsuspend, whose temporary mask hides
+// asks prctl; so do its locked pages. The process is dumped while it waits in sigsuspend, whose temporary mask hides
 // the real one from ptrace: the real one must come back all the same.
 func TestRestoreSchedAndPrctl(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -68,6 +68,11 @@ func TestRestoreSchedAndPrctl(t *testing.T) {
 		for _, tid := range threads {
 			if got := schedOf(t, p.Pid, tid); got != want[tid] {
 				t.Errorf("%s: thread %d: %s, want %s", stage, tid, got, want[tid])
+			}
+		}
+		for _, l := range testutil.Lines(fmt.Sprintf("/proc/%d/status", p.Pid)) {
+			if v, ok := strings.CutPrefix(l, "VmLck:"); ok && strings.TrimSpace(v) != "8 kB" {
+				t.Errorf("%s: %s locked in memory, want the 8 kB the process locked", stage, strings.TrimSpace(v))
 			}
 		}
 		var st syscall.Stat_t

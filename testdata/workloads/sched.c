@@ -1,7 +1,7 @@
 // sched: a process with scheduling and prctl state set away from the defaults.
 // usage: sched DIR CPU   (DIR writable by user 65534)
 // The main thread runs SCHED_BATCH at nice 7 on CPU only; a second thread runs SCHED_IDLE on
-// CPU 0 only. The process is a child subreaper, has transparent huge pages disabled, and runs
+// CPU 0 only. Two pages are locked in memory (mlock). The process is a child subreaper, has transparent huge pages disabled, and runs
 // as user 65534, yet dumpable. SIGUSR1 is blocked but while the main thread waits in
 // sigsuspend. It creates DIR/ready, and on each SIGUSR1 it appends
 // "subreaper=S thp=T dumpable=D blocked=B" to DIR/report: prctl's answers, and whether
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -53,6 +54,12 @@ int main(int argc, char **argv) {
 	sigemptyset(&usr);
 	sigaddset(&usr, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &usr, &none); // the thread made next has it blocked too
+	char *locked = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(locked, 'L', 8192);
+	if (mlock(locked, 8192)) {
+		perror("mlock");
+		return 1;
+	}
 	pthread_t th;
 	pthread_create(&th, NULL, idle_thread, NULL);
 	usleep(20000);

@@ -16,6 +16,7 @@ const (
 	SysMmap           = unix.SYS_MMAP
 	SysMprotect       = unix.SYS_MPROTECT
 	SysMunmap         = unix.SYS_MUNMAP
+	SysMlock2         = unix.SYS_MLOCK2
 	SysBrk            = unix.SYS_BRK
 	SysRtSigaction    = unix.SYS_RT_SIGACTION
 	SysPreadv         = unix.SYS_PREADV
@@ -78,6 +79,7 @@ const (
 	MadvHugepage   = unix.MADV_HUGEPAGE
 	MadvNohugepage = unix.MADV_NOHUGEPAGE
 	MadvWipeonfork = unix.MADV_WIPEONFORK
+	MlockOnfault   = unix.MLOCK_ONFAULT
 
 	ORdonly   = unix.O_RDONLY
 	OWronly   = unix.O_WRONLY
