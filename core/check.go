@@ -148,7 +148,18 @@ func Check(dir string) (*CheckReport, error) {
 			add(c.Procs[pe.Pid].Mm.Exe, "", "binary of pid %d is missing", pe.Pid)
 		}
 	}
+	bound := map[string]bool{} // names the tree's own sockets bind again
 	for _, f := range c.Tree.Files {
+		if u := f.UnixSocket; u != nil && u.Name != "" {
+			bound[u.Name] = true
+		}
+	}
+	for _, f := range c.Tree.Files {
+		if u := f.UnixSocket; u != nil && u.ConnectTo != "" && !bound[u.ConnectTo] && u.ConnectTo[0] == '/' {
+			if st, err := os.Stat(u.ConnectTo); err != nil || st.Mode()&os.ModeSocket == 0 {
+				add(u.ConnectTo, "start what listens there first", "socket a datagram socket of the tree is connected to is missing")
+			}
+		}
 		switch f.Kind {
 		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY,
 			imagepb.FileKind_FILE_KIND_FIFO, imagepb.FileKind_FILE_KIND_CHAR_DEVICE:

@@ -242,6 +242,7 @@ func (d *dumper) run(ctx context.Context) error {
 		return fmt.Errorf("dump: %w", err)
 	}
 	d.tree.Plugins = d.files.pluginsUsed()
+	d.tree.NetLock = d.files.lock
 	if err := d.files.writeData(d.w, d.tree); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/netlock"
 	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 )
@@ -26,9 +28,12 @@ type fileTable struct {
 	tcpEstablished bool
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
 	repaired []int
-	byIno    map[[2]uint64][]*openFile
-	pipes    map[uint64]*pipeDump // by inode
-	all      []*openFile
+	// lock is the network lock holding the connections' packets back ("" until one is
+	// taken); see package netlock.
+	lock  string
+	byIno map[[2]uint64][]*openFile
+	pipes map[uint64]*pipeDump // by inode
+	all   []*openFile
 }
 
 type openFile struct {
@@ -90,12 +95,16 @@ func (ft *fileTable) pluginsUsed() []string {
 	return out
 }
 
-// repairOff takes the sockets out of repair mode: the processes go on using them.
+// repairOff takes the sockets out of repair mode, and then lets their packets in again: the
+// processes go on using them.
 func (ft *fileTable) repairOff() {
 	for _, fd := range ft.repaired {
 		linux.TCPRepairOffQuiet(fd)
 	}
 	ft.repaired = nil
+	if ft.lock != "" {
+		netlock.Unlock(ft.lock)
+	}
 }
 
 func (ft *fileTable) close() {
@@ -371,6 +380,14 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 		in.Options[k] = int32(v)
 	}
 	if s.Protocol == 6 && s.State == 1 {
+		// Nothing may reach the socket from now on: not while its queues are read, and not
+		// once it is gone with a killed tree (the kernel would answer with a reset).
+		if ft.lock == "" {
+			ft.lock = netlock.NewName()
+		}
+		if err := netlock.Lock(ft.lock, []netlock.Conn{{Local: s.Local, Peer: s.Peer}}); err != nil {
+			return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
+		}
 		c, err := linux.TCPDumpConn(f.dup)
 		if err != nil {
 			return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
@@ -396,6 +413,9 @@ func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) err
 		return fmt.Errorf("look up socket %s: %w", f.img.Path, err)
 	}
 	f.img.Kind = imagepb.FileKind_FILE_KIND_UNIX_SOCKET
+	if s.Name, err = absSocketName(f.pid, s.Name); err != nil {
+		return unsupported(fmt.Sprintf("unix socket %s bound to a relative path", f.img.Path), err.Error())
+	}
 	u := &imagepb.UnixSocket{Ino: s.Ino, Type: int32(s.Type), State: int32(s.State), PeerIno: s.Peer, Name: s.Name, Shutdown: uint32(s.Shutdown)}
 	f.img.UnixSocket = u
 	switch s.Type {
@@ -426,6 +446,24 @@ func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) err
 	}
 	u.Queue = q
 	return nil
+}
+
+// absSocketName makes the name a socket was bound to absolute. The kernel keeps the path as
+// given to bind; a relative one is taken from the process's working directory, and must lead
+// to a socket there now (the directory may have changed since the bind).
+func absSocketName(pid int, name string) (string, error) {
+	if name == "" || name[0] == '/' || name[0] == '@' {
+		return name, nil
+	}
+	cwd, err := procfs.Link(pid, "cwd")
+	if err != nil {
+		return "", err
+	}
+	abs := filepath.Join(cwd, name)
+	if st, err := linux.Lstat(abs); err != nil || st.Mode&linux.SIFMT != linux.SIFSOCK {
+		return "", fmt.Errorf("%s is not a socket in its working directory %s", name, cwd)
+	}
+	return abs, nil
 }
 
 // fixPtys marks the pty slaves whose master is dumped too: the pair is made again, and the
@@ -476,6 +514,17 @@ func (ft *fileTable) checkPeers() error {
 		}
 		what := "fd " + strconv.Itoa(f.fd)
 		peer := byIno[u.PeerIno]
+		if u.Type == linux.SockDgram && (peer == nil || peer.img.UnixSocket.PeerIno != u.Ino) {
+			// Connected one way to a bound socket: connected to its name again at restore.
+			if peer != nil {
+				u.ConnectTo = peer.img.UnixSocket.Name
+			} else if s, err := linux.UnixDiag(u.PeerIno); err == nil {
+				u.ConnectTo, _ = absSocketName(f.pid, s.Name)
+			}
+			if u.ConnectTo != "" {
+				continue
+			}
+		}
 		if peer == nil {
 			return &UnsupportedError{Pid: f.pid, What: what, Kind: fmt.Sprintf("unix socket %s connected to a socket outside the dumped trees", f.img.Path),
 				Hint: "dump the peer's tree too (-t PID,PID)"}

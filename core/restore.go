@@ -13,6 +13,7 @@ import (
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/netlock"
 	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 	"github.com/gocr/gocr/core/internal/tracer"
@@ -150,11 +151,14 @@ type restorer struct {
 	procs  map[int32]*procRestore
 	files  map[uint32]int // OpenFile id -> our fd of it
 	extra  []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
-	pages  map[string]int // image data file -> our fd
-	saved  map[uint32]int // SavedFile id -> our fd of the recreated file
-	sysv   []int          // System V segments made
-	host   *pluginhost.Host
-	shmem  map[uint32]shmemOwner
+	// orphans are the other ends of pairs made for sockets whose peer was gone at the dump,
+	// closed once their queues are refilled.
+	orphans map[uint32]int
+	pages   map[string]int // image data file -> our fd
+	saved   map[uint32]int // SavedFile id -> our fd of the recreated file
+	sysv    []int          // System V segments made
+	host    *pluginhost.Host
+	shmem   map[uint32]shmemOwner
 	// epollDone marks the epoll instances already filled.
 	epollDone map[uint32]bool
 	stats     *RestoreStats
@@ -288,6 +292,10 @@ func (r *restorer) closeFiles() {
 	for _, fd := range r.saved {
 		linux.Close(fd)
 	}
+	for _, fd := range r.orphans {
+		linux.Close(fd)
+	}
+	r.orphans = nil
 	r.files, r.extra, r.pages, r.saved = map[uint32]int{}, nil, map[string]int{}, nil
 }
 
@@ -359,6 +367,12 @@ func (r *restorer) run(ctx context.Context) error {
 	// Every process is in place: now let them all go.
 	if err := r.host.Devices(ctx, pluginhost.ResumeDevicesLate, r.pids()); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	// The restored sockets are out of repair mode: let the peers' packets reach them.
+	if r.c.Tree.NetLock != "" {
+		if err := netlock.Unlock(r.c.Tree.NetLock); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
 	}
 	if err := r.thread.Do(r.releaseAll); err != nil {
 		return err

@@ -124,7 +124,7 @@ func (r *restorer) openFiles() error {
 				repaired = append(repaired, fd)
 			}
 		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
-			fd, err = openUnixSocket(f.UnixSocket, pairs)
+			fd, err = r.openUnixSocket(f.UnixSocket, pairs)
 			if err == nil {
 				err = setFl(fd, flags)
 			}
@@ -374,8 +374,15 @@ func (r *restorer) recreateDeleted(f *imagepb.OpenFile, flags int) (int, error) 
 // openUnixSocket makes a unix socket like the dumped one: connected pairs as socketpairs (the
 // second end is kept in pairs for the peer), listeners bound and listening, unconnected
 // sockets bound to their name.
-func openUnixSocket(u *imagepb.UnixSocket, pairs map[uint32]int) (int, error) {
+func (r *restorer) openUnixSocket(u *imagepb.UnixSocket, pairs map[uint32]int) (int, error) {
 	switch {
+	case u.ConnectTo != "":
+		// Made unconnected, bound to its own name if it had one; connected once its queue is
+		// refilled (refillSockets).
+		if err := removeStaleSocket(u.Name); err != nil {
+			return -1, err
+		}
+		return linux.UnixListen(int(u.Type), u.Name, -1)
 	case u.State == linux.SockListen:
 		if err := removeStaleSocket(u.Name); err != nil {
 			return -1, err
@@ -391,6 +398,20 @@ func openUnixSocket(u *imagepb.UnixSocket, pairs map[uint32]int) (int, error) {
 			return -1, err
 		}
 		pairs[u.PeerIno] = b
+		return a, nil
+	case u.State == linux.SockEstablished && (u.Type != linux.SockDgram || u.Name == ""):
+		// Connected, but its peer is gone (closed): one end of a new pair, whose other end
+		// refills the queue and is then closed, so that the process reads what was left and
+		// then end-of-file, as it would have. (A bound datagram socket shows as connected
+		// once another has connected to it: that one is made bound, below.)
+		a, b, err := linux.Socketpair(int(u.Type))
+		if err != nil {
+			return -1, err
+		}
+		if r.orphans == nil {
+			r.orphans = map[uint32]int{}
+		}
+		r.orphans[u.Ino] = b
 		return a, nil
 	default:
 		if err := removeStaleSocket(u.Name); err != nil {
@@ -425,18 +446,50 @@ func (r *restorer) refillSockets() error {
 			byIno[f.UnixSocket.Ino] = f
 		}
 	}
+	temp := -1 // an unbound datagram socket that sends to bound ones by name
+	defer func() {
+		if temp >= 0 {
+			linux.Close(temp)
+		}
+	}()
 	for _, f := range r.c.Tree.Files {
 		u := f.UnixSocket
 		if u == nil || len(u.Queue) == 0 {
 			continue
 		}
-		peer := byIno[u.PeerIno]
-		if peer == nil {
+		var send func(m []byte) error
+		if peer := byIno[u.PeerIno]; peer != nil && peer.UnixSocket.PeerIno == u.Ino {
+			send = func(m []byte) error { return linux.Send(r.files[peer.Id], m) }
+		} else if end, ok := r.orphans[u.Ino]; ok {
+			send = func(m []byte) error { return linux.Send(end, m) }
+		} else if u.Type == linux.SockDgram && u.Name != "" {
+			if temp < 0 {
+				var err error
+				if temp, err = linux.UnixListen(linux.SockDgram, "", -1); err != nil {
+					return err
+				}
+			}
+			send = func(m []byte) error { return linux.SendTo(temp, u.Name, m) }
+		} else {
 			return fmt.Errorf("socket %d: %d queued messages but no peer to send them from", u.Ino, len(u.Queue))
 		}
 		for _, m := range u.Queue {
-			if err := linux.Send(r.files[peer.Id], m); err != nil {
+			if err := send(m); err != nil {
 				return fmt.Errorf("socket %d: refill its queue: %w", u.Ino, err)
+			}
+		}
+	}
+	// The queues are full again: now the peers gone at the dump go, and the sockets
+	// connected one way connect (a connected datagram socket takes messages from its peer
+	// only, so not before).
+	for _, end := range r.orphans {
+		linux.Close(end)
+	}
+	r.orphans = nil
+	for _, f := range r.c.Tree.Files {
+		if u := f.UnixSocket; u != nil && u.ConnectTo != "" {
+			if err := linux.UnixConnect(r.files[f.Id], u.ConnectTo); err != nil {
+				return fmt.Errorf("socket %d: connect it again to %s: %w", u.Ino, u.ConnectTo, err)
 			}
 		}
 	}

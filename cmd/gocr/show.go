@@ -90,6 +90,9 @@ func showText(w io.Writer, c *image.Checkpoint) {
 		kindName(idx.Kind), idx.FormatVersion, idx.GocrVersion, idx.KernelRelease,
 		time.Unix(0, idx.CreatedUnixNano).Format(time.RFC3339))
 	fmt.Fprintf(w, "%d files, %s; XSTATE %d bytes, features %#x\n", len(idx.Files), humanBytes(total), c.Tree.Cpu.XstateSize, c.Tree.Cpu.Xfeatures)
+	if c.Tree.NetLock != "" {
+		fmt.Fprintf(w, "network lock: nftables table inet %s (the restore removes it)\n", c.Tree.NetLock)
+	}
 	files := map[uint32]*imagepb.OpenFile{}
 	for _, f := range c.Tree.Files {
 		files[f.Id] = f
@@ -160,6 +163,9 @@ func showText(w io.Writer, c *image.Checkpoint) {
 				extra += fmt.Sprintf(", unix %s %s", map[int32]string{1: "stream", 2: "dgram", 5: "seqpacket"}[u.Type], map[int32]string{1: "connected", 7: "unconnected", 10: "listening"}[u.State])
 				if u.Name != "" {
 					extra += " " + u.Name
+				}
+				if u.ConnectTo != "" {
+					extra += " -> " + u.ConnectTo
 				}
 				if queued > 0 {
 					extra += fmt.Sprintf(", %d bytes queued", queued)

@@ -2,6 +2,7 @@ package image
 
 import (
 	"net/netip"
+	"regexp"
 	"sort"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -18,6 +19,8 @@ const (
 	maxSig       = 64
 )
 
+var netLockName = regexp.MustCompile(`^gocr-[0-9a-f]{16}$`)
+
 // validate checks every count, length and offset of the metadata against each other and
 // against the sizes of the data files, so that a restore never acts on a value it did not check.
 func (c *Checkpoint) validate() error {
@@ -30,6 +33,10 @@ func (c *Checkpoint) validate() error {
 	}
 	if t.Cpu.XstateSize < 512 || t.Cpu.XstateSize > maxXState {
 		return corrupt(TreeName, "XSTATE size %d out of range", t.Cpu.XstateSize)
+	}
+	// The restore deletes this nftables table: it must be one a dump made, nobody's firewall.
+	if t.NetLock != "" && !netLockName.MatchString(t.NetLock) {
+		return corrupt(TreeName, "network lock %q is not a name gocr makes", t.NetLock)
 	}
 	pids := map[int32]*imagepb.ProcessEntry{}
 	for _, p := range t.Processes {
@@ -164,11 +171,21 @@ func (c *Checkpoint) validate() error {
 		}
 	}
 	for _, u := range socks {
-		if u.PeerIno != 0 && u.State != 10 {
+		switch {
+		case u.ConnectTo != "":
+			if u.Type != 2 {
+				return corrupt(TreeName, "socket %d: connected one way, but not a datagram socket", u.Ino)
+			}
+			if len(u.Queue) > 0 && u.Name == "" {
+				return corrupt(TreeName, "socket %d: queued messages on an unbound socket connected one way", u.Ino)
+			}
+		case u.PeerIno != 0 && u.State != 10:
 			if p := socks[u.PeerIno]; p == nil || p.PeerIno != u.Ino || p == u {
 				return corrupt(TreeName, "socket %d: peer %d is not in the image or not connected back", u.Ino, u.PeerIno)
 			}
-		} else if len(u.Queue) > 0 {
+		case len(u.Queue) > 0 && u.State != 1 && (u.Type != 2 || u.Name == ""):
+			// Queued messages come from a peer, from a pair made for a peer that was gone
+			// (connected state), or, for a bound datagram socket, from its name.
 			return corrupt(TreeName, "socket %d: queued messages without a peer", u.Ino)
 		}
 	}

@@ -496,7 +496,11 @@ type Tree struct {
 	CttyRdev   uint64 `protobuf:"varint,11,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
 	Foreground bool   `protobuf:"varint,12,opt,name=foreground,proto3" json:"foreground,omitempty"`
 	// The plugins the image needs to be restored.
-	Plugins       []string `protobuf:"bytes,13,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	Plugins []string `protobuf:"bytes,13,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	// The network lock the dump left: an nftables table (family inet) of this name,
+	// "gocr-" and 16 hex digits, dropping what comes in for the dumped TCP connections until
+	// the restore removes it.
+	NetLock       string `protobuf:"bytes,14,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +624,13 @@ func (x *Tree) GetPlugins() []string {
 		return x.Plugins
 	}
 	return nil
+}
+
+func (x *Tree) GetNetLock() string {
+	if x != nil {
+		return x.NetLock
+	}
+	return ""
 }
 
 // SysvShm is a System V shared memory segment; its content is SharedMemory shmem_id.
@@ -1956,7 +1967,11 @@ type UnixSocket struct {
 	Backlog uint32   `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	Queue   [][]byte `protobuf:"bytes,7,rep,name=queue,proto3" json:"queue,omitempty"`
 	// RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2.
-	Shutdown      uint32 `protobuf:"varint,8,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	Shutdown uint32 `protobuf:"varint,8,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	// A datagram socket connected one way, not as a pair, to the socket bound at this name:
+	// one of the dumped trees, or one outside them (syslog's /dev/log). It is connected to the
+	// name again.
+	ConnectTo     string `protobuf:"bytes,9,opt,name=connect_to,json=connectTo,proto3" json:"connect_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2045,6 +2060,13 @@ func (x *UnixSocket) GetShutdown() uint32 {
 		return x.Shutdown
 	}
 	return 0
+}
+
+func (x *UnixSocket) GetConnectTo() string {
+	if x != nil {
+		return x.ConnectTo
+	}
+	return ""
 }
 
 type EpollItem struct {
@@ -4137,7 +4159,7 @@ const file_image_proto_rawDesc = "" +
 	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\x12\x1d\n" +
 	"\n" +
 	"chunk_size\x18\x04 \x01(\x04R\tchunkSize\x12!\n" +
-	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\xaa\x04\n" +
+	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\xc5\x04\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -4155,7 +4177,8 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"foreground\x18\f \x01(\bR\n" +
 	"foreground\x12\x18\n" +
-	"\aplugins\x18\r \x03(\tR\aplugins\"\xac\x01\n" +
+	"\aplugins\x18\r \x03(\tR\aplugins\x12\x19\n" +
+	"\bnet_lock\x18\x0e \x01(\tR\anetLock\"\xac\x01\n" +
 	"\aSysvShm\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +
@@ -4300,7 +4323,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\r \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x0e \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\xc3\x01\n" +
+	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\xe2\x01\n" +
 	"\n" +
 	"UnixSocket\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +
@@ -4310,7 +4333,9 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x12\x18\n" +
 	"\abacklog\x18\x06 \x01(\rR\abacklog\x12\x14\n" +
 	"\x05queue\x18\a \x03(\fR\x05queue\x12\x1a\n" +
-	"\bshutdown\x18\b \x01(\rR\bshutdown\"I\n" +
+	"\bshutdown\x18\b \x01(\rR\bshutdown\x12\x1d\n" +
+	"\n" +
+	"connect_to\x18\t \x01(\tR\tconnectTo\"I\n" +
 	"\tEpollItem\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +

@@ -225,6 +225,39 @@ func UnixListen(typ int, name string, backlog int) (int, error) {
 	return fd, nil
 }
 
+// unixAddr is the address of a unix socket name (a path, or '@' for an abstract name).
+func unixAddr(name string) *unix.SockaddrUnix {
+	if name != "" && name[0] == '@' {
+		return &unix.SockaddrUnix{Name: "\x00" + name[1:]}
+	}
+	return &unix.SockaddrUnix{Name: name}
+}
+
+// UnixConnect connects a unix socket to the socket bound at name.
+func UnixConnect(fd int, name string) error {
+	for {
+		err := unix.Connect(fd, unixAddr(name))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "connect", Path: name, Err: err}
+		}
+		return nil
+	}
+}
+
+// SendTo sends one datagram from an unbound datagram socket to the socket bound at name.
+func SendTo(fd int, name string, b []byte) error {
+	for {
+		err := unix.Sendto(fd, b, unix.MSG_DONTWAIT, unixAddr(name))
+		if err == unix.EINTR {
+			continue
+		}
+		return os.NewSyscallError("sendto "+name, err)
+	}
+}
+
 // Send sends one message on a connected socket.
 func Send(fd int, b []byte) error {
 	for {
