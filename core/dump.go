@@ -79,6 +79,8 @@ type DumpStats struct {
 	Memory    time.Duration
 	Commit    time.Duration
 	Total     time.Duration
+	// Warnings are what the user should know of a dump that worked (no network lock).
+	Warnings []string
 }
 
 // Dump freezes the trees, writes their image to opts.Dir and then applies opts.Final. If it
@@ -277,6 +279,9 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	d.stats.Commit = time.Since(t3)
 	d.stats.Processes = len(d.order)
+	if err := d.files.lockErr; err != nil {
+		d.stats.Warnings = append(d.stats.Warnings, fmt.Sprintf("TCP connections taken without a network lock (%v): a packet the peer sends before the restore draws a reset that ends its connection", err))
+	}
 	// The image is safe: from here on a failure must not undo it.
 	return d.thread.Do(d.finish)
 }

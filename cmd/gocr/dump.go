@@ -93,10 +93,13 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	}
 	opts.log.Debug("dump done", "processes", stats.Processes, "bytes", stats.Bytes,
 		"frozen", stats.Frozen, "collect", stats.Collect, "memory", stats.Memory, "commit", stats.Commit, "total", stats.Total)
+	for _, w := range stats.Warnings {
+		fmt.Fprintf(opts.errOut, "gocr: warning: %s\n", w)
+	}
 	if opts.json {
 		return json.NewEncoder(opts.out).Encode(map[string]any{
 			"images_dir": opts.dir, "processes": stats.Processes, "pages": stats.Pages, "bytes": stats.Bytes,
-			"seconds": stats.Total.Seconds(),
+			"seconds": stats.Total.Seconds(), "warnings": stats.Warnings,
 		})
 	}
 	if opts.checkOnly {

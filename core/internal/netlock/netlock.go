@@ -15,10 +15,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
+
+// ErrUnavailable: nftables cannot be used here (a kernel without nf_tables, no CAP_NET_ADMIN).
+var ErrUnavailable = errors.New("nftables is not available")
 
 // Conn is a TCP connection as seen from its local socket.
 type Conn struct {
@@ -36,7 +40,7 @@ func NewName() string {
 func Lock(name string, conns []Conn) error {
 	c, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("network lock: %w", err)
+		return fmt.Errorf("network lock: %w: %w", ErrUnavailable, err)
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
 	policy := nftables.ChainPolicyAccept
@@ -46,6 +50,9 @@ func Lock(name string, conns []Conn) error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: dropIncoming(conn)})
 	}
 	if err := c.Flush(); err != nil {
+		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EAFNOSUPPORT) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		return fmt.Errorf("network lock: add nftables table inet %s: %w", name, err)
 	}
 	return nil
