@@ -84,6 +84,9 @@ func Check(dir string) (*CheckReport, error) {
 	add := func(what, hint, format string, args ...any) {
 		rep.Problems = append(rep.Problems, Problem{What: what, Detail: fmt.Sprintf(format, args...), Hint: hint})
 	}
+	if _, err := loadParents(c); err != nil {
+		add("parent image", "keep the images an incremental image was taken against where they were", "%v", err)
+	}
 
 	// The CPU must take the image's XSTATE as it is.
 	size, features := linux.XStateLayout()

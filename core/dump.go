@@ -61,6 +61,14 @@ type DumpOptions struct {
 	PluginDirs []string
 	// PluginTimeout bounds each plugin call (default 30 s).
 	PluginTimeout time.Duration
+	// TrackMem leaves memory tracking armed in the processes (with LeaveRunning or
+	// LeaveStopped), so that a later dump with this image as Parent takes only the pages
+	// written since (CRIU's --track-mem).
+	TrackMem bool
+	// Parent is an earlier image of the same tree, taken with TrackMem: pages not written
+	// since are not dumped again but referred to (CRIU's --prev-images-dir). A relative
+	// path is taken from Dir, as CRIU does.
+	Parent string
 }
 
 // Progress reports how far an operation is.
@@ -121,6 +129,13 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	}
 	defer d.thread.Close()
 	d.host, d.ctx, svc.d = host, ctx, d
+	if opts.Parent != "" {
+		if d.parent, d.parentRel, err = openParent(opts.Dir, opts.Parent); err != nil {
+			host.Close(false)
+			w.Abort()
+			return nil, fmt.Errorf("dump: %w", err)
+		}
+	}
 	d.files.tcpEstablished = opts.TCPEstablished
 	d.files.host, d.files.ctx = host, ctx
 	err = d.run(ctx)
@@ -164,6 +179,10 @@ type dumper struct {
 	cpu   int // tracer and tracees share it while syscalls are injected
 	host  *pluginhost.Host
 	ctx   context.Context
+	// parent is the image an incremental dump refers to (nil: a full dump), and parentRel
+	// its path relative to the new image, as the index records it.
+	parent    *image.Checkpoint
+	parentRel string
 }
 
 type shmemSource struct {
@@ -181,8 +200,12 @@ type procDump struct {
 	mask   uint64 // the blocked mask to put back
 	masked bool
 	pidfd  int
-	runs   []pageRun
+	runs   []pageRun // the pages to read, in image order
 	pages  uint64
+	// Memory tracking: the trackers found in the process, the one its parent image left
+	// (alive), and where it is once this dump moved or made it.
+	trackers               []tracker
+	ownTracker, newTracker *tracker
 	// threads are all but the main thread, by tid.
 	threads []*threadDump
 }
@@ -196,8 +219,9 @@ type threadDump struct {
 }
 
 type pageRun struct {
-	addr, n uint64 // n pages
-	direct  bool   // readable with process_vm_readv; else through /proc/PID/mem
+	addr, n  uint64 // n pages
+	direct   bool   // readable with process_vm_readv; else through /proc/PID/mem
+	inParent bool   // not read: the parent image holds them
 }
 
 func (d *dumper) run(ctx context.Context) error {
@@ -228,6 +252,11 @@ func (d *dumper) run(ctx context.Context) error {
 		}
 		if err := d.collectMemory(p); err != nil {
 			return pidError(pid, err)
+		}
+		if d.tracking() {
+			if err := d.armTracking(p); err != nil {
+				return pidError(pid, err)
+			}
 		}
 		if err := d.dumpClaimedVMAs(ctx, p); err != nil {
 			return pidError(pid, err)
@@ -271,6 +300,13 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	t3 := time.Now()
 	idx := &imagepb.Index{Kind: imagepb.Kind_KIND_FULL, GocrVersion: Version, KernelRelease: linux.KernelRelease()}
+	for _, pid := range d.order {
+		for _, r := range d.procs[pid].img.Pages {
+			if r.InParent {
+				idx.Kind, idx.Parent = imagepb.Kind_KIND_INCREMENTAL, d.parentRel
+			}
+		}
+	}
 	if d.opts.CheckOnly {
 		idx.Kind = imagepb.Kind_KIND_CHECK_ONLY
 	}
@@ -284,6 +320,16 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	// The image is safe: from here on a failure must not undo it.
 	return d.thread.Do(d.finish)
+}
+
+// tracking says whether this dump leaves memory tracking armed for the next one.
+func (d *dumper) tracking() bool {
+	return d.opts.TrackMem && d.opts.Final != Kill && !d.opts.CheckOnly
+}
+
+// warn notes something the user should know of a dump that works.
+func (d *dumper) warn(format string, args ...any) {
+	d.stats.Warnings = append(d.stats.Warnings, fmt.Sprintf(format, args...))
 }
 
 // freeze seizes every process of every tree, parents first. A frozen parent cannot fork, so

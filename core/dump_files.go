@@ -144,6 +144,9 @@ func (d *dumper) collectFiles(p *procDump) error {
 		return fmt.Errorf("list fds: %w", err)
 	}
 	for _, fd := range fds {
+		if p.isTracker(fd) {
+			continue // gocr's memory tracker, not the process's
+		}
 		info, err := procfs.ReadFdInfo(pid, fd)
 		if err != nil {
 			return fmt.Errorf("fd %d: read fdinfo: %w", fd, err)

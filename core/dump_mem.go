@@ -12,7 +12,9 @@ import (
 )
 
 // collectMemory lists the pages of the process that hold data: present or swapped, never the
-// zero page, and of a private file mapping only the pages copied on write.
+// zero page, and of a private file mapping only the pages copied on write. In an incremental
+// dump, a mapping tracked since the parent image contributes only the pages written since,
+// and refers to the parent for the others that hold data there.
 func (d *dumper) collectMemory(p *procDump) error {
 	pm, err := os.Open(procfs.Path(p.t.Pid, "pagemap"))
 	if err != nil {
@@ -20,6 +22,15 @@ func (d *dumper) collectMemory(p *procDump) error {
 	}
 	defer pm.Close()
 	const ret = linux.PageIsPresent | linux.PageIsSwapped | linux.PageIsFile | linux.PageIsPFNZero
+	var all []pageRun
+	add := func(lo, hi uint64, direct, inParent bool) {
+		n := (hi - lo) / linux.PageSize
+		if k := len(all); k > 0 && all[k-1].addr+all[k-1].n*linux.PageSize == lo && all[k-1].direct == direct && all[k-1].inParent == inParent {
+			all[k-1].n += n
+		} else {
+			all = append(all, pageRun{addr: lo, n: n, direct: direct, inParent: inParent})
+		}
+	}
 	for i, v := range p.img.Vmas {
 		switch v.Kind {
 		case imagepb.VMAKind_VMA_KIND_ANON_PRIVATE, imagepb.VMAKind_VMA_KIND_HEAP,
@@ -27,11 +38,37 @@ func (d *dumper) collectMemory(p *procDump) error {
 		default:
 			continue
 		}
+		direct := p.maps[i].Read
+		if inParent, ok := d.sinceParent(p, i); ok {
+			// Written since the parent: what holds data now is dumped, a hole stays a hole;
+			// not written: as in the parent.
+			regions, err := linux.PagemapScan(int(pm.Fd()), v.Start, v.End, linux.PageIsWritten, linux.PageIsWritten|ret)
+			if err != nil {
+				return fmt.Errorf("scan written pages of %#x-%#x: %w", v.Start, v.End, err)
+			}
+			var written, spans []span
+			for _, r := range regions {
+				written = append(written, span{r.Start, r.End})
+				if c := r.Categories; c&(linux.PageIsPresent|linux.PageIsSwapped) != 0 && c&linux.PageIsPFNZero == 0 {
+					spans = append(spans, span{r.Start, r.End})
+				}
+			}
+			kept := subtract(inParent, written)
+			marked := map[uint64]bool{}
+			for _, s := range kept {
+				marked[s.lo] = true
+			}
+			spans = append(spans, kept...)
+			sortSpans(spans)
+			for _, s := range spans {
+				add(s.lo, s.hi, direct, marked[s.lo])
+			}
+			continue
+		}
 		regions, err := linux.PagemapScan(int(pm.Fd()), v.Start, v.End, linux.PageIsPresent|linux.PageIsSwapped, ret)
 		if err != nil {
 			return fmt.Errorf("scan pages of %#x-%#x: %w", v.Start, v.End, err)
 		}
-		direct := p.maps[i].Read
 		for _, r := range regions {
 			c := r.Categories
 			if c&linux.PageIsPFNZero != 0 {
@@ -40,18 +77,16 @@ func (d *dumper) collectMemory(p *procDump) error {
 			if c&linux.PageIsSwapped == 0 && c&linux.PageIsFile != 0 {
 				continue // a page of the file (private mapping, not copied) or page cache
 			}
-			n := (r.End - r.Start) / linux.PageSize
-			if k := len(p.runs); k > 0 && p.runs[k-1].addr+p.runs[k-1].n*linux.PageSize == r.Start && p.runs[k-1].direct == direct {
-				p.runs[k-1].n += n
-			} else {
-				p.runs = append(p.runs, pageRun{addr: r.Start, n: n, direct: direct})
-			}
-			p.pages += n
+			add(r.Start, r.End, direct, false)
 		}
 	}
-	// Runs of two adjacent VMAs may have merged above; record them as the image's runs.
-	for _, r := range p.runs {
-		p.img.Pages = append(p.img.Pages, &imagepb.PageRun{Vaddr: r.addr, NrPages: r.n})
+	// Runs of two adjacent mappings may have merged above; record them as the image's runs.
+	for _, r := range all {
+		p.img.Pages = append(p.img.Pages, &imagepb.PageRun{Vaddr: r.addr, NrPages: r.n, InParent: r.inParent})
+		if !r.inParent {
+			p.runs = append(p.runs, r)
+			p.pages += r.n
+		}
 	}
 	return nil
 }

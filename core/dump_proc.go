@@ -22,6 +22,9 @@ func (d *dumper) collect(p *procDump) error {
 	if err := checkNamespaces(pid); err != nil {
 		return err
 	}
+	if err := d.findOwnTracker(p); err != nil {
+		return err
+	}
 	stat, err := procfs.ReadStat(pid)
 	if err != nil {
 		return fmt.Errorf("read stat: %w", err)
@@ -182,6 +185,9 @@ func (d *dumper) inject(p *procDump, status *procfs.Status) error {
 			break
 		}
 		err = d.injectThread(p, th, scratch)
+	}
+	if err == nil && d.tracking() {
+		err = d.moveTracker(p)
 	}
 	if _, uerr := t.Syscall(linux.SysMunmap, scratch, scratchSize); uerr != nil && err == nil {
 		err = fmt.Errorf("unmap scratch page: %w", uerr)

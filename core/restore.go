@@ -88,7 +88,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if c.Tree.ShellJob && (!opts.ShellJob || opts.TTY == "") {
 		return nil, fmt.Errorf("restore: the image is a shell job: restore it with --shell-job from a terminal: %w", ErrBadArgs)
 	}
-	r := &restorer{c: c, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
+	parents, err := loadParents(c)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	r := &restorer{c: c, parents: parents, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
 	r.stats.Verify = time.Since(start)
 	if err := r.preflight(); err != nil {
 		r.closeFiles()
@@ -144,13 +148,15 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 }
 
 type restorer struct {
-	c      *image.Checkpoint
-	opts   RestoreOptions
-	thread *tracer.Thread
-	order  []int32 // creation order, parents first
-	procs  map[int32]*procRestore
-	files  map[uint32]int // OpenFile id -> our fd of it
-	extra  []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
+	c *image.Checkpoint
+	// parents are the images an incremental image refers to, nearest first.
+	parents []*image.Checkpoint
+	opts    RestoreOptions
+	thread  *tracer.Thread
+	order   []int32 // creation order, parents first
+	procs   map[int32]*procRestore
+	files   map[uint32]int // OpenFile id -> our fd of it
+	extra   []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
 	// orphans are the other ends of pairs made for sockets whose peer was gone at the dump,
 	// closed once their queues are refilled.
 	orphans map[uint32]int
@@ -256,13 +262,19 @@ func (r *restorer) preflight() error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	r.pages = map[string]int{}
-	for _, e := range r.c.Index.Files {
-		if strings.HasPrefix(e.Name, "pages-") || strings.HasPrefix(e.Name, "shmem-") {
-			fd, err := linux.Open(r.c.Path(e.Name), linux.ORdonly|linux.OCloexec, 0)
-			if err != nil {
-				return fmt.Errorf("restore: %w", err)
+	for level, ck := range append([]*image.Checkpoint{r.c}, r.parents...) {
+		for _, e := range ck.Index.Files {
+			if strings.HasPrefix(e.Name, "pages-") || (level == 0 && strings.HasPrefix(e.Name, "shmem-")) {
+				fd, err := linux.Open(ck.Path(e.Name), linux.ORdonly|linux.OCloexec, 0)
+				if err != nil {
+					return fmt.Errorf("restore: %w", err)
+				}
+				key := e.Name // pageSources' keys: names here, paths in the parents
+				if level > 0 {
+					key = ck.Path(e.Name)
+				}
+				r.pages[key] = fd
 			}
-			r.pages[e.Name] = fd
 		}
 	}
 	return nil

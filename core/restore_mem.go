@@ -3,8 +3,10 @@ package core
 import (
 	"encoding/binary"
 	"fmt"
+	"sort"
 	"unsafe"
 
+	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
 	"github.com/gocr/gocr/core/internal/procfs"
@@ -293,18 +295,30 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 		}
 	}
 	if len(img.Pages) > 0 {
-		fd, err := pagesIn(img.PagesFile)
+		srcs, err := r.pageSources(img.Pid)
 		if err != nil {
 			return err
 		}
-		var segs []seg
-		for _, run := range img.Pages {
-			segs = append(segs, seg{run.Vaddr, run.NrPages * linux.PageSize})
-		}
-		err = r.fill(p, fd, segs, 0)
-		r.call(p, "close page file", linux.SysClose, fd)
-		if err != nil {
-			return fmt.Errorf("fill memory: %w", err)
+		// One preadv series per stretch of one page file read in order.
+		for len(srcs) > 0 {
+			k := 1
+			for k < len(srcs) && srcs[k].file == srcs[0].file && srcs[k].off == srcs[k-1].off+srcs[k-1].len {
+				k++
+			}
+			fd, err := pagesIn(srcs[0].file)
+			if err != nil {
+				return err
+			}
+			segs := make([]seg, k)
+			for i, s := range srcs[:k] {
+				segs[i] = seg{s.addr, s.len}
+			}
+			err = r.fill(p, fd, segs, srcs[0].off)
+			r.call(p, "close page file", linux.SysClose, fd)
+			if err != nil {
+				return fmt.Errorf("fill memory: %w", err)
+			}
+			srcs = srcs[k:]
 		}
 	}
 	for _, v := range shmemFills {
@@ -431,6 +445,86 @@ func hasFlag(v *imagepb.VMA, f string) bool {
 }
 
 type seg struct{ addr, len uint64 }
+
+// pageSource is a stretch of a process's memory and where its content is: a page file
+// (r.pages key) at an offset.
+type pageSource struct {
+	file           string
+	off, addr, len uint64
+}
+
+// pageSources says where every dumped page of process pid is: in this image's page file, or,
+// for runs marked in the parent, in the first image up the chain that holds them. The result
+// is ordered by file and offset, so that each file is read front to back.
+func (r *restorer) pageSources(pid int32) ([]pageSource, error) {
+	var out []pageSource
+	var want []span // what the previous level left to the parents; nil at the top
+	for level, ck := range append([]*image.Checkpoint{r.c}, r.parents...) {
+		proc := ck.Procs[pid]
+		if proc == nil {
+			return nil, fmt.Errorf("parent image %s does not hold the process: %w", ck.Dir, image.ErrCorrupt)
+		}
+		key := proc.PagesFile
+		if level > 0 {
+			key = ck.Path(proc.PagesFile)
+		}
+		var next []span
+		var found uint64
+		off := uint64(0)
+		for _, run := range proc.Pages {
+			lo, hi := run.Vaddr, run.Vaddr+run.NrPages*linux.PageSize
+			parts := []span{{lo, hi}}
+			if level > 0 {
+				parts = intersect(want, lo, hi)
+			}
+			for _, s := range parts {
+				found += s.hi - s.lo
+				if run.InParent {
+					next = append(next, s)
+				} else {
+					out = append(out, pageSource{file: key, off: off + s.lo - lo, addr: s.lo, len: s.hi - s.lo})
+				}
+			}
+			if !run.InParent {
+				off += hi - lo
+			}
+		}
+		if level > 0 && found != spansLen(want) {
+			return nil, fmt.Errorf("%w (%s): %w", errNoParentPage, ck.Dir, image.ErrCorrupt)
+		}
+		if want = next; len(want) == 0 {
+			break
+		}
+	}
+	if len(want) > 0 {
+		return nil, fmt.Errorf("%w: %w", errNoParentPage, image.ErrCorrupt)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].file != out[j].file {
+			return out[i].file < out[j].file
+		}
+		return out[i].off < out[j].off
+	})
+	return out, nil
+}
+
+// intersect returns the parts of the sorted spans s inside [lo, hi).
+func intersect(s []span, lo, hi uint64) []span {
+	var out []span
+	i := sort.Search(len(s), func(i int) bool { return s[i].hi > lo })
+	for ; i < len(s) && s[i].lo < hi; i++ {
+		out = append(out, span{max(s[i].lo, lo), min(s[i].hi, hi)})
+	}
+	return out
+}
+
+func spansLen(s []span) uint64 {
+	var n uint64
+	for _, x := range s {
+		n += x.hi - x.lo
+	}
+	return n
+}
 
 // dumpedPages counts the pages of runs inside [start, end).
 func dumpedPages(runs []*imagepb.PageRun, start, end uint64) uint64 {

@@ -20,6 +20,8 @@ type dumpOptions struct {
 	checkOnly    bool
 	tcpEstab     bool
 	shellJob     bool
+	trackMem     bool
+	parent       string
 	json         bool
 }
 
@@ -49,6 +51,9 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 			if opts.leaveRunning && opts.leaveStopped {
 				return usageError{fmt.Errorf("dump: --leave-running and --leave-stopped exclude each other")}
 			}
+			if opts.trackMem && !opts.leaveRunning && !opts.leaveStopped {
+				return usageError{fmt.Errorf("dump: --track-mem is for a tree that goes on: add --leave-running (or use gocr pre-dump)")}
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -68,7 +73,35 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
+	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
+	f.StringVar(&opts.parent, "prev-images-dir", "", "an earlier image of the tree taken with --track-mem (relative paths from -D, as CRIU): dump only the pages written since")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// newCmdPreDump is CRIU's pre-dump: a dump that leaves the tree running with its memory
+// tracked, the first of a series that ends with a dump against the last one.
+func newCmdPreDump(g *globalOptions, runF func(*dumpOptions) error) *cobra.Command {
+	cmd := newCmdDump(g, runF)
+	cmd.Use = "pre-dump -t PID [-t PID...] -D DIR [--prev-images-dir DIR]"
+	cmd.Short = "Checkpoint a tree that goes on running, and track its memory for the next dump"
+	cmd.Long = `A dump with --leave-running --track-mem: the image restores on its own (with its parents),
+the tree goes on, and the next dump with --prev-images-dir DIR writes only the memory written
+since. Iterate while the pre-dumps shrink, then take the final dump against the last one:
+it freezes the tree only for what changed.`
+	cmd.Example = `  gocr pre-dump -t 4121 -D /ckpt/1
+  gocr pre-dump -t 4121 -D /ckpt/2 --prev-images-dir ../1
+  gocr dump -t 4121 -D /ckpt/3 --prev-images-dir ../2`
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		f := c.Flags()
+		if f.Changed("leave-stopped") || f.Changed("check-only") {
+			return usageError{fmt.Errorf("pre-dump: the tree always goes on running")}
+		}
+		f.Set("leave-running", "true")
+		f.Set("track-mem", "true")
+		return run(c, args)
+	}
 	return cmd
 }
 
@@ -84,7 +117,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, Parent: opts.parent,
 		Progress: prog.update,
 	})
 	prog.done()

@@ -45,7 +45,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	cmd.PersistentFlags().StringVarP(&g.logFile, "log-file", "o", "", "write a detailed log to this file")
 	cmd.PersistentFlags().StringSliceVar(&g.plugins, "plugin", nil, "start plugin gocr-plugin-NAME for a dump (repeatable or comma-separated); a restore starts those the image needs")
 	cmd.PersistentFlags().StringSliceVar(&g.pluginDirs, "plugin-dir", nil, "look for plugins here too (also $GOCR_PLUGIN_DIR, and gocr's own directory)")
-	cmd.AddCommand(newCmdDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdCheck(g, nil))
+	cmd.AddCommand(newCmdDump(g, nil), newCmdPreDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdCheck(g, nil))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	return cmd
 }

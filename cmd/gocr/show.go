@@ -90,6 +90,9 @@ func showText(w io.Writer, c *image.Checkpoint) {
 		kindName(idx.Kind), idx.FormatVersion, idx.GocrVersion, idx.KernelRelease,
 		time.Unix(0, idx.CreatedUnixNano).Format(time.RFC3339))
 	fmt.Fprintf(w, "%d files, %s; XSTATE %d bytes, features %#x\n", len(idx.Files), humanBytes(total), c.Tree.Cpu.XstateSize, c.Tree.Cpu.Xfeatures)
+	if idx.Parent != "" {
+		fmt.Fprintf(w, "parent image: %s (needed to restore this one)\n", idx.Parent)
+	}
 	if c.Tree.NetLock != "" {
 		fmt.Fprintf(w, "network lock: nftables table inet %s (the restore removes it)\n", c.Tree.NetLock)
 	}
@@ -132,13 +135,28 @@ func showText(w io.Writer, c *image.Checkpoint) {
 			}
 			fmt.Fprintf(w, "  thread %d (%s): rip %#x rsp %#x; blocked %s; pending %s\n", th.Tid, th.Comm, th.Regs.Rip, th.Regs.Rsp, sigSet(th.Sigmask), orNone(tp))
 		}
-		var pages uint64
+		var pages, inParent uint64
 		for _, r := range p.Pages {
-			pages += r.NrPages
+			if r.InParent {
+				inParent += r.NrPages
+			} else {
+				pages += r.NrPages
+			}
 		}
-		fmt.Fprintf(w, "  memory: %d mappings, %d pages (%s) dumped; brk %#x\n", len(p.Vmas), pages, humanBytes(pages*4096), p.Mm.Brk)
+		fmt.Fprintf(w, "  memory: %d mappings, %d pages (%s) dumped", len(p.Vmas), pages, humanBytes(pages*4096))
+		if inParent > 0 {
+			fmt.Fprintf(w, ", %d more in the parent image", inParent)
+		}
+		fmt.Fprintf(w, "; brk %#x\n", p.Mm.Brk)
+		if p.Tracker != nil {
+			fmt.Fprintf(w, "  memory tracked since this image (userfaultfd at fd %d)\n", p.Tracker.Fd)
+		}
 		for _, v := range p.Vmas {
-			fmt.Fprintf(w, "    %012x-%012x %s %-12s %5d pages  %s\n", v.Start, v.End, protString(v), vmaKindName(v.Kind), vmaPages(p.Pages, v), v.Path)
+			tracked := ""
+			if v.Tracked {
+				tracked = " (tracked)"
+			}
+			fmt.Fprintf(w, "    %012x-%012x %s %-12s %5d pages  %s%s\n", v.Start, v.End, protString(v), vmaKindName(v.Kind), vmaPages(p.Pages, v), v.Path, tracked)
 		}
 		fmt.Fprintf(w, "  files:\n")
 		for _, fd := range p.Fds {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -117,6 +118,13 @@ func (c *Checkpoint) checkIndex() error {
 	}
 	switch idx.Kind {
 	case imagepb.Kind_KIND_FULL, imagepb.Kind_KIND_CHECK_ONLY:
+		if idx.Parent != "" {
+			return corrupt(IndexName, "a parent image for an image that is not incremental")
+		}
+	case imagepb.Kind_KIND_INCREMENTAL:
+		if idx.Parent == "" || filepath.IsAbs(idx.Parent) || strings.ContainsRune(idx.Parent, 0) || len(idx.Parent) > 4096 {
+			return corrupt(IndexName, "incremental image with a bad parent %q (a relative path is needed)", idx.Parent)
+		}
 	default:
 		return corrupt(IndexName, "unknown image kind %d", idx.Kind)
 	}
@@ -187,6 +195,22 @@ func (c *Checkpoint) Entry(name string) (*imagepb.FileEntry, bool) {
 
 // Path returns where the file name of the image is.
 func (c *Checkpoint) Path(name string) string { return filepath.Join(c.Dir, name) }
+
+// OpenParent opens the parent of an incremental image, checked as any image is; nil for
+// another kind.
+func (c *Checkpoint) OpenParent() (*Checkpoint, error) {
+	if c.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
+		return nil, nil
+	}
+	p, err := Open(filepath.Join(c.Dir, c.Index.Parent))
+	if err != nil {
+		return nil, fmt.Errorf("parent image %s of %s: %w", c.Index.Parent, c.Dir, err)
+	}
+	if p.Index.Kind != imagepb.Kind_KIND_FULL && p.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
+		return nil, corrupt(IndexName, "parent image %s is not a full or incremental image", c.Index.Parent)
+	}
+	return p, nil
+}
 
 // VerifyData checksums every file of the image against the index. Data files are checked by
 // chunks, on every core.

@@ -213,6 +213,11 @@ func (c *Checkpoint) validate() error {
 		if err != nil {
 			return err
 		}
+		for _, r := range s.Runs {
+			if r.InParent {
+				return corrupt(TreeName, "shared memory %d: a run in the parent image (shared memory is always dumped whole)", s.Id)
+			}
+		}
 		if err := c.pagesFile(s.PagesFile, n, ShmemName(s.Id)); err != nil {
 			return err
 		}
@@ -276,7 +281,9 @@ func checkRuns(file string, runs []*imagepb.PageRun, inside func(lo, hi uint64) 
 			return 0, corrupt(file, "page run %d at %#x (%d pages) is outside its memory", i, r.Vaddr, r.NrPages)
 		}
 		last = end
-		total += r.NrPages
+		if !r.InParent {
+			total += r.NrPages
+		}
 	}
 	return total, nil
 }
@@ -432,6 +439,11 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 	})
 	if err != nil {
 		return err
+	}
+	for _, r := range p.Pages {
+		if r.InParent && c.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
+			return corrupt(name, "page run %#x in a parent image, but the image has none", r.Vaddr)
+		}
 	}
 	if err := c.pagesFile(p.PagesFile, n, PagesName(p.Pid)); err != nil {
 		return err

@@ -304,14 +304,16 @@ func (VMAKind) EnumDescriptor() ([]byte, []int) {
 // Index is index.img: the table of contents. Every other file of the image is named here with
 // its size and checksum; a file not named is not part of the image.
 type Index struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	FormatVersion   uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
-	Kind            Kind                   `protobuf:"varint,2,opt,name=kind,proto3,enum=gocr.image.v1.Kind" json:"kind,omitempty"`
-	Parent          string                 `protobuf:"bytes,3,opt,name=parent,proto3" json:"parent,omitempty"`
-	GocrVersion     string                 `protobuf:"bytes,4,opt,name=gocr_version,json=gocrVersion,proto3" json:"gocr_version,omitempty"`
-	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
-	KernelRelease   string                 `protobuf:"bytes,6,opt,name=kernel_release,json=kernelRelease,proto3" json:"kernel_release,omitempty"`
-	Files           []*FileEntry           `protobuf:"bytes,7,rep,name=files,proto3" json:"files,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FormatVersion uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	Kind          Kind                   `protobuf:"varint,2,opt,name=kind,proto3,enum=gocr.image.v1.Kind" json:"kind,omitempty"`
+	// For KIND_INCREMENTAL: the parent image, as a path relative to this image's directory
+	// (no absolute path, at most 16 levels of parents); runs marked in_parent are there.
+	Parent          string       `protobuf:"bytes,3,opt,name=parent,proto3" json:"parent,omitempty"`
+	GocrVersion     string       `protobuf:"bytes,4,opt,name=gocr_version,json=gocrVersion,proto3" json:"gocr_version,omitempty"`
+	CreatedUnixNano int64        `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	KernelRelease   string       `protobuf:"bytes,6,opt,name=kernel_release,json=kernelRelease,proto3" json:"kernel_release,omitempty"`
+	Files           []*FileEntry `protobuf:"bytes,7,rep,name=files,proto3" json:"files,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -2294,9 +2296,12 @@ func (x *SharedMemory) GetRuns() []*PageRun {
 // PageRun is nr_pages consecutive pages at vaddr (or at a file offset, for shmem), stored one
 // after the other in the pages file, in the order the runs are listed.
 type PageRun struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Vaddr         uint64                 `protobuf:"varint,1,opt,name=vaddr,proto3" json:"vaddr,omitempty"`
-	NrPages       uint64                 `protobuf:"varint,2,opt,name=nr_pages,json=nrPages,proto3" json:"nr_pages,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Vaddr   uint64                 `protobuf:"varint,1,opt,name=vaddr,proto3" json:"vaddr,omitempty"`
+	NrPages uint64                 `protobuf:"varint,2,opt,name=nr_pages,json=nrPages,proto3" json:"nr_pages,omitempty"`
+	// The pages were not written since the parent image, which holds them (an incremental
+	// image); they are not in this image's page file.
+	InParent      bool `protobuf:"varint,3,opt,name=in_parent,json=inParent,proto3" json:"in_parent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2345,6 +2350,13 @@ func (x *PageRun) GetNrPages() uint64 {
 	return 0
 }
 
+func (x *PageRun) GetInParent() bool {
+	if x != nil {
+		return x.InParent
+	}
+	return false
+}
+
 // Process is proc-PID.img: everything about one process. The per-thread fields (registers,
 // XSTATE, mask, thread-directed pending signals, sigaltstack, tid address, robust list, rseq)
 // describe the main thread; threads lists the others.
@@ -2388,8 +2400,12 @@ type Process struct {
 	ChildSubreaper bool   `protobuf:"varint,31,opt,name=child_subreaper,json=childSubreaper,proto3" json:"child_subreaper,omitempty"`
 	Dumpable       int32  `protobuf:"varint,32,opt,name=dumpable,proto3" json:"dumpable,omitempty"`
 	ThpDisable     uint32 `protobuf:"varint,33,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The write-tracking userfaultfd gocr left in the process (dump --track-mem), reset when
+	// this image was taken: its fd number there and its inode. It is not one of the process's
+	// fds and is not restored.
+	Tracker       *UffdTracker `protobuf:"bytes,34,opt,name=tracker,proto3" json:"tracker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -2653,6 +2669,65 @@ func (x *Process) GetThpDisable() uint32 {
 	return 0
 }
 
+func (x *Process) GetTracker() *UffdTracker {
+	if x != nil {
+		return x.Tracker
+	}
+	return nil
+}
+
+type UffdTracker struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UffdTracker) Reset() {
+	*x = UffdTracker{}
+	mi := &file_image_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UffdTracker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UffdTracker) ProtoMessage() {}
+
+func (x *UffdTracker) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
+func (*UffdTracker) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UffdTracker) GetFd() int32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
+func (x *UffdTracker) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
 // Sched is a thread's scheduling policy, priorities and CPU affinity (sched_getattr,
 // sched_getaffinity).
 type Sched struct {
@@ -2675,7 +2750,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2762,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2775,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -2778,7 +2853,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2865,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2878,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2884,7 +2959,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2896,7 +2971,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2909,7 +2984,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3032,7 +3107,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3044,7 +3119,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3057,7 +3132,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -3263,7 +3338,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3275,7 +3350,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3288,7 +3363,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3338,7 +3413,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3350,7 +3425,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3363,7 +3438,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3398,7 +3473,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3485,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3498,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3458,7 +3533,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3470,7 +3545,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3483,7 +3558,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3532,7 +3607,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3544,7 +3619,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3557,7 +3632,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3688,16 +3763,19 @@ type VMA struct {
 	// For VMA_KIND_SYSV_SHM: the segment's id (its content is SharedMemory shmem_id).
 	SysvShmId int32 `protobuf:"varint,14,opt,name=sysv_shm_id,json=sysvShmId,proto3" json:"sysv_shm_id,omitempty"`
 	// For VMA_KIND_PLUGIN: the plugin and what it saved.
-	Plugin        string `protobuf:"bytes,15,opt,name=plugin,proto3" json:"plugin,omitempty"`
-	PluginBlob    []byte `protobuf:"bytes,16,opt,name=plugin_blob,json=pluginBlob,proto3" json:"plugin_blob,omitempty"`
-	Rdev          uint64 `protobuf:"varint,17,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	Plugin     string `protobuf:"bytes,15,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	PluginBlob []byte `protobuf:"bytes,16,opt,name=plugin_blob,json=pluginBlob,proto3" json:"plugin_blob,omitempty"`
+	Rdev       uint64 `protobuf:"varint,17,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	// Registered for write tracking when this image was taken (dump --track-mem): a dump
+	// with this image as parent may take from it the pages not written since.
+	Tracked       bool `protobuf:"varint,18,opt,name=tracked,proto3" json:"tracked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3709,7 +3787,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3722,7 +3800,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3844,6 +3922,13 @@ func (x *VMA) GetRdev() uint64 {
 	return 0
 }
 
+func (x *VMA) GetTracked() bool {
+	if x != nil {
+		return x.Tracked
+	}
+	return false
+}
+
 type Fd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
@@ -3855,7 +3940,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +3952,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +3965,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3915,7 +4000,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4012,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4025,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -3981,7 +4066,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3993,7 +4078,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4006,7 +4091,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4084,7 +4169,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4181,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4194,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -4353,10 +4438,12 @@ const file_image_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x1d\n" +
 	"\n" +
 	"pages_file\x18\x05 \x01(\tR\tpagesFile\x12*\n" +
-	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\":\n" +
+	"\x04runs\x18\x06 \x03(\v2\x16.gocr.image.v1.PageRunR\x04runs\"W\n" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xe1\t\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\x12\x1b\n" +
+	"\tin_parent\x18\x03 \x01(\bR\binParent\"\x97\n" +
+	"\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -4397,7 +4484,11 @@ const file_image_proto_rawDesc = "" +
 	"\x0fchild_subreaper\x18\x1f \x01(\bR\x0echildSubreaper\x12\x1a\n" +
 	"\bdumpable\x18  \x01(\x05R\bdumpable\x12\x1f\n" +
 	"\vthp_disable\x18! \x01(\rR\n" +
-	"thpDisable\"\xdd\x01\n" +
+	"thpDisable\x124\n" +
+	"\atracker\x18\" \x01(\v2\x1a.gocr.image.v1.UffdTrackerR\atracker\"/\n" +
+	"\vUffdTracker\x12\x0e\n" +
+	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"\xdd\x01\n" +
 	"\x05Sched\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\rR\x06policy\x12\"\n" +
 	"\rreset_on_fork\x18\x02 \x01(\bR\vresetOnFork\x12\x12\n" +
@@ -4503,7 +4594,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04auxv\x18\f \x01(\fR\x04auxv\x12\x10\n" +
 	"\x03exe\x18\r \x01(\tR\x03exe\x12\x19\n" +
 	"\bexe_size\x18\x0e \x01(\x04R\aexeSize\x12)\n" +
-	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xb9\x03\n" +
+	"\x11exe_saved_file_id\x18\x0f \x01(\rR\x0eexeSavedFileId\"\xd3\x03\n" +
 	"\x03VMA\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4524,7 +4615,8 @@ const file_image_proto_rawDesc = "" +
 	"\x06plugin\x18\x0f \x01(\tR\x06plugin\x12\x1f\n" +
 	"\vplugin_blob\x18\x10 \x01(\fR\n" +
 	"pluginBlob\x12\x12\n" +
-	"\x04rdev\x18\x11 \x01(\x04R\x04rdev\"G\n" +
+	"\x04rdev\x18\x11 \x01(\x04R\x04rdev\x12\x18\n" +
+	"\atracked\x18\x12 \x01(\bR\atracked\"G\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -4608,7 +4700,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -4635,21 +4727,22 @@ var file_image_proto_goTypes = []any{
 	(*SharedMemory)(nil), // 22: gocr.image.v1.SharedMemory
 	(*PageRun)(nil),      // 23: gocr.image.v1.PageRun
 	(*Process)(nil),      // 24: gocr.image.v1.Process
-	(*Sched)(nil),        // 25: gocr.image.v1.Sched
-	(*PosixTimer)(nil),   // 26: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 27: gocr.image.v1.Thread
-	(*Regs)(nil),         // 28: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 29: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 30: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 31: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 32: gocr.image.v1.ITimer
-	(*MM)(nil),           // 33: gocr.image.v1.MM
-	(*VMA)(nil),          // 34: gocr.image.v1.VMA
-	(*Fd)(nil),           // 35: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 36: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 37: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 38: gocr.image.v1.Rseq
-	nil,                  // 39: gocr.image.v1.InetSocket.OptionsEntry
+	(*UffdTracker)(nil),  // 25: gocr.image.v1.UffdTracker
+	(*Sched)(nil),        // 26: gocr.image.v1.Sched
+	(*PosixTimer)(nil),   // 27: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 28: gocr.image.v1.Thread
+	(*Regs)(nil),         // 29: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 30: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 31: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 32: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 33: gocr.image.v1.ITimer
+	(*MM)(nil),           // 34: gocr.image.v1.MM
+	(*VMA)(nil),          // 35: gocr.image.v1.VMA
+	(*Fd)(nil),           // 36: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 37: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 38: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 39: gocr.image.v1.Rseq
+	nil,                  // 40: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
@@ -4671,36 +4764,37 @@ var file_image_proto_depIdxs = []int32{
 	14, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
 	13, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
 	2,  // 18: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	39, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	40, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
 	18, // 20: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
 	23, // 21: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	28, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	29, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	30, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	31, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	32, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	33, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	34, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	29, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	30, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	31, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	32, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	33, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	34, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	35, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
 	23, // 29: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	35, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	36, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	37, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	38, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	27, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	26, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	36, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	37, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	38, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	39, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	28, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	27, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
 	13, // 36: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	25, // 37: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	28, // 38: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	30, // 39: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	31, // 40: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	38, // 41: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	25, // 42: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 43: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	26, // 37: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	25, // 38: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	29, // 39: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	31, // 40: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	32, // 41: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	39, // 42: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	26, // 43: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 44: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4714,7 +4808,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -34,9 +34,9 @@ func Probes() []Probe {
 		{"/proc/PID/map_files", true, "no dump of shared memory, no checksums of mapped files", probeMapFiles()},
 		{"process_vm_readv and process_vm_writev", true, "no dump of memory", probeVMReadv()},
 		{"sock_diag for unix sockets (CONFIG_UNIX_DIAG)", false, "processes with unix sockets cannot be dumped", probeUnixDiag()},
-		{"userfaultfd write-protect, async (Linux 6.7)", false, "incremental dumps and pre-dumps must compare page contents instead of tracking writes", probeUffdWP()},
+		{"userfaultfd write-protect, async (Linux 6.7)", false, "--track-mem tracks nothing: every dump (pre-dumps included) writes all memory", probeUffdWP()},
 		{"timer_create with chosen IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17)", false, "processes with POSIX timers cannot be restored", probeTimerIDs()},
-		{"soft-dirty page bits (CONFIG_MEM_SOFT_DIRTY)", false, "none while userfaultfd write-protect is present; otherwise incremental dumps compare page contents", probeSoftDirty()},
+		{"soft-dirty page bits (CONFIG_MEM_SOFT_DIRTY)", false, "none: gocr tracks writes with userfaultfd write-protect, not soft-dirty bits", probeSoftDirty()},
 	}
 }
 
@@ -140,22 +140,14 @@ func probeUnixDiag() error {
 	return err
 }
 
-// userfaultfd ABI (linux/userfaultfd.h).
-const (
-	uffdUserModeOnly   = 1
-	uffdioAPI          = 0xc018aa3f
-	uffdFeatureWPAsync = 1 << 15
-)
-
 func probeUffdWP() error {
-	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|uffdUserModeOnly, 0, 0)
+	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|UffdUserModeOnly, 0, 0)
 	if e != 0 {
 		return fmt.Errorf("userfaultfd: %w", e)
 	}
 	defer unix.Close(int(fd))
-	api := struct{ API, Features, Ioctls uint64 }{API: 0xaa, Features: uffdFeatureWPAsync}
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uffdioAPI, uintptr(unsafe.Pointer(&api))); e != 0 {
-		return fmt.Errorf("UFFDIO_API with UFFD_FEATURE_WP_ASYNC: %w", e)
+	if err := UffdAPI(int(fd), UffdFeatureWPAsync); err != nil {
+		return fmt.Errorf("UFFDIO_API with UFFD_FEATURE_WP_ASYNC: %w", err)
 	}
 	return nil
 }

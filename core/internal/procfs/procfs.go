@@ -279,6 +279,8 @@ type FdInfo struct {
 	SigMask uint64
 	// inotify
 	Inotify []InotifyWatch
+	// userfaultfd: the features enabled ("API:" line), 0 for another kind of fd.
+	UffdFeatures uint64
 	// The locks granted through this fd: flock and OFD locks of its open file description,
 	// POSIX locks of this process on its file.
 	Locks []Lock
@@ -407,6 +409,11 @@ func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 				return nil, fmt.Errorf("fdinfo %d of %d: %w", fd, pid, err)
 			}
 			fi.Inotify = append(fi.Inotify, w)
+		case "API":
+			// "aa:8000a000:1fc" (version, features, ioctls); bit 31 is internal.
+			if f := strings.Split(v, ":"); len(f) >= 2 {
+				fi.UffdFeatures, _ = strconv.ParseUint(f[1], 16, 64)
+			}
 		case "lock":
 			l, err := parseLock(v)
 			if err != nil {
