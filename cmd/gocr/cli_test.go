@@ -297,6 +297,38 @@ func claimedCounter(t *testing.T) (string, string, *testutil.Proc) {
 	return pluginDir, log, p
 }
 
+// Pre-dump, then a final dump against it, then a restore, as a user types them.
+func TestCLIPreDump(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	base := t.TempDir()
+	if out, e, code := gocr(t, "pre-dump", "-t", strconv.Itoa(p.Pid), "-D", filepath.Join(base, "1")); code != 0 {
+		t.Fatalf("pre-dump: exit %d\n%s%s", code, out, e)
+	}
+	if !testutil.Alive(p.Pid) {
+		t.Fatal("pre-dump stopped the process")
+	}
+	if out, e, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", filepath.Join(base, "2"), "--prev-images-dir", "../1"); code != 0 {
+		t.Fatalf("dump against the pre-dump: exit %d\n%s%s", code, out, e)
+	}
+	p.Reap()
+	at := lastCount(log)
+	out, _, code := gocr(t, "show", filepath.Join(base, "2"))
+	if code != 0 || !strings.Contains(out, "parent image: ../1") || !strings.Contains(out, "more in the parent image") {
+		t.Fatalf("show of the incremental image: exit %d\n%s", code, out)
+	}
+	if out, e, code := gocr(t, "restore", "-d", "-D", filepath.Join(base, "2")); code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", code, out, e)
+	}
+	testutil.Adopt(t, p.Pid)
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
+	if _, e, code := gocr(t, "dump", "-t", "1", "-D", filepath.Join(base, "3"), "--track-mem"); code != 2 || !strings.Contains(e, "--leave-running") {
+		t.Errorf("--track-mem on a killing dump: exit %d, %s", code, e)
+	}
+}
+
 // In a container, /proc shows a pgid and sid of 0 for a group or session whose leader lives
 // outside the container's PID namespace. Such a tree dumps and restores there; its group and
 // session are inherited from the restoring gocr. The whole run happens in a new PID namespace,

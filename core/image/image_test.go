@@ -160,6 +160,14 @@ func TestDamagedImages(t *testing.T) {
 		{"xstate size", proc(func(p *imagepb.Process) { p.Xstate = p.Xstate[:512] }), ProcName(100)},
 		{"pipe bytes beyond capacity", tree(func(tr *imagepb.Tree) { tr.Pipes[0].Capacity = 2 }), TreeName},
 		{"pipe data length", tree(func(tr *imagepb.Tree) { tr.Pipes[0].DataLen = 5 }), PipeDataName(1)},
+		{"incremental without a parent", func(t *testing.T, dir string) {
+			editMessage(t, dir, IndexName, &imagepb.Index{}, func(i *imagepb.Index) { i.Kind = imagepb.Kind_KIND_INCREMENTAL })
+		}, IndexName},
+		{"absolute parent", func(t *testing.T, dir string) {
+			editMessage(t, dir, IndexName, &imagepb.Index{}, func(i *imagepb.Index) { i.Kind, i.Parent = imagepb.Kind_KIND_INCREMENTAL, "/etc" })
+		}, IndexName},
+		{"pages in a parent of a full image", proc(func(p *imagepb.Process) { p.Pages[1].InParent = true }), ProcName(100)},
+		{"network lock that is not gocr's", tree(func(tr *imagepb.Tree) { tr.NetLock = "filter" }), TreeName},
 		{"negative session", tree(func(tr *imagepb.Tree) { tr.Processes[0].Sid = -1 }), TreeName},
 		{"parent missing", tree(func(tr *imagepb.Tree) { tr.Roots = []int32{100}; tr.Processes[0].Pid = 101 }), ProcName(101)},
 		{"version", func(t *testing.T, dir string) {
