@@ -173,3 +173,28 @@ func BenchmarkRestorePluginFiles(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkDumpIncremental takes a dump of a 2 GiB process against the one before it, with
+// memory tracked and nothing written in between: what a final dump after pre-dumps costs
+// when the job is quiet. Compare with BenchmarkDump/2048MiB, which writes it all.
+func BenchmarkDumpIncremental(b *testing.B) {
+	p := startBig(b, 2048)
+	base := b.TempDir()
+	prev := filepath.Join(base, "0")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: prev, Final: core.LeaveRunning, TrackMem: true, NoSync: true}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(base, fmt.Sprint(i+1))
+		st, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, Final: core.LeaveRunning, TrackMem: true, Parent: "../" + filepath.Base(prev)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(st.Bytes), "bytes-written")
+		b.ReportMetric(st.Frozen.Seconds()*1000+st.Collect.Seconds()*1000+st.Memory.Seconds()*1000, "ms-frozen")
+		prev = dir
+		b.StartTimer()
+	}
+}
