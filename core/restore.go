@@ -119,8 +119,13 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	for _, e := range c.Index.Files {
-		if strings.HasPrefix(e.Name, "pages-") || strings.HasPrefix(e.Name, "shmem-") {
+		if strings.HasPrefix(e.Name, "shmem-") {
 			r.total += e.Size
+		}
+	}
+	for _, p := range c.Procs {
+		for _, run := range p.Pages { // in this image or in its parents
+			r.total += run.NrPages * linux.PageSize
 		}
 	}
 	err = r.run(ctx)
