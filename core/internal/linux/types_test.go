@@ -3,6 +3,8 @@ package linux
 import (
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The ABI structs must match their C layout exactly.
@@ -16,6 +18,9 @@ func TestABISizes(t *testing.T) {
 		{"struct ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 24},
 		{"struct ptrace_peeksiginfo_args", unsafe.Sizeof(peekSigInfoArgs{}), 16},
 		{"struct user_regs_struct", unsafe.Sizeof(Regs{}), 27 * 8},
+		{"struct uffdio_api", unsafe.Sizeof(uffdioAPIArg{}), 24},
+		{"struct uffdio_register", unsafe.Sizeof(uffdioRegisterArg{}), 32},
+		{"struct flock (FlockBytes)", unsafe.Sizeof(unix.Flock_t{}), FlockSize},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: size %d, want %d", c.name, c.got, c.want)
@@ -47,4 +52,18 @@ func TestXStateLayoutMatchesPtrace(t *testing.T) {
 		t.Fatalf("XSTATE layout %d bytes, features %#x", size, features)
 	}
 	t.Logf("XSTATE %d bytes, features %#x", size, features)
+}
+
+// FlockBytes lays out struct flock as the kernel reads it (type, whence, start, len).
+func TestFlockBytes(t *testing.T) {
+	b := FlockBytes(true, 10, 19)
+	lk := (*unix.Flock_t)(unsafe.Pointer(&b[0]))
+	if lk.Type != unix.F_WRLCK || lk.Whence != 0 || lk.Start != 10 || lk.Len != 10 {
+		t.Errorf("FlockBytes(write, 10, 19) = %+v", *lk)
+	}
+	b = FlockBytes(false, 100, -1)
+	lk = (*unix.Flock_t)(unsafe.Pointer(&b[0]))
+	if lk.Type != unix.F_RDLCK || lk.Start != 100 || lk.Len != 0 {
+		t.Errorf("FlockBytes(read, 100, EOF) = %+v", *lk)
+	}
 }

@@ -26,9 +26,25 @@ const (
 	UffdTrackerFdMax   = 1999
 )
 
+// uffdioAPIArg is struct uffdio_api (linux/userfaultfd.h), 24 bytes.
+type uffdioAPIArg struct {
+	API      uint64
+	Features uint64
+	Ioctls   uint64
+}
+
+// uffdioRegisterArg is struct uffdio_register (linux/userfaultfd.h): struct uffdio_range
+// {start, len}, mode, ioctls; 32 bytes.
+type uffdioRegisterArg struct {
+	Start  uint64
+	Len    uint64
+	Mode   uint64
+	Ioctls uint64
+}
+
 // UffdAPI enables features on a new userfaultfd.
 func UffdAPI(fd int, features uint64) error {
-	arg := [3]uint64{uffdAPIVersion, features, 0}
+	arg := uffdioAPIArg{API: uffdAPIVersion, Features: features}
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uffdioAPI, uintptr(unsafe.Pointer(&arg)))
 	if e != 0 {
 		return os.NewSyscallError("ioctl(UFFDIO_API)", e)
@@ -39,7 +55,7 @@ func UffdAPI(fd int, features uint64) error {
 // UffdRegisterWP registers [start, start+n) of the userfaultfd's process for write-protect
 // tracking.
 func UffdRegisterWP(fd int, start, n uint64) error {
-	arg := [4]uint64{start, n, uffdRegisterModeWP, 0}
+	arg := uffdioRegisterArg{Start: start, Len: n, Mode: uffdRegisterModeWP}
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uffdioRegister, uintptr(unsafe.Pointer(&arg)))
 	if e != 0 {
 		return os.NewSyscallError("ioctl(UFFDIO_REGISTER)", e)
