@@ -84,6 +84,9 @@ func Check(dir string) (*CheckReport, error) {
 	add := func(what, hint, format string, args ...any) {
 		rep.Problems = append(rep.Problems, Problem{What: what, Detail: fmt.Sprintf(format, args...), Hint: hint})
 	}
+	if c.Index.Kind == imagepb.Kind_KIND_PRE_DUMP {
+		add("image", "dump against it (--prev-images-dir) and check that image", "a pre-dump is not restored itself: its memory was read while the tree ran")
+	}
 	if _, err := loadParents(c); err != nil {
 		add("parent image", "keep the images an incremental image was taken against where they were", "%v", err)
 	}

@@ -61,6 +61,11 @@ type DumpOptions struct {
 	PluginDirs []string
 	// PluginTimeout bounds each plugin call (default 30 s).
 	PluginTimeout time.Duration
+	// PreDump is CRIU's pre-dump: the tree is let go as soon as its state is collected and
+	// its written pages marked, and its memory is read while it runs. The image (kind
+	// pre-dump) is not consistent on its own: it serves as the Parent of a later dump.
+	// Implies LeaveRunning and TrackMem.
+	PreDump bool
 	// TrackMem leaves memory tracking armed in the processes (with LeaveRunning or
 	// LeaveStopped), so that a later dump with this image as Parent takes only the pages
 	// written since (CRIU's --track-mem).
@@ -97,6 +102,12 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	start := time.Now()
 	if len(opts.Roots) == 0 {
 		return nil, fmt.Errorf("dump: no process given: %w", ErrBadArgs)
+	}
+	if opts.PreDump {
+		if opts.CheckOnly {
+			return nil, fmt.Errorf("dump: a pre-dump cannot be check-only: %w", ErrBadArgs)
+		}
+		opts.Final, opts.TrackMem = LeaveRunning, true
 	}
 	for _, pid := range opts.Roots {
 		if pid <= 0 {
@@ -278,6 +289,13 @@ func (d *dumper) run(ctx context.Context) error {
 		return fmt.Errorf("dump: %w", err)
 	}
 	d.stats.Collect = time.Since(t1)
+	if d.opts.PreDump {
+		// Every page written from now on is marked: let the tree go, and read its memory
+		// while it runs (a page it writes meanwhile is taken again by the next dump).
+		if err := d.thread.Do(d.finish); err != nil {
+			return err
+		}
+	}
 	t2 := time.Now()
 	if !d.opts.CheckOnly {
 		if err := d.writeMemory(ctx); err != nil {
@@ -310,6 +328,9 @@ func (d *dumper) run(ctx context.Context) error {
 	if d.opts.CheckOnly {
 		idx.Kind = imagepb.Kind_KIND_CHECK_ONLY
 	}
+	if d.opts.PreDump {
+		idx.Kind = imagepb.Kind_KIND_PRE_DUMP
+	}
 	if err := d.w.Commit(idx, !d.opts.NoSync); err != nil {
 		return fmt.Errorf("dump: write image: %w", err)
 	}
@@ -319,6 +340,9 @@ func (d *dumper) run(ctx context.Context) error {
 		d.stats.Warnings = append(d.stats.Warnings, fmt.Sprintf("TCP connections taken without a network lock (%v): a packet the peer sends before the restore draws a reset that ends its connection", err))
 	}
 	// The image is safe: from here on a failure must not undo it.
+	if d.opts.PreDump {
+		return nil // let go before the memory was read
+	}
 	return d.thread.Do(d.finish)
 }
 

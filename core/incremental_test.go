@@ -56,33 +56,35 @@ func TestIncrementalDumps(t *testing.T) {
 	dumpTo := func(name string, final core.FinalState, track bool, parent string) string {
 		t.Helper()
 		d := filepath.Join(base, name)
-		_, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: d, Final: final, TrackMem: track, Parent: parent})
+		_, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: d, Final: final, TrackMem: track, Parent: parent,
+			PreDump: name == "1" || name == "2"})
 		if err != nil {
 			t.Fatalf("dump %s: %v", name, err)
 		}
 		return d
 	}
-	incremental := func(name, dir, parent string, full uint64) {
+	incremental := func(name, dir, parent string, full uint64, kind imagepb.Kind) {
 		t.Helper()
 		c, own, inParent := imageOf(t, dir)
-		if c.Index.Kind != imagepb.Kind_KIND_INCREMENTAL || c.Index.Parent != parent || own*4 > full || inParent == 0 {
+		if c.Index.Kind != kind || c.Index.Parent != parent || own*4 > full || inParent == 0 {
 			t.Fatalf("%s image: kind %v parent %q, %d pages of its own and %d in the parent (a full one has %d); want an incremental image with few pages",
 				name, c.Index.Kind, c.Index.Parent, own, inParent, full)
 		}
 	}
 
+	// Two pre-dumps (memory read while the process writes on), then a consistent dump.
 	d1 := dumpTo("1", core.LeaveRunning, true, "")
 	c1, full, _ := imageOf(t, d1)
-	if c1.Index.Kind != imagepb.Kind_KIND_FULL || c1.Procs[int32(p.Pid)].Tracker == nil {
-		t.Fatalf("first image: kind %v, tracker %v; want a full image with a tracker", c1.Index.Kind, c1.Procs[int32(p.Pid)].Tracker)
+	if c1.Index.Kind != imagepb.Kind_KIND_PRE_DUMP || c1.Procs[int32(p.Pid)].Tracker == nil {
+		t.Fatalf("first image: kind %v, tracker %v; want a pre-dump with a tracker", c1.Index.Kind, c1.Procs[int32(p.Pid)].Tracker)
 	}
 	checkSelf("after the first dump", 1)
 	time.Sleep(100 * time.Millisecond)
 	d2 := dumpTo("2", core.LeaveRunning, true, "../1")
-	incremental("second", d2, "../1", full)
+	incremental("second", d2, "../1", full, imagepb.Kind_KIND_PRE_DUMP)
 	time.Sleep(100 * time.Millisecond)
 	d3 := dumpTo("3", core.LeaveRunning, true, "../2")
-	incremental("third", d3, "../2", full)
+	incremental("third", d3, "../2", full, imagepb.Kind_KIND_INCREMENTAL)
 	checkSelf("after the third dump", 2)
 
 	// The tracker was reset since image 1: against it, the written bits would miss what was
@@ -94,7 +96,11 @@ func TestIncrementalDumps(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	d4 := dumpTo("4", core.Kill, false, "../3")
 	waitReaped(t, p)
-	incremental("last", d4, "../3", full)
+	incremental("last", d4, "../3", full, imagepb.Kind_KIND_INCREMENTAL)
+	// A pre-dump is not consistent on its own: it is never restored itself.
+	if _, err := core.Restore(t.Context(), core.RestoreOptions{Dir: d2}); !errors.Is(err, core.ErrBadArgs) || !strings.Contains(err.Error(), "pre-dump") {
+		t.Fatalf("restore of a pre-dump: %v", err)
+	}
 
 	// Without an image of its chain, the last one cannot be restored, and nothing is made.
 	os.Rename(d2, d2+".away")
@@ -106,7 +112,8 @@ func TestIncrementalDumps(t *testing.T) {
 	}
 	os.Rename(d2+".away", d2)
 
-	// The restore takes pages from all four images of the chain.
+	// The restore takes pages from all four images of the chain, two of them read while the
+	// process wrote on.
 	restore(t, d4)
 	checkSelf("after the restore", len(testutil.Lines(report))+1)
 }

@@ -289,8 +289,8 @@ func openParent(imagesDir, dir string) (*image.Checkpoint, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("parent image: %w", err)
 	}
-	if c.Index.Kind != imagepb.Kind_KIND_FULL && c.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
-		return nil, "", fmt.Errorf("parent image %s is %s, not a full or incremental image: %w", dir, c.Index.Kind, ErrBadArgs)
+	if c.Index.Kind == imagepb.Kind_KIND_CHECK_ONLY {
+		return nil, "", fmt.Errorf("parent image %s is a check-only image: it holds no memory: %w", dir, ErrBadArgs)
 	}
 	here, err := filepath.Abs(imagesDir)
 	if err != nil {
@@ -325,7 +325,7 @@ func loadParents(c *image.Checkpoint) ([]*image.Checkpoint, error) {
 	if real, err := filepath.EvalSymlinks(c.Dir); err == nil {
 		seen[real] = true
 	}
-	for ck := c; ck.Index.Kind == imagepb.Kind_KIND_INCREMENTAL; {
+	for ck := c; ck.Index.Parent != ""; {
 		if len(out) == maxParents {
 			return nil, fmt.Errorf("image %s: more than %d parent images: %w", c.Dir, maxParents, image.ErrCorrupt)
 		}

@@ -21,6 +21,7 @@ type dumpOptions struct {
 	tcpEstab     bool
 	shellJob     bool
 	trackMem     bool
+	preDump      bool
 	parent       string
 	json         bool
 }
@@ -76,6 +77,8 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
 	f.StringVar(&opts.parent, "prev-images-dir", "", "an earlier image of the tree taken with --track-mem (relative paths from -D, as CRIU): dump only the pages written since")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
+	f.BoolVar(&opts.preDump, "pre-dump", false, "")
+	f.MarkHidden("pre-dump") // set by gocr pre-dump
 	return cmd
 }
 
@@ -85,10 +88,12 @@ func newCmdPreDump(g *globalOptions, runF func(*dumpOptions) error) *cobra.Comma
 	cmd := newCmdDump(g, runF)
 	cmd.Use = "pre-dump -t PID [-t PID...] -D DIR [--prev-images-dir DIR]"
 	cmd.Short = "Checkpoint a tree that goes on running, and track its memory for the next dump"
-	cmd.Long = `A dump with --leave-running --track-mem: the image restores on its own (with its parents),
-the tree goes on, and the next dump with --prev-images-dir DIR writes only the memory written
-since. Iterate while the pre-dumps shrink, then take the final dump against the last one:
-it freezes the tree only for what changed.`
+	cmd.Long = `As CRIU's pre-dump: the tree is frozen only while its state is collected and its memory
+marked for write tracking, then goes on while its memory is written to DIR. The next dump
+with --prev-images-dir DIR writes only the memory written since. Iterate while the pre-dumps
+shrink, then take the final dump against the last one: it freezes the tree only for what
+changed. A pre-dump image is not restored itself (its memory was read while the tree ran):
+restore the final dump.`
 	cmd.Example = `  gocr pre-dump -t 4121 -D /ckpt/1
   gocr pre-dump -t 4121 -D /ckpt/2 --prev-images-dir ../1
   gocr dump -t 4121 -D /ckpt/3 --prev-images-dir ../2`
@@ -100,6 +105,7 @@ it freezes the tree only for what changed.`
 		}
 		f.Set("leave-running", "true")
 		f.Set("track-mem", "true")
+		f.Set("pre-dump", "true")
 		return run(c, args)
 	}
 	return cmd
@@ -117,7 +123,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, Parent: opts.parent,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent,
 		Progress: prog.update,
 	})
 	prog.done()

@@ -121,9 +121,9 @@ func (c *Checkpoint) checkIndex() error {
 		if idx.Parent != "" {
 			return corrupt(IndexName, "a parent image for an image that is not incremental")
 		}
-	case imagepb.Kind_KIND_INCREMENTAL:
-		if idx.Parent == "" || filepath.IsAbs(idx.Parent) || strings.ContainsRune(idx.Parent, 0) || len(idx.Parent) > 4096 {
-			return corrupt(IndexName, "incremental image with a bad parent %q (a relative path is needed)", idx.Parent)
+	case imagepb.Kind_KIND_INCREMENTAL, imagepb.Kind_KIND_PRE_DUMP:
+		if (idx.Parent == "" && idx.Kind == imagepb.Kind_KIND_INCREMENTAL) || filepath.IsAbs(idx.Parent) || strings.ContainsRune(idx.Parent, 0) || len(idx.Parent) > 4096 {
+			return corrupt(IndexName, "image with a bad parent %q (a relative path is needed)", idx.Parent)
 		}
 	default:
 		return corrupt(IndexName, "unknown image kind %d", idx.Kind)
@@ -199,15 +199,15 @@ func (c *Checkpoint) Path(name string) string { return filepath.Join(c.Dir, name
 // OpenParent opens the parent of an incremental image, checked as any image is; nil for
 // another kind.
 func (c *Checkpoint) OpenParent() (*Checkpoint, error) {
-	if c.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
+	if c.Index.Parent == "" {
 		return nil, nil
 	}
 	p, err := Open(filepath.Join(c.Dir, c.Index.Parent))
 	if err != nil {
 		return nil, fmt.Errorf("parent image %s of %s: %w", c.Index.Parent, c.Dir, err)
 	}
-	if p.Index.Kind != imagepb.Kind_KIND_FULL && p.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
-		return nil, corrupt(IndexName, "parent image %s is not a full or incremental image", c.Index.Parent)
+	if p.Index.Kind == imagepb.Kind_KIND_CHECK_ONLY {
+		return nil, corrupt(IndexName, "parent image %s is a check-only image", c.Index.Parent)
 	}
 	return p, nil
 }

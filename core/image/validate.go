@@ -441,7 +441,7 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		return err
 	}
 	for _, r := range p.Pages {
-		if r.InParent && c.Index.Kind != imagepb.Kind_KIND_INCREMENTAL {
+		if r.InParent && c.Index.Parent == "" {
 			return corrupt(name, "page run %#x in a parent image, but the image has none", r.Vaddr)
 		}
 	}

@@ -31,6 +31,9 @@ const (
 	Kind_KIND_FULL        Kind = 1
 	Kind_KIND_CHECK_ONLY  Kind = 2
 	Kind_KIND_INCREMENTAL Kind = 3
+	// A pre-dump: memory read while the tree went on, after its written pages were marked.
+	// Not consistent on its own: only the parent of a later dump, never restored itself.
+	Kind_KIND_PRE_DUMP Kind = 4
 )
 
 // Enum value maps for Kind.
@@ -40,12 +43,14 @@ var (
 		1: "KIND_FULL",
 		2: "KIND_CHECK_ONLY",
 		3: "KIND_INCREMENTAL",
+		4: "KIND_PRE_DUMP",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"KIND_FULL":        1,
 		"KIND_CHECK_ONLY":  2,
 		"KIND_INCREMENTAL": 3,
+		"KIND_PRE_DUMP":    4,
 	}
 )
 
@@ -4641,12 +4646,13 @@ const file_image_proto_rawDesc = "" +
 	"abiPointer\x12\x19\n" +
 	"\babi_size\x18\x02 \x01(\rR\aabiSize\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\rR\tsignature*V\n" +
+	"\tsignature\x18\x04 \x01(\rR\tsignature*i\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
-	"\x10KIND_INCREMENTAL\x10\x03*\x9e\x03\n" +
+	"\x10KIND_INCREMENTAL\x10\x03\x12\x11\n" +
+	"\rKIND_PRE_DUMP\x10\x04*\x9e\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
