@@ -39,6 +39,9 @@ func (d *dumper) collect(p *procDump) error {
 	exe, _ := procfs.Link(pid, "exe")
 	p.img = &imagepb.Process{Pid: int32(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
 	img := p.img
+	if err := collectCgroups(pid, img); err != nil {
+		return err
+	}
 	p.entry = &imagepb.ProcessEntry{
 		Pid: int32(pid), Ppid: int32(stat.PPid), Pgid: int32(stat.PGid), Sid: int32(stat.Sid),
 		Threads: []int32{int32(pid)}, Comm: stat.Comm, Exe: exe, CttyRdev: stat.TtyNr, Tpgid: int32(stat.Tpgid),

@@ -136,6 +136,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	r.host.Close(err == nil)
 	if err != nil {
 		r.thread.Do(func() error { r.killAll(); return nil })
+		r.removeCgroupsMade()
 		r.removeSysvShm(true)
 		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
 			err = fmt.Errorf("%w: %w", ErrInterrupted, err)
@@ -165,6 +166,8 @@ type restorer struct {
 	procs   map[int32]*procRestore
 	files   map[uint32]int // OpenFile id -> our fd of it
 	extra   []int          // fds we hold only to keep objects alive (pipe ends, FIFO holders)
+	// cgroupsMade are the cgroups the restore made (to be removed if it fails).
+	cgroupsMade []string
 	// orphans are the other ends of pairs made for sockets whose peer was gone at the dump,
 	// closed once their queues are refilled.
 	orphans map[uint32]int
@@ -387,6 +390,9 @@ func (r *restorer) run(ctx context.Context) error {
 	// Every process is in place: now let them all go.
 	if err := r.host.Devices(ctx, pluginhost.ResumeDevicesLate, r.pids()); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	if err := r.joinCgroups(); err != nil {
+		return err
 	}
 	// The restored sockets are out of repair mode: let the peers' packets reach them.
 	if r.c.Tree.NetLock != "" {

@@ -3,7 +3,9 @@ package image
 import (
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/gocr/gocr/core/image/imagepb"
 )
@@ -302,6 +304,13 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 	}
 	if !validSched(p.Sched) {
 		return corrupt(name, "bad scheduling policy, nice value, priority or CPU mask")
+	}
+	for _, cg := range p.Cgroups {
+		// The restore makes these directories under the cgroup mounts: no way out of them.
+		if !strings.HasPrefix(cg.Path, "/") || strings.ContainsAny(cg.Path+cg.Controllers, "\x00") || strings.Contains(cg.Controllers, "/") ||
+			slices.Contains(strings.Split(cg.Path, "/"), "..") {
+			return corrupt(name, "bad cgroup %q:%q", cg.Controllers, cg.Path)
+		}
 	}
 	if p.Dumpable < 0 || p.Dumpable > 2 {
 		return corrupt(name, "dumpable %d", p.Dumpable)

@@ -2408,7 +2408,9 @@ type Process struct {
 	// The write-tracking userfaultfd gocr left in the process (dump --track-mem), reset when
 	// this image was taken: its fd number there and its inode. It is not one of the process's
 	// fds and is not restored.
-	Tracker       *UffdTracker `protobuf:"bytes,34,opt,name=tracker,proto3" json:"tracker,omitempty"`
+	Tracker *UffdTracker `protobuf:"bytes,34,opt,name=tracker,proto3" json:"tracker,omitempty"`
+	// The process's cgroups, as /proc/PID/cgroup lists them.
+	Cgroups       []*Cgroup `protobuf:"bytes,35,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2681,6 +2683,67 @@ func (x *Process) GetTracker() *UffdTracker {
 	return nil
 }
 
+func (x *Process) GetCgroups() []*Cgroup {
+	if x != nil {
+		return x.Cgroups
+	}
+	return nil
+}
+
+// Cgroup is the process's place in one cgroup hierarchy: its controllers ("" for cgroup v2,
+// "name=systemd" for a named hierarchy) and the path in it.
+type Cgroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Controllers   string                 `protobuf:"bytes,1,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cgroup) Reset() {
+	*x = Cgroup{}
+	mi := &file_image_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cgroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cgroup) ProtoMessage() {}
+
+func (x *Cgroup) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
+func (*Cgroup) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Cgroup) GetControllers() string {
+	if x != nil {
+		return x.Controllers
+	}
+	return ""
+}
+
+func (x *Cgroup) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 type UffdTracker struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
@@ -2691,7 +2754,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2766,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2779,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -2755,7 +2818,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +2830,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +2843,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -2858,7 +2921,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +2933,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +2946,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2964,7 +3027,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3039,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3052,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3112,7 +3175,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3187,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3200,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -3343,7 +3406,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3355,7 +3418,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3368,7 +3431,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3418,7 +3481,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3430,7 +3493,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3443,7 +3506,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3478,7 +3541,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3553,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3566,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3538,7 +3601,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3613,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3626,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3612,7 +3675,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3687,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3700,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3780,7 +3843,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3792,7 +3855,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3805,7 +3868,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -3945,7 +4008,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3957,7 +4020,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3970,7 +4033,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4005,7 +4068,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4017,7 +4080,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4030,7 +4093,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4071,7 +4134,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4146,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4159,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4174,7 +4237,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4186,7 +4249,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4199,7 +4262,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -4447,7 +4510,7 @@ const file_image_proto_rawDesc = "" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
 	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\x12\x1b\n" +
-	"\tin_parent\x18\x03 \x01(\bR\binParent\"\x97\n" +
+	"\tin_parent\x18\x03 \x01(\bR\binParent\"\xc8\n" +
 	"\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
@@ -4490,7 +4553,11 @@ const file_image_proto_rawDesc = "" +
 	"\bdumpable\x18  \x01(\x05R\bdumpable\x12\x1f\n" +
 	"\vthp_disable\x18! \x01(\rR\n" +
 	"thpDisable\x124\n" +
-	"\atracker\x18\" \x01(\v2\x1a.gocr.image.v1.UffdTrackerR\atracker\"/\n" +
+	"\atracker\x18\" \x01(\v2\x1a.gocr.image.v1.UffdTrackerR\atracker\x12/\n" +
+	"\acgroups\x18# \x03(\v2\x15.gocr.image.v1.CgroupR\acgroups\">\n" +
+	"\x06Cgroup\x12 \n" +
+	"\vcontrollers\x18\x01 \x01(\tR\vcontrollers\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"/\n" +
 	"\vUffdTracker\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\"\xdd\x01\n" +
@@ -4706,7 +4773,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),            // 0: gocr.image.v1.Kind
 	(FileKind)(0),        // 1: gocr.image.v1.FileKind
@@ -4733,22 +4800,23 @@ var file_image_proto_goTypes = []any{
 	(*SharedMemory)(nil), // 22: gocr.image.v1.SharedMemory
 	(*PageRun)(nil),      // 23: gocr.image.v1.PageRun
 	(*Process)(nil),      // 24: gocr.image.v1.Process
-	(*UffdTracker)(nil),  // 25: gocr.image.v1.UffdTracker
-	(*Sched)(nil),        // 26: gocr.image.v1.Sched
-	(*PosixTimer)(nil),   // 27: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 28: gocr.image.v1.Thread
-	(*Regs)(nil),         // 29: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 30: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 31: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 32: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 33: gocr.image.v1.ITimer
-	(*MM)(nil),           // 34: gocr.image.v1.MM
-	(*VMA)(nil),          // 35: gocr.image.v1.VMA
-	(*Fd)(nil),           // 36: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 37: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 38: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 39: gocr.image.v1.Rseq
-	nil,                  // 40: gocr.image.v1.InetSocket.OptionsEntry
+	(*Cgroup)(nil),       // 25: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),  // 26: gocr.image.v1.UffdTracker
+	(*Sched)(nil),        // 27: gocr.image.v1.Sched
+	(*PosixTimer)(nil),   // 28: gocr.image.v1.PosixTimer
+	(*Thread)(nil),       // 29: gocr.image.v1.Thread
+	(*Regs)(nil),         // 30: gocr.image.v1.Regs
+	(*SigAction)(nil),    // 31: gocr.image.v1.SigAction
+	(*SigInfo)(nil),      // 32: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),  // 33: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),       // 34: gocr.image.v1.ITimer
+	(*MM)(nil),           // 35: gocr.image.v1.MM
+	(*VMA)(nil),          // 36: gocr.image.v1.VMA
+	(*Fd)(nil),           // 37: gocr.image.v1.Fd
+	(*RLimit)(nil),       // 38: gocr.image.v1.RLimit
+	(*Creds)(nil),        // 39: gocr.image.v1.Creds
+	(*Rseq)(nil),         // 40: gocr.image.v1.Rseq
+	nil,                  // 41: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
@@ -4770,37 +4838,38 @@ var file_image_proto_depIdxs = []int32{
 	14, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
 	13, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
 	2,  // 18: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	40, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	41, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
 	18, // 20: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
 	23, // 21: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	29, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	30, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	31, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	32, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	33, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	34, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	35, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	30, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	31, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	32, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	33, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	34, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	35, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	36, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
 	23, // 29: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	36, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	37, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	38, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	39, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	28, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	27, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	37, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	38, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	39, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	40, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	29, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	28, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
 	13, // 36: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	26, // 37: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	25, // 38: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	29, // 39: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	31, // 40: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	32, // 41: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	39, // 42: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	26, // 43: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 44: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	27, // 37: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	26, // 38: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	25, // 39: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	30, // 40: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	32, // 41: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	33, // 42: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	40, // 43: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	27, // 44: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 45: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4814,7 +4883,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -518,3 +518,75 @@ func ParseTimers(b []byte) ([]PosixTimer, error) {
 	}
 	return out, nil
 }
+
+// Cgroup is one line of /proc/PID/cgroup: the hierarchy's controllers ("" for cgroup v2,
+// "name=systemd" for a named one) and the path in it.
+type Cgroup struct {
+	Controllers string
+	Path        string
+}
+
+// ReadCgroups parses /proc/PID/cgroup.
+func ReadCgroups(pid int) ([]Cgroup, error) {
+	b, err := os.ReadFile(path(pid, "cgroup"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Cgroup
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("parse cgroup line %q", l)
+		}
+		out = append(out, Cgroup{Controllers: f[1], Path: f[2]})
+	}
+	return out, nil
+}
+
+// CgroupMount is a mounted cgroup hierarchy: where, which part of it (Root), and its
+// controllers as mount options ("cpu", "name=systemd"; none for cgroup v2).
+type CgroupMount struct {
+	Dir, Root string
+	V2        bool
+	Options   []string
+}
+
+// CgroupMounts lists the cgroup hierarchies mounted in this process's mount namespace.
+func CgroupMounts() ([]CgroupMount, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []CgroupMount
+	for _, l := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(g) < 3 || (g[0] != "cgroup" && g[0] != "cgroup2") {
+			continue
+		}
+		out = append(out, CgroupMount{Dir: unescapeMount(f[4]), Root: unescapeMount(f[3]), V2: g[0] == "cgroup2", Options: strings.Split(g[2], ",")})
+	}
+	return out, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
