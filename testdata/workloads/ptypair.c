@@ -59,7 +59,8 @@ int main(int argc, char **argv) {
 				*nl = 0;
 				long got;
 				char rest[64];
-				if (sscanf(buf, "got %ld %63[^\r]", &got, rest) == 2 && got == n) {
+				// Two answers to N (it was sent again while the child was slow) log once.
+				if (sscanf(buf, "got %ld %63[^\r]", &got, rest) == 2 && got == n && !answered) {
 					dprintf(log, "%ld %s\n", n, rest);
 					answered = 1;
 				}
