@@ -15,7 +15,7 @@ import (
 var benchSizes = []int{512, 2048} // MiB
 
 // startBig starts bigmem holding mib MiB and waits until it is filled.
-func startBig(b *testing.B, mib int) *testutil.Proc {
+func startBig(b testing.TB, mib int) *testutil.Proc {
 	testutil.RequireRoot(b)
 	p, _ := testutil.StartReady(b, "bigmem", fmt.Sprint(mib))
 	return p

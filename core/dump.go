@@ -331,6 +331,9 @@ func (d *dumper) run(ctx context.Context) error {
 	if d.opts.PreDump {
 		idx.Kind = imagepb.Kind_KIND_PRE_DUMP
 	}
+	if d.parent != nil && idx.Parent == "" {
+		d.warn("nothing was taken from the parent image %s: its memory tracking is not the one running now (was it dumped with --track-mem, and is it the last such image?); this image is whole", d.opts.Parent)
+	}
 	if err := d.w.Commit(idx, !d.opts.NoSync); err != nil {
 		return fmt.Errorf("dump: write image: %w", err)
 	}

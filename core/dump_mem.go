@@ -42,15 +42,21 @@ func (d *dumper) collectMemory(p *procDump) error {
 		if inParent, ok := d.sinceParent(p, i); ok {
 			// Written since the parent: what holds data now is dumped, a hole stays a hole;
 			// not written: as in the parent.
-			regions, err := linux.PagemapScan(int(pm.Fd()), v.Start, v.End, linux.PageIsWritten, linux.PageIsWritten|ret)
+			regions, err := linux.PagemapWritten(int(pm.Fd()), v.Start, v.End)
 			if err != nil {
 				return fmt.Errorf("scan written pages of %#x-%#x: %w", v.Start, v.End, err)
 			}
 			var written, spans []span
-			for _, r := range regions {
-				written = append(written, span{r.Start, r.End})
-				if c := r.Categories; c&(linux.PageIsPresent|linux.PageIsSwapped) != 0 && c&linux.PageIsPFNZero == 0 {
-					spans = append(spans, span{r.Start, r.End})
+			for _, w := range regions {
+				written = append(written, span{w.Start, w.End})
+				held, err := linux.PagemapScan(int(pm.Fd()), w.Start, w.End, linux.PageIsPresent|linux.PageIsSwapped, ret)
+				if err != nil {
+					return fmt.Errorf("scan pages of %#x-%#x: %w", w.Start, w.End, err)
+				}
+				for _, r := range held {
+					if r.Categories&linux.PageIsPFNZero == 0 {
+						spans = append(spans, span{r.Start, r.End})
+					}
 				}
 			}
 			kept := subtract(inParent, written)

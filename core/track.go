@@ -202,7 +202,8 @@ func (d *dumper) armTracking(p *procDump) error {
 				continue // another userfaultfd has it (EBUSY): dumped whole each time
 			}
 		}
-		if err := linux.PagemapResetWritten(int(pm.Fd()), v.Start, v.End); err != nil {
+		dense := 2*p.maps[i].Rss >= v.End-v.Start
+		if err := linux.PagemapResetWritten(int(pm.Fd()), v.Start, v.End, dense); err != nil {
 			return fmt.Errorf("write-protect %#x-%#x: %w", v.Start, v.End, err)
 		}
 		// Only what the kernel confirms is tracked is marked so.

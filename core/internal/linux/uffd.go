@@ -63,17 +63,22 @@ func UffdRegisterWP(fd int, start, n uint64) error {
 	return nil
 }
 
-// PagemapResetWritten write-protects the present pages of [start, end), so that a later scan
-// reports as written only what is written from now on. Pages not present (holes) are left
-// as they are and keep reporting written-not-present, which costs no page tables.
-func PagemapResetWritten(pagemapFd int, start, end uint64) error {
+// PagemapResetWritten write-protects [start, end), so that a later scan reports as written
+// only what is written from now on. In a sparse mapping only the present pages are
+// protected: a protected hole costs a page-table marker, and holes keep reporting
+// written-not-present anyway. A dense one takes the kernel's fast path, which protects all.
+func PagemapResetWritten(pagemapFd int, start, end uint64, dense bool) error {
+	mask := uint64(PageIsWritten | PageIsPresent)
+	if dense {
+		mask = PageIsWritten
+	}
 	for start < end {
 		arg := pmScanArg{
 			Size:         uint64(unsafe.Sizeof(pmScanArg{})),
 			Flags:        pmScanWPMatching,
 			Start:        start,
 			End:          end,
-			CategoryMask: PageIsWritten | PageIsPresent,
+			CategoryMask: mask,
 			ReturnMask:   PageIsWritten,
 		}
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(pagemapFd), pagemapScan, uintptr(unsafe.Pointer(&arg)))
@@ -95,11 +100,12 @@ func PagemapResetWritten(pagemapFd int, start, end uint64) error {
 // userfaultfd (a CHECK_WPASYNC scan: EPERM when some of it is not).
 func PagemapTracked(pagemapFd int, start, end uint64) (bool, error) {
 	arg := pmScanArg{
-		Size:       uint64(unsafe.Sizeof(pmScanArg{})),
-		Flags:      pmScanCheckWPAsync,
-		Start:      start,
-		End:        end,
-		ReturnMask: PageIsWritten,
+		Size:         uint64(unsafe.Sizeof(pmScanArg{})),
+		Flags:        pmScanCheckWPAsync,
+		Start:        start,
+		End:          end,
+		CategoryMask: PageIsWritten, // the fast path; nothing is returned (no vector)
+		ReturnMask:   PageIsWritten,
 	}
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(pagemapFd), pagemapScan, uintptr(unsafe.Pointer(&arg)))
 	switch e {

@@ -21,6 +21,7 @@ type Mapping struct {
 	Inode      uint64
 	Path       string
 	VmFlags    []string
+	Rss        uint64 // bytes resident (smaps)
 }
 
 // HasFlag reports whether the VMA has the two-letter VmFlag f.
@@ -54,6 +55,11 @@ func ParseSmaps(b []byte) ([]Mapping, error) {
 				return nil, fmt.Errorf("parse smaps: VmFlags before a mapping")
 			}
 			out[len(out)-1].VmFlags = strings.Fields(line[len("VmFlags:"):])
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "Rss:"); ok && len(out) > 0 {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			out[len(out)-1].Rss = kb << 10
 			continue
 		}
 		f := strings.Fields(line)
