@@ -310,6 +310,9 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 	case strings.HasPrefix(link, "socket:"):
 		err := ft.inetSocket(f, unsupported)
 		if errors.Is(err, linux.ErrNotInet) {
+			err = netlinkSocket(f)
+		}
+		if errors.Is(err, linux.ErrNotNetlink) {
 			err = unixSocket(f, uint32(st.Ino), unsupported)
 		}
 		if err != nil {
@@ -415,11 +418,23 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	return nil
 }
 
+// netlinkSocket records a netlink socket; it returns linux.ErrNotNetlink for other sockets.
+func netlinkSocket(f *openFile) error {
+	s, err := linux.InspectNetlink(f.dup)
+	if err != nil {
+		return err
+	}
+	f.img.Kind = imagepb.FileKind_FILE_KIND_NETLINK_SOCKET
+	f.img.NetlinkSocket = &imagepb.NetlinkSocket{Type: int32(s.Type), Protocol: int32(s.Protocol), Portid: s.Portid,
+		Groups: s.Groups, DstPortid: s.DstPortid, DstGroup: s.DstGroup}
+	return nil
+}
+
 // unixSocket records a unix socket: its type, state, name, peer and queued messages.
 func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) error) error {
 	s, err := linux.UnixDiag(ino)
 	if errors.Is(err, linux.ENOENT) {
-		return unsupported(f.img.Path+" (neither unix, TCP nor UDP)", "")
+		return unsupported(f.img.Path+" (neither unix, netlink, TCP nor UDP: packet, vsock...)", "")
 	}
 	if err != nil {
 		return fmt.Errorf("look up socket %s: %w", f.img.Path, err)

@@ -214,7 +214,7 @@ func TestDumpBadInput(t *testing.T) {
 		running(t, p.Pid, log)
 	})
 	t.Run("unsupported fd", func(t *testing.T) {
-		// A process holding a netlink socket: the dump names it and the process goes on.
+		// A process holding a packet socket: the dump names it and the process goes on.
 		sock := testutil.Build(t, "oddfd")
 		slog := filepath.Join(t.TempDir(), "sock.log")
 		s := testutil.Start(t, sock, slog)

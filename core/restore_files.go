@@ -115,6 +115,13 @@ func (r *restorer) openFiles() error {
 		case imagepb.FileKind_FILE_KIND_EPOLL:
 			// Filled from inside the process that holds it, once its fds are in place.
 			fd, err = linux.EpollCreate()
+		case imagepb.FileKind_FILE_KIND_NETLINK_SOCKET:
+			n := f.NetlinkSocket
+			fd, err = linux.MakeNetlink(&linux.NetlinkSocket{Type: int(n.Type), Protocol: int(n.Protocol), Portid: n.Portid,
+				Groups: n.Groups, DstPortid: n.DstPortid, DstGroup: n.DstGroup})
+			if err == nil {
+				err = setFl(fd, flags)
+			}
 		case imagepb.FileKind_FILE_KIND_INET_SOCKET:
 			fd, err = openInetSocket(f.InetSocket)
 			if err == nil {

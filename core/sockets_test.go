@@ -420,3 +420,23 @@ func TestRestoreUnixSocketEdges(t *testing.T) {
 		t.Errorf("the socket outside got %q, %v; want hello-ext", b[:n], err)
 	}
 }
+
+// A netlink socket comes back bound to the same port id, in the same multicast groups, and
+// answers a request.
+func TestRestoreNetlinkSocket(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "netlinker")
+	dump(t, core.LeaveRunning, p.Pid)
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	restore(t, img)
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	got := testutil.Lines(report)[0]
+	var groups string
+	var links int
+	if _, err := fmt.Sscanf(got, "portid=same groups=%s links=%d", &groups, &links); err != nil || groups != "0x51" || links < 1 {
+		t.Fatalf("after restore: %s, want portid=same groups=0x51 (groups 1, 5 and 7) and at least one link", got)
+	}
+}

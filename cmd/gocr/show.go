@@ -201,6 +201,9 @@ func showText(w io.Writer, c *image.Checkpoint) {
 					extra += fmt.Sprintf(" (repair: %d bytes to send, %d received)", len(in.Tcp.SendQueue), len(in.Tcp.RecvQueue))
 				}
 			}
+			if n := f.NetlinkSocket; n != nil {
+				extra += fmt.Sprintf(", netlink protocol %d port %d groups %v", n.Protocol, n.Portid, n.Groups)
+			}
 			if f.Plugin != "" {
 				extra += ", plugin " + f.Plugin
 			}

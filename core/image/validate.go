@@ -116,6 +116,11 @@ func (c *Checkpoint) validate() error {
 					return corrupt(TreeName, "file %d: bad inotify watch %d", f.Id, w.Wd)
 				}
 			}
+		case imagepb.FileKind_FILE_KIND_NETLINK_SOCKET:
+			n := f.NetlinkSocket
+			if n == nil || (n.Type != 2 && n.Type != 3) || n.Protocol < 0 || n.Protocol > 31 || len(n.Groups) > 2048 {
+				return corrupt(TreeName, "file %d: bad netlink socket", f.Id)
+			}
 		case imagepb.FileKind_FILE_KIND_INET_SOCKET:
 			in := f.InetSocket
 			if in == nil || (in.Family != 2 && in.Family != 10) || (in.Protocol != 6 && in.Protocol != 17) {

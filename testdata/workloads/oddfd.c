@@ -1,9 +1,8 @@
-// oddfd: a counter (see counter.c) that also holds a netlink socket on fd 4, a kind of file
-// gocr does not handle yet.
+// oddfd: a counter (see counter.c) that also holds a packet socket on fd 4, a kind of file
+// gocr does not handle.
 // usage: oddfd LOGFILE
 #include <fcntl.h>
 #include <stdio.h>
-#include <linux/netlink.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,7 +11,7 @@ int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644); // fd 3
-	if (fd != 3 || socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE) != 4)
+	if (fd != 3 || socket(AF_PACKET, SOCK_DGRAM, 0) != 4)
 		return 3;
 	for (long n = 1;; n++) {
 		char buf[64];

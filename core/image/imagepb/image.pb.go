@@ -102,7 +102,8 @@ const (
 	FileKind_FILE_KIND_PTY_MASTER FileKind = 14
 	FileKind_FILE_KIND_PTY_SLAVE  FileKind = 15
 	// A file a plugin claimed: it saved it (plugin_blob) and makes it again.
-	FileKind_FILE_KIND_PLUGIN FileKind = 16
+	FileKind_FILE_KIND_PLUGIN         FileKind = 16
+	FileKind_FILE_KIND_NETLINK_SOCKET FileKind = 17
 )
 
 // Enum value maps for FileKind.
@@ -125,25 +126,27 @@ var (
 		14: "FILE_KIND_PTY_MASTER",
 		15: "FILE_KIND_PTY_SLAVE",
 		16: "FILE_KIND_PLUGIN",
+		17: "FILE_KIND_NETLINK_SOCKET",
 	}
 	FileKind_value = map[string]int32{
-		"FILE_KIND_UNSPECIFIED": 0,
-		"FILE_KIND_REGULAR":     1,
-		"FILE_KIND_DIRECTORY":   2,
-		"FILE_KIND_PIPE":        3,
-		"FILE_KIND_FIFO":        4,
-		"FILE_KIND_CHAR_DEVICE": 5,
-		"FILE_KIND_EVENTFD":     6,
-		"FILE_KIND_EPOLL":       7,
-		"FILE_KIND_UNIX_SOCKET": 8,
-		"FILE_KIND_INET_SOCKET": 9,
-		"FILE_KIND_TIMERFD":     10,
-		"FILE_KIND_SIGNALFD":    11,
-		"FILE_KIND_INOTIFY":     12,
-		"FILE_KIND_MEMFD":       13,
-		"FILE_KIND_PTY_MASTER":  14,
-		"FILE_KIND_PTY_SLAVE":   15,
-		"FILE_KIND_PLUGIN":      16,
+		"FILE_KIND_UNSPECIFIED":    0,
+		"FILE_KIND_REGULAR":        1,
+		"FILE_KIND_DIRECTORY":      2,
+		"FILE_KIND_PIPE":           3,
+		"FILE_KIND_FIFO":           4,
+		"FILE_KIND_CHAR_DEVICE":    5,
+		"FILE_KIND_EVENTFD":        6,
+		"FILE_KIND_EPOLL":          7,
+		"FILE_KIND_UNIX_SOCKET":    8,
+		"FILE_KIND_INET_SOCKET":    9,
+		"FILE_KIND_TIMERFD":        10,
+		"FILE_KIND_SIGNALFD":       11,
+		"FILE_KIND_INOTIFY":        12,
+		"FILE_KIND_MEMFD":          13,
+		"FILE_KIND_PTY_MASTER":     14,
+		"FILE_KIND_PTY_SLAVE":      15,
+		"FILE_KIND_PLUGIN":         16,
+		"FILE_KIND_NETLINK_SOCKET": 17,
 	}
 )
 
@@ -1151,7 +1154,9 @@ type OpenFile struct {
 	PluginPid  int32  `protobuf:"varint,28,opt,name=plugin_pid,json=pluginPid,proto3" json:"plugin_pid,omitempty"`
 	PluginFd   int32  `protobuf:"varint,29,opt,name=plugin_fd,json=pluginFd,proto3" json:"plugin_fd,omitempty"`
 	// flock and OFD locks, held by this open file description.
-	Locks         []*FileLock `protobuf:"bytes,30,rep,name=locks,proto3" json:"locks,omitempty"`
+	Locks []*FileLock `protobuf:"bytes,30,rep,name=locks,proto3" json:"locks,omitempty"`
+	// For netlink sockets.
+	NetlinkSocket *NetlinkSocket `protobuf:"bytes,31,opt,name=netlink_socket,json=netlinkSocket,proto3" json:"netlink_socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1396,6 +1401,101 @@ func (x *OpenFile) GetLocks() []*FileLock {
 	return nil
 }
 
+func (x *OpenFile) GetNetlinkSocket() *NetlinkSocket {
+	if x != nil {
+		return x.NetlinkSocket
+	}
+	return nil
+}
+
+// NetlinkSocket is a netlink socket: made again with the same protocol, port id and groups;
+// messages queued on it are not kept.
+type NetlinkSocket struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Type     int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`
+	Protocol int32                  `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// 0: not bound yet.
+	Portid uint32 `protobuf:"varint,3,opt,name=portid,proto3" json:"portid,omitempty"`
+	// Multicast groups joined, numbered from 1.
+	Groups        []uint32 `protobuf:"varint,4,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	DstPortid     uint32   `protobuf:"varint,5,opt,name=dst_portid,json=dstPortid,proto3" json:"dst_portid,omitempty"`
+	DstGroup      uint32   `protobuf:"varint,6,opt,name=dst_group,json=dstGroup,proto3" json:"dst_group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetlinkSocket) Reset() {
+	*x = NetlinkSocket{}
+	mi := &file_image_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetlinkSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetlinkSocket) ProtoMessage() {}
+
+func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetlinkSocket.ProtoReflect.Descriptor instead.
+func (*NetlinkSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NetlinkSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *NetlinkSocket) GetProtocol() int32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *NetlinkSocket) GetPortid() uint32 {
+	if x != nil {
+		return x.Portid
+	}
+	return 0
+}
+
+func (x *NetlinkSocket) GetGroups() []uint32 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *NetlinkSocket) GetDstPortid() uint32 {
+	if x != nil {
+		return x.DstPortid
+	}
+	return 0
+}
+
+func (x *NetlinkSocket) GetDstGroup() uint32 {
+	if x != nil {
+		return x.DstGroup
+	}
+	return 0
+}
+
 // FileLock is a granted advisory lock.
 type FileLock struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1413,7 +1513,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1525,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1538,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FileLock) GetKind() LockKind {
@@ -1491,7 +1591,7 @@ type Pty struct {
 
 func (x *Pty) Reset() {
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1603,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1616,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Pty) GetTermios() []byte {
@@ -1567,7 +1667,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1679,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1692,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1635,7 +1735,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1747,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1760,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1709,7 +1809,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1821,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1834,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1826,7 +1926,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1938,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1951,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -1985,7 +2085,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2097,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2110,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -2087,7 +2187,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2199,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2212,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -2150,7 +2250,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2262,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2275,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -2228,7 +2328,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2340,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2353,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -2313,7 +2413,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2425,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2438,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -2417,7 +2517,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2529,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2542,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Process) GetPid() int32 {
@@ -2702,7 +2802,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2714,7 +2814,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2727,7 +2827,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -2754,7 +2854,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2866,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2879,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -2818,7 +2918,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +2930,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +2943,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -2921,7 +3021,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3033,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3046,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -3027,7 +3127,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3039,7 +3139,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3052,7 +3152,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3175,7 +3275,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3287,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3300,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -3406,7 +3506,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3518,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3531,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3481,7 +3581,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3493,7 +3593,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3506,7 +3606,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3541,7 +3641,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3553,7 +3653,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3566,7 +3666,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3601,7 +3701,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3613,7 +3713,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3626,7 +3726,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3675,7 +3775,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3687,7 +3787,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3700,7 +3800,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3843,7 +3943,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3855,7 +3955,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3868,7 +3968,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4008,7 +4108,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4020,7 +4120,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4033,7 +4133,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4068,7 +4168,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4080,7 +4180,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4093,7 +4193,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4134,7 +4234,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4146,7 +4246,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4159,7 +4259,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4237,7 +4337,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4349,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4362,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -4376,7 +4476,7 @@ const file_image_proto_rawDesc = "" +
 	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
 	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\x12\x18\n" +
 	"\astopped\x18\n" +
-	" \x01(\bR\astopped\"\xfc\a\n" +
+	" \x01(\bR\astopped\"\xc1\b\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4415,7 +4515,16 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"plugin_pid\x18\x1c \x01(\x05R\tpluginPid\x12\x1b\n" +
 	"\tplugin_fd\x18\x1d \x01(\x05R\bpluginFd\x12-\n" +
-	"\x05locks\x18\x1e \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\"\x85\x01\n" +
+	"\x05locks\x18\x1e \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\x12C\n" +
+	"\x0enetlink_socket\x18\x1f \x01(\v2\x1c.gocr.image.v1.NetlinkSocketR\rnetlinkSocket\"\xab\x01\n" +
+	"\rNetlinkSocket\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\x05R\bprotocol\x12\x16\n" +
+	"\x06portid\x18\x03 \x01(\rR\x06portid\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\rR\x06groups\x12\x1d\n" +
+	"\n" +
+	"dst_portid\x18\x05 \x01(\rR\tdstPortid\x12\x1b\n" +
+	"\tdst_group\x18\x06 \x01(\rR\bdstGroup\"\x85\x01\n" +
 	"\bFileLock\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.gocr.image.v1.LockKindR\x04kind\x12\x14\n" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
@@ -4719,7 +4828,7 @@ const file_image_proto_rawDesc = "" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
 	"\x10KIND_INCREMENTAL\x10\x03\x12\x11\n" +
-	"\rKIND_PRE_DUMP\x10\x04*\x9e\x03\n" +
+	"\rKIND_PRE_DUMP\x10\x04*\xbc\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -4738,7 +4847,8 @@ const file_image_proto_rawDesc = "" +
 	"\x0fFILE_KIND_MEMFD\x10\r\x12\x18\n" +
 	"\x14FILE_KIND_PTY_MASTER\x10\x0e\x12\x17\n" +
 	"\x13FILE_KIND_PTY_SLAVE\x10\x0f\x12\x14\n" +
-	"\x10FILE_KIND_PLUGIN\x10\x10*b\n" +
+	"\x10FILE_KIND_PLUGIN\x10\x10\x12\x1c\n" +
+	"\x18FILE_KIND_NETLINK_SOCKET\x10\x11*b\n" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
@@ -4773,103 +4883,105 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_image_proto_goTypes = []any{
-	(Kind)(0),            // 0: gocr.image.v1.Kind
-	(FileKind)(0),        // 1: gocr.image.v1.FileKind
-	(LockKind)(0),        // 2: gocr.image.v1.LockKind
-	(VMAKind)(0),         // 3: gocr.image.v1.VMAKind
-	(*Index)(nil),        // 4: gocr.image.v1.Index
-	(*FileEntry)(nil),    // 5: gocr.image.v1.FileEntry
-	(*Tree)(nil),         // 6: gocr.image.v1.Tree
-	(*SysvShm)(nil),      // 7: gocr.image.v1.SysvShm
-	(*SavedFile)(nil),    // 8: gocr.image.v1.SavedFile
-	(*MappedFile)(nil),   // 9: gocr.image.v1.MappedFile
-	(*CPU)(nil),          // 10: gocr.image.v1.CPU
-	(*ProcessEntry)(nil), // 11: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),     // 12: gocr.image.v1.OpenFile
-	(*FileLock)(nil),     // 13: gocr.image.v1.FileLock
-	(*Pty)(nil),          // 14: gocr.image.v1.Pty
-	(*Timerfd)(nil),      // 15: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil), // 16: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),   // 17: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),      // 18: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),   // 19: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),    // 20: gocr.image.v1.EpollItem
-	(*Pipe)(nil),         // 21: gocr.image.v1.Pipe
-	(*SharedMemory)(nil), // 22: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),      // 23: gocr.image.v1.PageRun
-	(*Process)(nil),      // 24: gocr.image.v1.Process
-	(*Cgroup)(nil),       // 25: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),  // 26: gocr.image.v1.UffdTracker
-	(*Sched)(nil),        // 27: gocr.image.v1.Sched
-	(*PosixTimer)(nil),   // 28: gocr.image.v1.PosixTimer
-	(*Thread)(nil),       // 29: gocr.image.v1.Thread
-	(*Regs)(nil),         // 30: gocr.image.v1.Regs
-	(*SigAction)(nil),    // 31: gocr.image.v1.SigAction
-	(*SigInfo)(nil),      // 32: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),  // 33: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),       // 34: gocr.image.v1.ITimer
-	(*MM)(nil),           // 35: gocr.image.v1.MM
-	(*VMA)(nil),          // 36: gocr.image.v1.VMA
-	(*Fd)(nil),           // 37: gocr.image.v1.Fd
-	(*RLimit)(nil),       // 38: gocr.image.v1.RLimit
-	(*Creds)(nil),        // 39: gocr.image.v1.Creds
-	(*Rseq)(nil),         // 40: gocr.image.v1.Rseq
-	nil,                  // 41: gocr.image.v1.InetSocket.OptionsEntry
+	(Kind)(0),             // 0: gocr.image.v1.Kind
+	(FileKind)(0),         // 1: gocr.image.v1.FileKind
+	(LockKind)(0),         // 2: gocr.image.v1.LockKind
+	(VMAKind)(0),          // 3: gocr.image.v1.VMAKind
+	(*Index)(nil),         // 4: gocr.image.v1.Index
+	(*FileEntry)(nil),     // 5: gocr.image.v1.FileEntry
+	(*Tree)(nil),          // 6: gocr.image.v1.Tree
+	(*SysvShm)(nil),       // 7: gocr.image.v1.SysvShm
+	(*SavedFile)(nil),     // 8: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),    // 9: gocr.image.v1.MappedFile
+	(*CPU)(nil),           // 10: gocr.image.v1.CPU
+	(*ProcessEntry)(nil),  // 11: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),      // 12: gocr.image.v1.OpenFile
+	(*NetlinkSocket)(nil), // 13: gocr.image.v1.NetlinkSocket
+	(*FileLock)(nil),      // 14: gocr.image.v1.FileLock
+	(*Pty)(nil),           // 15: gocr.image.v1.Pty
+	(*Timerfd)(nil),       // 16: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 17: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),    // 18: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),       // 19: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),    // 20: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),     // 21: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 22: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 23: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 24: gocr.image.v1.PageRun
+	(*Process)(nil),       // 25: gocr.image.v1.Process
+	(*Cgroup)(nil),        // 26: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 27: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 28: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 29: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 30: gocr.image.v1.Thread
+	(*Regs)(nil),          // 31: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 32: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 33: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 34: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 35: gocr.image.v1.ITimer
+	(*MM)(nil),            // 36: gocr.image.v1.MM
+	(*VMA)(nil),           // 37: gocr.image.v1.VMA
+	(*Fd)(nil),            // 38: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 39: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 40: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 41: gocr.image.v1.Rseq
+	nil,                   // 42: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	11, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	12, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	21, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	22, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	22, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	23, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	10, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	9,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	8,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
 	7,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
 	1,  // 10: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	20, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	19, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	17, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	15, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	16, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	14, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	13, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
-	2,  // 18: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	41, // 19: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	18, // 20: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	23, // 21: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	30, // 22: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	31, // 23: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	32, // 24: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	33, // 25: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	34, // 26: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	35, // 27: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	36, // 28: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	23, // 29: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	37, // 30: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	38, // 31: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	39, // 32: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	40, // 33: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	29, // 34: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	28, // 35: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	13, // 36: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	27, // 37: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	26, // 38: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	25, // 39: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	30, // 40: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	32, // 41: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	33, // 42: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	40, // 43: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	27, // 44: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 45: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	21, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	20, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	18, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	16, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	17, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	15, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	14, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	13, // 18: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
+	2,  // 19: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	42, // 20: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	19, // 21: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	24, // 22: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	31, // 23: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	32, // 24: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	33, // 25: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	34, // 26: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	35, // 27: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	36, // 28: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	37, // 29: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	24, // 30: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	38, // 31: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	39, // 32: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	40, // 33: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	41, // 34: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	30, // 35: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	29, // 36: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	14, // 37: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	28, // 38: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	27, // 39: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	26, // 40: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	31, // 41: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	33, // 42: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	34, // 43: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	41, // 44: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	28, // 45: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 46: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4883,7 +4995,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
