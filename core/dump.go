@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/gocr/gocr/core/image"
@@ -283,6 +284,9 @@ func (d *dumper) run(ctx context.Context) error {
 	if err := d.files.checkPeers(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	if err := d.checkPidfds(); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
 	d.tree.Plugins = d.files.pluginsUsed()
 	d.tree.NetLock = d.files.lock
 	if err := d.files.writeData(d.w, d.tree); err != nil {
@@ -347,6 +351,24 @@ func (d *dumper) run(ctx context.Context) error {
 		return nil // let go before the memory was read
 	}
 	return d.thread.Do(d.finish)
+}
+
+// checkPidfds refuses a pidfd of a process outside the dumped trees: the restore makes
+// pidfds of the processes it makes, never of others (whose pid may be someone else by then).
+func (d *dumper) checkPidfds() error {
+	in := map[int32]bool{}
+	for _, pid := range d.order {
+		for _, tid := range d.procs[pid].entry.Threads {
+			in[tid] = true
+		}
+	}
+	for _, f := range d.files.all {
+		if f.img.Kind == imagepb.FileKind_FILE_KIND_PIDFD && !in[f.img.PidfdPid] {
+			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd), Kind: fmt.Sprintf("pidfd of process %d, outside the dumped trees", f.img.PidfdPid),
+				Hint: "dump that process's tree too (-t PID,PID)"}
+		}
+	}
+	return nil
 }
 
 // tracking says whether this dump leaves memory tracking armed for the next one.

@@ -221,7 +221,7 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 	switch {
 	case strings.HasPrefix(link, "socket:"):
 	case link == "anon_inode:[eventfd]", link == "anon_inode:[eventpoll]", link == "anon_inode:[timerfd]",
-		link == "anon_inode:[signalfd]", link == "anon_inode:inotify":
+		link == "anon_inode:[signalfd]", link == "anon_inode:inotify", link == "anon_inode:[pidfd]":
 	case strings.HasPrefix(link, "anon_inode:"):
 		return nil, false, unsupported(strings.TrimPrefix(link, "anon_inode:"), "")
 	}
@@ -286,6 +286,13 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 	case link == "anon_inode:[signalfd]":
 		f.img.Kind = imagepb.FileKind_FILE_KIND_SIGNALFD
 		f.img.SignalfdMask = info.SigMask
+		return f, cloexec, nil
+	case link == "anon_inode:[pidfd]":
+		// Whether the process is one of the dumped trees is checked once all are collected.
+		if info.PidfdPid <= 0 {
+			return nil, false, unsupported("pidfd of a process that has exited or lives in another pid namespace", "")
+		}
+		f.img.Kind, f.img.PidfdPid = imagepb.FileKind_FILE_KIND_PIDFD, int32(info.PidfdPid)
 		return f, cloexec, nil
 	case link == "anon_inode:inotify":
 		f.img.Kind = imagepb.FileKind_FILE_KIND_INOTIFY

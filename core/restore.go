@@ -350,6 +350,9 @@ func (r *restorer) run(ctx context.Context) error {
 	if err := r.thread.Do(r.setForegroundGroups); err != nil {
 		return err
 	}
+	if err := r.openPidfds(); err != nil {
+		return err
+	}
 	r.stats.Create = time.Since(t0)
 	t1 := time.Now()
 	// Processes are restored concurrently: each step on the tracer thread is one Do, and the

@@ -115,6 +115,8 @@ func (r *restorer) openFiles() error {
 		case imagepb.FileKind_FILE_KIND_EPOLL:
 			// Filled from inside the process that holds it, once its fds are in place.
 			fd, err = linux.EpollCreate()
+		case imagepb.FileKind_FILE_KIND_PIDFD:
+			continue // once the processes exist (openPidfds)
 		case imagepb.FileKind_FILE_KIND_NETLINK_SOCKET:
 			n := f.NetlinkSocket
 			fd, err = linux.MakeNetlink(&linux.NetlinkSocket{Type: int(n.Type), Protocol: int(n.Protocol), Portid: n.Portid,
@@ -261,6 +263,21 @@ func lockEnd(end int64) string {
 		return "EOF"
 	}
 	return fmt.Sprint(end)
+}
+
+// openPidfds makes the pidfds, once every process and thread they may refer to exists.
+func (r *restorer) openPidfds() error {
+	for _, f := range r.c.Tree.Files {
+		if f.Kind != imagepb.FileKind_FILE_KIND_PIDFD {
+			continue
+		}
+		fd, err := linux.PidfdOpenFlags(int(f.PidfdPid), int(f.Flags))
+		if err != nil {
+			return fmt.Errorf("restore: pidfd of %d: %w", f.PidfdPid, err)
+		}
+		r.files[f.Id] = fd
+	}
+	return nil
 }
 
 func setFl(fd int, flags int) error {

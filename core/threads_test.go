@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -206,5 +207,32 @@ func TestRestoreSysvShm(t *testing.T) {
 	})
 	if maps := testutil.ReadFile(fmt.Sprintf("/proc/%d/maps", p.Pid)); !strings.Contains(maps, " "+id+" ") || !strings.Contains(maps, "/SYSV") {
 		t.Errorf("segment %s not attached after restore:\n%s", id, maps)
+	}
+}
+
+// A pidfd of a child comes back referring to the restored child: the parent finds it alive,
+// kills it and waits for it through the pidfd.
+func TestRestorePidfd(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "pidfds")
+	kids := testutil.Children(p.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("pidfds has %d children", len(kids))
+	}
+	// A pidfd of a process outside the tree (here, of the test) is refused by name.
+	outside, _ := testutil.StartReady(t, "pidfds", "parent")
+	_, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{outside.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), fmt.Sprintf("pidfd of process %d, outside the dumped trees", os.Getpid())) {
+		t.Fatalf("dump of a pidfd of a process outside: %v", err)
+	}
+
+	dump(t, core.LeaveRunning, p.Pid)
+	img := dumpTree(t, p)
+	restore(t, img)
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got, want := testutil.Lines(report)[0], fmt.Sprintf("alive=1 reaped=%d child=%d", kids[0], kids[0]); got != want {
+		t.Fatalf("after restore: %s, want %s", got, want)
 	}
 }

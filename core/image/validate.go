@@ -52,6 +52,12 @@ func (c *Checkpoint) validate() error {
 		}
 		pids[p.Pid] = p
 	}
+	tids := map[int32]bool{}
+	for _, p := range t.Processes {
+		for _, tid := range p.Threads {
+			tids[tid] = true
+		}
+	}
 	isRoot := map[int32]bool{}
 	for _, r := range t.Roots {
 		if pids[r] == nil {
@@ -115,6 +121,10 @@ func (c *Checkpoint) validate() error {
 				if w.Wd <= 0 || w.Path == "" {
 					return corrupt(TreeName, "file %d: bad inotify watch %d", f.Id, w.Wd)
 				}
+			}
+		case imagepb.FileKind_FILE_KIND_PIDFD:
+			if !tids[f.PidfdPid] {
+				return corrupt(TreeName, "file %d: pidfd of %d, not a process of the image", f.Id, f.PidfdPid)
 			}
 		case imagepb.FileKind_FILE_KIND_NETLINK_SOCKET:
 			n := f.NetlinkSocket

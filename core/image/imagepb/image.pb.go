@@ -104,6 +104,8 @@ const (
 	// A file a plugin claimed: it saved it (plugin_blob) and makes it again.
 	FileKind_FILE_KIND_PLUGIN         FileKind = 16
 	FileKind_FILE_KIND_NETLINK_SOCKET FileKind = 17
+	// A pidfd of a process (or thread) of the dumped trees.
+	FileKind_FILE_KIND_PIDFD FileKind = 18
 )
 
 // Enum value maps for FileKind.
@@ -127,6 +129,7 @@ var (
 		15: "FILE_KIND_PTY_SLAVE",
 		16: "FILE_KIND_PLUGIN",
 		17: "FILE_KIND_NETLINK_SOCKET",
+		18: "FILE_KIND_PIDFD",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED":    0,
@@ -147,6 +150,7 @@ var (
 		"FILE_KIND_PTY_SLAVE":      15,
 		"FILE_KIND_PLUGIN":         16,
 		"FILE_KIND_NETLINK_SOCKET": 17,
+		"FILE_KIND_PIDFD":          18,
 	}
 )
 
@@ -1157,6 +1161,8 @@ type OpenFile struct {
 	Locks []*FileLock `protobuf:"bytes,30,rep,name=locks,proto3" json:"locks,omitempty"`
 	// For netlink sockets.
 	NetlinkSocket *NetlinkSocket `protobuf:"bytes,31,opt,name=netlink_socket,json=netlinkSocket,proto3" json:"netlink_socket,omitempty"`
+	// For pidfds: the process (or, with PIDFD_THREAD, the thread) it refers to.
+	PidfdPid      int32 `protobuf:"varint,32,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1406,6 +1412,13 @@ func (x *OpenFile) GetNetlinkSocket() *NetlinkSocket {
 		return x.NetlinkSocket
 	}
 	return nil
+}
+
+func (x *OpenFile) GetPidfdPid() int32 {
+	if x != nil {
+		return x.PidfdPid
+	}
+	return 0
 }
 
 // NetlinkSocket is a netlink socket: made again with the same protocol, port id and groups;
@@ -4476,7 +4489,7 @@ const file_image_proto_rawDesc = "" +
 	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
 	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\x12\x18\n" +
 	"\astopped\x18\n" +
-	" \x01(\bR\astopped\"\xc1\b\n" +
+	" \x01(\bR\astopped\"\xde\b\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4516,7 +4529,8 @@ const file_image_proto_rawDesc = "" +
 	"plugin_pid\x18\x1c \x01(\x05R\tpluginPid\x12\x1b\n" +
 	"\tplugin_fd\x18\x1d \x01(\x05R\bpluginFd\x12-\n" +
 	"\x05locks\x18\x1e \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\x12C\n" +
-	"\x0enetlink_socket\x18\x1f \x01(\v2\x1c.gocr.image.v1.NetlinkSocketR\rnetlinkSocket\"\xab\x01\n" +
+	"\x0enetlink_socket\x18\x1f \x01(\v2\x1c.gocr.image.v1.NetlinkSocketR\rnetlinkSocket\x12\x1b\n" +
+	"\tpidfd_pid\x18  \x01(\x05R\bpidfdPid\"\xab\x01\n" +
 	"\rNetlinkSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\x05R\bprotocol\x12\x16\n" +
@@ -4828,7 +4842,7 @@ const file_image_proto_rawDesc = "" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
 	"\x10KIND_INCREMENTAL\x10\x03\x12\x11\n" +
-	"\rKIND_PRE_DUMP\x10\x04*\xbc\x03\n" +
+	"\rKIND_PRE_DUMP\x10\x04*\xd1\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -4848,7 +4862,8 @@ const file_image_proto_rawDesc = "" +
 	"\x14FILE_KIND_PTY_MASTER\x10\x0e\x12\x17\n" +
 	"\x13FILE_KIND_PTY_SLAVE\x10\x0f\x12\x14\n" +
 	"\x10FILE_KIND_PLUGIN\x10\x10\x12\x1c\n" +
-	"\x18FILE_KIND_NETLINK_SOCKET\x10\x11*b\n" +
+	"\x18FILE_KIND_NETLINK_SOCKET\x10\x11\x12\x13\n" +
+	"\x0fFILE_KIND_PIDFD\x10\x12*b\n" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +

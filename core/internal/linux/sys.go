@@ -197,6 +197,13 @@ func ProcessVMWritev(pid int, buf []byte, raddr uint64) (int, error) {
 	}
 }
 
+// PidfdOpenFlags returns a pidfd for pid with the open flags a dumped one had: O_NONBLOCK
+// (PIDFD_NONBLOCK) and O_EXCL (PIDFD_THREAD: pid is a thread id).
+func PidfdOpenFlags(pid int, flags int) (int, error) {
+	fd, err := unix.PidfdOpen(pid, flags&(unix.O_NONBLOCK|unix.O_EXCL)) // always close-on-exec
+	return fd, os.NewSyscallError("pidfd_open", err)
+}
+
 // PidfdOpen returns a pidfd for pid.
 func PidfdOpen(pid int) (int, error) {
 	fd, err := unix.PidfdOpen(pid, 0)

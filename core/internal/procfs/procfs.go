@@ -279,6 +279,9 @@ type FdInfo struct {
 	SigMask uint64
 	// inotify
 	Inotify []InotifyWatch
+	// pidfd: the process it refers to ("Pid:"; -1 once it has exited, 0 outside our pid
+	// namespace).
+	PidfdPid int
 	// userfaultfd: the features enabled ("API:" line), 0 for another kind of fd.
 	UffdFeatures uint64
 	// The locks granted through this fd: flock and OFD locks of its open file description,
@@ -409,6 +412,8 @@ func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 				return nil, fmt.Errorf("fdinfo %d of %d: %w", fd, pid, err)
 			}
 			fi.Inotify = append(fi.Inotify, w)
+		case "Pid":
+			fi.PidfdPid, _ = strconv.Atoi(v)
 		case "API":
 			// "aa:8000a000:1fc" (version, features, ioctls); bit 31 is internal.
 			if f := strings.Split(v, ":"); len(f) >= 2 {
