@@ -79,6 +79,16 @@ func scanPagemap(pagemapFd int, start, end uint64, anyof, mask, ret uint64) ([]P
 			return nil, os.NewSyscallError("ioctl(PAGEMAP_SCAN)", e)
 		}
 		for _, r := range vec[:n] {
+			// After a call that found more regions than the kernel's bounce buffer holds (512),
+			// walk_end may come back short of where the walk got: the next call walks part of
+			// it again. Drop what was already reported (these scans change nothing, so the
+			// second report is the same pages).
+			if k := len(out); k > 0 && r.Start < out[k-1].End {
+				r.Start = out[k-1].End
+				if r.Start >= r.End {
+					continue
+				}
+			}
 			// The walk may be resumed after a full vector: merge a region split at the boundary.
 			if k := len(out); k > 0 && out[k-1].End == r.Start && out[k-1].Categories == r.Categories {
 				out[k-1].End = r.End
