@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/netlock"
 )
 
 // Feature is a kernel feature gocr uses, whether it is here, and what its absence costs.
@@ -26,6 +27,9 @@ func Features() []Feature {
 		for _, p := range linux.Probes() {
 			features = append(features, Feature{Name: p.Name, Present: p.Err == nil, Required: p.Required, Detail: errText(p.Err), Cost: p.Cost})
 		}
+		err := netlock.Probe()
+		features = append(features, Feature{Name: "nftables (network lock for TCP connections)", Present: err == nil, Detail: errText(err),
+			Cost: "established TCP connections are taken without a network lock: a packet from the peer while the tree is away resets the connection"})
 	})
 	return features
 }

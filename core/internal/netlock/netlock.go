@@ -63,6 +63,17 @@ func Unlock(name string) error {
 	return nil
 }
 
+// Probe says whether nftables can be used here: it lists the tables, which needs nf_tables
+// and CAP_NET_ADMIN like making one does, and changes nothing.
+func Probe() error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
+	return err
+}
+
 // Held says whether table name is there.
 func Held(name string) (bool, error) {
 	c, err := nftables.New()
