@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/gocr/gocr/core"
@@ -99,4 +100,19 @@ func dumpTree(t *testing.T, p *testutil.Proc) string {
 		testutil.KillAndReap(k)
 	}
 	return img
+}
+
+// restoreAndAsk dumps the tree of p twice, leaving it running and then killing it (whatever
+// the first dump changed must have been undone for the second to find it again), restores
+// it, and sends SIGUSR1 to p: the workloads then check their state and append a line to
+// dir/report, which it returns.
+func restoreAndAsk(t *testing.T, p *testutil.Proc, dir string) string {
+	t.Helper()
+	dump(t, core.LeaveRunning, p.Pid)
+	img := dumpTree(t, p)
+	restore(t, img)
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	return testutil.Lines(report)[0]
 }

@@ -402,15 +402,7 @@ func TestRestoreUnixSocketEdges(t *testing.T) {
 	defer ext.Close()
 	p := testutil.Start(t, testutil.Build(t, "unixedge"), dir)
 	testutil.WaitFor(t, "unixedge to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
-	dump(t, core.LeaveRunning, p.Pid)
-	img := dump(t, core.Kill, p.Pid)
-	waitReaped(t, p)
-	restore(t, img)
-
-	syscall.Kill(p.Pid, syscall.SIGUSR1)
-	report := filepath.Join(dir, "report")
-	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	if got, want := testutil.Lines(report)[0], "pair=bye eof=0 srv=m1,m2,m3"; got != want {
+	if got, want := restoreAndAsk(t, p, dir), "pair=bye eof=0 srv=m1,m2,m3"; got != want {
 		t.Errorf("after restore: %s, want %s", got, want)
 	}
 	ext.SetDeadline(time.Now().Add(10 * time.Second))
@@ -426,14 +418,7 @@ func TestRestoreUnixSocketEdges(t *testing.T) {
 func TestRestoreNetlinkSocket(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "netlinker")
-	dump(t, core.LeaveRunning, p.Pid)
-	img := dump(t, core.Kill, p.Pid)
-	waitReaped(t, p)
-	restore(t, img)
-	syscall.Kill(p.Pid, syscall.SIGUSR1)
-	report := filepath.Join(dir, "report")
-	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	got := testutil.Lines(report)[0]
+	got := restoreAndAsk(t, p, dir)
 	var groups string
 	var links int
 	if _, err := fmt.Sscanf(got, "portid=same groups=%s links=%d", &groups, &links); err != nil || groups != "0x51" || links < 1 {

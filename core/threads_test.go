@@ -91,13 +91,7 @@ func TestRestoreGoProgram(t *testing.T) {
 func TestRestoreEpollEventfd(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "epoll")
-	img := dump(t, core.Kill, p.Pid)
-	waitReaped(t, p)
-	restore(t, img)
-	syscall.Kill(p.Pid, syscall.SIGUSR1)
-	report := filepath.Join(dir, "report")
-	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	if got, want := testutil.Lines(report)[0], "ready=111,222 sem=1 left=4"; got != want {
+	if got, want := restoreAndAsk(t, p, dir), "ready=111,222 sem=1 left=4"; got != want {
 		t.Fatalf("after restore: %s, want %s", got, want)
 	}
 }
@@ -226,13 +220,7 @@ func TestRestorePidfd(t *testing.T) {
 		t.Fatalf("dump of a pidfd of a process outside: %v", err)
 	}
 
-	dump(t, core.LeaveRunning, p.Pid)
-	img := dumpTree(t, p)
-	restore(t, img)
-	syscall.Kill(p.Pid, syscall.SIGUSR1)
-	report := filepath.Join(dir, "report")
-	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
-	if got, want := testutil.Lines(report)[0], fmt.Sprintf("alive=1 reaped=%d child=%d", kids[0], kids[0]); got != want {
+	if got, want := restoreAndAsk(t, p, dir), fmt.Sprintf("alive=1 reaped=%d child=%d", kids[0], kids[0]); got != want {
 		t.Fatalf("after restore: %s, want %s", got, want)
 	}
 }
