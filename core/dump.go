@@ -19,6 +19,10 @@ import (
 	"github.com/gocr/gocr/core/internal/tracer"
 )
 
+// DefaultGhostLimit is the largest deleted file a dump saves unless told otherwise: a
+// binary replaced by an upgrade fits, a deleted log of gigabytes does not.
+const DefaultGhostLimit = 64 << 20
+
 // FinalState is what happens to a dumped tree once its image is safe.
 type FinalState int
 
@@ -62,6 +66,11 @@ type DumpOptions struct {
 	PluginDirs []string
 	// PluginTimeout bounds each plugin call (default 30 s).
 	PluginTimeout time.Duration
+	// GhostLimit bounds the size of a deleted file whose content is saved in the image (an
+	// open or mapped file that no path leads to any more; memfds are not bounded), as CRIU's
+	// --ghost-limit: a larger one is refused by name. 0 means DefaultGhostLimit; negative, no
+	// bound.
+	GhostLimit int64
 	// PreDump is CRIU's pre-dump: the tree is let go as soon as its state is collected and
 	// its written pages marked, and its memory is read while it runs. The image (kind
 	// pre-dump) is not consistent on its own: it serves as the Parent of a later dump.
@@ -149,6 +158,12 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		}
 	}
 	d.files.tcpEstablished = opts.TCPEstablished
+	switch {
+	case opts.GhostLimit == 0:
+		d.files.ghostLimit = DefaultGhostLimit
+	case opts.GhostLimit > 0:
+		d.files.ghostLimit = opts.GhostLimit
+	}
 	d.files.host, d.files.ctx = host, ctx
 	err = d.run(ctx)
 	host.Close(err == nil)

@@ -26,6 +26,8 @@ type fileTable struct {
 	used map[string]bool // plugins that claimed a file
 	// tcpEstablished allows established TCP connections (taken in repair mode).
 	tcpEstablished bool
+	// ghostLimit bounds the deleted files saved in the image (0: no bound).
+	ghostLimit int64
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
 	repaired []int
 	// lock is the network lock holding the connections' packets back ("" until one is
@@ -333,6 +335,9 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 		if st.Nlink == 0 {
 			f.img.Deleted = true
 			f.img.Path = strings.TrimSuffix(link, " (deleted)")
+			if err := ft.ghostCheck(f.img.Path, st.Size, unsupported); err != nil {
+				return nil, false, err
+			}
 		}
 	case linux.SIFDIR:
 		f.img.Kind = imagepb.FileKind_FILE_KIND_DIRECTORY
@@ -422,6 +427,15 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	}
 	f.img.Kind = imagepb.FileKind_FILE_KIND_INET_SOCKET
 	f.img.InetSocket = in
+	return nil
+}
+
+// ghostCheck refuses a deleted file larger than the ghost limit.
+func (ft *fileTable) ghostCheck(path string, size int64, unsupported func(kind, hint string) error) error {
+	if ft.ghostLimit > 0 && size > ft.ghostLimit {
+		return unsupported(fmt.Sprintf("deleted file %s of %d bytes", path, size),
+			fmt.Sprintf("its content would go into the image; --ghost-limit is %d bytes: raise it to take it", ft.ghostLimit))
+	}
 	return nil
 }
 

@@ -544,6 +544,13 @@ func (d *dumper) saveFile(pid int, m *procfs.Mapping, st linux.Stat) (uint32, er
 		return 0, err
 	}
 	defer f.Close()
+	if !strings.HasPrefix(sf.Path, "/memfd:") {
+		if err := d.files.ghostCheck(sf.Path, st.Size, func(kind, hint string) error {
+			return &UnsupportedError{Pid: pid, What: fmt.Sprintf("mapping %#x-%#x", m.Start, m.End), Kind: kind, Hint: hint}
+		}); err != nil {
+			return 0, err
+		}
+	}
 	if name, ok := strings.CutPrefix(sf.Path, "/memfd:"); ok {
 		sf.Memfd, sf.MemfdName = true, name
 		seals, err := linux.Seals(int(f.Fd()))

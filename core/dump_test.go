@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -245,6 +246,22 @@ func TestDumpBadInput(t *testing.T) {
 			t.Fatalf("got %v, want an UnsupportedError naming the ipc and uts namespaces of pid %d", err, n.Pid)
 		}
 		running(t, n.Pid, nlog)
+	})
+	t.Run("deleted file over the ghost limit", func(t *testing.T) {
+		big := filepath.Join(t.TempDir(), "rotated.log")
+		os.WriteFile(big, make([]byte, 2<<20), 0o600)
+		h, _ := testutil.StartReady(t, "holdfile", big)
+		_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{h.Pid}, Dir: filepath.Join(t.TempDir(), "img"), GhostLimit: 1 << 20})
+		var ue *core.UnsupportedError
+		if !errors.As(err, &ue) || !strings.Contains(ue.Kind, "deleted file "+big) || !strings.Contains(ue.Hint, "--ghost-limit") {
+			t.Fatalf("got %v, want a refusal naming the deleted file and --ghost-limit", err)
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", h.Pid)); err != nil {
+			t.Fatal("the process is gone after a refused dump")
+		}
+		if _, err := core.Dump(ctx, core.DumpOptions{Roots: []int{h.Pid}, Dir: filepath.Join(t.TempDir(), "img"), Final: core.LeaveRunning}); err != nil {
+			t.Fatalf("dump under the default ghost limit: %v", err)
+		}
 	})
 	t.Run("fd in flight", func(t *testing.T) {
 		flog := filepath.Join(t.TempDir(), "f.log")

@@ -150,6 +150,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"dump", "-D", dir + "/x"}, 2, "-t PID"},
 		{[]string{"dump", "-t", "1"}, 2, "-D DIR"},
 		{[]string{"dump", "--bogus"}, 2, "unknown flag"},
+		{[]string{"dump", "-t", "1", "-D", dir + "/g", "--ghost-limit", "12Q"}, 2, "--ghost-limit"},
 		{[]string{"dump", "-t", "4194000", "-D", dir + "/y"}, 3, "no such process"},
 		{[]string{"restore", "-D", dir + "/none"}, 6, "no image"},
 		{[]string{"show", dir}, 6, "no index.img"},
@@ -375,6 +376,19 @@ kill -9 $pid
 	for i, l := range testutil.Lines(log) {
 		if l != fmt.Sprintf("%d %d", i+1, i+1) {
 			t.Fatalf("log line %d is %q", i+1, l)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4096": 4096, "1K": 1 << 10, "64M": 64 << 20, "2g": 2 << 30, "0": 0} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"M", "-1", "1.5G", "x"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) took it", in)
 		}
 	}
 }

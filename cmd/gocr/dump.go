@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +25,7 @@ type dumpOptions struct {
 	trackMem     bool
 	preDump      bool
 	parent       string
+	ghostLimit   string
 	json         bool
 }
 
@@ -75,6 +78,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
+	f.StringVar(&opts.ghostLimit, "ghost-limit", "", "largest deleted file whose content goes into the image, as CRIU (bytes, or with K, M, G; default 64M; 0: no limit)")
 	f.StringVar(&opts.parent, "prev-images-dir", "", "an earlier image of the tree taken with --track-mem (relative paths from -D, as CRIU): dump only the pages written since")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	f.BoolVar(&opts.preDump, "pre-dump", false, "")
@@ -119,11 +123,21 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	case opts.leaveStopped:
 		final = core.LeaveStopped
 	}
+	var ghost int64
+	if opts.ghostLimit != "" {
+		n, err := parseSize(opts.ghostLimit)
+		if err != nil {
+			return usageError{fmt.Errorf("dump: --ghost-limit: %w", err)}
+		}
+		if ghost = n; n == 0 {
+			ghost = -1 // no limit
+		}
+	}
 	prog := newProgress(opts.errOut, "dump")
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
 		Progress: prog.update,
 	})
 	prog.done()
@@ -160,4 +174,25 @@ func humanBytes(n uint64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// parseSize reads a size in bytes, with an optional K, M or G (powers of 1024).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with K, M or G)", s)
+	}
+	return n * mult, nil
 }
