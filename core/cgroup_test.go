@@ -72,3 +72,27 @@ func TestRestoreCgroup(t *testing.T) {
 		t.Fatalf("restored process's cgroups:\n%s\nwant the line %s", cg, line)
 	}
 }
+
+// With NoCgroups (--manage-cgroups=none) the restored process stays in gocr's cgroups.
+func TestRestoreCgroupNone(t *testing.T) {
+	testutil.RequireRoot(t)
+	line, dir := childCgroup(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(p.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "counter", func() bool { return lastInt(t, log) >= 3 })
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, NoCgroups: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	t.Cleanup(func() { testutil.KillAndReap(p.Pid) })
+	mine := testutil.ReadFile("/proc/self/cgroup")
+	if cg := testutil.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid)); strings.Contains(cg, line+"\n") || cg != mine {
+		t.Fatalf("restored process's cgroups:\n%s\nwant this test's:\n%s", cg, mine)
+	}
+}

@@ -38,6 +38,9 @@ type RestoreOptions struct {
 	// $GOCR_PLUGIN_DIR and gocr's directory); PluginTimeout bounds each call.
 	PluginDirs    []string
 	PluginTimeout time.Duration
+	// NoCgroups leaves the restored processes in gocr's cgroups instead of putting them
+	// back into theirs (CRIU's --manage-cgroups=none).
+	NoCgroups bool
 }
 
 // Restored is a tree brought back. Its roots are children of the calling process.
@@ -394,8 +397,10 @@ func (r *restorer) run(ctx context.Context) error {
 	if err := r.host.Devices(ctx, pluginhost.ResumeDevicesLate, r.pids()); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	if err := r.joinCgroups(); err != nil {
-		return err
+	if !r.opts.NoCgroups {
+		if err := r.joinCgroups(); err != nil {
+			return err
+		}
 	}
 	// The restored sockets are out of repair mode: let the peers' packets reach them.
 	if r.c.Tree.NetLock != "" {

@@ -19,6 +19,7 @@ type restoreOptions struct {
 	checkOnly    bool
 	shellJob     bool
 	pidfile      string
+	cgroups      string
 	json         bool
 }
 
@@ -40,6 +41,11 @@ killed and nothing is left behind.`,
 			if opts.dir == "" {
 				return usageError{fmt.Errorf("restore: from where? give the images directory with -D DIR")}
 			}
+			switch opts.cgroups {
+			case "soft", "none", "ignore":
+			default:
+				return usageError{fmt.Errorf("restore: --manage-cgroups %q: gocr knows soft and none (ignore)", opts.cgroups)}
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -55,6 +61,7 @@ killed and nothing is left behind.`,
 	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
+	f.StringVar(&opts.cgroups, "manage-cgroups", "soft", "soft: put each process back into its cgroups, making missing ones; none (or ignore): leave them in gocr's (as CRIU)")
 	f.StringVar(&opts.pidfile, "pidfile", "", "write the restored root's PID to this file (one line per root), as CRIU")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
@@ -80,7 +87,7 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	}
 	prog := newProgress(opts.errOut, "restore")
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
-		PluginDirs: opts.pluginDirs}
+		PluginDirs: opts.pluginDirs, NoCgroups: opts.cgroups != "soft"}
 	if opts.shellJob {
 		for _, fd := range []int{0, 1, 2} {
 			if ro.TTY = core.TerminalOf(fd); ro.TTY != "" {
