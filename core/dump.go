@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -66,6 +67,10 @@ type DumpOptions struct {
 	PluginDirs []string
 	// PluginTimeout bounds each plugin call (default 30 s).
 	PluginTimeout time.Duration
+	// ActionScripts run at pre-dump and post-dump (see actions.go), with their output to
+	// ScriptOutput.
+	ActionScripts []string
+	ScriptOutput  io.Writer
 	// GhostLimit bounds the size of a deleted file whose content is saved in the image (an
 	// open or mapped file that no path leads to any more; memfds are not bounded), as CRIU's
 	// --ghost-limit: a larger one is refused by name. 0 means DefaultGhostLimit; negative, no
@@ -127,6 +132,10 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: pid %d: %w", pid, ErrNoProcess)
 		}
 	}
+	acts := actions{scripts: opts.ActionScripts, out: opts.ScriptOutput, dir: opts.Dir}
+	if err := acts.run(ctx, "pre-dump", opts.Roots[0]); err != nil {
+		return nil, fmt.Errorf("dump: %w", err)
+	}
 	svc := &dumpServices{}
 	host, err := pluginhost.Start(ctx, opts.Plugins, PluginDirs(opts.PluginDirs), "dump", opts.PluginTimeout, svc)
 	if err != nil {
@@ -149,7 +158,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		stats:  &DumpStats{},
 	}
 	defer d.thread.Close()
-	d.host, d.ctx, svc.d = host, ctx, d
+	d.host, d.ctx, svc.d, d.acts = host, ctx, d, acts
 	if opts.Parent != "" {
 		if d.parent, d.parentRel, err = openParent(opts.Dir, opts.Parent); err != nil {
 			host.Close(false)
@@ -210,6 +219,7 @@ type dumper struct {
 	// its path relative to the new image, as the index records it.
 	parent    *image.Checkpoint
 	parentRel string
+	acts      actions
 }
 
 type shmemSource struct {
@@ -358,6 +368,9 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	d.stats.Commit = time.Since(t3)
 	d.stats.Processes = len(d.order)
+	if err := d.acts.run(ctx, "post-dump", d.order[0]); err != nil {
+		return fmt.Errorf("dump: %w (the image in %s is complete; the tree goes on running)", err, d.opts.Dir)
+	}
 	if err := d.files.lockErr; err != nil {
 		d.stats.Warnings = append(d.stats.Warnings, fmt.Sprintf("TCP connections taken without a network lock (%v): a packet the peer sends before the restore draws a reset that ends its connection", err))
 	}

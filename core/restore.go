@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -38,6 +39,10 @@ type RestoreOptions struct {
 	// $GOCR_PLUGIN_DIR and gocr's directory); PluginTimeout bounds each call.
 	PluginDirs    []string
 	PluginTimeout time.Duration
+	// ActionScripts run at pre-restore, post-restore and post-resume (see actions.go), with
+	// their output to ScriptOutput.
+	ActionScripts []string
+	ScriptOutput  io.Writer
 	// NoCgroups leaves the restored processes in gocr's cgroups instead of putting them
 	// back into theirs (CRIU's --manage-cgroups=none).
 	NoCgroups bool
@@ -48,6 +53,8 @@ type Restored struct {
 	Roots []int
 	Pids  []int
 	Stats RestoreStats
+	// Warnings are what the user should know of a restore that worked.
+	Warnings []string
 }
 
 // RestoreStats are figures of a finished restore.
@@ -94,11 +101,15 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if c.Tree.ShellJob && (!opts.ShellJob || opts.TTY == "") {
 		return nil, fmt.Errorf("restore: the image is a shell job: restore it with --shell-job from a terminal: %w", ErrBadArgs)
 	}
+	acts := actions{scripts: opts.ActionScripts, out: opts.ScriptOutput, dir: opts.Dir}
+	if err := acts.run(ctx, "pre-restore", int(c.Tree.Roots[0])); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	parents, err := loadParents(c)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	r := &restorer{c: c, parents: parents, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
+	r := &restorer{c: c, parents: parents, acts: acts, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
 	r.stats.Verify = time.Since(start)
 	if err := r.preflight(); err != nil {
 		r.closeFiles()
@@ -156,6 +167,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	res.Stats.Processes = len(res.Pids)
 	res.Stats.Total = time.Since(start)
+	if err := acts.run(ctx, "post-resume", res.Roots[0]); err != nil {
+		res.Warnings = append(res.Warnings, err.Error()) // the tree runs: not undone
+	}
 	return res, nil
 }
 
@@ -163,6 +177,7 @@ type restorer struct {
 	c *image.Checkpoint
 	// parents are the images an incremental image refers to, nearest first.
 	parents []*image.Checkpoint
+	acts    actions
 	opts    RestoreOptions
 	thread  *tracer.Thread
 	order   []int32 // creation order, parents first
@@ -407,6 +422,9 @@ func (r *restorer) run(ctx context.Context) error {
 		if err := netlock.Unlock(r.c.Tree.NetLock); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
+	}
+	if err := r.acts.run(ctx, "post-restore", int(r.c.Tree.Roots[0])); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	if err := r.thread.Do(r.releaseAll); err != nil {
 		return err

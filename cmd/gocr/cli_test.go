@@ -392,3 +392,51 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// Action scripts run at each stage with CRIU's variables; one that fails before the dump
+// leaves the tree untouched, one that fails after the restore undoes it.
+func TestCLIActionScripts(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	record := filepath.Join(dir, "actions.log")
+	script := func(name, failAt string) string {
+		p := filepath.Join(dir, name)
+		body := fmt.Sprintf("#!/bin/sh\necho \"$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID\" >> %s\n[ \"$CRTOOLS_SCRIPT_ACTION\" != %q ]\n", record, failAt)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ok, failDump, failRestore := script("ok.sh", "none"), script("fail-dump.sh", "pre-dump"), script("fail-restore.sh", "post-restore")
+	log := filepath.Join(dir, "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	pid := strconv.Itoa(p.Pid)
+
+	if _, e, code := gocr(t, "--action-script", failDump, "dump", "-t", pid, "-D", filepath.Join(dir, "no")); code == 0 || !strings.Contains(e, "pre-dump") {
+		t.Fatalf("dump with a failing pre-dump script: exit %d, %s", code, e)
+	}
+	at := lastCount(log)
+	testutil.WaitFor(t, "the counter to go on", func() bool { return lastCount(log) > at })
+
+	img := filepath.Join(dir, "img")
+	if _, e, code := gocr(t, "--action-script", ok, "dump", "-t", pid, "-D", img); code != 0 {
+		t.Fatalf("dump: exit %d, %s", code, e)
+	}
+	p.Reap()
+	if _, e, code := gocr(t, "--action-script", failRestore, "restore", "-d", "-D", img); code == 0 || !strings.Contains(e, "post-restore") {
+		t.Fatalf("restore with a failing post-restore script: exit %d, %s", code, e)
+	}
+	if testutil.Alive(p.Pid) {
+		t.Fatal("a restore undone by its script left the process")
+	}
+	if _, e, code := gocr(t, "--action-script", ok, "restore", "-d", "-D", img); code != 0 {
+		t.Fatalf("restore: exit %d, %s", code, e)
+	}
+	testutil.Adopt(t, p.Pid)
+	want := []string{"pre-dump " + pid, "pre-dump " + pid, "post-dump " + pid, "pre-restore " + pid, "post-restore " + pid,
+		"pre-restore " + pid, "post-restore " + pid, "post-resume " + pid}
+	if got := testutil.Lines(record); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("stages run:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

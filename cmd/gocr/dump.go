@@ -138,6 +138,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
 		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
+		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut,
 		Progress: prog.update,
 	})
 	prog.done()

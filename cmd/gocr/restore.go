@@ -87,7 +87,7 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	}
 	prog := newProgress(opts.errOut, "restore")
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
-		PluginDirs: opts.pluginDirs, NoCgroups: opts.cgroups != "soft"}
+		PluginDirs: opts.pluginDirs, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut}
 	if opts.shellJob {
 		for _, fd := range []int{0, 1, 2} {
 			if ro.TTY = core.TerminalOf(fd); ro.TTY != "" {
@@ -124,6 +124,9 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		if _, err := pidfile.WriteString(b.String()); err != nil {
 			return fmt.Errorf("restore: the tree runs (root %v), but writing the pid file failed: %w", res.Roots, err)
 		}
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(opts.errOut, "gocr: warning: %s\n", w)
 	}
 	s := res.Stats
 	opts.log.Debug("restore done", "processes", s.Processes, "bytes", s.Bytes, "verify", s.Verify,

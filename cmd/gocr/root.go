@@ -17,14 +17,15 @@ import (
 
 // globalOptions are the flags every command has.
 type globalOptions struct {
-	verbose    bool
-	logFile    string
-	json       bool
-	plugins    []string
-	pluginDirs []string
-	out        io.Writer
-	errOut     io.Writer
-	log        *slog.Logger
+	verbose       bool
+	logFile       string
+	json          bool
+	plugins       []string
+	pluginDirs    []string
+	actionScripts []string
+	out           io.Writer
+	errOut        io.Writer
+	log           *slog.Logger
 }
 
 func newRootCmd(g *globalOptions) *cobra.Command {
@@ -44,6 +45,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	cmd.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log detail to standard error")
 	cmd.PersistentFlags().StringVarP(&g.logFile, "log-file", "o", "", "write a detailed log to this file")
 	cmd.PersistentFlags().StringSliceVar(&g.plugins, "plugin", nil, "start plugin gocr-plugin-NAME for a dump (repeatable or comma-separated); a restore starts those the image needs")
+	cmd.PersistentFlags().StringArrayVar(&g.actionScripts, "action-script", nil, "run this script at each stage of a dump or restore, with CRTOOLS_SCRIPT_ACTION set (as CRIU; repeatable)")
 	cmd.PersistentFlags().StringSliceVar(&g.pluginDirs, "plugin-dir", nil, "look for plugins here too (also $GOCR_PLUGIN_DIR, and gocr's own directory)")
 	cmd.AddCommand(newCmdDump(g, nil), newCmdPreDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdCheck(g, nil))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
