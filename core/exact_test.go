@@ -133,3 +133,13 @@ func mergedLayout(vmas []*imagepb.VMA) []span {
 	}
 	return out
 }
+
+// Memory in thousands of separate runs (every other page of 16384 written) comes back page
+// for page: the scan of such a mapping needs many PAGEMAP_SCAN calls.
+func TestRestoreSparseMemory(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "sparse")
+	if got := restoreAndAsk(t, p, dir); got != "ok" {
+		t.Fatalf("after restore: %s", got)
+	}
+}
