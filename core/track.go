@@ -197,7 +197,7 @@ func (d *dumper) armTracking(p *procDump) error {
 		}
 		// A mapping is registered unless the tracker kept from the parent has it already
 		// (smaps was read before the tracker moved: its "uw" is about that one).
-		if fresh || !hasVmFlag(p.maps[i], "uw") {
+		if fresh || !p.maps[i].HasFlag("uw") {
 			if err := linux.UffdRegisterWP(ufd, v.Start, v.End-v.Start); err != nil {
 				continue // another userfaultfd has it (EBUSY): dumped whole each time
 			}
@@ -217,15 +217,6 @@ func (d *dumper) armTracking(p *procDump) error {
 	return nil
 }
 
-func hasVmFlag(m procfs.Mapping, flag string) bool {
-	for _, f := range m.VmFlags {
-		if f == flag {
-			return true
-		}
-	}
-	return false
-}
-
 // span is [lo, hi) in bytes.
 type span struct{ lo, hi uint64 }
 
@@ -234,7 +225,7 @@ type span struct{ lo, hi uint64 }
 // whole (no parent, the tracker gone or moved, or the mapping not tracked then).
 func (d *dumper) sinceParent(p *procDump, i int) (parent []span, ok bool) {
 	v := p.img.Vmas[i]
-	if p.ownTracker == nil || !trackable(v) || !hasVmFlag(p.maps[i], "uw") {
+	if p.ownTracker == nil || !trackable(v) || !p.maps[i].HasFlag("uw") {
 		return nil, false
 	}
 	pp := d.parent.Procs[int32(p.t.Pid)]
