@@ -6,6 +6,7 @@ GO ?= go
 build:
 	$(GO) build -o bin/gocr ./cmd/gocr
 	$(GO) build -o bin/gocr-plugin-aio ./plugins/aio/gocr-plugin-aio
+	$(GO) build -o bin/gocr-plugin-devmap ./plugins/devmap/gocr-plugin-devmap
 
 # A process counts, is dumped, restored and goes on counting (needs root).
 demo:

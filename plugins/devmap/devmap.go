@@ -1,0 +1,106 @@
+package devmap
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/gocr/gocr/sdk"
+)
+
+// Plugin maps devices again.
+type Plugin struct {
+	host sdk.Host
+}
+
+// saved is what a mapping's blob holds: the device, to check it is the same one at restore.
+type saved struct {
+	Path string `json:"path"`
+	Rdev uint64 `json:"rdev"`
+}
+
+func (p *Plugin) Name() string { return "devmap" }
+
+// Claims: mappings of files under /dev (the core asks only for those it cannot map itself:
+// devices; /dev/zero and files under /dev/shm stay the core's).
+func (p *Plugin) Claims() sdk.Claims { return sdk.Claims{MappingPrefixes: []string{"/dev/"}} }
+
+func (p *Plugin) UseHost(h sdk.Host) { p.host = h }
+
+func (p *Plugin) DumpFile(ctx context.Context, f sdk.File) ([]byte, error) {
+	return nil, fmt.Errorf("the devmap plugin claims no file (fd %d of pid %d)", f.Fd, f.Pid)
+}
+
+func (p *Plugin) RestoreFile(ctx context.Context, f sdk.File, blob []byte) (*os.File, error) {
+	return nil, fmt.Errorf("the devmap plugin claims no file (fd %d of pid %d)", f.Fd, f.Pid)
+}
+
+// DumpVMA records the device of a shared or read-only mapping.
+func (p *Plugin) DumpVMA(ctx context.Context, v sdk.VMA) ([]byte, error) {
+	if !v.Shared && v.Prot&syscall.PROT_WRITE != 0 {
+		return nil, fmt.Errorf("private writable mapping %#x-%#x of %s in pid %d: the pages it changed would be lost", v.Start, v.End, v.Path, v.Pid)
+	}
+	rdev, err := deviceOf(v.Path)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(saved{Path: v.Path, Rdev: rdev})
+}
+
+func deviceOf(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if t := st.Mode & syscall.S_IFMT; t != syscall.S_IFCHR && t != syscall.S_IFBLK {
+		return 0, fmt.Errorf("%s is not a device", path)
+	}
+	return st.Rdev, nil
+}
+
+// RestoreVMA opens the device inside the process and maps it at the old address.
+func (p *Plugin) RestoreVMA(ctx context.Context, v sdk.VMA, blob []byte) error {
+	var s saved
+	if err := json.Unmarshal(blob, &s); err != nil {
+		return fmt.Errorf("mapping %#x: %w", v.Start, err)
+	}
+	if rdev, err := deviceOf(s.Path); err != nil {
+		return err
+	} else if rdev != s.Rdev {
+		return fmt.Errorf("%s is device %#x here, it was %#x at the dump", s.Path, rdev, s.Rdev)
+	}
+	call := func(what string, nr int64, args ...uint64) (uint64, error) {
+		r, err := p.host.Syscall(ctx, v.Pid, nr, args...)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %s: %w", v.Pid, what, err)
+		}
+		return r, nil
+	}
+	page, err := call("scratch page", syscall.SYS_MMAP, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		return err
+	}
+	defer p.host.Syscall(ctx, v.Pid, syscall.SYS_MUNMAP, page, 4096)
+	if len(s.Path) >= 4096 {
+		return fmt.Errorf("device path of %d bytes", len(s.Path))
+	}
+	if err := p.host.WriteMemory(ctx, v.Pid, page, append([]byte(s.Path), 0)); err != nil {
+		return err
+	}
+	mode, flags := uint64(syscall.O_RDONLY), uint64(syscall.MAP_PRIVATE)
+	if v.Shared {
+		flags = syscall.MAP_SHARED
+		if v.Prot&syscall.PROT_WRITE != 0 {
+			mode = syscall.O_RDWR
+		}
+	}
+	fd, err := call("open "+s.Path, syscall.SYS_OPENAT, ^uint64(99) /* AT_FDCWD */, page, mode|syscall.O_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer p.host.Syscall(ctx, v.Pid, syscall.SYS_CLOSE, fd)
+	_, err = call(fmt.Sprintf("map %s at %#x", s.Path, v.Start), syscall.SYS_MMAP, v.Start, v.End-v.Start, uint64(v.Prot), flags|syscall.MAP_FIXED, fd, v.Pgoff)
+	return err
+}

@@ -1,0 +1,98 @@
+package devmap_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	if err := testutil.SetSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testutil.ReapOrphans()
+	testutil.Cleanup()
+	os.Exit(code)
+}
+
+// loopDevice attaches a loop device to a fresh file of n bytes, detached at the end.
+func loopDevice(t *testing.T, n int64) string {
+	t.Helper()
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Skip("losetup (util-linux) is not installed: no block device to map")
+	}
+	f := filepath.Join(t.TempDir(), "disk")
+	if err := os.WriteFile(f, make([]byte, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", f).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device here (losetup: %v: %s)", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+func lastCount(t *testing.T, log string) int {
+	lines := testutil.Lines(log)
+	if len(lines) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.Fields(lines[len(lines)-1])[0])
+	return n
+}
+
+// A process counting in a shared mapping of a block device is dumped and restored with the
+// devmap plugin: the mapping is back at its address and offset, on the same device, and the
+// count goes on from the value the device holds; without the plugin the dump is refused.
+func TestRestoreDeviceMapping(t *testing.T) {
+	testutil.RequireRoot(t)
+	dev := loopDevice(t, 1<<20)
+	plugins := testutil.BuildPlugin(t, "plugins/devmap/gocr-plugin-devmap", "devmap")
+	p, dir := testutil.StartReady(t, "devmapped", dev)
+	log := filepath.Join(dir, "count.log")
+	ctx := context.Background()
+
+	if _, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")}); err == nil || !strings.Contains(err.Error(), dev) {
+		t.Fatalf("dump without the plugin: %v, want a refusal naming %s", err, dev)
+	}
+	opts := core.DumpOptions{Roots: []int{p.Pid}, Plugins: []string{"devmap"}, PluginDirs: []string{plugins}}
+	opts.Dir, opts.Final = filepath.Join(t.TempDir(), "img"), core.LeaveRunning
+	if _, err := core.Dump(ctx, opts); err != nil {
+		t.Fatalf("dump leaving it running: %v", err)
+	}
+	opts.Dir, opts.Final = filepath.Join(t.TempDir(), "img"), core.Kill
+	if _, err := core.Dump(ctx, opts); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	at := lastCount(t, log)
+	res, err := core.Restore(ctx, core.RestoreOptions{Dir: opts.Dir, PluginDirs: []string{plugins}})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	for _, pid := range res.Pids {
+		testutil.Adopt(t, pid)
+	}
+	testutil.WaitFor(t, "the count to go on", func() bool { return lastCount(t, log) >= at+10 })
+	for i, l := range testutil.Lines(log) {
+		if l != fmt.Sprintf("%d %d", i+1, i+1) {
+			t.Fatalf("log line %d is %q: the count did not go on from the device", i+1, l)
+		}
+	}
+	maps := testutil.ReadFile(fmt.Sprintf("/proc/%d/maps", p.Pid))
+	if !strings.Contains(maps, " rw-s 00001000 ") || !strings.Contains(maps, dev) {
+		t.Fatalf("restored mappings do not show %s shared at offset 0x1000:\n%s", dev, maps)
+	}
+}
