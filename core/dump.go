@@ -67,6 +67,9 @@ type DumpOptions struct {
 	PluginDirs []string
 	// PluginTimeout bounds each plugin call (default 30 s).
 	PluginTimeout time.Duration
+	// SkipInFlight dumps listeners that have connections not accepted yet, without them: their
+	// clients see a reset (CRIU's --skip-in-flight); without it they are refused.
+	SkipInFlight bool
 	// ActionScripts run at pre-dump and post-dump (see actions.go), with their output to
 	// ScriptOutput.
 	ActionScripts []string
@@ -166,7 +169,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: %w", err)
 		}
 	}
-	d.files.tcpEstablished = opts.TCPEstablished
+	d.files.tcpEstablished, d.files.skipInFlight = opts.TCPEstablished, opts.SkipInFlight
 	switch {
 	case opts.GhostLimit == 0:
 		d.files.ghostLimit = DefaultGhostLimit

@@ -26,6 +26,8 @@ type fileTable struct {
 	used map[string]bool // plugins that claimed a file
 	// tcpEstablished allows established TCP connections (taken in repair mode).
 	tcpEstablished bool
+	// skipInFlight lets listeners with connections not accepted yet be dumped without them.
+	skipInFlight bool
 	// ghostLimit bounds the deleted files saved in the image (0: no bound).
 	ghostLimit int64
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
@@ -322,7 +324,7 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 			err = netlinkSocket(f)
 		}
 		if errors.Is(err, linux.ErrNotNetlink) {
-			err = unixSocket(f, uint32(st.Ino), unsupported)
+			err = unixSocket(f, uint32(st.Ino), ft.skipInFlight, unsupported)
 		}
 		if err != nil {
 			return nil, false, err
@@ -383,8 +385,8 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 		return err
 	}
 	switch {
-	case s.Protocol == 6 && s.State == 10 && s.Pending > 0:
-		return unsupported(fmt.Sprintf("listening TCP socket %s with %d connections not accepted yet", s.Local, s.Pending), "dump when the server has accepted them")
+	case s.Protocol == 6 && s.State == 10 && s.Pending > 0 && !ft.skipInFlight:
+		return unsupported(fmt.Sprintf("listening TCP socket %s with %d connections not accepted yet", s.Local, s.Pending), inFlightHint)
 	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}
@@ -452,7 +454,10 @@ func netlinkSocket(f *openFile) error {
 }
 
 // unixSocket records a unix socket: its type, state, name, peer and queued messages.
-func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) error) error {
+// inFlightHint says what to do about connections a listener has not accepted yet.
+const inFlightHint = "dump when the server has accepted them, or with --skip-in-flight to drop them (their clients see a reset)"
+
+func unixSocket(f *openFile, ino uint32, skipInFlight bool, unsupported func(kind, hint string) error) error {
 	s, err := linux.UnixDiag(ino)
 	if errors.Is(err, linux.ENOENT) {
 		return unsupported(f.img.Path+" (neither unix, netlink, TCP nor UDP: packet, vsock...)", "")
@@ -472,8 +477,8 @@ func unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) err
 		return unsupported(fmt.Sprintf("unix socket of type %d", s.Type), "")
 	}
 	if s.State == linux.SockListen {
-		if len(s.Icons) > 0 {
-			return unsupported(fmt.Sprintf("listening unix socket %s with %d connections not accepted yet", s.Name, len(s.Icons)), "dump when the server has accepted them")
+		if len(s.Icons) > 0 && !skipInFlight {
+			return unsupported(fmt.Sprintf("listening unix socket %s with %d connections not accepted yet", s.Name, len(s.Icons)), inFlightHint)
 		}
 		u.Backlog = s.WQueue
 		return nil

@@ -425,3 +425,56 @@ func TestRestoreNetlinkSocket(t *testing.T) {
 		t.Fatalf("after restore: %s, want portid=same groups=0x51 (groups 1, 5 and 7) and at least one link", got)
 	}
 }
+
+// Listeners with connections not accepted yet are refused by name; with SkipInFlight they
+// are dumped without them (those clients see the connection end), and the restored server
+// accepts new ones.
+func TestDumpSkipInFlight(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "listener")
+	port := strings.TrimSpace(testutil.ReadFile(filepath.Join(dir, "port")))
+	tcp, err := net.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	unixc, err := net.Dial("unix", filepath.Join(dir, "sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unixc.Close()
+	_, err = core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "not accepted yet") || !strings.Contains(err.Error(), "--skip-in-flight") {
+		t.Fatalf("dump with connections in flight: %v", err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, SkipInFlight: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	restore(t, img)
+	// The clients in flight were dropped with the old server.
+	tcp.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := tcp.Read(make([]byte, 1)); err == nil {
+		t.Error("the TCP client in flight still reads")
+	}
+	// New clients are accepted by the restored server.
+	tcp2, err := net.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp2.Close()
+	unix2, err := net.Dial("unix", filepath.Join(dir, "sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix2.Close()
+	tcp2.Write([]byte("after-tcp\n"))
+	unix2.Write([]byte("after-unix\n"))
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got, want := testutil.Lines(report)[0], "tcp=after-tcp unix=after-unix"; got != want {
+		t.Fatalf("after restore: %s, want %s", got, want)
+	}
+}

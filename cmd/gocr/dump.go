@@ -26,6 +26,7 @@ type dumpOptions struct {
 	preDump      bool
 	parent       string
 	ghostLimit   string
+	skipInFlight bool
 	json         bool
 }
 
@@ -78,6 +79,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
+	f.BoolVar(&opts.skipInFlight, "skip-in-flight", false, "dump listening sockets with connections not accepted yet, dropping those (their clients see a reset), as CRIU")
 	f.StringVar(&opts.ghostLimit, "ghost-limit", "", "largest deleted file whose content goes into the image, as CRIU (bytes, or with K, M, G; default 64M; 0: no limit)")
 	f.StringVar(&opts.parent, "prev-images-dir", "", "an earlier image of the tree taken with --track-mem (relative paths from -D, as CRIU): dump only the pages written since")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
@@ -138,7 +140,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
 		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
-		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut,
+		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,
 	})
 	prog.done()
