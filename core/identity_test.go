@@ -220,10 +220,11 @@ func TestRestorePtyPair(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "pty.log")
 	p := testutil.Start(t, testutil.Build(t, "ptypair"), log)
 	testutil.WaitFor(t, "the pty to talk", func() bool { return lastInt(t, log) >= 10 })
+	pids := append([]int{p.Pid}, testutil.Children(p.Pid)...)
 	img := dumpTree(t, p)
 	at := lastInt(t, log)
 	restore(t, img)
-	testutil.WaitFor(t, "the pty to go on", func() bool { return lastInt(t, log) >= at+10 })
+	testutil.WaitForProcs(t, "the pty to go on", func() bool { return lastInt(t, log) >= at+10 }, pids...)
 	for i, l := range testutil.Lines(log) {
 		if want := fmt.Sprintf("%d echo=0 fg=1", i+1); l != want {
 			t.Fatalf("line %d: %q, want %q", i+1, l, want)

@@ -199,6 +199,35 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// WaitForProcs is WaitFor that, on timeout, also says what the processes were doing (state,
+// kernel wait channel, syscall, signal masks), so that a rare hang can be read from the log.
+func WaitForProcs(t testing.TB, what string, cond func() bool, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s\n%s", what, Describe(pids...))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Describe tells what each process is doing, for a failure message.
+func Describe(pids ...int) string {
+	var b strings.Builder
+	for _, pid := range pids {
+		stat := ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		fmt.Fprintf(&b, "pid %d: %s", pid, stat)
+		fmt.Fprintf(&b, "  wchan %s, syscall %s", ReadFile(fmt.Sprintf("/proc/%d/wchan", pid)), ReadFile(fmt.Sprintf("/proc/%d/syscall", pid)))
+		for _, l := range Lines(fmt.Sprintf("/proc/%d/status", pid)) {
+			if strings.HasPrefix(l, "Sig") || strings.HasPrefix(l, "ShdPnd") {
+				fmt.Fprintf(&b, "  %s\n", l)
+			}
+		}
+	}
+	return b.String()
+}
+
 // ReadFile reads a file, empty if it does not exist yet.
 func ReadFile(path string) string {
 	b, _ := os.ReadFile(path)
