@@ -6,6 +6,7 @@
 // answer (sending N again if none comes in 50 ms: lines in the terminal's queues are not kept
 // across a checkpoint) and logs it to LOGFILE.
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -40,6 +41,9 @@ int main(int argc, char **argv) {
 		return 4;
 	}
 	int log = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	// Non-blocking: a dump between poll and read drops the answer poll saw (bytes queued in
+	// a terminal are not kept), and a blocking read would then wait for it forever.
+	fcntl(m, F_SETFL, fcntl(m, F_GETFL) | O_NONBLOCK);
 	char buf[256];
 	int have = 0;
 	for (long n = 1;;) {
@@ -49,6 +53,8 @@ int main(int argc, char **argv) {
 		struct pollfd p = {m, POLLIN, 0};
 		while (poll(&p, 1, 50) > 0) {
 			ssize_t r = read(m, buf + have, sizeof buf - 1 - have);
+			if (r < 0 && errno == EAGAIN)
+				break; // send N again
 			if (r <= 0)
 				return 5;
 			have += r;
