@@ -14,17 +14,7 @@ import (
 	"github.com/gocr/gocr/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	// Restored processes are children of this process; their orphans come back to it too.
-	if err := testutil.SetSubreaper(); err != nil {
-		fmt.Fprintln(os.Stderr, "set child subreaper:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testutil.ReapOrphans()
-	testutil.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // dump dumps the tree of pid into a new directory and returns it.
 func dump(t *testing.T, final core.FinalState, pids ...int) string {

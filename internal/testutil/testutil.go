@@ -312,3 +312,17 @@ func BuildPlugin(t testing.TB, path, name string) string {
 	})
 	return filepath.Dir(bin)
 }
+
+// Main runs a package's tests as the subreaper of every process they start (restored
+// processes are children of the test binary, and their orphans come back to it), then reaps
+// what is left and removes the built workloads. A TestMain calls it and nothing else.
+func Main(m *testing.M) {
+	if err := SetSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "set child subreaper:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	ReapOrphans()
+	Cleanup()
+	os.Exit(code)
+}

@@ -2,8 +2,6 @@ package aio_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,16 +11,7 @@ import (
 	"github.com/gocr/gocr/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	if err := testutil.SetSubreaper(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testutil.ReapOrphans()
-	testutil.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // A process with an AIO context and two completions it has not read is dumped and restored
 // with the aio plugin: it reads both after the restore, its context id still works for new

@@ -14,16 +14,7 @@ import (
 	"github.com/gocr/gocr/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	if err := testutil.SetSubreaper(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testutil.ReapOrphans()
-	testutil.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // loopDevice attaches a loop device to a fresh file of n bytes, detached at the end.
 func loopDevice(t *testing.T, n int64) string {
