@@ -48,19 +48,28 @@ func childCgroup(t *testing.T) (line, dir string) {
 	return "", ""
 }
 
-// A process in a cgroup of its own comes back in it, even after the cgroup was removed
-// (it is made again).
-func TestRestoreCgroup(t *testing.T) {
-	testutil.RequireRoot(t)
-	line, dir := childCgroup(t)
-	log := filepath.Join(t.TempDir(), "count.log")
-	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+// dumpInCgroup starts a counter in a cgroup of its own and dumps it (killed). It returns the
+// process, its log, its /proc/PID/cgroup line for that cgroup, the cgroup's directory and the
+// image.
+func dumpInCgroup(t *testing.T) (p *testutil.Proc, log, line, dir, img string) {
+	t.Helper()
+	line, dir = childCgroup(t)
+	log = filepath.Join(t.TempDir(), "count.log")
+	p = testutil.Start(t, testutil.Build(t, "counter"), log)
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(p.Pid)), 0); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, "counter", func() bool { return lastInt(t, log) >= 3 })
-	img := dump(t, core.Kill, p.Pid)
+	img = dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
+	return p, log, line, dir, img
+}
+
+// A process in a cgroup of its own comes back in it, even after the cgroup was removed
+// (it is made again).
+func TestRestoreCgroup(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, log, line, dir, img := dumpInCgroup(t)
 	if err := os.Remove(dir); err != nil {
 		t.Fatalf("remove the emptied cgroup: %v", err)
 	}
@@ -76,15 +85,7 @@ func TestRestoreCgroup(t *testing.T) {
 // With NoCgroups (--manage-cgroups=none) the restored process stays in gocr's cgroups.
 func TestRestoreCgroupNone(t *testing.T) {
 	testutil.RequireRoot(t)
-	line, dir := childCgroup(t)
-	log := filepath.Join(t.TempDir(), "count.log")
-	p := testutil.Start(t, testutil.Build(t, "counter"), log)
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(p.Pid)), 0); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, "counter", func() bool { return lastInt(t, log) >= 3 })
-	img := dump(t, core.Kill, p.Pid)
-	waitReaped(t, p)
+	p, _, line, _, img := dumpInCgroup(t)
 	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, NoCgroups: true})
 	if err != nil {
 		t.Fatal(err)

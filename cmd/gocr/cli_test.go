@@ -55,14 +55,7 @@ func gocr(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func lastCount(path string) int {
-	lines := testutil.Lines(path)
-	if len(lines) == 0 {
-		return 0
-	}
-	n, _ := strconv.Atoi(strings.Fields(lines[len(lines)-1])[0])
-	return n
-}
+func lastCount(path string) int { return testutil.LastCount(path) }
 
 // A session as a user would type it: dump, show, restore -d, the counter goes on.
 func TestCLISession(t *testing.T) {

@@ -326,3 +326,17 @@ func Main(m *testing.M) {
 	Cleanup()
 	os.Exit(code)
 }
+
+// LastCount returns the first number of the last line of a counter's log, 0 if none yet.
+func LastCount(path string) int {
+	lines := Lines(path)
+	if len(lines) == 0 {
+		return 0
+	}
+	f := strings.Fields(lines[len(lines)-1])
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
+}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -35,15 +34,6 @@ func loopDevice(t *testing.T, n int64) string {
 	return dev
 }
 
-func lastCount(t *testing.T, log string) int {
-	lines := testutil.Lines(log)
-	if len(lines) == 0 {
-		return 0
-	}
-	n, _ := strconv.Atoi(strings.Fields(lines[len(lines)-1])[0])
-	return n
-}
-
 // A process counting in a shared mapping of a block device is dumped and restored with the
 // devmap plugin: the mapping is back at its address and offset, on the same device, and the
 // count goes on from the value the device holds; without the plugin the dump is refused.
@@ -68,7 +58,7 @@ func TestRestoreDeviceMapping(t *testing.T) {
 		t.Fatalf("dump: %v", err)
 	}
 	p.Reap()
-	at := lastCount(t, log)
+	at := testutil.LastCount(log)
 	res, err := core.Restore(ctx, core.RestoreOptions{Dir: opts.Dir, PluginDirs: []string{plugins}})
 	if err != nil {
 		t.Fatalf("restore: %v", err)
@@ -76,7 +66,7 @@ func TestRestoreDeviceMapping(t *testing.T) {
 	for _, pid := range res.Pids {
 		testutil.Adopt(t, pid)
 	}
-	testutil.WaitFor(t, "the count to go on", func() bool { return lastCount(t, log) >= at+10 })
+	testutil.WaitFor(t, "the count to go on", func() bool { return testutil.LastCount(log) >= at+10 })
 	for i, l := range testutil.Lines(log) {
 		if l != fmt.Sprintf("%d %d", i+1, i+1) {
 			t.Fatalf("log line %d is %q: the count did not go on from the device", i+1, l)
