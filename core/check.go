@@ -255,7 +255,7 @@ func checkPlugins(c *image.Checkpoint, add func(what, hint, format string, args 
 	if len(here) == 0 {
 		return
 	}
-	host, err := pluginhost.Start(context.Background(), here, PluginDirs(nil), "check", 0, nil)
+	host, err := pluginhost.Start(context.Background(), here, PluginDirs(nil), "check", 0, checkServices{c})
 	if err != nil {
 		add("plugins", "", "%v", err)
 		return

@@ -305,9 +305,6 @@ func (d *dumper) run(ctx context.Context) error {
 			return fmt.Errorf("dump: %w", ErrInterrupted)
 		}
 	}
-	if err := d.host.Devices(ctx, pluginhost.DumpDevicesLate, d.order); err != nil {
-		return fmt.Errorf("dump: %w", err)
-	}
 	d.files.fixPtys()
 	if err := d.files.checkPeers(); err != nil {
 		return fmt.Errorf("dump: %w", err)
@@ -321,7 +318,17 @@ func (d *dumper) run(ctx context.Context) error {
 		return fmt.Errorf("dump: %w", err)
 	}
 	d.stats.Collect = time.Since(t1)
+	// Devices stay paused until the memory they may write (GPU queues) is read.
+	late := func() error {
+		if err := d.host.Devices(ctx, pluginhost.DumpDevicesLate, d.order); err != nil {
+			return fmt.Errorf("dump: %w", err)
+		}
+		return nil
+	}
 	if d.opts.PreDump {
+		if err := late(); err != nil {
+			return err
+		}
 		// Every page written from now on is marked: let the tree go, and read its memory
 		// while it runs (a page it writes meanwhile is taken again by the next dump).
 		if err := d.thread.Do(d.finish); err != nil {
@@ -331,6 +338,11 @@ func (d *dumper) run(ctx context.Context) error {
 	t2 := time.Now()
 	if !d.opts.CheckOnly {
 		if err := d.writeMemory(ctx); err != nil {
+			return err
+		}
+	}
+	if !d.opts.PreDump {
+		if err := late(); err != nil {
 			return err
 		}
 	}

@@ -102,23 +102,29 @@ func (memory) Dup(pid, fd int) (int, error) {
 	return linux.PidfdGetfd(pidfd, fd)
 }
 
-func tracerIoctl(th *tracer.Thread, pid, fd int, request uint64, arg []byte) (int64, []byte, error) {
+// tracerIoctl runs the ioctl on a dup of the process's fd from the tracer thread, with the
+// buffers its argument points to in gocr's memory.
+func tracerIoctl(th *tracer.Thread, pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
 	if th == nil {
-		return 0, nil, fmt.Errorf("no process is traced yet")
+		return 0, nil, nil, fmt.Errorf("no process is traced yet")
 	}
 	dup, err := memory{}.Dup(pid, fd)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	defer linux.Close(dup)
 	out := append([]byte(nil), arg...)
+	data, ats := make([][]byte, len(bufs)), make([]int, len(bufs))
+	for i, b := range bufs {
+		data[i], ats[i] = append([]byte(nil), b.Data...), b.At
+	}
 	var ret int64
 	err = th.Do(func() error {
 		var err error
-		ret, err = linux.Ioctl(dup, request, out)
+		ret, err = linux.IoctlPointing(dup, request, out, data, ats)
 		return err
 	})
-	return ret, out, err
+	return ret, out, data, err
 }
 
 // dumpServices are the host services during a dump.
@@ -141,8 +147,8 @@ func (s *dumpServices) Syscall(pid int, nr int64, args []uint64) (uint64, error)
 	return ret, err
 }
 
-func (s *dumpServices) TracerIoctl(pid, fd int, request uint64, arg []byte) (int64, []byte, error) {
-	return tracerIoctl(s.d.thread, pid, fd, request, arg)
+func (s *dumpServices) TracerIoctl(pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
+	return tracerIoctl(s.d.thread, pid, fd, request, arg, bufs)
 }
 
 func (s *dumpServices) PutBlob(plugin, name string, data []byte) error {
@@ -157,6 +163,14 @@ func (s *dumpServices) PutBlob(plugin, name string, data []byte) error {
 }
 
 func (s *dumpServices) GetBlob(plugin, name string) ([]byte, error) {
+	return nil, fmt.Errorf("blobs are read at restore")
+}
+
+func (s *dumpServices) CreateBlobFile(plugin, name string) (*os.File, error) {
+	return s.d.w.CreateRaw(image.BlobName(plugin, name))
+}
+
+func (s *dumpServices) OpenBlobFile(plugin, name string) (*os.File, error) {
 	return nil, fmt.Errorf("blobs are read at restore")
 }
 
@@ -180,8 +194,8 @@ func (s *restoreServices) Syscall(pid int, nr int64, args []uint64) (uint64, err
 	return ret, err
 }
 
-func (s *restoreServices) TracerIoctl(pid, fd int, request uint64, arg []byte) (int64, []byte, error) {
-	return tracerIoctl(s.r.thread, pid, fd, request, arg)
+func (s *restoreServices) TracerIoctl(pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
+	return tracerIoctl(s.r.thread, pid, fd, request, arg, bufs)
 }
 
 func (s *restoreServices) PutBlob(plugin, name string, data []byte) error {
@@ -194,4 +208,45 @@ func (s *restoreServices) GetBlob(plugin, name string) ([]byte, error) {
 		return nil, fmt.Errorf("no blob %q of plugin %s in the image", name, plugin)
 	}
 	return os.ReadFile(s.r.c.Path(n))
+}
+
+func (s *restoreServices) CreateBlobFile(plugin, name string) (*os.File, error) {
+	return nil, fmt.Errorf("blobs are stored at dump")
+}
+
+// OpenBlobFile opens a blob file of the image; its checksums were verified with the rest.
+func (s *restoreServices) OpenBlobFile(plugin, name string) (*os.File, error) {
+	n := image.BlobName(plugin, name)
+	if _, ok := s.r.c.Entry(n); !ok {
+		return nil, fmt.Errorf("no blob %q of plugin %s in the image", name, plugin)
+	}
+	return os.Open(s.r.c.Path(n))
+}
+
+// checkServices are the host services in check mode: a plugin may read its blobs, to judge
+// whether a restore here would work; nothing touches a process.
+type checkServices struct{ c *image.Checkpoint }
+
+var errCheckMode = fmt.Errorf("check mode touches no process")
+
+func (checkServices) ReadMemory(int, uint64, int) ([]byte, error) { return nil, errCheckMode }
+func (checkServices) WriteMemory(int, uint64, []byte) error       { return errCheckMode }
+func (checkServices) Syscall(int, int64, []uint64) (uint64, error) {
+	return 0, errCheckMode
+}
+func (checkServices) TracerIoctl(int, int, uint64, []byte, []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
+	return 0, nil, nil, errCheckMode
+}
+func (checkServices) Dup(int, int) (int, error)            { return -1, errCheckMode }
+func (checkServices) PutBlob(string, string, []byte) error { return errCheckMode }
+func (checkServices) CreateBlobFile(string, string) (*os.File, error) {
+	return nil, errCheckMode
+}
+
+func (s checkServices) GetBlob(plugin, name string) ([]byte, error) {
+	return (&restoreServices{r: &restorer{c: s.c}}).GetBlob(plugin, name)
+}
+
+func (s checkServices) OpenBlobFile(plugin, name string) (*os.File, error) {
+	return (&restoreServices{r: &restorer{c: s.c}}).OpenBlobFile(plugin, name)
 }

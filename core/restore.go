@@ -384,8 +384,16 @@ func (r *restorer) run(ctx context.Context) error {
 				errs <- fmt.Errorf("restore pid %d: %w", pid, err)
 				return
 			}
+			if err := r.restorePluginFiles(pid); err != nil {
+				errs <- err
+				return
+			}
 			if err := r.restoreClaimedVMAs(p); err != nil {
 				errs <- err
+				return
+			}
+			if err := r.thread.Do(func() error { return r.installFds(p) }); err != nil {
+				errs <- fmt.Errorf("restore pid %d: %w", pid, err)
 				return
 			}
 			if err := r.thread.Do(func() error { return r.restoreState(p) }); err != nil {

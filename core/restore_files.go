@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"sync"
 
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
@@ -170,7 +169,7 @@ func (r *restorer) openFiles() error {
 		}
 		r.files[f.Id] = fd
 	}
-	if err := r.restorePluginFiles(); err != nil {
+	if err := r.checkPluginFiles(); err != nil {
 		return err
 	}
 	if err := r.refillSockets(); err != nil {
@@ -646,53 +645,52 @@ func (r *restorer) removeSysvShm(all bool) {
 	}
 }
 
-// restorePluginFiles asks the plugins to make their files again. For one process the calls
-// come one at a time in fd order; processes go at the same time, so that a plugin may make
-// one process's call wait for another's (the ordering contract, docs/plugins.md).
-func (r *restorer) restorePluginFiles() error {
-	byPid := map[int32][]*imagepb.OpenFile{}
+// checkPluginFiles makes sure, before any process exists, that each plugin file of the
+// image goes to the plugin that dumped it.
+func (r *restorer) checkPluginFiles() error {
 	for _, f := range r.c.Tree.Files {
-		if f.Kind == imagepb.FileKind_FILE_KIND_PLUGIN {
-			byPid[f.PluginPid] = append(byPid[f.PluginPid], f)
+		if f.Kind != imagepb.FileKind_FILE_KIND_PLUGIN {
+			continue
+		}
+		if r.host == nil {
+			return fmt.Errorf("the image has plugin files but names no plugin")
+		}
+		p, err := r.host.Claim(f.Path, uint32((f.Rdev>>8)&0xfff), f.Mode&linux.SIFMT == linux.SIFCHR)
+		if err != nil {
+			return err
+		}
+		if p == nil || p.Name != f.Plugin {
+			return fmt.Errorf("file %s of pid %d: plugin %s does not claim it here", f.Path, f.PluginPid, f.Plugin)
 		}
 	}
-	if len(byPid) == 0 {
-		return nil
+	return nil
+}
+
+// restorePluginFiles asks the plugins to make a process's files again, once the process
+// exists with its memory in place (a driver may bind state to the process that makes the
+// call: KFD's RESTORE), and before its fds are installed. For one process the calls come one
+// at a time in fd order; processes go at the same time, so that a plugin may make one
+// process's call wait for another's (the ordering contract, docs/plugins.md).
+func (r *restorer) restorePluginFiles(pid int32) error {
+	var files []*imagepb.OpenFile
+	for _, f := range r.c.Tree.Files {
+		if f.Kind == imagepb.FileKind_FILE_KIND_PLUGIN && f.PluginPid == pid {
+			files = append(files, f)
+		}
 	}
-	if r.host == nil {
-		return fmt.Errorf("the image has plugin files but names no plugin")
+	sort.Slice(files, func(i, j int) bool { return files[i].PluginFd < files[j].PluginFd })
+	for _, f := range files {
+		p, err := r.host.Claim(f.Path, uint32((f.Rdev>>8)&0xfff), f.Mode&linux.SIFMT == linux.SIFCHR)
+		if err != nil {
+			return err
+		}
+		fd, err := r.host.RestoreFile(r.ctx, p, pluginhost.File{Pid: int(f.PluginPid), Fd: int(f.PluginFd),
+			Path: f.Path, Flags: f.Flags, Pos: f.Pos, Rdev: f.Rdev}, f.PluginBlob)
+		if err != nil {
+			return err
+		}
+		// r.files is the tracer thread's: the other processes' steps read it there.
+		r.thread.Do(func() error { r.files[f.Id] = fd; return nil })
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var first error
-	for _, files := range byPid {
-		sort.Slice(files, func(i, j int) bool { return files[i].PluginFd < files[j].PluginFd })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, f := range files {
-				p, err := r.host.Claim(f.Path, uint32((f.Rdev>>8)&0xfff), f.Mode&linux.SIFMT == linux.SIFCHR)
-				if err == nil && (p == nil || p.Name != f.Plugin) {
-					err = fmt.Errorf("file %s of pid %d: plugin %s does not claim it here", f.Path, f.PluginPid, f.Plugin)
-				}
-				fd := -1
-				if err == nil {
-					fd, err = r.host.RestoreFile(r.ctx, p, pluginhost.File{Pid: int(f.PluginPid), Fd: int(f.PluginFd),
-						Path: f.Path, Flags: f.Flags, Pos: f.Pos, Rdev: f.Rdev}, f.PluginBlob)
-				}
-				mu.Lock()
-				if err == nil {
-					r.files[f.Id] = fd
-				} else if first == nil {
-					first = err
-				}
-				mu.Unlock()
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first
+	return nil
 }

@@ -21,17 +21,15 @@ type prctlMMMap struct {
 	ExeFd                                                             uint32
 }
 
-// restoreAddressSpace turns a fresh copy of the stub into the dumped process's memory and
-// fds, by syscalls run inside it; restoreState then puts back the rest, short of the final
-// registers. Mappings claimed by plugins are made in between (restoreClaimedVMAs).
+// restoreAddressSpace turns a fresh copy of the stub into the dumped process's memory, by
+// syscalls run inside it. Then the plugins make their files and mappings (restorePluginFiles,
+// restoreClaimedVMAs), installFds puts every fd at its number, and restoreState puts back the
+// rest, short of the final registers.
 func (r *restorer) restoreAddressSpace(p *procRestore) error {
 	if err := r.restoreMM(p); err != nil {
 		return err
 	}
-	if err := r.restoreMemory(p); err != nil {
-		return err
-	}
-	return r.installFds(p)
+	return r.restoreMemory(p)
 }
 
 // restoreMM empties the address space but for the scratch area and the vdso, moves the vdso

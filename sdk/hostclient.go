@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 
+	"google.golang.org/grpc"
+
 	pb "github.com/gocr/gocr/sdk/proto"
 )
 
@@ -40,10 +42,20 @@ func (h *hostClient) Syscall(ctx context.Context, pid int, nr int64, args ...uin
 	return r.Ret, nil
 }
 
-func (h *hostClient) TracerIoctl(ctx context.Context, pid, fd int, request uint64, arg []byte) (int64, []byte, error) {
-	r, err := h.c.TracerIoctl(ctx, &pb.IoctlRequest{Pid: int32(pid), Fd: int32(fd), Request: request, Arg: arg})
+func (h *hostClient) TracerIoctl(ctx context.Context, pid, fd int, request uint64, arg []byte, bufs ...*IoctlBuffer) (int64, []byte, error) {
+	req := &pb.IoctlRequest{Pid: int32(pid), Fd: int32(fd), Request: request, Arg: arg}
+	for _, b := range bufs {
+		req.Buffers = append(req.Buffers, &pb.IoctlBuffer{At: uint32(b.At), Data: b.Data})
+	}
+	r, err := h.c.TracerIoctl(ctx, req)
 	if err != nil {
 		return 0, nil, err
+	}
+	if len(r.Buffers) != len(bufs) {
+		return 0, nil, fmt.Errorf("ioctl %#x: gocr gave back %d buffers of %d", request, len(r.Buffers), len(bufs))
+	}
+	for i, b := range bufs {
+		b.Data = r.Buffers[i]
 	}
 	return r.Ret, r.Arg, nil
 }
@@ -58,6 +70,11 @@ func (h *hostClient) GetFd(ctx context.Context, pid, fd int) (*os.File, error) {
 	if _, err := h.c.GetFd(ctx, &pb.FdRequest{Pid: int32(pid), Fd: int32(fd), Token: h.token}); err != nil {
 		return nil, err
 	}
+	return h.receiveFd(fmt.Sprintf("pid %d fd %d", pid, fd))
+}
+
+// receiveFd takes the fd gocr sent for the current token; what names it. h.mu is held.
+func (h *hostClient) receiveFd(what string) (*os.File, error) {
 	buf, oob := make([]byte, 8), make([]byte, syscall.CmsgSpace(4))
 	n, oobn, _, _, err := h.s.fds.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -65,13 +82,34 @@ func (h *hostClient) GetFd(ctx context.Context, pid, fd int) (*os.File, error) {
 	}
 	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 || n != 8 || binary.LittleEndian.Uint64(buf) != h.token {
-		return nil, fmt.Errorf("gocr sent no fd for fd %d of pid %d", fd, pid)
+		return nil, fmt.Errorf("gocr sent no fd for %s", what)
 	}
 	fds, err := syscall.ParseUnixRights(&msgs[0])
 	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("gocr sent no fd for fd %d of pid %d", fd, pid)
+		return nil, fmt.Errorf("gocr sent no fd for %s", what)
 	}
-	return os.NewFile(uintptr(fds[0]), fmt.Sprintf("pid %d fd %d", pid, fd)), nil
+	return os.NewFile(uintptr(fds[0]), what), nil
+}
+
+func (h *hostClient) blobFile(ctx context.Context, name string, call func(context.Context, *pb.BlobFileRequest, ...grpc.CallOption) (*pb.Empty, error)) (*os.File, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.s.fdSocket(); err != nil {
+		return nil, err
+	}
+	h.token++
+	if _, err := call(ctx, &pb.BlobFileRequest{Name: name, Token: h.token}); err != nil {
+		return nil, err
+	}
+	return h.receiveFd("blob " + name)
+}
+
+func (h *hostClient) CreateBlobFile(ctx context.Context, name string) (*os.File, error) {
+	return h.blobFile(ctx, name, h.c.CreateBlobFile)
+}
+
+func (h *hostClient) OpenBlobFile(ctx context.Context, name string) (*os.File, error) {
+	return h.blobFile(ctx, name, h.c.OpenBlobFile)
 }
 
 func (h *hostClient) PutBlob(ctx context.Context, name string, data []byte) error {

@@ -98,14 +98,28 @@ type Host interface {
 	// Syscall runs a syscall inside the process and returns its result.
 	Syscall(ctx context.Context, pid int, nr int64, args ...uint64) (uint64, error)
 	// TracerIoctl runs ioctl(fd, request, arg) on the process's fd from gocr's tracer thread
-	// and returns the result and arg as the ioctl left it.
-	TracerIoctl(ctx context.Context, pid, fd int, request uint64, arg []byte) (int64, []byte, error)
+	// and returns the result and arg as the ioctl left it. Where arg points to other memory
+	// (arrays the driver fills), bufs give it: gocr puts each buffer in its own memory, writes
+	// its address into arg at buf.At, and copies back into buf.Data what the ioctl left.
+	TracerIoctl(ctx context.Context, pid, fd int, request uint64, arg []byte, bufs ...*IoctlBuffer) (int64, []byte, error)
 	// GetFd returns a dup of the process's fd (same open file description).
 	GetFd(ctx context.Context, pid, fd int) (*os.File, error)
 	// PutBlob (dump) and GetBlob (restore) store and read named data of the plugin in the
 	// image; names are lowercase letters, digits and '-'.
 	PutBlob(ctx context.Context, name string, data []byte) error
 	GetBlob(ctx context.Context, name string) ([]byte, error)
+	// CreateBlobFile (dump) returns a file of the image to write a large named blob into
+	// (device memory: it never crosses gRPC); gocr checksums it when the image is committed.
+	// OpenBlobFile (restore) returns it read-only. The caller closes the file.
+	CreateBlobFile(ctx context.Context, name string) (*os.File, error)
+	OpenBlobFile(ctx context.Context, name string) (*os.File, error)
+}
+
+// IoctlBuffer is memory an ioctl's argument points to (see Host.TracerIoctl): At is the
+// offset in arg of the u64 pointer field, Data the buffer, replaced by what the ioctl left.
+type IoctlBuffer struct {
+	At   int
+	Data []byte
 }
 
 // HostUser is implemented by plugins that call the Host: gocr gives it at Init.

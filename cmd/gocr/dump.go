@@ -139,7 +139,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
 		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,
 	})

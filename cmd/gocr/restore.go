@@ -87,7 +87,7 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	}
 	prog := newProgress(opts.errOut, "restore")
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
-		PluginDirs: opts.pluginDirs, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut}
+		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut}
 	if opts.shellJob {
 		for _, fd := range []int{0, 1, 2} {
 			if ro.TTY = core.TerminalOf(fd); ro.TTY != "" {

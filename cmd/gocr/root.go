@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,7 @@ type globalOptions struct {
 	json          bool
 	plugins       []string
 	pluginDirs    []string
+	pluginTimeout time.Duration
 	actionScripts []string
 	out           io.Writer
 	errOut        io.Writer
@@ -46,6 +48,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	cmd.PersistentFlags().StringVarP(&g.logFile, "log-file", "o", "", "write a detailed log to this file")
 	cmd.PersistentFlags().StringSliceVar(&g.plugins, "plugin", nil, "start plugin gocr-plugin-NAME for a dump (repeatable or comma-separated); a restore starts those the image needs")
 	cmd.PersistentFlags().StringArrayVar(&g.actionScripts, "action-script", nil, "run this script at each stage of a dump or restore, with CRTOOLS_SCRIPT_ACTION set (as CRIU; repeatable)")
+	cmd.PersistentFlags().DurationVar(&g.pluginTimeout, "plugin-timeout", 0, "bound each plugin call by this long (default 30s; saving many GiB of device memory takes longer)")
 	cmd.PersistentFlags().StringSliceVar(&g.pluginDirs, "plugin-dir", nil, "look for plugins here too (also $GOCR_PLUGIN_DIR, and gocr's own directory)")
 	cmd.AddCommand(newCmdDump(g, nil), newCmdPreDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdCheck(g, nil))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })

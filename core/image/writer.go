@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,6 +39,7 @@ type Writer struct {
 	tmp     string
 	entries map[string]*imagepb.FileEntry
 	files   []*os.File // kept open until Commit syncs them
+	raw     map[string]*os.File // written by others (plugins), checksummed at Commit
 }
 
 // Create starts an image to appear at dir. dir may not exist yet or be empty; an existing
@@ -176,9 +178,65 @@ func (d *DataFile) Close() error {
 	return nil
 }
 
+// CreateRaw starts the raw file name for someone else to write (a plugin, through the fd it
+// is sent): Commit reads it back for its size and checksums. The caller closes its copy.
+func (w *Writer) CreateRaw(name string) (*os.File, error) {
+	if _, dup := w.raw[name]; dup {
+		return nil, fmt.Errorf("image file %s written twice", name)
+	}
+	f, err := w.create(name)
+	if err != nil {
+		return nil, err
+	}
+	if w.raw == nil {
+		w.raw = map[string]*os.File{}
+	}
+	mine, err := os.Open(f.Name())
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	w.raw[name] = mine
+	return f, nil
+}
+
+// sumRaw records the raw files others wrote in the index, checksummed as CreateData's are.
+func (w *Writer) sumRaw() error {
+	buf := make([]byte, 1<<20)
+	for name, f := range w.raw {
+		e := &imagepb.FileEntry{Name: name, ChunkSize: ChunkSize}
+		crc := crc32.New(castagnoli)
+		for {
+			n, err := f.Read(buf[:min(uint64(len(buf)), ChunkSize-e.Size%ChunkSize)])
+			crc.Write(buf[:n])
+			e.Size += uint64(n)
+			if n > 0 && e.Size%ChunkSize == 0 {
+				e.ChunkCrc32C = append(e.ChunkCrc32C, crc.Sum32())
+				crc.Reset()
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read %s back: %w", name, err)
+			}
+		}
+		if e.Size%ChunkSize != 0 || e.Size == 0 {
+			e.ChunkCrc32C = append(e.ChunkCrc32C, crc.Sum32())
+		}
+		w.entries[name] = e
+		w.files = append(w.files, f)
+		delete(w.raw, name)
+	}
+	return nil
+}
+
 // Commit writes the index, syncs every file and the directory, and renames the image into
 // place. After Commit returns nil the image is complete on disk.
 func (w *Writer) Commit(idx *imagepb.Index, sync bool) error {
+	if err := w.sumRaw(); err != nil {
+		return err
+	}
 	idx.FormatVersion = FormatVersion
 	idx.CreatedUnixNano = time.Now().UnixNano()
 	idx.Files = idx.Files[:0]
@@ -242,6 +300,10 @@ func (w *Writer) Abort() {
 	for _, f := range w.files {
 		f.Close()
 	}
+	for _, f := range w.raw {
+		f.Close()
+	}
+	w.raw = nil
 	w.files = nil
 	os.RemoveAll(w.tmp)
 }

@@ -439,11 +439,14 @@ func (x *SyscallResponse) GetRet() uint64 {
 }
 
 type IoctlRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Fd            int32                  `protobuf:"varint,2,opt,name=fd,proto3" json:"fd,omitempty"`
-	Request       uint64                 `protobuf:"varint,3,opt,name=request,proto3" json:"request,omitempty"`
-	Arg           []byte                 `protobuf:"bytes,4,opt,name=arg,proto3" json:"arg,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pid     int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fd      int32                  `protobuf:"varint,2,opt,name=fd,proto3" json:"fd,omitempty"`
+	Request uint64                 `protobuf:"varint,3,opt,name=request,proto3" json:"request,omitempty"`
+	Arg     []byte                 `protobuf:"bytes,4,opt,name=arg,proto3" json:"arg,omitempty"`
+	// Buffers the ioctl points to: the host puts each in its own memory and writes its address
+	// (u64, little-endian) into arg at offset at, before the call.
+	Buffers       []*IoctlBuffer `protobuf:"bytes,5,rep,name=buffers,proto3" json:"buffers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -506,17 +509,78 @@ func (x *IoctlRequest) GetArg() []byte {
 	return nil
 }
 
-type IoctlResponse struct {
+func (x *IoctlRequest) GetBuffers() []*IoctlBuffer {
+	if x != nil {
+		return x.Buffers
+	}
+	return nil
+}
+
+type IoctlBuffer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ret           int64                  `protobuf:"varint,1,opt,name=ret,proto3" json:"ret,omitempty"`
-	Arg           []byte                 `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
+	At            uint32                 `protobuf:"varint,1,opt,name=at,proto3" json:"at,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IoctlBuffer) Reset() {
+	*x = IoctlBuffer{}
+	mi := &file_plugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IoctlBuffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IoctlBuffer) ProtoMessage() {}
+
+func (x *IoctlBuffer) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IoctlBuffer.ProtoReflect.Descriptor instead.
+func (*IoctlBuffer) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *IoctlBuffer) GetAt() uint32 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+func (x *IoctlBuffer) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type IoctlResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ret   int64                  `protobuf:"varint,1,opt,name=ret,proto3" json:"ret,omitempty"`
+	Arg   []byte                 `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
+	// The buffers as the ioctl left them, in request order.
+	Buffers       [][]byte `protobuf:"bytes,3,rep,name=buffers,proto3" json:"buffers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IoctlResponse) Reset() {
 	*x = IoctlResponse{}
-	mi := &file_plugin_proto_msgTypes[8]
+	mi := &file_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +592,7 @@ func (x *IoctlResponse) String() string {
 func (*IoctlResponse) ProtoMessage() {}
 
 func (x *IoctlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[8]
+	mi := &file_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +605,7 @@ func (x *IoctlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IoctlResponse.ProtoReflect.Descriptor instead.
 func (*IoctlResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IoctlResponse) GetRet() int64 {
@@ -558,6 +622,65 @@ func (x *IoctlResponse) GetArg() []byte {
 	return nil
 }
 
+func (x *IoctlResponse) GetBuffers() [][]byte {
+	if x != nil {
+		return x.Buffers
+	}
+	return nil
+}
+
+type BlobFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Token         uint64                 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobFileRequest) Reset() {
+	*x = BlobFileRequest{}
+	mi := &file_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobFileRequest) ProtoMessage() {}
+
+func (x *BlobFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobFileRequest.ProtoReflect.Descriptor instead.
+func (*BlobFileRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BlobFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlobFileRequest) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 type FdRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -569,7 +692,7 @@ type FdRequest struct {
 
 func (x *FdRequest) Reset() {
 	*x = FdRequest{}
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +704,7 @@ func (x *FdRequest) String() string {
 func (*FdRequest) ProtoMessage() {}
 
 func (x *FdRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +717,7 @@ func (x *FdRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdRequest.ProtoReflect.Descriptor instead.
 func (*FdRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FdRequest) GetPid() int32 {
@@ -628,7 +751,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +763,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +776,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BlobRequest) GetName() string {
@@ -679,7 +802,7 @@ type BlobResponse struct {
 
 func (x *BlobResponse) Reset() {
 	*x = BlobResponse{}
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +814,7 @@ func (x *BlobResponse) String() string {
 func (*BlobResponse) ProtoMessage() {}
 
 func (x *BlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +827,7 @@ func (x *BlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobResponse.ProtoReflect.Descriptor instead.
 func (*BlobResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BlobResponse) GetData() []byte {
@@ -722,7 +845,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +857,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +870,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 type InitRequest struct {
@@ -763,7 +886,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +898,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +911,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InitRequest) GetOperation() string {
@@ -828,7 +951,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +963,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +976,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InitResponse) GetName() string {
@@ -909,7 +1032,7 @@ type FileRequest struct {
 
 func (x *FileRequest) Reset() {
 	*x = FileRequest{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1044,7 @@ func (x *FileRequest) String() string {
 func (*FileRequest) ProtoMessage() {}
 
 func (x *FileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1057,7 @@ func (x *FileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRequest.ProtoReflect.Descriptor instead.
 func (*FileRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FileRequest) GetPid() int32 {
@@ -1002,7 +1125,7 @@ type DumpFileResponse struct {
 
 func (x *DumpFileResponse) Reset() {
 	*x = DumpFileResponse{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1137,7 @@ func (x *DumpFileResponse) String() string {
 func (*DumpFileResponse) ProtoMessage() {}
 
 func (x *DumpFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1150,7 @@ func (x *DumpFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpFileResponse.ProtoReflect.Descriptor instead.
 func (*DumpFileResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DumpFileResponse) GetBlob() []byte {
@@ -1045,7 +1168,7 @@ type RestoreFileResponse struct {
 
 func (x *RestoreFileResponse) Reset() {
 	*x = RestoreFileResponse{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1180,7 @@ func (x *RestoreFileResponse) String() string {
 func (*RestoreFileResponse) ProtoMessage() {}
 
 func (x *RestoreFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1193,7 @@ func (x *RestoreFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFileResponse.ProtoReflect.Descriptor instead.
 func (*RestoreFileResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 type FiniRequest struct {
@@ -1082,7 +1205,7 @@ type FiniRequest struct {
 
 func (x *FiniRequest) Reset() {
 	*x = FiniRequest{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1217,7 @@ func (x *FiniRequest) String() string {
 func (*FiniRequest) ProtoMessage() {}
 
 func (x *FiniRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1230,7 @@ func (x *FiniRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiniRequest.ProtoReflect.Descriptor instead.
 func (*FiniRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FiniRequest) GetOk() bool {
@@ -1149,15 +1272,23 @@ const file_plugin_proto_rawDesc = "" +
 	"\x02nr\x18\x02 \x01(\x03R\x02nr\x12\x12\n" +
 	"\x04args\x18\x03 \x03(\x04R\x04args\"#\n" +
 	"\x0fSyscallResponse\x12\x10\n" +
-	"\x03ret\x18\x01 \x01(\x04R\x03ret\"\\\n" +
+	"\x03ret\x18\x01 \x01(\x04R\x03ret\"\x93\x01\n" +
 	"\fIoctlRequest\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\x12\x18\n" +
 	"\arequest\x18\x03 \x01(\x04R\arequest\x12\x10\n" +
-	"\x03arg\x18\x04 \x01(\fR\x03arg\"3\n" +
+	"\x03arg\x18\x04 \x01(\fR\x03arg\x125\n" +
+	"\abuffers\x18\x05 \x03(\v2\x1b.gocr.plugin.v1.IoctlBufferR\abuffers\"1\n" +
+	"\vIoctlBuffer\x12\x0e\n" +
+	"\x02at\x18\x01 \x01(\rR\x02at\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"M\n" +
 	"\rIoctlResponse\x12\x10\n" +
 	"\x03ret\x18\x01 \x01(\x03R\x03ret\x12\x10\n" +
-	"\x03arg\x18\x02 \x01(\fR\x03arg\"C\n" +
+	"\x03arg\x18\x02 \x01(\fR\x03arg\x12\x18\n" +
+	"\abuffers\x18\x03 \x03(\fR\abuffers\";\n" +
+	"\x0fBlobFileRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\"C\n" +
 	"\tFdRequest\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\x12\x14\n" +
@@ -1207,7 +1338,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\vRestoreInit\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12G\n" +
 	"\x11ResumeDevicesLate\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x15.gocr.plugin.v1.Empty\x12C\n" +
 	"\x05Check\x12\x1b.gocr.plugin.v1.PidsRequest\x1a\x1d.gocr.plugin.v1.CheckResponse\x12:\n" +
-	"\x04Fini\x12\x1b.gocr.plugin.v1.FiniRequest\x1a\x15.gocr.plugin.v1.Empty2\xf0\x03\n" +
+	"\x04Fini\x12\x1b.gocr.plugin.v1.FiniRequest\x1a\x15.gocr.plugin.v1.Empty2\x82\x05\n" +
 	"\x04Host\x12K\n" +
 	"\n" +
 	"ReadMemory\x12\x1d.gocr.plugin.v1.MemoryRequest\x1a\x1e.gocr.plugin.v1.MemoryResponse\x12C\n" +
@@ -1216,7 +1347,9 @@ const file_plugin_proto_rawDesc = "" +
 	"\vTracerIoctl\x12\x1c.gocr.plugin.v1.IoctlRequest\x1a\x1d.gocr.plugin.v1.IoctlResponse\x129\n" +
 	"\x05GetFd\x12\x19.gocr.plugin.v1.FdRequest\x1a\x15.gocr.plugin.v1.Empty\x12=\n" +
 	"\aPutBlob\x12\x1b.gocr.plugin.v1.BlobRequest\x1a\x15.gocr.plugin.v1.Empty\x12D\n" +
-	"\aGetBlob\x12\x1b.gocr.plugin.v1.BlobRequest\x1a\x1c.gocr.plugin.v1.BlobResponseB Z\x1egithub.com/gocr/gocr/sdk/protob\x06proto3"
+	"\aGetBlob\x12\x1b.gocr.plugin.v1.BlobRequest\x1a\x1c.gocr.plugin.v1.BlobResponse\x12H\n" +
+	"\x0eCreateBlobFile\x12\x1f.gocr.plugin.v1.BlobFileRequest\x1a\x15.gocr.plugin.v1.Empty\x12F\n" +
+	"\fOpenBlobFile\x12\x1f.gocr.plugin.v1.BlobFileRequest\x1a\x15.gocr.plugin.v1.EmptyB Z\x1egithub.com/gocr/gocr/sdk/protob\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -1230,7 +1363,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_plugin_proto_goTypes = []any{
 	(*PidsRequest)(nil),         // 0: gocr.plugin.v1.PidsRequest
 	(*CheckResponse)(nil),       // 1: gocr.plugin.v1.CheckResponse
@@ -1240,62 +1373,69 @@ var file_plugin_proto_goTypes = []any{
 	(*SyscallRequest)(nil),      // 5: gocr.plugin.v1.SyscallRequest
 	(*SyscallResponse)(nil),     // 6: gocr.plugin.v1.SyscallResponse
 	(*IoctlRequest)(nil),        // 7: gocr.plugin.v1.IoctlRequest
-	(*IoctlResponse)(nil),       // 8: gocr.plugin.v1.IoctlResponse
-	(*FdRequest)(nil),           // 9: gocr.plugin.v1.FdRequest
-	(*BlobRequest)(nil),         // 10: gocr.plugin.v1.BlobRequest
-	(*BlobResponse)(nil),        // 11: gocr.plugin.v1.BlobResponse
-	(*Empty)(nil),               // 12: gocr.plugin.v1.Empty
-	(*InitRequest)(nil),         // 13: gocr.plugin.v1.InitRequest
-	(*InitResponse)(nil),        // 14: gocr.plugin.v1.InitResponse
-	(*FileRequest)(nil),         // 15: gocr.plugin.v1.FileRequest
-	(*DumpFileResponse)(nil),    // 16: gocr.plugin.v1.DumpFileResponse
-	(*RestoreFileResponse)(nil), // 17: gocr.plugin.v1.RestoreFileResponse
-	(*FiniRequest)(nil),         // 18: gocr.plugin.v1.FiniRequest
+	(*IoctlBuffer)(nil),         // 8: gocr.plugin.v1.IoctlBuffer
+	(*IoctlResponse)(nil),       // 9: gocr.plugin.v1.IoctlResponse
+	(*BlobFileRequest)(nil),     // 10: gocr.plugin.v1.BlobFileRequest
+	(*FdRequest)(nil),           // 11: gocr.plugin.v1.FdRequest
+	(*BlobRequest)(nil),         // 12: gocr.plugin.v1.BlobRequest
+	(*BlobResponse)(nil),        // 13: gocr.plugin.v1.BlobResponse
+	(*Empty)(nil),               // 14: gocr.plugin.v1.Empty
+	(*InitRequest)(nil),         // 15: gocr.plugin.v1.InitRequest
+	(*InitResponse)(nil),        // 16: gocr.plugin.v1.InitResponse
+	(*FileRequest)(nil),         // 17: gocr.plugin.v1.FileRequest
+	(*DumpFileResponse)(nil),    // 18: gocr.plugin.v1.DumpFileResponse
+	(*RestoreFileResponse)(nil), // 19: gocr.plugin.v1.RestoreFileResponse
+	(*FiniRequest)(nil),         // 20: gocr.plugin.v1.FiniRequest
 }
 var file_plugin_proto_depIdxs = []int32{
-	13, // 0: gocr.plugin.v1.Plugin.Init:input_type -> gocr.plugin.v1.InitRequest
-	15, // 1: gocr.plugin.v1.Plugin.DumpFile:input_type -> gocr.plugin.v1.FileRequest
-	15, // 2: gocr.plugin.v1.Plugin.RestoreFile:input_type -> gocr.plugin.v1.FileRequest
-	2,  // 3: gocr.plugin.v1.Plugin.DumpVMA:input_type -> gocr.plugin.v1.VMARequest
-	2,  // 4: gocr.plugin.v1.Plugin.RestoreVMA:input_type -> gocr.plugin.v1.VMARequest
-	0,  // 5: gocr.plugin.v1.Plugin.PauseDevices:input_type -> gocr.plugin.v1.PidsRequest
-	0,  // 6: gocr.plugin.v1.Plugin.CheckpointDevices:input_type -> gocr.plugin.v1.PidsRequest
-	0,  // 7: gocr.plugin.v1.Plugin.DumpDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
-	0,  // 8: gocr.plugin.v1.Plugin.RestoreInit:input_type -> gocr.plugin.v1.PidsRequest
-	0,  // 9: gocr.plugin.v1.Plugin.ResumeDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
-	0,  // 10: gocr.plugin.v1.Plugin.Check:input_type -> gocr.plugin.v1.PidsRequest
-	18, // 11: gocr.plugin.v1.Plugin.Fini:input_type -> gocr.plugin.v1.FiniRequest
-	3,  // 12: gocr.plugin.v1.Host.ReadMemory:input_type -> gocr.plugin.v1.MemoryRequest
-	3,  // 13: gocr.plugin.v1.Host.WriteMemory:input_type -> gocr.plugin.v1.MemoryRequest
-	5,  // 14: gocr.plugin.v1.Host.Syscall:input_type -> gocr.plugin.v1.SyscallRequest
-	7,  // 15: gocr.plugin.v1.Host.TracerIoctl:input_type -> gocr.plugin.v1.IoctlRequest
-	9,  // 16: gocr.plugin.v1.Host.GetFd:input_type -> gocr.plugin.v1.FdRequest
-	10, // 17: gocr.plugin.v1.Host.PutBlob:input_type -> gocr.plugin.v1.BlobRequest
-	10, // 18: gocr.plugin.v1.Host.GetBlob:input_type -> gocr.plugin.v1.BlobRequest
-	14, // 19: gocr.plugin.v1.Plugin.Init:output_type -> gocr.plugin.v1.InitResponse
-	16, // 20: gocr.plugin.v1.Plugin.DumpFile:output_type -> gocr.plugin.v1.DumpFileResponse
-	17, // 21: gocr.plugin.v1.Plugin.RestoreFile:output_type -> gocr.plugin.v1.RestoreFileResponse
-	16, // 22: gocr.plugin.v1.Plugin.DumpVMA:output_type -> gocr.plugin.v1.DumpFileResponse
-	12, // 23: gocr.plugin.v1.Plugin.RestoreVMA:output_type -> gocr.plugin.v1.Empty
-	12, // 24: gocr.plugin.v1.Plugin.PauseDevices:output_type -> gocr.plugin.v1.Empty
-	12, // 25: gocr.plugin.v1.Plugin.CheckpointDevices:output_type -> gocr.plugin.v1.Empty
-	12, // 26: gocr.plugin.v1.Plugin.DumpDevicesLate:output_type -> gocr.plugin.v1.Empty
-	12, // 27: gocr.plugin.v1.Plugin.RestoreInit:output_type -> gocr.plugin.v1.Empty
-	12, // 28: gocr.plugin.v1.Plugin.ResumeDevicesLate:output_type -> gocr.plugin.v1.Empty
-	1,  // 29: gocr.plugin.v1.Plugin.Check:output_type -> gocr.plugin.v1.CheckResponse
-	12, // 30: gocr.plugin.v1.Plugin.Fini:output_type -> gocr.plugin.v1.Empty
-	4,  // 31: gocr.plugin.v1.Host.ReadMemory:output_type -> gocr.plugin.v1.MemoryResponse
-	12, // 32: gocr.plugin.v1.Host.WriteMemory:output_type -> gocr.plugin.v1.Empty
-	6,  // 33: gocr.plugin.v1.Host.Syscall:output_type -> gocr.plugin.v1.SyscallResponse
-	8,  // 34: gocr.plugin.v1.Host.TracerIoctl:output_type -> gocr.plugin.v1.IoctlResponse
-	12, // 35: gocr.plugin.v1.Host.GetFd:output_type -> gocr.plugin.v1.Empty
-	12, // 36: gocr.plugin.v1.Host.PutBlob:output_type -> gocr.plugin.v1.Empty
-	11, // 37: gocr.plugin.v1.Host.GetBlob:output_type -> gocr.plugin.v1.BlobResponse
-	19, // [19:38] is the sub-list for method output_type
-	0,  // [0:19] is the sub-list for method input_type
-	0,  // [0:0] is the sub-list for extension type_name
-	0,  // [0:0] is the sub-list for extension extendee
-	0,  // [0:0] is the sub-list for field type_name
+	8,  // 0: gocr.plugin.v1.IoctlRequest.buffers:type_name -> gocr.plugin.v1.IoctlBuffer
+	15, // 1: gocr.plugin.v1.Plugin.Init:input_type -> gocr.plugin.v1.InitRequest
+	17, // 2: gocr.plugin.v1.Plugin.DumpFile:input_type -> gocr.plugin.v1.FileRequest
+	17, // 3: gocr.plugin.v1.Plugin.RestoreFile:input_type -> gocr.plugin.v1.FileRequest
+	2,  // 4: gocr.plugin.v1.Plugin.DumpVMA:input_type -> gocr.plugin.v1.VMARequest
+	2,  // 5: gocr.plugin.v1.Plugin.RestoreVMA:input_type -> gocr.plugin.v1.VMARequest
+	0,  // 6: gocr.plugin.v1.Plugin.PauseDevices:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 7: gocr.plugin.v1.Plugin.CheckpointDevices:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 8: gocr.plugin.v1.Plugin.DumpDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 9: gocr.plugin.v1.Plugin.RestoreInit:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 10: gocr.plugin.v1.Plugin.ResumeDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
+	0,  // 11: gocr.plugin.v1.Plugin.Check:input_type -> gocr.plugin.v1.PidsRequest
+	20, // 12: gocr.plugin.v1.Plugin.Fini:input_type -> gocr.plugin.v1.FiniRequest
+	3,  // 13: gocr.plugin.v1.Host.ReadMemory:input_type -> gocr.plugin.v1.MemoryRequest
+	3,  // 14: gocr.plugin.v1.Host.WriteMemory:input_type -> gocr.plugin.v1.MemoryRequest
+	5,  // 15: gocr.plugin.v1.Host.Syscall:input_type -> gocr.plugin.v1.SyscallRequest
+	7,  // 16: gocr.plugin.v1.Host.TracerIoctl:input_type -> gocr.plugin.v1.IoctlRequest
+	11, // 17: gocr.plugin.v1.Host.GetFd:input_type -> gocr.plugin.v1.FdRequest
+	12, // 18: gocr.plugin.v1.Host.PutBlob:input_type -> gocr.plugin.v1.BlobRequest
+	12, // 19: gocr.plugin.v1.Host.GetBlob:input_type -> gocr.plugin.v1.BlobRequest
+	10, // 20: gocr.plugin.v1.Host.CreateBlobFile:input_type -> gocr.plugin.v1.BlobFileRequest
+	10, // 21: gocr.plugin.v1.Host.OpenBlobFile:input_type -> gocr.plugin.v1.BlobFileRequest
+	16, // 22: gocr.plugin.v1.Plugin.Init:output_type -> gocr.plugin.v1.InitResponse
+	18, // 23: gocr.plugin.v1.Plugin.DumpFile:output_type -> gocr.plugin.v1.DumpFileResponse
+	19, // 24: gocr.plugin.v1.Plugin.RestoreFile:output_type -> gocr.plugin.v1.RestoreFileResponse
+	18, // 25: gocr.plugin.v1.Plugin.DumpVMA:output_type -> gocr.plugin.v1.DumpFileResponse
+	14, // 26: gocr.plugin.v1.Plugin.RestoreVMA:output_type -> gocr.plugin.v1.Empty
+	14, // 27: gocr.plugin.v1.Plugin.PauseDevices:output_type -> gocr.plugin.v1.Empty
+	14, // 28: gocr.plugin.v1.Plugin.CheckpointDevices:output_type -> gocr.plugin.v1.Empty
+	14, // 29: gocr.plugin.v1.Plugin.DumpDevicesLate:output_type -> gocr.plugin.v1.Empty
+	14, // 30: gocr.plugin.v1.Plugin.RestoreInit:output_type -> gocr.plugin.v1.Empty
+	14, // 31: gocr.plugin.v1.Plugin.ResumeDevicesLate:output_type -> gocr.plugin.v1.Empty
+	1,  // 32: gocr.plugin.v1.Plugin.Check:output_type -> gocr.plugin.v1.CheckResponse
+	14, // 33: gocr.plugin.v1.Plugin.Fini:output_type -> gocr.plugin.v1.Empty
+	4,  // 34: gocr.plugin.v1.Host.ReadMemory:output_type -> gocr.plugin.v1.MemoryResponse
+	14, // 35: gocr.plugin.v1.Host.WriteMemory:output_type -> gocr.plugin.v1.Empty
+	6,  // 36: gocr.plugin.v1.Host.Syscall:output_type -> gocr.plugin.v1.SyscallResponse
+	9,  // 37: gocr.plugin.v1.Host.TracerIoctl:output_type -> gocr.plugin.v1.IoctlResponse
+	14, // 38: gocr.plugin.v1.Host.GetFd:output_type -> gocr.plugin.v1.Empty
+	14, // 39: gocr.plugin.v1.Host.PutBlob:output_type -> gocr.plugin.v1.Empty
+	13, // 40: gocr.plugin.v1.Host.GetBlob:output_type -> gocr.plugin.v1.BlobResponse
+	14, // 41: gocr.plugin.v1.Host.CreateBlobFile:output_type -> gocr.plugin.v1.Empty
+	14, // 42: gocr.plugin.v1.Host.OpenBlobFile:output_type -> gocr.plugin.v1.Empty
+	22, // [22:43] is the sub-list for method output_type
+	1,  // [1:22] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -1309,7 +1449,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -568,13 +568,15 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Host_ReadMemory_FullMethodName  = "/gocr.plugin.v1.Host/ReadMemory"
-	Host_WriteMemory_FullMethodName = "/gocr.plugin.v1.Host/WriteMemory"
-	Host_Syscall_FullMethodName     = "/gocr.plugin.v1.Host/Syscall"
-	Host_TracerIoctl_FullMethodName = "/gocr.plugin.v1.Host/TracerIoctl"
-	Host_GetFd_FullMethodName       = "/gocr.plugin.v1.Host/GetFd"
-	Host_PutBlob_FullMethodName     = "/gocr.plugin.v1.Host/PutBlob"
-	Host_GetBlob_FullMethodName     = "/gocr.plugin.v1.Host/GetBlob"
+	Host_ReadMemory_FullMethodName     = "/gocr.plugin.v1.Host/ReadMemory"
+	Host_WriteMemory_FullMethodName    = "/gocr.plugin.v1.Host/WriteMemory"
+	Host_Syscall_FullMethodName        = "/gocr.plugin.v1.Host/Syscall"
+	Host_TracerIoctl_FullMethodName    = "/gocr.plugin.v1.Host/TracerIoctl"
+	Host_GetFd_FullMethodName          = "/gocr.plugin.v1.Host/GetFd"
+	Host_PutBlob_FullMethodName        = "/gocr.plugin.v1.Host/PutBlob"
+	Host_GetBlob_FullMethodName        = "/gocr.plugin.v1.Host/GetBlob"
+	Host_CreateBlobFile_FullMethodName = "/gocr.plugin.v1.Host/CreateBlobFile"
+	Host_OpenBlobFile_FullMethodName   = "/gocr.plugin.v1.Host/OpenBlobFile"
 )
 
 // HostClient is the client API for Host service.
@@ -596,6 +598,12 @@ type HostClient interface {
 	// PutBlob and GetBlob store and read named data of the plugin in the image.
 	PutBlob(ctx context.Context, in *BlobRequest, opts ...grpc.CallOption) (*Empty, error)
 	GetBlob(ctx context.Context, in *BlobRequest, opts ...grpc.CallOption) (*BlobResponse, error)
+	// CreateBlobFile (dump) sends, over the fd socket with the token, a writable file of the
+	// image for the named blob: bulk data (device memory) is written there, never sent as one
+	// message. The host checksums it when the image is committed. OpenBlobFile (restore) sends
+	// the same file read-only.
+	CreateBlobFile(ctx context.Context, in *BlobFileRequest, opts ...grpc.CallOption) (*Empty, error)
+	OpenBlobFile(ctx context.Context, in *BlobFileRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type hostClient struct {
@@ -676,6 +684,26 @@ func (c *hostClient) GetBlob(ctx context.Context, in *BlobRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *hostClient) CreateBlobFile(ctx context.Context, in *BlobFileRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Host_CreateBlobFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) OpenBlobFile(ctx context.Context, in *BlobFileRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Host_OpenBlobFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -695,6 +723,12 @@ type HostServer interface {
 	// PutBlob and GetBlob store and read named data of the plugin in the image.
 	PutBlob(context.Context, *BlobRequest) (*Empty, error)
 	GetBlob(context.Context, *BlobRequest) (*BlobResponse, error)
+	// CreateBlobFile (dump) sends, over the fd socket with the token, a writable file of the
+	// image for the named blob: bulk data (device memory) is written there, never sent as one
+	// message. The host checksums it when the image is committed. OpenBlobFile (restore) sends
+	// the same file read-only.
+	CreateBlobFile(context.Context, *BlobFileRequest) (*Empty, error)
+	OpenBlobFile(context.Context, *BlobFileRequest) (*Empty, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -725,6 +759,12 @@ func (UnimplementedHostServer) PutBlob(context.Context, *BlobRequest) (*Empty, e
 }
 func (UnimplementedHostServer) GetBlob(context.Context, *BlobRequest) (*BlobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBlob not implemented")
+}
+func (UnimplementedHostServer) CreateBlobFile(context.Context, *BlobFileRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateBlobFile not implemented")
+}
+func (UnimplementedHostServer) OpenBlobFile(context.Context, *BlobFileRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenBlobFile not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -873,6 +913,42 @@ func _Host_GetBlob_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_CreateBlobFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlobFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).CreateBlobFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_CreateBlobFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).CreateBlobFile(ctx, req.(*BlobFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_OpenBlobFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlobFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).OpenBlobFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_OpenBlobFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).OpenBlobFile(ctx, req.(*BlobFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -907,6 +983,14 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBlob",
 			Handler:    _Host_GetBlob_Handler,
+		},
+		{
+			MethodName: "CreateBlobFile",
+			Handler:    _Host_CreateBlobFile_Handler,
+		},
+		{
+			MethodName: "OpenBlobFile",
+			Handler:    _Host_OpenBlobFile_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

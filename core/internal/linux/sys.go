@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -522,6 +523,25 @@ func Ioctl(fd int, request uint64, arg []byte) (int64, error) {
 		return -1, os.NewSyscallError("ioctl", e)
 	}
 	return int64(r), nil
+}
+
+// IoctlPointing runs ioctl(fd, request, arg) where arg holds pointers to other buffers: the
+// address of bufs[i] is written, as a little-endian u64, into arg at ats[i] first. The kernel
+// reads and writes the buffers in place.
+func IoctlPointing(fd int, request uint64, arg []byte, bufs [][]byte, ats []int) (int64, error) {
+	for i, b := range bufs {
+		if ats[i] < 0 || ats[i]+8 > len(arg) {
+			return -1, fmt.Errorf("ioctl %#x: pointer %d at offset %d is outside the %d-byte argument", request, i, ats[i], len(arg))
+		}
+		var p uint64
+		if len(b) > 0 {
+			p = uint64(uintptr(unsafe.Pointer(&b[0])))
+		}
+		binary.LittleEndian.PutUint64(arg[ats[i]:], p)
+	}
+	r, err := Ioctl(fd, request, arg)
+	runtime.KeepAlive(bufs)
+	return r, err
 }
 
 // SizeofSchedAttr is the size of struct sched_attr that gocr passes.

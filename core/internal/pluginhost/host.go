@@ -82,12 +82,25 @@ type Services interface {
 	ReadMemory(pid int, addr uint64, n int) ([]byte, error)
 	WriteMemory(pid int, addr uint64, b []byte) error
 	Syscall(pid int, nr int64, args []uint64) (uint64, error)
-	TracerIoctl(pid, fd int, request uint64, arg []byte) (int64, []byte, error)
+	TracerIoctl(pid, fd int, request uint64, arg []byte, bufs []IoctlBuffer) (int64, []byte, [][]byte, error)
 	// Dup returns a dup, in gocr, of the process's fd; the host sends it and closes it.
 	Dup(pid, fd int) (int, error)
 	PutBlob(plugin, name string, data []byte) error
 	GetBlob(plugin, name string) ([]byte, error)
+	// CreateBlobFile and OpenBlobFile give a blob's file of the image; the host sends it and
+	// closes it.
+	CreateBlobFile(plugin, name string) (*os.File, error)
+	OpenBlobFile(plugin, name string) (*os.File, error)
 }
+
+// IoctlBuffer is memory an ioctl argument points to, at offset At of the argument.
+type IoctlBuffer struct {
+	At   int
+	Data []byte
+}
+
+// maxIoctlBuffers bounds what one TracerIoctl may ask gocr to hold.
+const maxIoctlBuffers = 16
 
 // Start starts the named plugins for operation ("dump", "restore" or "check") and agrees an
 // API version with each. On error, the plugins already started are stopped.
@@ -508,8 +521,15 @@ func (s *hostServer) TracerIoctl(ctx context.Context, r *pb.IoctlRequest) (*pb.I
 	if err != nil {
 		return nil, err
 	}
-	ret, arg, err := svc.TracerIoctl(int(r.Pid), int(r.Fd), r.Request, r.Arg)
-	return &pb.IoctlResponse{Ret: ret, Arg: arg}, err
+	if len(r.Buffers) > maxIoctlBuffers {
+		return nil, fmt.Errorf("ioctl with %d buffers: at most %d", len(r.Buffers), maxIoctlBuffers)
+	}
+	bufs := make([]IoctlBuffer, len(r.Buffers))
+	for i, b := range r.Buffers {
+		bufs[i] = IoctlBuffer{At: int(b.At), Data: b.Data}
+	}
+	ret, arg, out, err := svc.TracerIoctl(int(r.Pid), int(r.Fd), r.Request, r.Arg, bufs)
+	return &pb.IoctlResponse{Ret: ret, Arg: arg, Buffers: out}, err
 }
 
 func (s *hostServer) GetFd(ctx context.Context, r *pb.FdRequest) (*pb.Empty, error) {
@@ -522,12 +542,46 @@ func (s *hostServer) GetFd(ctx context.Context, r *pb.FdRequest) (*pb.Empty, err
 		return nil, err
 	}
 	defer syscall.Close(fd)
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], r.Token)
-	if _, _, err := s.p.fds.WriteMsgUnix(b[:], syscall.UnixRights(fd), nil); err != nil {
+	if err := s.sendFd(r.Token, fd); err != nil {
 		return nil, fmt.Errorf("send fd %d of pid %d to the plugin: %w", r.Fd, r.Pid, err)
 	}
 	return &pb.Empty{}, nil
+}
+
+// sendFd sends fd to the plugin over the fd socket with the token of the call waiting for it.
+func (s *hostServer) sendFd(token uint64, fd int) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], token)
+	_, _, err := s.p.fds.WriteMsgUnix(b[:], syscall.UnixRights(fd), nil)
+	return err
+}
+
+func (s *hostServer) blobFile(r *pb.BlobFileRequest, create bool) (*pb.Empty, error) {
+	svc, err := s.svc()
+	if err != nil {
+		return nil, err
+	}
+	open := svc.OpenBlobFile
+	if create {
+		open = svc.CreateBlobFile
+	}
+	f, err := open(s.p.Name, r.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := s.sendFd(r.Token, int(f.Fd())); err != nil {
+		return nil, fmt.Errorf("send the file of blob %s to the plugin: %w", r.Name, err)
+	}
+	return &pb.Empty{}, nil
+}
+
+func (s *hostServer) CreateBlobFile(ctx context.Context, r *pb.BlobFileRequest) (*pb.Empty, error) {
+	return s.blobFile(r, true)
+}
+
+func (s *hostServer) OpenBlobFile(ctx context.Context, r *pb.BlobFileRequest) (*pb.Empty, error) {
+	return s.blobFile(r, false)
 }
 
 func (s *hostServer) PutBlob(ctx context.Context, r *pb.BlobRequest) (*pb.Empty, error) {
