@@ -37,7 +37,7 @@ func Build(t testing.TB, name string) string {
 		t.Fatalf("gcc is needed to build the test workloads: %v", err)
 	}
 	return build(t, name, func(out string) *exec.Cmd {
-		return exec.Command("gcc", "-O1", "-g", "-pthread", "-o", out, filepath.Join(Workloads(), name+".c"))
+		return exec.Command("gcc", "-O1", "-g", "-pthread", "-I", filepath.Join(Workloads(), "include"), "-o", out, filepath.Join(Workloads(), name+".c"))
 	})
 }
 
