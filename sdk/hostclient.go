@@ -3,12 +3,14 @@ package sdk
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"syscall"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/gocr/gocr/sdk/proto"
 )
@@ -37,7 +39,7 @@ func (h *hostClient) WriteMemory(ctx context.Context, pid int, addr uint64, b []
 func (h *hostClient) Syscall(ctx context.Context, pid int, nr int64, args ...uint64) (uint64, error) {
 	r, err := h.c.Syscall(ctx, &pb.SyscallRequest{Pid: int32(pid), Nr: nr, Args: args})
 	if err != nil {
-		return 0, err
+		return 0, hostError(err)
 	}
 	return r.Ret, nil
 }
@@ -49,7 +51,7 @@ func (h *hostClient) TracerIoctl(ctx context.Context, pid, fd int, request uint6
 	}
 	r, err := h.c.TracerIoctl(ctx, req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, hostError(err)
 	}
 	if len(r.Buffers) != len(bufs) {
 		return 0, nil, fmt.Errorf("ioctl %#x: gocr gave back %d buffers of %d", request, len(r.Buffers), len(bufs))
@@ -72,6 +74,29 @@ func (h *hostClient) GetFd(ctx context.Context, pid, fd int) (*os.File, error) {
 	}
 	return h.receiveFd(fmt.Sprintf("pid %d fd %d", pid, fd))
 }
+
+// hostError turns gocr's error status into an error that wraps the kernel's errno, when the
+// kernel failed the call (errors.Is(err, syscall.ENODEV) works).
+func hostError(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	for _, d := range st.Details() {
+		if e, ok := d.(*pb.Errno); ok {
+			return &errnoError{msg: st.Message(), errno: syscall.Errno(e.Errno)}
+		}
+	}
+	return errors.New(st.Message())
+}
+
+type errnoError struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *errnoError) Error() string { return e.msg }
+func (e *errnoError) Unwrap() error { return e.errno }
 
 // receiveFd takes the fd gocr sent for the current token; what names it. h.mu is held.
 func (h *hostClient) receiveFd(what string) (*os.File, error) {

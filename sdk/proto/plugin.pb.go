@@ -873,6 +873,52 @@ func (*Empty) Descriptor() ([]byte, []int) {
 	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
+// Errno rides as a detail of the error status of a Syscall or TracerIoctl that the kernel
+// failed, so that the plugin sees the errno itself and not only its text.
+type Errno struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Errno) Reset() {
+	*x = Errno{}
+	mi := &file_plugin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Errno) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Errno) ProtoMessage() {}
+
+func (x *Errno) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Errno.ProtoReflect.Descriptor instead.
+func (*Errno) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Errno) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 type InitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "dump", "restore" or "check".
@@ -886,7 +932,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +944,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +957,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InitRequest) GetOperation() string {
@@ -951,7 +997,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1009,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1022,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InitResponse) GetName() string {
@@ -1032,7 +1078,7 @@ type FileRequest struct {
 
 func (x *FileRequest) Reset() {
 	*x = FileRequest{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1090,7 @@ func (x *FileRequest) String() string {
 func (*FileRequest) ProtoMessage() {}
 
 func (x *FileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1103,7 @@ func (x *FileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRequest.ProtoReflect.Descriptor instead.
 func (*FileRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FileRequest) GetPid() int32 {
@@ -1125,7 +1171,7 @@ type DumpFileResponse struct {
 
 func (x *DumpFileResponse) Reset() {
 	*x = DumpFileResponse{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1183,7 @@ func (x *DumpFileResponse) String() string {
 func (*DumpFileResponse) ProtoMessage() {}
 
 func (x *DumpFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1196,7 @@ func (x *DumpFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpFileResponse.ProtoReflect.Descriptor instead.
 func (*DumpFileResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DumpFileResponse) GetBlob() []byte {
@@ -1168,7 +1214,7 @@ type RestoreFileResponse struct {
 
 func (x *RestoreFileResponse) Reset() {
 	*x = RestoreFileResponse{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1226,7 @@ func (x *RestoreFileResponse) String() string {
 func (*RestoreFileResponse) ProtoMessage() {}
 
 func (x *RestoreFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1239,7 @@ func (x *RestoreFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFileResponse.ProtoReflect.Descriptor instead.
 func (*RestoreFileResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 type FiniRequest struct {
@@ -1205,7 +1251,7 @@ type FiniRequest struct {
 
 func (x *FiniRequest) Reset() {
 	*x = FiniRequest{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1263,7 @@ func (x *FiniRequest) String() string {
 func (*FiniRequest) ProtoMessage() {}
 
 func (x *FiniRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1276,7 @@ func (x *FiniRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiniRequest.ProtoReflect.Descriptor instead.
 func (*FiniRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FiniRequest) GetOk() bool {
@@ -1298,7 +1344,9 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\"\n" +
 	"\fBlobResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\a\n" +
-	"\x05Empty\"t\n" +
+	"\x05Empty\"\x1d\n" +
+	"\x05Errno\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"t\n" +
 	"\vInitRequest\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12!\n" +
 	"\fapi_versions\x18\x02 \x03(\rR\vapiVersions\x12$\n" +
@@ -1363,7 +1411,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_plugin_proto_goTypes = []any{
 	(*PidsRequest)(nil),         // 0: gocr.plugin.v1.PidsRequest
 	(*CheckResponse)(nil),       // 1: gocr.plugin.v1.CheckResponse
@@ -1380,18 +1428,19 @@ var file_plugin_proto_goTypes = []any{
 	(*BlobRequest)(nil),         // 12: gocr.plugin.v1.BlobRequest
 	(*BlobResponse)(nil),        // 13: gocr.plugin.v1.BlobResponse
 	(*Empty)(nil),               // 14: gocr.plugin.v1.Empty
-	(*InitRequest)(nil),         // 15: gocr.plugin.v1.InitRequest
-	(*InitResponse)(nil),        // 16: gocr.plugin.v1.InitResponse
-	(*FileRequest)(nil),         // 17: gocr.plugin.v1.FileRequest
-	(*DumpFileResponse)(nil),    // 18: gocr.plugin.v1.DumpFileResponse
-	(*RestoreFileResponse)(nil), // 19: gocr.plugin.v1.RestoreFileResponse
-	(*FiniRequest)(nil),         // 20: gocr.plugin.v1.FiniRequest
+	(*Errno)(nil),               // 15: gocr.plugin.v1.Errno
+	(*InitRequest)(nil),         // 16: gocr.plugin.v1.InitRequest
+	(*InitResponse)(nil),        // 17: gocr.plugin.v1.InitResponse
+	(*FileRequest)(nil),         // 18: gocr.plugin.v1.FileRequest
+	(*DumpFileResponse)(nil),    // 19: gocr.plugin.v1.DumpFileResponse
+	(*RestoreFileResponse)(nil), // 20: gocr.plugin.v1.RestoreFileResponse
+	(*FiniRequest)(nil),         // 21: gocr.plugin.v1.FiniRequest
 }
 var file_plugin_proto_depIdxs = []int32{
 	8,  // 0: gocr.plugin.v1.IoctlRequest.buffers:type_name -> gocr.plugin.v1.IoctlBuffer
-	15, // 1: gocr.plugin.v1.Plugin.Init:input_type -> gocr.plugin.v1.InitRequest
-	17, // 2: gocr.plugin.v1.Plugin.DumpFile:input_type -> gocr.plugin.v1.FileRequest
-	17, // 3: gocr.plugin.v1.Plugin.RestoreFile:input_type -> gocr.plugin.v1.FileRequest
+	16, // 1: gocr.plugin.v1.Plugin.Init:input_type -> gocr.plugin.v1.InitRequest
+	18, // 2: gocr.plugin.v1.Plugin.DumpFile:input_type -> gocr.plugin.v1.FileRequest
+	18, // 3: gocr.plugin.v1.Plugin.RestoreFile:input_type -> gocr.plugin.v1.FileRequest
 	2,  // 4: gocr.plugin.v1.Plugin.DumpVMA:input_type -> gocr.plugin.v1.VMARequest
 	2,  // 5: gocr.plugin.v1.Plugin.RestoreVMA:input_type -> gocr.plugin.v1.VMARequest
 	0,  // 6: gocr.plugin.v1.Plugin.PauseDevices:input_type -> gocr.plugin.v1.PidsRequest
@@ -1400,7 +1449,7 @@ var file_plugin_proto_depIdxs = []int32{
 	0,  // 9: gocr.plugin.v1.Plugin.RestoreInit:input_type -> gocr.plugin.v1.PidsRequest
 	0,  // 10: gocr.plugin.v1.Plugin.ResumeDevicesLate:input_type -> gocr.plugin.v1.PidsRequest
 	0,  // 11: gocr.plugin.v1.Plugin.Check:input_type -> gocr.plugin.v1.PidsRequest
-	20, // 12: gocr.plugin.v1.Plugin.Fini:input_type -> gocr.plugin.v1.FiniRequest
+	21, // 12: gocr.plugin.v1.Plugin.Fini:input_type -> gocr.plugin.v1.FiniRequest
 	3,  // 13: gocr.plugin.v1.Host.ReadMemory:input_type -> gocr.plugin.v1.MemoryRequest
 	3,  // 14: gocr.plugin.v1.Host.WriteMemory:input_type -> gocr.plugin.v1.MemoryRequest
 	5,  // 15: gocr.plugin.v1.Host.Syscall:input_type -> gocr.plugin.v1.SyscallRequest
@@ -1410,10 +1459,10 @@ var file_plugin_proto_depIdxs = []int32{
 	12, // 19: gocr.plugin.v1.Host.GetBlob:input_type -> gocr.plugin.v1.BlobRequest
 	10, // 20: gocr.plugin.v1.Host.CreateBlobFile:input_type -> gocr.plugin.v1.BlobFileRequest
 	10, // 21: gocr.plugin.v1.Host.OpenBlobFile:input_type -> gocr.plugin.v1.BlobFileRequest
-	16, // 22: gocr.plugin.v1.Plugin.Init:output_type -> gocr.plugin.v1.InitResponse
-	18, // 23: gocr.plugin.v1.Plugin.DumpFile:output_type -> gocr.plugin.v1.DumpFileResponse
-	19, // 24: gocr.plugin.v1.Plugin.RestoreFile:output_type -> gocr.plugin.v1.RestoreFileResponse
-	18, // 25: gocr.plugin.v1.Plugin.DumpVMA:output_type -> gocr.plugin.v1.DumpFileResponse
+	17, // 22: gocr.plugin.v1.Plugin.Init:output_type -> gocr.plugin.v1.InitResponse
+	19, // 23: gocr.plugin.v1.Plugin.DumpFile:output_type -> gocr.plugin.v1.DumpFileResponse
+	20, // 24: gocr.plugin.v1.Plugin.RestoreFile:output_type -> gocr.plugin.v1.RestoreFileResponse
+	19, // 25: gocr.plugin.v1.Plugin.DumpVMA:output_type -> gocr.plugin.v1.DumpFileResponse
 	14, // 26: gocr.plugin.v1.Plugin.RestoreVMA:output_type -> gocr.plugin.v1.Empty
 	14, // 27: gocr.plugin.v1.Plugin.PauseDevices:output_type -> gocr.plugin.v1.Empty
 	14, // 28: gocr.plugin.v1.Plugin.CheckpointDevices:output_type -> gocr.plugin.v1.Empty
@@ -1449,7 +1498,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

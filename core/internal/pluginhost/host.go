@@ -513,7 +513,23 @@ func (s *hostServer) Syscall(ctx context.Context, r *pb.SyscallRequest) (*pb.Sys
 		return nil, fmt.Errorf("a syscall takes at most 6 arguments")
 	}
 	ret, err := svc.Syscall(int(r.Pid), r.Nr, r.Args)
-	return &pb.SyscallResponse{Ret: ret}, err
+	if err != nil {
+		return nil, withErrno(err)
+	}
+	return &pb.SyscallResponse{Ret: ret}, nil
+}
+
+// withErrno carries the errno of a failed syscall or ioctl to the plugin as a status detail.
+func withErrno(err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return err
+	}
+	st, derr := status.New(codes.Unknown, err.Error()).WithDetails(&pb.Errno{Errno: int32(errno)})
+	if derr != nil {
+		return err
+	}
+	return st.Err()
 }
 
 func (s *hostServer) TracerIoctl(ctx context.Context, r *pb.IoctlRequest) (*pb.IoctlResponse, error) {
@@ -529,7 +545,10 @@ func (s *hostServer) TracerIoctl(ctx context.Context, r *pb.IoctlRequest) (*pb.I
 		bufs[i] = IoctlBuffer{At: int(b.At), Data: b.Data}
 	}
 	ret, arg, out, err := svc.TracerIoctl(int(r.Pid), int(r.Fd), r.Request, r.Arg, bufs)
-	return &pb.IoctlResponse{Ret: ret, Arg: arg, Buffers: out}, err
+	if err != nil {
+		return nil, withErrno(err)
+	}
+	return &pb.IoctlResponse{Ret: ret, Arg: arg, Buffers: out}, nil
 }
 
 func (s *hostServer) GetFd(ctx context.Context, r *pb.FdRequest) (*pb.Empty, error) {
