@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -198,7 +199,25 @@ func Match(image, here []GPU) (map[uint32]uint32, []string) {
 		return false
 	}
 	if !try(0) {
-		return nil, []string{"each GPU of the image fits some GPU here, but not each its own one"}
+		// Some GPU here fits none of the image's: say how the closest differs.
+		for j, g := range here {
+			var best []string
+			var bestGPU GPU
+			fitsOne := false
+			for i, was := range image {
+				fitsOne = fitsOne || slices.Contains(fits[i], j)
+				if d := differences(was, g); len(d) > 0 && (best == nil || len(d) < len(best)) {
+					best, bestGPU = d, was
+				}
+			}
+			if !fitsOne && best != nil {
+				problems = append(problems, fmt.Sprintf("%s here can take the place of no GPU of the image; against the closest, %s of the image: %s", g, bestGPU, strings.Join(best, ", ")))
+			}
+		}
+		if len(problems) == 0 {
+			problems = []string{"each GPU of the image fits some GPU here, but not each its own one"}
+		}
+		return nil, problems
 	}
 	out := map[uint32]uint32{}
 	for i, j := range pick {
