@@ -1,24 +1,36 @@
 # gocr: see README.md.
 GO ?= go
 
-.PHONY: build demo test bench fuzz generate
+.PHONY: build setup demo test bench bench-gpu fuzz generate
+
+export PATH := $(PATH):/usr/local/go/bin
 
 build:
 	$(GO) build -o bin/gocr ./cmd/gocr
 	$(GO) build -o bin/gocr-plugin-aio ./plugins/aio/gocr-plugin-aio
 	$(GO) build -o bin/gocr-plugin-devmap ./plugins/devmap/gocr-plugin-devmap
+	$(GO) build -o bin/gocr-plugin-amdgpu ./plugins/amdgpu/gocr-plugin-amdgpu
+	$(GO) build -o bin/gocr-kfdemu ./plugins/amdgpu/gocr-kfdemu
+
+# What the demo and the tests need, installed when missing (apt).
+setup:
+	./scripts/setup.sh
 
 # A process counts, is dumped, restored and goes on counting (needs root).
-demo:
+demo: setup
 	./scripts/demo.sh
 
-# All tests (needs root, gcc and python3).
-test:
+# All tests (needs root; setup installs gcc, python3, redis-server... when missing).
+test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
 bench:
 	$(GO) test -run XXX -bench . -benchtime 3x ./core/
+
+# Dump and restore of a GPU job with 1 GiB of BO memory, through the KFD emulator.
+bench-gpu:
+	$(GO) test -run XXX -bench GPUJob -benchtime 3x ./plugins/amdgpu/
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzImage -fuzztime 60s ./core/image

@@ -85,11 +85,17 @@ func TestRestoreRefusesOtherCPU(t *testing.T) {
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 
-	// Claim the image came from a CPU with one more XSTATE feature, keeping it consistent.
+	// Claim the image came from a CPU with one more XSTATE feature, keeping it consistent:
+	// the first feature this CPU does not have (AMX, bit 17, is on here on some machines).
 	tree := &imagepb.Tree{}
 	b, _ := os.ReadFile(filepath.Join(img, image.TreeName))
 	proto.Unmarshal(b, tree)
-	tree.Cpu.Xfeatures |= 1 << 17 // AMX tile data
+	for bit := 2; bit < 63; bit++ {
+		if tree.Cpu.Xfeatures&(1<<bit) == 0 {
+			tree.Cpu.Xfeatures |= 1 << bit
+			break
+		}
+	}
 	b, _ = proto.Marshal(tree)
 	os.WriteFile(filepath.Join(img, image.TreeName), b, 0o600)
 	idx := &imagepb.Index{}

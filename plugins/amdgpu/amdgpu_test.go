@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 
 // emulate starts a KFD emulator bound over /dev/kfd and /dev/dri/renderD*, with its topology
 // given to the workload and to the plugin; it is closed at the end of the test, or by close.
-func emulate(t *testing.T, cfg kfdemu.Config) (emu *kfdemu.Emulator, close func()) {
+func emulate(t testing.TB, cfg kfdemu.Config) (emu *kfdemu.Emulator, close func()) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
@@ -70,7 +70,7 @@ type job struct {
 	dir    string
 }
 
-func startJob(t *testing.T, boKiB int) *job {
+func startJob(t testing.TB, boKiB int) *job {
 	t.Helper()
 	dir := t.TempDir()
 	p := testutil.Start(t, testutil.Build(t, "gpujob"), dir, fmt.Sprint(boKiB))
@@ -115,7 +115,7 @@ func (j *job) counts() [2]int {
 
 // goesOn waits until both processes counted n more, each log a run of consecutive counts with
 // every BO checked at each step (a BO that lost its content ends the log with BAD).
-func (j *job) goesOn(t *testing.T, n int) {
+func (j *job) goesOn(t testing.TB, n int) {
 	t.Helper()
 	from := j.counts()
 	testutil.WaitForProcs(t, "the GPU job to go on counting", func() bool {
@@ -135,7 +135,7 @@ func (j *job) goesOn(t *testing.T, n int) {
 }
 
 // gpuMaps lists the address ranges of a process's mappings of /dev/kfd and render nodes.
-func gpuMaps(t *testing.T, pid int) []string {
+func gpuMaps(t testing.TB, pid int) []string {
 	t.Helper()
 	var out []string
 	for _, l := range strings.Split(testutil.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)), "\n") {
@@ -147,14 +147,14 @@ func gpuMaps(t *testing.T, pid int) []string {
 	return out
 }
 
-func plugin(t *testing.T) string {
+func plugin(t testing.TB) string {
 	t.Helper()
 	dir := testutil.BuildPlugin(t, "plugins/amdgpu/gocr-plugin-amdgpu", "amdgpu")
 	t.Setenv("GOCR_PLUGIN_DIR", dir)
 	return dir
 }
 
-func dump(t *testing.T, j *job, final core.FinalState, plugins string) (string, error) {
+func dump(t testing.TB, j *job, final core.FinalState, plugins string) (string, error) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "img")
 	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{j.parent.Pid}, Dir: dir, Final: final,
@@ -163,7 +163,7 @@ func dump(t *testing.T, j *job, final core.FinalState, plugins string) (string, 
 }
 
 // killedByDump reaps the tree a dump killed, so that its PIDs are free for the restore.
-func (j *job) killedByDump(t *testing.T) {
+func (j *job) killedByDump(t testing.TB) {
 	t.Helper()
 	j.parent.Reap()
 	testutil.WaitFor(t, "the dumped tree to be gone", func() bool {
@@ -172,7 +172,7 @@ func (j *job) killedByDump(t *testing.T) {
 	})
 }
 
-func restore(t *testing.T, j *job, dir, plugins string) {
+func restore(t testing.TB, j *job, dir, plugins string) {
 	t.Helper()
 	res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: dir, PluginDirs: []string{plugins}})
 	if err != nil {
@@ -199,7 +199,7 @@ func criuOps(emu *kfdemu.Emulator) []kfdemu.Event {
 
 // noRefusedCaller fails if the emulator ever refused a caller (EBADF: not the owner nor its
 // ptrace parent; EACCES: no CAP_CHECKPOINT_RESTORE).
-func noRefusedCaller(t *testing.T, emu *kfdemu.Emulator) {
+func noRefusedCaller(t testing.TB, emu *kfdemu.Emulator) {
 	t.Helper()
 	for _, e := range emu.Log() {
 		if e.Errno == syscall.EBADF || e.Errno == syscall.EACCES {
@@ -309,7 +309,7 @@ func TestDumpAndRestoreGPUJob(t *testing.T) {
 }
 
 // kfdRecords returns the device buckets of each process's KFD record in an image.
-func kfdRecords(t *testing.T, dir string) map[int32][]kfd.DeviceBucket {
+func kfdRecords(t testing.TB, dir string) map[int32][]kfd.DeviceBucket {
 	t.Helper()
 	c, err := image.Open(dir)
 	if err != nil {
@@ -392,7 +392,7 @@ func TestRestoreOnOtherGPUs(t *testing.T) {
 
 // refused checks that check mode and the restore both refuse img here, naming want, and that
 // the restore leaves no process behind.
-func refused(t *testing.T, j *job, img, plugins, want string) {
+func refused(t testing.TB, j *job, img, plugins, want string) {
 	t.Helper()
 	rep, err := core.Check(img)
 	var failed *core.CheckFailedError
