@@ -260,6 +260,13 @@ func (p *Plugin) checkpoint(ctx context.Context, d *procDump, minor uint32, gpus
 		return err
 	}
 	defer out.Close()
+	var total uint64
+	for _, b := range buckets {
+		if kfd.HasContent(b.AllocFlags) {
+			total += b.Size
+		}
+	}
+	kfd.Reserve(out, int64(total))
 	renders := map[uint32]*os.File{}
 	defer func() {
 		for _, f := range renders {

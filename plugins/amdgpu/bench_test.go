@@ -17,7 +17,7 @@ import (
 func BenchmarkGPUJob1GiB(b *testing.B) {
 	emu, _ := emulate(b, kfdemu.Config{GPUs: gpus(0x1001, 0x1002)})
 	plugins := plugin(b)
-	var dumpT, restoreT, frozen time.Duration
+	var dumpT, restoreT, frozen, commit time.Duration
 	var bytes uint64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -32,6 +32,7 @@ func BenchmarkGPUJob1GiB(b *testing.B) {
 		}
 		dumpT += st.Total
 		frozen += st.Frozen
+		commit += st.Commit
 		b.StopTimer()
 		j.killedByDump(b)
 		b.StartTimer()
@@ -52,5 +53,6 @@ func BenchmarkGPUJob1GiB(b *testing.B) {
 	b.ReportMetric(mb, "MB-of-BOs")
 	b.ReportMetric(mb/(dumpT.Seconds()/n), "dump-MB/s")
 	b.ReportMetric(frozen.Seconds()/n*1000, "frozen-ms")
+	b.ReportMetric(commit.Seconds()/n*1000, "commit-ms")
 	b.ReportMetric(mb/(restoreT.Seconds()/n), "restore-MB/s")
 }
