@@ -86,9 +86,13 @@ func (p *proc) close() {
 // procOf returns the live KFD process of tgid, making it; e.mu is held. A dead process's
 // state goes (its pid may come back: a restored process).
 func (e *Emulator) procOf(tgid int) *proc {
-	if p := e.procs[tgid]; p != nil {
+	if p := e.procs[tgid]; p != nil && p.alive() {
+		return p
+	}
+	// The memory of processes that ended goes back (their pids may come back: a restore).
+	for pid, p := range e.procs {
 		if p.alive() {
-			return p
+			continue
 		}
 		for _, b := range p.bos {
 			if b.flags&kfd.AllocVRAM != 0 {
@@ -96,7 +100,7 @@ func (e *Emulator) procOf(tgid int) *proc {
 			}
 		}
 		p.close()
-		delete(e.procs, tgid)
+		delete(e.procs, pid)
 	}
 	fd, err := unix.PidfdOpen(tgid, 0)
 	if err != nil {
