@@ -1,7 +1,7 @@
 # gocr: see README.md.
 GO ?= go
 
-.PHONY: build setup demo test bench bench-gpu fuzz generate
+.PHONY: build setup demo demo-gpu test bench bench-gpu fuzz generate
 
 export PATH := $(PATH):/usr/local/go/bin
 
@@ -19,6 +19,10 @@ setup:
 # A process counts, is dumped, restored and goes on counting (needs root).
 demo: setup
 	./scripts/demo.sh
+
+# A GPU job on an emulated /dev/kfd dumped with the amdgpu plugin and restored (needs root).
+demo-gpu: setup
+	./scripts/gpu-demo.sh
 
 # All tests (needs root; setup installs gcc, python3, redis-server... when missing).
 test: setup
