@@ -55,10 +55,13 @@ func emulate(t testing.TB, cfg kfdemu.Config) (emu *kfdemu.Emulator, close func(
 
 const amdgpuKFD = "/dev/kfd"
 
-func gpus(ids ...uint32) []kfdemu.GPU {
+func gpus(ids ...uint32) []kfdemu.GPU { return gpusAt(128, ids...) }
+
+// gpusAt is GPUs whose render minors start at minor.
+func gpusAt(minor uint32, ids ...uint32) []kfdemu.GPU {
 	var out []kfdemu.GPU
 	for i, id := range ids {
-		out = append(out, kfdemu.DefaultGPU(id, uint32(128+i)))
+		out = append(out, kfdemu.DefaultGPU(id, minor+uint32(i)))
 	}
 	return out
 }
@@ -332,7 +335,8 @@ func kfdRecords(t testing.TB, dir string) map[int32][]kfd.DeviceBucket {
 
 // A job dumped on GPUs 0x1001 and 0x1002 restores onto a machine whose GPUs have other ids,
 // in another order; dumped there again, it keeps the ids it first had, and moves on to a
-// third machine. A machine with a GPU fewer, or with a GPU of another device id, is refused
+// third machine whose render nodes have other minors. Without the plugin the restore is
+// refused naming it. A machine with a GPU fewer, or with a GPU of another device id, is refused
 // by check mode and by the restore, naming what differs, and nothing is left of the restore.
 func TestRestoreOnOtherGPUs(t *testing.T) {
 	_, closeA := emulate(t, kfdemu.Config{GPUs: gpus(0x1001, 0x1002)})
@@ -343,6 +347,19 @@ func TestRestoreOnOtherGPUs(t *testing.T) {
 		t.Fatalf("dump: %v", err)
 	}
 	j.killedByDump(t)
+
+	// Without the plugin, the restore is refused before any process is made.
+	t.Setenv("GOCR_PLUGIN_DIR", "")
+	_, err = core.Restore(context.Background(), core.RestoreOptions{Dir: img})
+	if !errors.Is(err, core.ErrIncompatible) || !strings.Contains(err.Error(), "gocr-plugin-amdgpu") {
+		t.Fatalf("restore without the plugin: %v, want it named", err)
+	}
+	for _, pid := range j.pids() {
+		if testutil.Alive(pid) {
+			t.Fatalf("a refused restore left pid %d behind", pid)
+		}
+	}
+	t.Setenv("GOCR_PLUGIN_DIR", plugins)
 	closeA()
 
 	// A GPU fewer.
@@ -385,7 +402,8 @@ func TestRestoreOnOtherGPUs(t *testing.T) {
 	}
 	j.killedByDump(t)
 	closeD()
-	_, _ = emulate(t, kfdemu.Config{GPUs: gpus(0x3001, 0x3002)})
+	// A third machine, whose render nodes have other minors (renderD130, renderD131).
+	_, _ = emulate(t, kfdemu.Config{GPUs: gpusAt(130, 0x3001, 0x3002)})
 	restore(t, j, img2, plugins)
 	j.goesOn(t, 10)
 }
@@ -472,4 +490,35 @@ func TestRefusedDumps(t *testing.T) {
 			t.Fatalf("the refused process is in state %q, want sleeping", st)
 		}
 	})
+}
+
+// A job in a container given two of the host's three GPUs (the third's render node is not
+// there and KFD does not count it) is dumped with those two only, and restored on a host of
+// four GPUs whose container is given two others: the job goes on with its BOs intact.
+func TestContainerWithSomeOfTheGPUs(t *testing.T) {
+	_, closeA := emulate(t, kfdemu.Config{GPUs: gpus(0x1001, 0x1002, 0x1003), Denied: []uint32{0x1001}})
+	plugins := plugin(t)
+	j := startJob(t, 256)
+	img, err := dump(t, j, core.Kill, plugins)
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	for pid, devs := range kfdRecords(t, img) {
+		if len(devs) != 2 {
+			t.Fatalf("pid %d: %d GPUs in the image, want the container's 2", pid, len(devs))
+		}
+	}
+	j.killedByDump(t)
+	closeA()
+	emu, _ := emulate(t, kfdemu.Config{GPUs: gpus(0x2001, 0x2002, 0x2003, 0x2004), Denied: []uint32{0x2001, 0x2004}})
+	restore(t, j, img, plugins)
+	j.goesOn(t, 10)
+	noRefusedCaller(t, emu)
+	for _, pid := range j.pids() {
+		for _, m := range gpuMaps(t, pid) {
+			if strings.HasSuffix(m, "renderD128") || strings.HasSuffix(m, "renderD131") {
+				t.Errorf("pid %d maps %s, a GPU the container was not given", pid, m)
+			}
+		}
+	}
 }

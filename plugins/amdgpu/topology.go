@@ -2,7 +2,9 @@ package amdgpu
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,7 +31,9 @@ func (g GPU) String() string {
 }
 
 // ReadTopology reads the GPU nodes under root (nodes/N/{gpu_id,properties,mem_banks,io_links}),
-// in node order; CPU nodes (gpu_id 0) are left out.
+// in node order: the GPUs this process may use. CPU nodes (gpu_id 0) are left out, and so are
+// the GPUs of a container's host that are not the container's: nodes the kernel does not let
+// it read (EPERM, the device cgroup) and GPUs whose render node is not in its /dev/dri.
 func ReadTopology(root string) ([]GPU, error) {
 	ents, err := os.ReadDir(filepath.Join(root, "nodes"))
 	if err != nil {
@@ -46,6 +50,9 @@ func ReadTopology(root string) ([]GPU, error) {
 	for _, n := range nodes {
 		dir := filepath.Join(root, "nodes", strconv.Itoa(n))
 		b, err := os.ReadFile(filepath.Join(dir, "gpu_id"))
+		if errors.Is(err, fs.ErrPermission) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read the KFD topology: %w", err)
 		}
@@ -57,10 +64,16 @@ func ReadTopology(root string) ([]GPU, error) {
 			continue
 		}
 		props, err := readProps(filepath.Join(dir, "properties"))
+		if errors.Is(err, fs.ErrPermission) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		g := GPU{ID: uint32(id), Minor: uint32(props["drm_render_minor"]), Props: props}
+		if _, err := os.Stat(fmt.Sprintf("%s%d", renderPrefix, g.Minor)); errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			continue
+		}
 		banks, _ := filepath.Glob(filepath.Join(dir, "mem_banks", "*", "properties"))
 		for _, bank := range banks {
 			p, err := readProps(bank)

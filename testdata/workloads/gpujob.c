@@ -149,11 +149,22 @@ static void setup(void) {
 		char path[64];
 		snprintf(path, sizeof path, "/dev/dri/renderD%u", minors[i]);
 		drm[i] = open(path, O_RDWR | O_CLOEXEC);
+		if (drm[i] < 0 && (errno == ENOENT || errno == EACCES || errno == EPERM)) {
+			// Not ours (a container given some of the GPUs): leave it out, as ROCm does.
+			memmove(&ids[i], &ids[i + 1], (n - i - 1) * sizeof ids[0]);
+			memmove(&minors[i], &minors[i + 1], (n - i - 1) * sizeof minors[0]);
+			n--, i--;
+			continue;
+		}
 		if (drm[i] < 0)
 			die("open render node");
 		struct kfd_ioctl_acquire_vm_args a = {.drm_fd = drm[i], .gpu_id = ids[i]};
 		if (kioctl(kfd, AMDKFD_IOC_ACQUIRE_VM, &a) < 0)
 			die("ACQUIRE_VM");
+	}
+	if (n == 0) {
+		errno = ENODEV;
+		die("no GPU usable here");
 	}
 	struct kfd_process_device_apertures ap[MAX_GPUS];
 	struct kfd_ioctl_get_process_apertures_new_args ga = {.kfd_process_device_apertures_ptr = (uint64_t)(uintptr_t)ap, .num_of_nodes = MAX_GPUS};

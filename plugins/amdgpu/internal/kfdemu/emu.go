@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,6 +73,10 @@ type Config struct {
 	BindHost bool
 	// Fail makes a CRIU op fail with this errno (a driver error, to test the failure paths).
 	Fail map[uint32]syscall.Errno
+	// Denied are GPUs the processes may not use, as in a container given only some of the
+	// host's GPUs: their render nodes are not bound on the host, ACQUIRE_VM on them gives
+	// EPERM, and KFD counts only the others as the process's devices.
+	Denied []uint32
 }
 
 // Emulator is a running emulation.
@@ -266,6 +271,9 @@ func closeOnExecFuse() {
 func (e *Emulator) hostPaths() [][2]string {
 	out := [][2]string{{e.KFD(), "/dev/kfd"}}
 	for _, g := range e.cfg.GPUs {
+		if slices.Contains(e.cfg.Denied, g.ID) {
+			continue
+		}
 		out = append(out, [2]string{e.Render(g.Minor), fmt.Sprintf("/dev/dri/renderD%d", g.Minor)})
 	}
 	return out

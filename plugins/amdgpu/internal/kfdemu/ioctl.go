@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -239,6 +240,9 @@ func (e *Emulator) acquireVM(p *proc, caller int, a kfd.AcquireVMArgs) syscall.E
 	if g == nil {
 		return syscall.EINVAL
 	}
+	if slices.Contains(e.cfg.Denied, g.ID) {
+		return syscall.EPERM
+	}
 	id, errno := e.renderFileOf(caller, int(a.DrmFd), g)
 	if errno != 0 {
 		return errno
@@ -273,10 +277,13 @@ func (e *Emulator) renderFileOf(pid, fd int, g *gpuState) ([2]uint64, syscall.Er
 	return [2]uint64{st.Dev, st.Ino}, 0
 }
 
+// sortedGPUs are the GPUs a process may use, in topology order.
 func (e *Emulator) sortedGPUs() []*gpuState {
 	out := make([]*gpuState, 0, len(e.cfg.GPUs))
 	for _, g := range e.cfg.GPUs {
-		out = append(out, e.gpus[g.ID])
+		if !slices.Contains(e.cfg.Denied, g.ID) {
+			out = append(out, e.gpus[g.ID])
+		}
 	}
 	return out
 }
@@ -422,7 +429,7 @@ func (e *Emulator) criu(p *proc, tid, caller int, h *handle, a *kfd.CriuArgs) sy
 		p.paused = true
 		p.priv = p.privBlob()
 		a.Pid = uint32(p.nspid)
-		a.NumDevices = uint32(len(e.gpus))
+		a.NumDevices = uint32(len(e.sortedGPUs()))
 		a.NumBOs = uint32(len(p.bos))
 		a.NumObjects = uint32(len(p.Queues) + len(p.Events))
 		a.PrivDataSize = uint64(len(p.priv))
@@ -436,7 +443,7 @@ func (e *Emulator) criu(p *proc, tid, caller int, h *handle, a *kfd.CriuArgs) sy
 		if a.NumDevices != p.info.NumDevices || a.NumBOs != p.info.NumBOs || a.NumObjects != p.info.NumObjects || a.PrivDataSize != p.info.PrivDataSize {
 			return syscall.EINVAL
 		}
-		devs := make([]kfd.DeviceBucket, 0, len(e.gpus))
+		devs := make([]kfd.DeviceBucket, 0, len(e.cfg.GPUs))
 		for _, g := range e.sortedGPUs() {
 			user := g.ID
 			if u, ok := p.userIDs[g.ID]; ok {
@@ -486,7 +493,7 @@ func (e *Emulator) restore(p *proc, tid, caller int, a *kfd.CriuArgs) syscall.Er
 	if a.Devices == 0 || a.PrivData == 0 || a.PrivDataSize == 0 || a.NumDevices == 0 || (a.NumBOs > 0 && a.BOs == 0) {
 		return syscall.EINVAL
 	}
-	if int(a.NumDevices) != len(e.gpus) || a.NumBOs > 1<<16 || a.PrivDataSize > 16<<20 {
+	if int(a.NumDevices) != len(e.sortedGPUs()) || a.NumBOs > 1<<16 || a.PrivDataSize > 16<<20 {
 		return syscall.EINVAL
 	}
 	raw, err := readFrom(tid, a.Devices, int(a.NumDevices)*16)
@@ -498,7 +505,7 @@ func (e *Emulator) restore(p *proc, tid, caller int, a *kfd.CriuArgs) syscall.Er
 	bound := map[uint32][2]uint64{}
 	for _, d := range devs {
 		g := e.gpus[d.ActualGpuID]
-		if g == nil {
+		if g == nil || slices.Contains(e.cfg.Denied, g.ID) {
 			return syscall.EINVAL
 		}
 		if _, twice := bound[g.ID]; twice {
