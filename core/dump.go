@@ -223,6 +223,9 @@ type dumper struct {
 	parent    *image.Checkpoint
 	parentRel string
 	acts      actions
+	// gadgets are where, in each executable file mapping (device, inode, offset), the safe
+	// return's instructions are, relative to the mapping's start plus one (0: none).
+	gadgets map[[3]uint64][2]uint64
 }
 
 type shmemSource struct {
@@ -233,29 +236,29 @@ type shmemSource struct {
 
 // procDump is one frozen process and what was collected from it.
 type procDump struct {
-	t      *tracer.Tracee
-	entry  *imagepb.ProcessEntry
-	img    *imagepb.Process
-	maps   []procfs.Mapping
-	mask   uint64 // the blocked mask to put back
-	masked bool
-	pidfd  int
-	runs   []pageRun // the pages to read, in image order
-	pages  uint64
+	t     *tracer.Tracee
+	entry *imagepb.ProcessEntry
+	img   *imagepb.Process
+	maps  []procfs.Mapping
+	mask  uint64 // the blocked mask, as dumped
+	pidfd int
+	runs  []pageRun // the pages to read, in image order
+	pages uint64
 	// Memory tracking: the trackers found in the process, the one its parent image left
 	// (alive), and where it is once this dump moved or made it.
 	trackers               []tracker
 	ownTracker, newTracker *tracker
 	// threads are all but the main thread, by tid.
 	threads []*threadDump
+	// mainInScratch: the main thread's safe return is in the scratch area (not on its stack).
+	mainInScratch bool
 }
 
 // threadDump is a thread other than the main one.
 type threadDump struct {
-	t      *tracer.Tracee
-	img    *imagepb.Thread
-	mask   uint64
-	masked bool
+	t    *tracer.Tracee
+	img  *imagepb.Thread
+	mask uint64
 }
 
 type pageRun struct {
@@ -556,37 +559,30 @@ func (d *dumper) release(stop bool) error {
 func (d *dumper) releaseOne(p *procDump, stop bool) error {
 	var first error
 	for _, th := range p.threads {
-		if err := releaseThread(&th.t, th.masked, th.mask, false); err != nil && first == nil {
+		if err := releaseThread(&th.t, false); err != nil && first == nil {
 			first = err
 		}
-		th.masked = false
 	}
 	// The main thread last: with stop, its SIGSTOP stops the whole group.
-	if err := releaseThread(&p.t, p.masked, p.mask, stop); err != nil && first == nil {
+	if err := releaseThread(&p.t, stop); err != nil && first == nil {
 		first = err
 	}
-	p.masked = false
 	return first
 }
 
-// releaseThread puts a thread back as it was (mask, CPUs, registers) and detaches it.
-func releaseThread(tp **tracer.Tracee, masked bool, mask uint64, stop bool) error {
+// releaseThread puts a thread back as it was (registers, restart emulated) and detaches it.
+func releaseThread(tp **tracer.Tracee, stop bool) error {
 	t := *tp
 	if t == nil {
 		return nil
 	}
 	*tp = nil
-	if !masked {
-		var err error
-		if mask, err = linux.GetSigMask(t.Pid); err != nil {
-			if errors.Is(err, linux.ESRCH) {
-				return nil
-			}
-			return fmt.Errorf("thread %d: read signal mask: %w", t.Pid, err)
+	mask, err := linux.GetSigMask(t.Pid)
+	if err != nil {
+		if errors.Is(err, linux.ESRCH) {
+			return nil
 		}
-	}
-	if err := t.Unpin(); err != nil && !errors.Is(err, linux.ESRCH) {
-		return fmt.Errorf("thread %d: put CPU affinity back: %w", t.Pid, err)
+		return fmt.Errorf("thread %d: read signal mask: %w", t.Pid, err)
 	}
 	if err := t.Release(t.Regs, mask, true, stop); err != nil && !errors.Is(err, linux.ESRCH) {
 		return fmt.Errorf("thread %d: %w", t.Pid, err)
@@ -606,6 +602,19 @@ func (d *dumper) finish() error {
 		// in it fails their reads (EPERM) and writes (EINVAL).
 		d.files.repairOff()
 		return d.release(final == LeaveStopped)
+	}
+	// The image is safe: from here the tree is to die, whole. Should gocr die while killing
+	// it, the kernel kills every thread still traced (PTRACE_O_EXITKILL), so that no part of
+	// the tree survives the rest.
+	for _, pid := range d.order {
+		p := d.procs[pid]
+		if p.t == nil {
+			continue
+		}
+		linux.SetOptions(p.t.Pid, tracer.SeizeOptions|linux.OptExitKill)
+		for _, th := range p.threads {
+			linux.SetOptions(th.t.Pid, tracer.SeizeOptions|linux.OptExitKill)
+		}
 	}
 	// Kill children before parents, and take each exit notification as the tracer so that
 	// the real parent can reap.

@@ -443,6 +443,10 @@ func (r *restorer) run(ctx context.Context) error {
 	return nil
 }
 
+// restoreOptions are the ptrace options of every restored thread; until the restore is
+// complete they also have PTRACE_O_EXITKILL, so that a gocr killed half-way leaves nothing.
+const restoreOptions = linux.OptTraceSysGood | linux.OptTraceFork | linux.OptTraceClone | linux.OptSuspendSeccomp
+
 // createTree makes the root's process from a stub and then each descendant from its parent,
 // all with their old PIDs, by clone3 with set_tid run inside the parent.
 func (r *restorer) createTree(root int32, children map[int32][]int32) error {
@@ -514,7 +518,7 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 		killStub(pid)
 		return nil, err
 	}
-	if err := linux.SetOptions(pid, linux.OptTraceSysGood|linux.OptTraceFork|linux.OptTraceClone|linux.OptExitKill|linux.OptSuspendSeccomp); err != nil {
+	if err := linux.SetOptions(pid, restoreOptions|linux.OptExitKill); err != nil {
 		return fail(fmt.Errorf("restore: stub: %w", err))
 	}
 	t, err := tracer.Adopt(pid)
@@ -558,6 +562,9 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 		return fail(fmt.Errorf("restore: stub: map scratch area: %w", err))
 	}
 	r.stats.Syscalls++
+	if got != addr {
+		return fail(fmt.Errorf("restore: stub: scratch area mapped at %#x, not at %#x", got, addr))
+	}
 	return &procRestore{t: t, scratch: got, entry: &imagepb.ProcessEntry{Pid: int32(pid)}}, nil
 }
 
@@ -799,6 +806,22 @@ func (r *restorer) releaseAll() error {
 				return fmt.Errorf("restore pid %d: %w", pid, err)
 			}
 		}
+	}
+	// Every process is whole: from here a gocr that dies leaves them to run (the kernel
+	// detaches them) instead of killing them, so that a restore never ends half done.
+	for _, pid := range r.order {
+		p := r.procs[pid]
+		for _, th := range p.threads {
+			if err := linux.SetOptions(th.t.Pid, restoreOptions); err != nil {
+				return fmt.Errorf("restore pid %d: thread %d: %w", pid, th.t.Pid, err)
+			}
+		}
+		if err := linux.SetOptions(int(pid), restoreOptions); err != nil {
+			return fmt.Errorf("restore pid %d: %w", pid, err)
+		}
+	}
+	for _, pid := range r.order {
+		p := r.procs[pid]
 		for _, th := range p.threads {
 			if err := linux.Detach(th.t.Pid, 0); err != nil {
 				return fmt.Errorf("restore pid %d: thread %d: %w", pid, th.t.Pid, err)

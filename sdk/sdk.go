@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 )
@@ -151,11 +152,24 @@ type Finisher interface {
 	Fini(ok bool)
 }
 
-// Serve runs p as a plugin process. It does not return.
+// Serve runs p as a plugin process. It does not return. The plugin process ends when gocr
+// does, even when gocr is killed (the contract: a plugin never outlives its gocr).
 func Serve(p Plugin) {
+	go watchParent(os.Getppid())
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         map[string]plugin.Plugin{PluginName: &grpcPlugin{impl: p}},
 		GRPCServer:      plugin.DefaultGRPCServer,
 	})
+}
+
+// watchParent ends the plugin once its parent, gocr, is gone (it is then some other
+// process's child).
+func watchParent(ppid int) {
+	for {
+		time.Sleep(100 * time.Millisecond)
+		if os.Getppid() != ppid {
+			os.Exit(1)
+		}
+	}
 }

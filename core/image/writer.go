@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -38,7 +40,7 @@ type Writer struct {
 	dir     string // final name
 	tmp     string
 	entries map[string]*imagepb.FileEntry
-	files   []*os.File // kept open until Commit syncs them
+	files   []*os.File          // kept open until Commit syncs them
 	raw     map[string]*os.File // written by others (plugins), checksummed at Commit
 }
 
@@ -64,7 +66,8 @@ func Create(dir string, overwrite bool) (*Writer, error) {
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return nil, fmt.Errorf("create images directory: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".partial-")
+	removeStale(parent, filepath.Base(dir))
+	tmp, err := os.MkdirTemp(parent, fmt.Sprintf(".%s.partial-%d-", filepath.Base(dir), os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("create images directory: %w", err)
 	}
@@ -73,6 +76,30 @@ func Create(dir string, overwrite bool) (*Writer, error) {
 		return nil, err
 	}
 	return &Writer{dir: dir, tmp: tmp, entries: map[string]*imagepb.FileEntry{}}, nil
+}
+
+// removeStale removes what a gocr killed while writing an image of the same name left: its
+// partial directory (named after its pid) once that gocr is gone.
+func removeStale(parent, base string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	prefix := "." + base + ".partial-"
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := linux.Kill(pid, 0); errors.Is(err, linux.ESRCH) {
+			os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
 }
 
 // Dir is where the image is being written until Commit.

@@ -15,6 +15,7 @@ const (
 	SysRead           = unix.SYS_READ
 	SysClose          = unix.SYS_CLOSE
 	SysMmap           = unix.SYS_MMAP
+	SysNanosleep      = unix.SYS_NANOSLEEP
 	SysMprotect       = unix.SYS_MPROTECT
 	SysMunmap         = unix.SYS_MUNMAP
 	SysMlock2         = unix.SYS_MLOCK2

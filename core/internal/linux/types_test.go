@@ -67,3 +67,26 @@ func TestFlockBytes(t *testing.T) {
 		t.Errorf("FlockBytes(read, 100, EOF) = %+v", *lk)
 	}
 }
+
+// The signal frame structs as the x86_64 kernel lays them out.
+func TestSigframeLayout(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		size, want uintptr
+	}{
+		{"struct sigcontext", unsafe.Sizeof(Sigcontext{}), 256},
+		{"stack_t", unsafe.Sizeof(StackT{}), 24},
+		{"struct ucontext", unsafe.Sizeof(Ucontext{}), 304},
+		{"struct rt_sigframe", unsafe.Sizeof(RtSigframe{}), 440},
+	} {
+		if c.size != c.want {
+			t.Errorf("%s: %d bytes, want %d", c.name, c.size, c.want)
+		}
+	}
+	if off := unsafe.Offsetof(Sigcontext{}.Fpstate); off != 184 {
+		t.Errorf("sigcontext.fpstate at %d, want 184", off)
+	}
+	if off := unsafe.Offsetof(Ucontext{}.Sigmask); off != 296 {
+		t.Errorf("ucontext.uc_sigmask at %d, want 296", off)
+	}
+}

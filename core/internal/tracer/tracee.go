@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -35,6 +37,127 @@ type Tracee struct {
 	WasStopped bool
 
 	affinity *linux.CPUSet // the mask to put back after Pin
+	// safe, when set, is where injected syscalls run from: SafeReturnCode, with the stack
+	// pointer on a signal frame of the thread's own state (SetSafeReturn).
+	safe *safeReturn
+}
+
+type safeReturn struct{ rip, rsp uint64 }
+
+// SetSafeReturn makes the following injected syscalls run from code (linux.SafeReturnCode,
+// written in the tracee) with the stack pointer at frame+8, frame holding linux.Sigframe of
+// the thread's parked state: should the tracer die in the middle of a call, the thread goes
+// on to rt_sigreturn and is itself again, instead of running on with the call's registers.
+// ClearSafeReturn goes back to the `syscall` at SyscallAddr.
+func (t *Tracee) SetSafeReturn(code, frame uint64) { t.safe = &safeReturn{code, frame + 8} }
+
+// ArmSafeReturn writes at frame (64-byte aligned, linux.SigframeSize(len(xstate)) bytes) a
+// signal frame of the thread's parked state (registers, signal mask, sigaltstack, asked with
+// one injected call using buf, and xstate as PTRACE_GETREGSET gave it), and has the following
+// calls run from code, where linux.SafeReturnCode is. A thread running on its sigaltstack
+// (inside a handler) is left calling from SyscallAddr: rt_sigreturn would refuse its altstack.
+func (t *Tracee) ArmSafeReturn(code, frame, buf uint64, xstate []byte) error {
+	alt, err := t.altstack(buf)
+	if err != nil || alt.Flags&linux.SSOnstack != 0 {
+		return err
+	}
+	if err := t.writeFrame(frame, 0, alt, xstate); err != nil {
+		return err
+	}
+	t.SetSafeReturn(code, frame)
+	return nil
+}
+
+// Gadgets are instructions of a process's own code that a safe return chains without any
+// code of gocr's: `syscall; ret`, and `mov $15, %rax; syscall` (libc's __restore_rt, Go's
+// sigreturn).
+type Gadgets struct{ SyscallRet, Sigreturn uint64 }
+
+// FindGadgets looks for Gadgets in the given executable ranges of the tracee.
+func (t *Tracee) FindGadgets(ranges [][2]uint64) (Gadgets, bool) {
+	var g Gadgets
+	for _, r := range ranges {
+		if r[1]-r[0] > 64<<20 {
+			continue
+		}
+		buf := make([]byte, r[1]-r[0])
+		if t.ReadMem(r[0], buf) != nil {
+			continue
+		}
+		if i := bytes.Index(buf, []byte{0x0f, 0x05, 0xc3}); g.SyscallRet == 0 && i >= 0 {
+			g.SyscallRet = r[0] + uint64(i)
+		}
+		if i := bytes.Index(buf, []byte{0x48, 0xc7, 0xc0, byte(linux.SysRtSigreturn), 0, 0, 0, 0x0f, 0x05}); g.Sigreturn == 0 && i >= 0 {
+			g.Sigreturn = r[0] + uint64(i)
+		}
+		if g.SyscallRet != 0 && g.Sigreturn != 0 {
+			return g, true
+		}
+	}
+	return g, false
+}
+
+// ArmOnStack puts a signal frame of the thread's parked state on its own stack, below the
+// red zone, as the kernel does for a signal, and has every following call run from the
+// process's own `syscall; ret`, which returns into its own sigreturn with that frame: should
+// the tracer die at any point, the thread finishes the call and is itself again. From the
+// first call on (the one asking its sigaltstack) no call of gocr's can hurt the thread. It
+// fails, leaving nothing armed, where the stack has no room.
+func (t *Tracee) ArmOnStack(g Gadgets, xstate []byte) error {
+	size := uint64(linux.SigframeSize(len(xstate)))
+	frame := (t.Regs.Rsp - 128 - size) &^ 63
+	buf := frame - 64
+	// Until the sigaltstack is known, the frame says none: only a thread that has one and
+	// whose gocr dies in this very call would lose it.
+	if err := t.writeFrame(frame, g.Sigreturn, linux.StackT{Flags: linux.SSDisable}, xstate); err != nil {
+		return err
+	}
+	t.safe = &safeReturn{g.SyscallRet, frame}
+	alt, err := t.altstack(buf)
+	if err == nil && alt.Flags&linux.SSOnstack != 0 {
+		err = fmt.Errorf("on its sigaltstack")
+	}
+	if err == nil {
+		err = t.writeFrame(frame, g.Sigreturn, alt, xstate)
+	}
+	if err != nil {
+		t.safe = nil
+	}
+	return err
+}
+
+func (t *Tracee) altstack(buf uint64) (linux.StackT, error) {
+	b := make([]byte, 24)
+	if _, err := t.Syscall(linux.SysSigaltstack, 0, buf); err != nil {
+		return linux.StackT{}, fmt.Errorf("read sigaltstack: %w", err)
+	}
+	if err := t.ReadMem(buf, b); err != nil {
+		return linux.StackT{}, err
+	}
+	return linux.StackT{Sp: binary.LittleEndian.Uint64(b[0:]), Flags: int32(binary.LittleEndian.Uint32(b[8:])), Size: binary.LittleEndian.Uint64(b[16:])}, nil
+}
+
+func (t *Tracee) writeFrame(frame, pretcode uint64, alt linux.StackT, xstate []byte) error {
+	mask, err := linux.GetSigMask(t.Pid)
+	if err != nil {
+		return err
+	}
+	regs := t.Parked()
+	return t.WriteMem(frame, linux.Sigframe(frame, pretcode, &regs, mask, alt, xstate))
+}
+
+// Armed says whether the thread's calls run from a safe return.
+func (t *Tracee) Armed() bool { return t.safe != nil }
+
+// ClearSafeReturn undoes SetSafeReturn (before the memory holding the code goes).
+func (t *Tracee) ClearSafeReturn() { t.safe = nil }
+
+// Parked is the register set the thread is left with between injected calls: its own, with
+// an interrupted syscall set to restart (see NormalizeRestart).
+func (t *Tracee) Parked() linux.Regs {
+	r := t.Regs
+	NormalizeRestart(&r, true)
+	return r
 }
 
 // Pin moves the tracee onto cpu (see Thread.Pin) until Unpin.
@@ -154,12 +277,28 @@ func (t *Tracee) Syscall(nr int, args ...uint64) (uint64, error) {
 	r.Rax = uint64(nr)
 	r.Orig_rax = ^uint64(0) // no restart handling for our frame
 	r.Rip = t.SyscallAddr
+	if t.safe != nil {
+		r.Rip, r.Rsp = t.safe.rip, t.safe.rsp
+	}
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if t.SyscallAddr == 0 {
+	if r.Rip == 0 {
 		return 0, ErrNoSyscallInsn
+	}
+	// Every signal is blocked for the length of the call, so that none is delivered inside
+	// it; the thread's own mask is put back before its registers. In this order a tracer
+	// that dies at any point leaves, with a safe return, a thread whose next step is the
+	// call and rt_sigreturn (mask and registers its own again), or the thread itself.
+	mask, err := linux.GetSigMask(t.Pid)
+	if err != nil {
+		return 0, err
 	}
 	if err := linux.SetRegs(t.Pid, &r); err != nil {
 		return 0, err
+	}
+	if mask != ^uint64(0) {
+		if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
+			return 0, err
+		}
 	}
 	for stop := 0; stop < 2; stop++ { // syscall entry, then exit
 		if err := linux.ContSyscall(t.Pid, 0); err != nil {
@@ -171,6 +310,18 @@ func (t *Tracee) Syscall(nr int, args ...uint64) (uint64, error) {
 	}
 	out, err := linux.GetRegs(t.Pid)
 	if err != nil {
+		return 0, err
+	}
+	if mask != ^uint64(0) {
+		if err := linux.SetSigMask(t.Pid, mask); err != nil {
+			return 0, err
+		}
+	}
+	// Park the thread on its own registers between calls: if gocr dies now, the thread goes on
+	// where it was (its interrupted syscall restarted), never in gocr's instruction with gocr's
+	// arguments.
+	parked := t.Parked()
+	if err := linux.SetRegs(t.Pid, &parked); err != nil {
 		return 0, err
 	}
 	if v := int64(out.Rax); v < 0 && v >= -4095 {

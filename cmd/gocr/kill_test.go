@@ -1,0 +1,312 @@
+package main
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+// running says whether pid is a live process (not gone, not a zombie).
+func running(pid int) bool {
+	st, _ := testutil.ProcState(pid)
+	return st != "" && st != "Z" && st != "X"
+}
+
+// treeOf lists pid and its descendants.
+func treeOf(pid int) []int {
+	out := []int{pid}
+	for _, c := range testutil.Children(pid) {
+		out = append(out, treeOf(c)...)
+	}
+	return out
+}
+
+// counts checks each log is a run of consecutive counts (first field 1, 2, 3...) and returns
+// the last of each.
+func counts(t *testing.T, logs []string) []int {
+	t.Helper()
+	var out []int
+	for _, l := range logs {
+		lines := testutil.Lines(l)
+		for i, line := range lines {
+			if f := strings.Fields(line); len(f) == 0 || f[0] != strconv.Itoa(i+1) || (len(f) == 2 && f[1] != f[0]) {
+				t.Fatalf("%s line %d is %q: the process's memory or file changed", l, i+1, line)
+			}
+		}
+		out = append(out, len(lines))
+	}
+	return out
+}
+
+// gocr dump killed with SIGKILL at random moments, 100 times, of a tree of four processes
+// sharing a page and of a process of five threads: after each kill the workload is either
+// running as it was (not stopped, not traced, its signals and CPUs its own, every log counting
+// on with no gap or repeat) or, when the kill came after the image was complete and the tree
+// killed, gone with a complete image; never half. The partial directory a killed dump leaves
+// is removed by the next dump to the same place.
+func TestCLIKilledDumps(t *testing.T) {
+	testutil.RequireRoot(t)
+	const rounds = 100
+	outcomes := map[string]int{}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	for i := 0; i < rounds; i++ {
+		dir := t.TempDir()
+		name, logs := "tree", []string{"root", "a", "b", "c"}
+		if i%2 == 1 {
+			name, logs = "threads", []string{"main", "t0", "t1", "t2", "t3"}
+		}
+		for j := range logs {
+			logs[j] = filepath.Join(dir, logs[j]+".log")
+		}
+		p := testutil.Start(t, testutil.Build(t, name), dir)
+		testutil.WaitFor(t, name+" to count", func() bool {
+			for _, l := range logs {
+				if testutil.LastCount(l) < 3 {
+					return false
+				}
+			}
+			return true
+		})
+		pids := treeOf(p.Pid)
+		for _, pid := range pids {
+			t.Cleanup(func() { testutil.KillAndReap(pid) })
+		}
+		mask := testutil.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+		base := t.TempDir()
+		img := filepath.Join(base, "img")
+		cmd := exec.Command(gocrBin, "-v", "dump", "-t", strconv.Itoa(p.Pid), "-D", img)
+		var errb strings.Builder
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rng.Intn(40000)) * time.Microsecond
+		time.Sleep(delay)
+		fatal := func(format string, args ...any) {
+			t.Helper()
+			said := errb.String()
+			if len(said) > 3000 {
+				said = said[len(said)-3000:]
+			}
+			t.Fatalf("round %d (%s, gocr killed after %v): %s\ngocr said:\n%s", i, name, delay, fmt.Sprintf(format, args...), said)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+
+		alive := settle(pids)
+		_, complete := os.Stat(filepath.Join(img, "index.img"))
+		switch {
+		case alive == 0:
+			if complete != nil {
+				fatal("the tree is gone and no complete image is left")
+			}
+			outcomes["gone, image complete"]++
+			p.Reap()
+			continue
+		case alive < len(pids):
+			var states []string
+			for _, pid := range pids {
+				st, _ := testutil.ProcState(pid)
+				f := strings.Fields(testutil.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)))
+				code := ""
+				if len(f) > 51 {
+					code = f[51]
+				}
+				states = append(states, fmt.Sprintf("%d:%q exit %s", pid, st, code))
+			}
+			fatal("%d of the %d processes of the tree are left: %v", alive, len(pids), states)
+		}
+		outcomes["running"]++
+		for _, pid := range pids {
+			if st, tracer := testutil.ProcState(pid); st == "T" || st == "t" || tracer != 0 {
+				fatal("pid %d is in state %s, traced by %d", pid, st, tracer)
+			}
+		}
+		now := testutil.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+		for _, field := range []string{"SigBlk", "Cpus_allowed_list"} {
+			if a, b := statusField(mask, field), statusField(now, field); a != b {
+				fatal("%s of pid %d is %s, %s before", field, p.Pid, b, a)
+			}
+		}
+		at := counts(t, logs)
+		testutil.WaitForProcs(t, "the workload to go on", func() bool {
+			c := counts(t, logs)
+			for j := range c {
+				if c[j] < at[j]+3 {
+					return false
+				}
+			}
+			return true
+		}, pids...)
+		// The next dump to the same place removes what the killed one left.
+		if out, e, code := gocr(t, "dump", "-R", "--overwrite", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+			t.Fatalf("round %d: dump after the killed one: exit %d\n%s%s", i, code, out, e)
+		}
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".partial-") {
+				t.Fatalf("round %d: %s is left in %s", i, e.Name(), base)
+			}
+		}
+		counts(t, logs)
+		for _, pid := range pids {
+			testutil.KillAndReap(pid)
+		}
+		p.Reap()
+	}
+	t.Logf("%d dumps killed at random: %v", rounds, outcomes)
+}
+
+// settle waits, up to a second, until the processes the kernel kills for a dead tracer
+// (PTRACE_O_EXITKILL) are dead, and returns how many of pids run.
+func settle(pids []int) int {
+	alive := 0
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		testutil.ReapOrphans()
+		alive = 0
+		for _, pid := range pids {
+			if running(pid) {
+				alive++
+			}
+		}
+		if alive == 0 || alive == len(pids) || time.Now().After(deadline) {
+			return alive
+		}
+	}
+}
+
+func statusField(status, name string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// gocr restore -d killed with SIGKILL at random moments, 60 times, of a tree of four: after
+// each kill the tree is either fully restored and counting on from where it was, or not there
+// at all; never some of its processes, never one stopped or traced.
+func TestCLIKilledRestores(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	logs := []string{"root", "a", "b", "c"}
+	for j := range logs {
+		logs[j] = filepath.Join(dir, logs[j]+".log")
+	}
+	p := testutil.Start(t, testutil.Build(t, "tree"), dir)
+	testutil.WaitFor(t, "tree to count", func() bool {
+		for _, l := range logs {
+			if testutil.LastCount(l) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	pids := treeOf(p.Pid)
+	img := filepath.Join(t.TempDir(), "img")
+	if out, e, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
+	}
+	p.Reap()
+	// The logs the image's files point at, as they were at the dump: each round restores
+	// from there (the fds' offsets are those of the dump).
+	saved := map[string]string{}
+	for _, l := range logs {
+		saved[l] = testutil.ReadFile(l)
+	}
+	gone := func() bool {
+		testutil.ReapOrphans()
+		for _, pid := range pids {
+			if running(pid) || testutil.Alive(pid) {
+				return false
+			}
+		}
+		return true
+	}
+	testutil.WaitFor(t, "the dumped tree to be gone", gone)
+	outcomes := map[string]int{}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	const rounds = 60
+	for i := 0; i < rounds; i++ {
+		for _, l := range logs {
+			os.WriteFile(l, []byte(saved[l]), 0o644)
+		}
+		cmd := exec.Command(gocrBin, "restore", "-d", "-D", img)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Intn(60000)) * time.Microsecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		alive := settle(pids)
+		switch {
+		case alive == 0:
+			outcomes["nothing restored"]++
+		case alive < len(pids):
+			t.Fatalf("round %d: gocr killed: %d of the %d processes are restored: %s", i, alive, len(pids), testutil.Describe(pids...))
+		default:
+			outcomes["restored"]++
+			for _, pid := range pids {
+				if st, tracer := testutil.ProcState(pid); st == "T" || st == "t" || tracer != 0 {
+					t.Fatalf("round %d: pid %d is in state %s, traced by %d, after gocr was killed", i, pid, st, tracer)
+				}
+			}
+			at := counts(t, logs)
+			testutil.WaitForProcs(t, "the restored tree to go on", func() bool {
+				c := counts(t, logs)
+				for j := range c {
+					if c[j] < at[j]+3 {
+						return false
+					}
+				}
+				return true
+			}, pids...)
+			for _, pid := range pids {
+				testutil.KillAndReap(pid)
+			}
+		}
+		testutil.WaitFor(t, "the tree to be gone before the next round", gone)
+	}
+	t.Logf("%d restores killed at random: %v", rounds, outcomes)
+}
+
+// gocr dump killed while a plugin serves it: the plugin process ends with it, and the tree
+// goes on, not traced.
+func TestCLIKilledDumpEndsPlugin(t *testing.T) {
+	pluginDir, log, p := claimedCounter(t)
+	t.Setenv("GOCR_EXAMPLE_HANG", "dump")
+	cmd := exec.Command(gocrBin, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the dump to freeze the tree", func() bool { _, tracer := testutil.ProcState(p.Pid); return tracer != 0 })
+	time.Sleep(100 * time.Millisecond)
+	cmd.Process.Kill()
+	cmd.Wait()
+	plugin := filepath.Join(pluginDir, "gocr-plugin-example")
+	testutil.WaitFor(t, "the plugin process to end with gocr", func() bool {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); exe == plugin && running(atoi(e.Name())) {
+				return false
+			}
+		}
+		return true
+	})
+	if s, tr := testutil.ProcState(p.Pid); s == "T" || s == "t" || tr != 0 {
+		t.Fatalf("after gocr was killed the process is %q, traced by %d", s, tr)
+	}
+	at := lastCount(log)
+	testutil.WaitFor(t, "the counter to go on", func() bool { return lastCount(log) >= at+3 })
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
