@@ -224,3 +224,34 @@ func TestRestorePidfd(t *testing.T) {
 		t.Fatalf("after restore: %s, want %s", got, want)
 	}
 }
+
+// A child forked by a worker thread (listed under that thread, not the main one) is dumped
+// with its parent, and both come back counting, the child still the parent's.
+func TestRestoreChildOfAThread(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "threadfork"), dir)
+	for _, name := range []string{"main", "child"} {
+		testutil.WaitFor(t, name+" to count", func() bool { return lastInt(t, filepath.Join(dir, name+".log")) >= 3 })
+	}
+	kids := testutil.Children(p.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("children %v, want one", kids)
+	}
+	child := kids[0]
+	img := dumpTree(t, p)
+	if testutil.Alive(child) {
+		t.Fatalf("the dump killed the parent and left its child %d running", child)
+	}
+	at := lastInt(t, filepath.Join(dir, "child.log"))
+	res := restore(t, img)
+	if len(res.Pids) != 2 {
+		t.Fatalf("restored %v, want the parent and its child", res.Pids)
+	}
+	testutil.WaitFor(t, "the child to go on", func() bool { return lastInt(t, filepath.Join(dir, "child.log")) >= at+10 })
+	checkSequence(t, filepath.Join(dir, "child.log"), at+10)
+	checkSequence(t, filepath.Join(dir, "main.log"), 3)
+	if ppid, _, _, _ := testutil.Stat(child); ppid != p.Pid {
+		t.Fatalf("the restored child's parent is %d, want %d", ppid, p.Pid)
+	}
+}

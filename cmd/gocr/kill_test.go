@@ -46,7 +46,7 @@ func counts(t *testing.T, logs []string) []int {
 	return out
 }
 
-// gocr dump killed with SIGKILL at random moments, 100 times, of a tree of four processes
+// gocr dump killed with SIGKILL at random moments, 50 times, of a tree of four processes
 // sharing a page and of a process of five threads: after each kill the workload is either
 // running as it was (not stopped, not traced, its signals and CPUs its own, every log counting
 // on with no gap or repeat) or, when the kill came after the image was complete and the tree
@@ -54,7 +54,7 @@ func counts(t *testing.T, logs []string) []int {
 // is removed by the next dump to the same place.
 func TestCLIKilledDumps(t *testing.T) {
 	testutil.RequireRoot(t)
-	const rounds = 100
+	const rounds = 50
 	outcomes := map[string]int{}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := 0; i < rounds; i++ {
@@ -192,7 +192,7 @@ func statusField(status, name string) string {
 	return ""
 }
 
-// gocr restore -d killed with SIGKILL at random moments, 60 times, of a tree of four: after
+// gocr restore -d killed with SIGKILL at random moments, 40 times, of a tree of four: after
 // each kill the tree is either fully restored and counting on from where it was, or not there
 // at all; never some of its processes, never one stopped or traced.
 func TestCLIKilledRestores(t *testing.T) {
@@ -235,7 +235,7 @@ func TestCLIKilledRestores(t *testing.T) {
 	testutil.WaitFor(t, "the dumped tree to be gone", gone)
 	outcomes := map[string]int{}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	const rounds = 60
+	const rounds = 40
 	for i := 0; i < rounds; i++ {
 		for _, l := range logs {
 			os.WriteFile(l, []byte(saved[l]), 0o644)

@@ -283,13 +283,16 @@ func Stat(pid int) (ppid, pgid, sid int, err error) {
 	return ppid, pgid, sid, nil
 }
 
-// Children lists the children of pid.
+// Children lists the children of pid, forked by any of its threads.
 func Children(pid int) []int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	var out []int
-	for _, w := range strings.Fields(string(b)) {
-		n, _ := strconv.Atoi(w)
-		out = append(out, n)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, w := range strings.Fields(string(b)) {
+			n, _ := strconv.Atoi(w)
+			out = append(out, n)
+		}
 	}
 	return out
 }

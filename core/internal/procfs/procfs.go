@@ -5,9 +5,12 @@ package procfs
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -160,19 +163,32 @@ func ParseStatus(b []byte) *Status {
 	return s
 }
 
-// Children lists the children of pid's main thread (/proc/PID/task/PID/children).
+// Children lists the children of pid: those of every one of its threads
+// (/proc/PID/task/TID/children), since a child forked by a thread other than the main one is
+// listed under that thread only.
 func Children(pid int) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(Root, strconv.Itoa(pid), "task", strconv.Itoa(pid), "children"))
+	tids, err := Threads(pid)
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for _, w := range strings.Fields(string(b)) {
-		n, err := strconv.Atoi(w)
-		if err != nil {
-			return nil, fmt.Errorf("parse children of %d: %q", pid, w)
+	for _, tid := range tids {
+		b, err := os.ReadFile(filepath.Join(Root, strconv.Itoa(pid), "task", strconv.Itoa(tid), "children"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread ended
 		}
-		out = append(out, n)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range strings.Fields(string(b)) {
+			n, err := strconv.Atoi(w)
+			if err != nil {
+				return nil, fmt.Errorf("parse children of %d: %q", pid, w)
+			}
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
 	}
 	return out, nil
 }
