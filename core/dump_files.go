@@ -371,6 +371,8 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 			return nil, false, err
 		}
 		f.img.PipeId = pd.img.Id
+	case linux.SIFBLK:
+		return nil, false, unsupported("block device "+link, "an fd on a block device needs a plugin; mappings of one: gocr --plugin devmap")
 	default:
 		return nil, false, unsupported(fmt.Sprintf("file %s of type %#o", link, st.Mode&linux.SIFMT), "")
 	}

@@ -559,7 +559,10 @@ func (d *dumper) collectVMAs(p *procDump) error {
 				return fmt.Errorf("%s: stat %s: %w", what, m.Path, err)
 			}
 			if st.Mode&linux.SIFMT != linux.SIFREG {
-				return unsupported("device mapping "+m.Path, "device mappings need a plugin")
+				if strings.HasPrefix(m.Path, "/[aio]") {
+					return unsupported("Linux AIO ring (io_setup) "+m.Path, "load the aio plugin: gocr --plugin aio dump ...")
+				}
+				return unsupported("device mapping "+m.Path, "load the devmap plugin (gocr --plugin devmap dump ...) or the device vendor's")
 			}
 			v.Kind = imagepb.VMAKind_VMA_KIND_FILE_PRIVATE
 			if m.Shared {
@@ -590,7 +593,9 @@ func (d *dumper) collectVMAs(p *procDump) error {
 // claimMapping marks a mapping a plugin claims (by path, or by device number for a device
 // mapping); its DumpVMA is called later, off the tracer thread.
 func (d *dumper) claimMapping(pid int, m *procfs.Mapping, v *imagepb.VMA) (bool, error) {
-	if !strings.HasPrefix(m.Path, "/") {
+	// Memory the core maps itself, though its path is under /dev: shared anonymous memory
+	// (/dev/zero (deleted)) and POSIX shared memory.
+	if !strings.HasPrefix(m.Path, "/") || strings.HasPrefix(m.Path, "/dev/zero") || strings.HasPrefix(m.Path, "/dev/shm/") || strings.HasPrefix(m.Path, "/SYSV") {
 		return false, nil
 	}
 	var rdev uint64

@@ -151,6 +151,7 @@ func TestPluginOrderingContract(t *testing.T) {
 func TestPluginFailures(t *testing.T) {
 	for _, c := range []struct{ env, hook, want string }{
 		{"GOCR_EXAMPLE_CRASH", "dump", "died"},
+		{"GOCR_EXAMPLE_CRASH", "dump", "crashing in dump"}, // what it said on its way out
 		{"GOCR_EXAMPLE_CRASH", "restore", "died"},
 		{"GOCR_EXAMPLE_HANG", "restore", "the plugin hangs"},
 	} {
@@ -244,6 +245,7 @@ func TestPluginFailures(t *testing.T) {
 // A mapping claimed by a plugin goes through the plugin's DumpVMA and RestoreVMA, which use
 // every host service (memory, syscalls inside the process, an ioctl from the tracer thread, a
 // dup of an fd, blobs in the image); the device hooks come in the order of docs/plugins.md.
+// The dump names the plugin by its path.
 func TestPluginMappingsAndHostServices(t *testing.T) {
 	testutil.RequireRoot(t)
 	pluginDir := testutil.BuildPlugin(t, "internal/testplugin/gocr-plugin-devtest", "devtest")
@@ -254,7 +256,9 @@ func TestPluginMappingsAndHostServices(t *testing.T) {
 	log := filepath.Join(dir, "count.log")
 	testutil.WaitFor(t, "devmap to count", func() bool { return lastInt(t, log) >= 3 })
 	img := filepath.Join(t.TempDir(), "img")
-	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, Plugins: []string{"devtest"}, PluginDirs: []string{pluginDir}}); err != nil {
+	// The plugin given by its path, as docs/plugins.md allows: the image names it devtest.
+	byPath := filepath.Join(pluginDir, "gocr-plugin-devtest")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, Plugins: []string{byPath}}); err != nil {
 		t.Fatal(err)
 	}
 	waitReaped(t, p)

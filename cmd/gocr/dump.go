@@ -103,6 +103,11 @@ restore the final dump.`
 	cmd.Example = `  gocr pre-dump -t 4121 -D /ckpt/1
   gocr pre-dump -t 4121 -D /ckpt/2 --prev-images-dir ../1
   gocr dump -t 4121 -D /ckpt/3 --prev-images-dir ../2`
+	// Flags a pre-dump refuses or implies are not listed in its help (they stay accepted, so
+	// that CRIU command lines with -R or --track-mem go through).
+	for _, name := range []string{"leave-stopped", "check-only", "leave-running", "track-mem"} {
+		cmd.Flags().MarkHidden(name)
+	}
 	run := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		f := c.Flags()

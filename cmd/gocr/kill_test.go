@@ -310,3 +310,19 @@ func TestCLIKilledDumpEndsPlugin(t *testing.T) {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// gocr pre-dump --help lists only the flags a pre-dump takes.
+func TestCLIPreDumpHelp(t *testing.T) {
+	out, _, code := gocr(t, "pre-dump", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, f := range []string{"--leave-stopped", "--check-only", "--leave-running", "--track-mem "} {
+		if strings.Contains(out, "  "+f) || strings.Contains(out, ", "+f) {
+			t.Errorf("pre-dump --help lists %s, which a pre-dump refuses or always implies:\n%s", f, out)
+		}
+	}
+	if !strings.Contains(out, "--prev-images-dir") {
+		t.Errorf("pre-dump --help lacks --prev-images-dir:\n%s", out)
+	}
+}

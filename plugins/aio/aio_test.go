@@ -23,7 +23,7 @@ func TestRestoreAIORing(t *testing.T) {
 	ctx := context.Background()
 
 	_, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
-	if err == nil || !strings.Contains(err.Error(), "[aio]") {
+	if err == nil || !strings.Contains(err.Error(), "[aio]") || !strings.Contains(err.Error(), "--plugin aio") {
 		t.Fatalf("dump without the plugin: %v, want a refusal naming the AIO ring", err)
 	}
 	opts := core.DumpOptions{Roots: []int{p.Pid}, Plugins: []string{"aio"}, PluginDirs: []string{plugins}}

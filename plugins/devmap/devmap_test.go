@@ -45,7 +45,7 @@ func TestRestoreDeviceMapping(t *testing.T) {
 	log := filepath.Join(dir, "count.log")
 	ctx := context.Background()
 
-	if _, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")}); err == nil || !strings.Contains(err.Error(), dev) {
+	if _, err := core.Dump(ctx, core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")}); err == nil || !strings.Contains(err.Error(), dev) || !strings.Contains(err.Error(), "--plugin devmap") {
 		t.Fatalf("dump without the plugin: %v, want a refusal naming %s", err, dev)
 	}
 	opts := core.DumpOptions{Roots: []int{p.Pid}, Plugins: []string{"devmap"}, PluginDirs: []string{plugins}}
@@ -77,3 +77,43 @@ func TestRestoreDeviceMapping(t *testing.T) {
 		t.Fatalf("restored mappings do not show %s shared at offset 0x1000:\n%s", dev, maps)
 	}
 }
+
+// With the devmap plugin loaded, shared anonymous memory (whose mapping shows /dev/zero
+// (deleted)) stays the core's: a tree sharing a page is dumped and restored, the page shared
+// again.
+func TestSharedMemoryStaysTheCores(t *testing.T) {
+	testutil.RequireRoot(t)
+	plugins := testutil.BuildPlugin(t, "plugins/devmap/gocr-plugin-devmap", "devmap")
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "tree"), dir)
+	shared := filepath.Join(dir, "shared.log")
+	testutil.WaitFor(t, "the tree to share its page", func() bool { return len(testutil.Lines(shared)) >= 3 })
+	kids := testutil.Children(p.Pid)
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, Plugins: []string{"devmap"}, PluginDirs: []string{plugins}}); err != nil {
+		t.Fatalf("dump with the devmap plugin: %v", err)
+	}
+	p.Reap()
+	for _, k := range kids {
+		testutil.KillAndReap(k)
+	}
+	testutil.ReapOrphans()
+	at := len(testutil.Lines(shared))
+	res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{plugins}})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	for _, pid := range res.Pids {
+		testutil.Adopt(t, pid)
+	}
+	testutil.WaitFor(t, "echo to follow ping through the shared page", func() bool {
+		lines := testutil.Lines(shared)
+		if len(lines) < at+10 {
+			return false
+		}
+		var ping, echo int
+		fmt.Sscan(lines[len(lines)-1], &ping, &echo)
+		return echo > at && ping-echo <= 2
+	})
+}
+

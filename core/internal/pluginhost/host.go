@@ -56,6 +56,64 @@ type Plugin struct {
 	mu      sync.Mutex
 	waiting map[uint64]chan int
 	token   uint64
+	stderr  *tail // the last of what the plugin process wrote to its stderr
+}
+
+// tail keeps the last bytes written to it: a plugin's dying words go into the error.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailSize = 2048
+
+func (t *tail) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(append(t.buf, b...), '\n') // go-plugin writes a line a call, without its newline
+	if len(t.buf) > tailSize {
+		t.buf = t.buf[len(t.buf)-tailSize:]
+	}
+	return len(b), nil
+}
+
+// String is what the plugin wrote itself, without go-plugin's own log lines (JSON).
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var lines []string
+	for _, l := range strings.Split(string(t.buf), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, `{"@`) {
+			if strings.HasPrefix(l, "panic: ") {
+				return l // the rest is its stack
+			}
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, "; ")
+}
+
+// callError is grpcError, with what a plugin that died said on its way out.
+func (p *Plugin) callError(err error) error {
+	e := grpcError(err)
+	if status.Code(err) != codes.Unavailable && !errors.Is(err, io.EOF) {
+		return e
+	}
+	for i := 0; i < 20 && p.stderr.String() == ""; i++ {
+		time.Sleep(10 * time.Millisecond) // its stderr is read as it comes
+	}
+	return p.said(e)
+}
+
+// said adds what the plugin wrote to its stderr, if anything, to err.
+func (p *Plugin) said(err error) error {
+	if s := p.stderr.String(); s != "" {
+		return fmt.Errorf("%w; it said: %s", err, s)
+	}
+	return err
 }
 
 // Find returns the path of plugin name: a path as given, or gocr-plugin-NAME in the first of
@@ -133,16 +191,22 @@ func (h *Host) start(ctx context.Context, name string, dirs []string, operation 
 	defer theirs.Close()
 	cmd := exec.Command(path)
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the plugin: sdk.FdSocket
+	stderr := &tail{}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          map[string]plugin.Plugin{sdk.PluginName: &grpcPlugin{}},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclog.NewNullLogger(),
+		Stderr:           stderr,
+		SyncStderr:       stderr, // what the plugin writes to os.Stderr once served
 	})
 	fail := func(err error) (*Plugin, error) {
 		client.Kill()
 		ours.Close()
+		if s := stderr.String(); s != "" {
+			err = fmt.Errorf("%w; it said: %s", err, s)
+		}
 		return nil, fmt.Errorf("plugin %s: %w", name, err)
 	}
 	rc, err := client.Client()
@@ -159,7 +223,9 @@ func (h *Host) start(ctx context.Context, name string, dirs []string, operation 
 		return fail(err)
 	}
 	d := raw.(dispensed)
-	p := &Plugin{Name: name, client: client, rpc: d.rpc, fds: conn.(*net.UnixConn), waiting: map[uint64]chan int{}}
+	// A plugin given by its path is known by its name (gocr-plugin-NAME) in the image, its
+	// blobs' file names and messages; a restore looks it up by that name.
+	p := &Plugin{Name: strings.TrimPrefix(filepath.Base(path), "gocr-plugin-"), client: client, rpc: d.rpc, fds: conn.(*net.UnixConn), waiting: map[uint64]chan int{}, stderr: stderr}
 	// The Host service, served back to the plugin through go-plugin's broker.
 	broker := d.broker
 	id := broker.NextId()
@@ -271,7 +337,7 @@ func (h *Host) DumpFile(ctx context.Context, p *Plugin, f File) ([]byte, error) 
 	defer cancel()
 	r, err := p.rpc.DumpFile(ctx, request(f, nil, 0))
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: dump pid %d fd %d (%s): %w", p.Name, f.Pid, f.Fd, f.Path, grpcError(err))
+		return nil, fmt.Errorf("plugin %s: dump pid %d fd %d (%s): %w", p.Name, f.Pid, f.Fd, f.Path, p.callError(err))
 	}
 	return r.Blob, nil
 }
@@ -298,7 +364,7 @@ func (h *Host) RestoreFile(ctx context.Context, p *Plugin, f File, blob []byte) 
 		p.mu.Unlock()
 	}()
 	if _, err := p.rpc.RestoreFile(ctx, request(f, blob, token)); err != nil {
-		return -1, fmt.Errorf("plugin %s: restore pid %d fd %d (%s): %w", p.Name, f.Pid, f.Fd, f.Path, grpcError(err))
+		return -1, fmt.Errorf("plugin %s: restore pid %d fd %d (%s): %w", p.Name, f.Pid, f.Fd, f.Path, p.callError(err))
 	}
 	select {
 	case fd, ok := <-ch:
@@ -324,7 +390,7 @@ func (h *Host) DumpVMA(ctx context.Context, p *Plugin, v VMA) ([]byte, error) {
 	defer cancel()
 	r, err := p.rpc.DumpVMA(ctx, vmaRequest(v, nil))
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: dump pid %d mapping %#x-%#x (%s): %w", p.Name, v.Pid, v.Start, v.End, v.Path, grpcError(err))
+		return nil, fmt.Errorf("plugin %s: dump pid %d mapping %#x-%#x (%s): %w", p.Name, v.Pid, v.Start, v.End, v.Path, p.callError(err))
 	}
 	return r.Blob, nil
 }
@@ -334,7 +400,7 @@ func (h *Host) RestoreVMA(ctx context.Context, p *Plugin, v VMA, blob []byte) er
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	if _, err := p.rpc.RestoreVMA(ctx, vmaRequest(v, blob)); err != nil {
-		return fmt.Errorf("plugin %s: restore pid %d mapping %#x-%#x (%s): %w", p.Name, v.Pid, v.Start, v.End, v.Path, grpcError(err))
+		return fmt.Errorf("plugin %s: restore pid %d mapping %#x-%#x (%s): %w", p.Name, v.Pid, v.Start, v.End, v.Path, p.callError(err))
 	}
 	return nil
 }
@@ -376,7 +442,7 @@ func (h *Host) Devices(ctx context.Context, hook string, pids []int) error {
 		}
 		cancel()
 		if err != nil {
-			return fmt.Errorf("plugin %s: %s: %w", p.Name, hook, grpcError(err))
+			return fmt.Errorf("plugin %s: %s: %w", p.Name, hook, p.callError(err))
 		}
 	}
 	return nil
@@ -397,7 +463,7 @@ func (h *Host) Check(ctx context.Context, pids []int) ([]string, error) {
 		r, err := p.rpc.Check(cctx, req)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("plugin %s: check: %w", p.Name, grpcError(err))
+			return nil, fmt.Errorf("plugin %s: check: %w", p.Name, p.callError(err))
 		}
 		for _, pr := range r.Problems {
 			out = append(out, "plugin "+p.Name+": "+pr)

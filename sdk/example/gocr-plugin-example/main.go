@@ -58,7 +58,7 @@ func (e *example) record(hook string, f sdk.File, start time.Time) {
 
 func misbehave(hook string) {
 	if os.Getenv("GOCR_EXAMPLE_CRASH") == hook {
-		os.Exit(7)
+		panic("gocr-plugin-example: crashing in " + hook)
 	}
 	if os.Getenv("GOCR_EXAMPLE_HANG") == hook {
 		select {}
