@@ -387,8 +387,11 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 		return err
 	}
 	switch {
-	case s.Protocol == 6 && s.State == 10 && s.Pending > 0 && !ft.skipInFlight:
+	case linux.IsTCP(s.Protocol) && s.State == 10 && s.Pending > 0 && !ft.skipInFlight:
 		return unsupported(fmt.Sprintf("listening TCP socket %s with %d connections not accepted yet", s.Local, s.Pending), inFlightHint)
+	case s.Protocol == linux.IPProtoMPTCP && s.State != 10 && s.State != 7:
+		return unsupported(fmt.Sprintf("multipath TCP connection %s -> %s", s.Local, s.Peer),
+			"an MPTCP connection cannot be taken by TCP repair; listeners and their plain-TCP connections can. For a Go program: GODEBUG=multipathtcp=0, or dial without MPTCP")
 	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/core/internal/linux"
 	"github.com/gocr/gocr/core/internal/netlock"
 	"github.com/gocr/gocr/internal/testutil"
 )
@@ -185,6 +188,33 @@ func TestRestoreRedis(t *testing.T) {
 }
 
 // tcpConns lists the TCP sockets of pid that are connections (not listeners).
+// socketProtocols lists SO_PROTOCOL of every inet socket of pid (through dups of its fds).
+func socketProtocols(t *testing.T, pid int) []int {
+	t.Helper()
+	pidfd, err := linux.PidfdOpen(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer linux.Close(pidfd)
+	var out []int
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, e := range ents {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); !strings.HasPrefix(l, "socket:[") {
+			continue
+		}
+		n, _ := strconv.Atoi(e.Name())
+		dup, err := linux.PidfdGetfd(pidfd, n)
+		if err != nil {
+			continue
+		}
+		if s, err := linux.InspectInet(dup); err == nil {
+			out = append(out, s.Protocol)
+		}
+		linux.Close(dup)
+	}
+	return out
+}
+
 func tcpConns(pid int) []string {
 	var out []string
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -306,6 +336,10 @@ func TestRestoreGoHTTPServer(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		get()
 	}
+	// Built as a module with today's Go, the server listens with multipath TCP.
+	if protos := socketProtocols(t, p.Pid); !slices.Contains(protos, linux.IPProtoMPTCP) {
+		t.Fatalf("the Go server's sockets have protocols %v: no multipath TCP listener (built with old defaults?)", protos)
+	}
 	// Wait until the server has closed its side of our connections.
 	testutil.WaitFor(t, "idle server", func() bool { return len(tcpConns(p.Pid)) == 0 })
 	img := dump(t, core.Kill, p.Pid)
@@ -314,6 +348,9 @@ func TestRestoreGoHTTPServer(t *testing.T) {
 	n, ticks, err := get()
 	if err != nil || n != 6 {
 		t.Fatalf("after restore: request %d, %v; want request 6", n, err)
+	}
+	if protos := socketProtocols(t, p.Pid); !slices.Contains(protos, linux.IPProtoMPTCP) {
+		t.Fatalf("the restored server's sockets have protocols %v: its listener is no longer multipath TCP", protos)
 	}
 	time.Sleep(50 * time.Millisecond)
 	_, ticks2, _ := get()

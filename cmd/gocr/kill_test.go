@@ -172,12 +172,16 @@ func settle(pids []int) int {
 	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
 		testutil.ReapOrphans()
 		alive = 0
+		traced := false
 		for _, pid := range pids {
 			if running(pid) {
 				alive++
 			}
+			st, tracer := testutil.ProcState(pid)
+			traced = traced || st == "t" || (tracer != 0 && st != "Z")
 		}
-		if alive == 0 || alive == len(pids) || time.Now().After(deadline) {
+		// A process still traced by the dead gocr is on its way out, or being let go.
+		if (!traced && (alive == 0 || alive == len(pids))) || time.Now().After(deadline) {
 			return alive
 		}
 	}

@@ -133,8 +133,11 @@ func (c *Checkpoint) validate() error {
 			}
 		case imagepb.FileKind_FILE_KIND_INET_SOCKET:
 			in := f.InetSocket
-			if in == nil || (in.Family != 2 && in.Family != 10) || (in.Protocol != 6 && in.Protocol != 17) {
+			if in == nil || (in.Family != 2 && in.Family != 10) || (in.Protocol != 6 && in.Protocol != 17 && in.Protocol != 262) {
 				return corrupt(TreeName, "file %d: bad TCP or UDP socket", f.Id)
+			}
+			if in.Protocol == 262 && in.State != 10 && in.State != 7 { // multipath TCP: listeners and bound sockets
+				return corrupt(TreeName, "file %d: multipath TCP socket in state %d", f.Id, in.State)
 			}
 			if in.Protocol == 6 && in.State == 1 && (in.Tcp == nil || in.Local == "" || in.Peer == "") {
 				return corrupt(TreeName, "file %d: established TCP connection without its state", f.Id)

@@ -41,13 +41,17 @@ func Build(t testing.TB, name string) string {
 	})
 }
 
-// BuildGo builds the Go program testdata/workloads/NAME once per test binary.
+// BuildGo builds the Go program testdata/workloads/NAME once per test binary: a module (it has
+// a go.mod) with today's defaults, as users build theirs, or else in GOPATH mode with old ones.
 func BuildGo(t testing.TB, name string) string {
 	t.Helper()
 	return build(t, "go-"+name, func(out string) *exec.Cmd {
 		cmd := exec.Command("go", "build", "-o", out, ".")
 		cmd.Dir = filepath.Join(Workloads(), name)
-		cmd.Env = append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if _, err := os.Stat(filepath.Join(cmd.Dir, "go.mod")); err != nil {
+			cmd.Env = append(cmd.Env, "GO111MODULE=off")
+		}
 		return cmd
 	})
 }

@@ -13,7 +13,7 @@ import (
 type InetSocket struct {
 	Family   int // AF_INET or AF_INET6
 	Type     int // SOCK_STREAM or SOCK_DGRAM
-	Protocol int // IPPROTO_TCP or IPPROTO_UDP
+	Protocol int // IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP
 	State    int // TCP state (TCP_LISTEN 10, TCP_ESTABLISHED 1, TCP_CLOSE 7); 7 or 1 for UDP
 	Local    netip.AddrPort
 	Peer     netip.AddrPort // zero when not connected
@@ -37,8 +37,16 @@ var inetOpts = []struct {
 	{"IPV6_V6ONLY", unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, unix.AF_INET6, 0},
 }
 
-// ErrNotInet means the socket is not a TCP or UDP socket.
+// ErrNotInet means the socket is not a TCP, MPTCP or UDP socket.
 var ErrNotInet = errors.New("not a TCP or UDP socket")
+
+// IPProtoMPTCP is multipath TCP (IPPROTO_MPTCP): Go 1.24 and later make listeners with it
+// by default. A listener or a bound socket is made again as it was; the connections it
+// accepts from plain TCP clients are plain TCP sockets.
+const IPProtoMPTCP = 262
+
+// IsTCP says whether protocol is TCP or multipath TCP: both have TCP states and options.
+func IsTCP(protocol int) bool { return protocol == unix.IPPROTO_TCP || protocol == IPProtoMPTCP }
 
 // InspectInet reads a TCP or UDP socket through fd, a dup of it (nothing is changed).
 func InspectInet(fd int) (*InetSocket, error) {
@@ -52,7 +60,7 @@ func InspectInet(fd int) (*InetSocket, error) {
 	}
 	s.Type, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	s.Protocol, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	if s.Protocol != unix.IPPROTO_TCP && s.Protocol != unix.IPPROTO_UDP {
+	if !IsTCP(s.Protocol) && s.Protocol != unix.IPPROTO_UDP {
 		return nil, ErrNotInet
 	}
 	if sa, err := unix.Getsockname(fd); err == nil {
@@ -62,7 +70,7 @@ func InspectInet(fd int) (*InetSocket, error) {
 		s.Peer = addrPort(sa)
 	}
 	s.State = 7
-	if s.Protocol == unix.IPPROTO_TCP {
+	if IsTCP(s.Protocol) {
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
 			return nil, os.NewSyscallError("getsockopt(TCP_INFO)", err)
@@ -75,7 +83,7 @@ func InspectInet(fd int) (*InetSocket, error) {
 		s.State = 1
 	}
 	for _, o := range inetOpts {
-		if (o.family != 0 && o.family != s.Family) || (o.proto != 0 && o.proto != s.Protocol) {
+		if (o.family != 0 && o.family != s.Family) || (o.proto != 0 && o.proto != s.Protocol && !(o.proto == unix.IPPROTO_TCP && IsTCP(s.Protocol))) {
 			continue
 		}
 		if v, err := unix.GetsockoptInt(fd, o.level, o.opt); err == nil && v != 0 {
