@@ -3,6 +3,8 @@ package core
 import (
 	"errors"
 	"fmt"
+
+	"github.com/gocr/gocr/core/internal/pluginhost"
 )
 
 // Sentinels a caller tells apart with errors.Is. docs/exit-codes.md maps them to exit codes.
@@ -14,13 +16,13 @@ var (
 	// ErrTraced: a process is already traced by another tracer (a debugger, strace).
 	ErrTraced = errors.New("already traced")
 	// ErrUnsupported: the tree holds a resource gocr cannot checkpoint yet.
-	ErrUnsupported = errors.New("not supported")
+	ErrUnsupported = pluginhost.ErrUnsupported
 	// ErrInterrupted: the operation was cancelled (Ctrl-C); everything was rolled back.
 	ErrInterrupted = errors.New("interrupted")
 	// ErrPidInUse: a PID the image needs is held by another process.
 	ErrPidInUse = errors.New("pid in use")
 	// ErrIncompatible: the image cannot be restored on this machine (CPU, kernel, files).
-	ErrIncompatible = errors.New("image does not fit this machine")
+	ErrIncompatible = pluginhost.ErrIncompatible
 	// ErrLockHeld: a file lock the tree held is held now by a process outside it.
 	ErrLockHeld = errors.New("file lock held by another process")
 	// ErrBadArgs: the request itself is wrong (no pid, a pid inside another tree).

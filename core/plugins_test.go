@@ -194,7 +194,7 @@ func TestPluginFailures(t *testing.T) {
 		root, pids, dir, pluginDir, _ := pluginTree(t)
 		t.Setenv("GOCR_EXAMPLE_API", "99")
 		_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root.Pid}, Dir: filepath.Join(t.TempDir(), "img"), Plugins: []string{"example"}, PluginDirs: []string{pluginDir}})
-		if err == nil || !strings.Contains(err.Error(), "API version 99") || !strings.Contains(err.Error(), "[1]") {
+		if err == nil || !strings.Contains(err.Error(), "API version 99") || !strings.Contains(err.Error(), "[1]") || !errors.Is(err, core.ErrIncompatible) {
 			t.Fatalf("got %v, want an error naming both API versions", err)
 		}
 		for i, pid := range pids {

@@ -2,10 +2,24 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Errors a hook returns, wrapped (fmt.Errorf("...: %w", sdk.ErrUnsupported)), so that gocr
+// tells the user which kind of failure it is (its exit code says so too):
+//
+//	ErrUnsupported   dump: the process holds something the plugin cannot checkpoint
+//	ErrIncompatible  restore or check: this machine cannot take what the image holds
+var (
+	ErrUnsupported  = errors.New("not supported")
+	ErrIncompatible = errors.New("does not fit this machine")
 )
 
 // APIVersion is the plugin API this SDK speaks. Host and plugin agree on one at Init.
@@ -159,7 +173,9 @@ func Serve(p Plugin) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         map[string]plugin.Plugin{PluginName: &grpcPlugin{impl: p}},
-		GRPCServer:      plugin.DefaultGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return plugin.DefaultGRPCServer(append(opts, grpc.UnaryInterceptor(kindOfError)))
+		},
 	})
 }
 
@@ -172,4 +188,17 @@ func watchParent(ppid int) {
 			os.Exit(1)
 		}
 	}
+}
+
+// kindOfError carries the kind of a hook's error to gocr in its gRPC status code:
+// Unimplemented for ErrUnsupported, FailedPrecondition for ErrIncompatible.
+func kindOfError(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	switch {
+	case errors.Is(err, ErrUnsupported):
+		return resp, status.Error(codes.Unimplemented, err.Error())
+	case errors.Is(err, ErrIncompatible):
+		return resp, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return resp, err
 }

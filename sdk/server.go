@@ -140,7 +140,7 @@ func (s *server) Init(ctx context.Context, req *pb.InitRequest) (*pb.InitRespons
 		version = v.APIVersion()
 	}
 	if !slices.Contains(req.ApiVersions, version) {
-		return nil, fmt.Errorf("plugin %s speaks API version %d, gocr speaks %v", s.impl.Name(), version, req.ApiVersions)
+		return nil, fmt.Errorf("plugin %s speaks API version %d, gocr speaks %v: %w", s.impl.Name(), version, req.ApiVersions, ErrIncompatible)
 	}
 	if u, ok := s.impl.(HostUser); ok && s.broker != nil && req.HostBrokerId != 0 {
 		conn, err := s.broker.Dial(req.HostBrokerId)

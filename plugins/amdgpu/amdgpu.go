@@ -179,7 +179,7 @@ func (p *Plugin) CheckpointDevices(ctx context.Context, pids []int) error {
 	}
 	minor, err := version()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", err, sdk.ErrUnsupported)
 	}
 	gpus, err := ReadTopology(p.topology)
 	if err != nil {
@@ -221,7 +221,7 @@ func (p *Plugin) checkpoint(ctx context.Context, d *procDump, minor uint32, gpus
 	info := kfd.CriuArgs{Op: kfd.OpProcessInfo}
 	if err := p.criuOp(ctx, d.pid, d.kfdFd, &info); err != nil {
 		if errors.Is(err, kfd.ENODEV) {
-			return fmt.Errorf("%s is open (fd %d) but no GPU is in use (PROCESS_INFO: %w): such a process is not checkpointed", KFDPath, d.kfdFd, err)
+			return fmt.Errorf("%s is open (fd %d) but no GPU is in use (PROCESS_INFO: %w): such a process is not checkpointed: %w", KFDPath, d.kfdFd, err, sdk.ErrUnsupported)
 		}
 		return err
 	}
@@ -424,7 +424,7 @@ func (p *Plugin) DumpVMA(ctx context.Context, v sdk.VMA) ([]byte, error) {
 			return json.Marshal(vmaImage{Kind: "render", GpuID: gpu, Pgoff: v.Pgoff})
 		}
 	}
-	return nil, fmt.Errorf("mapping %#x-%#x of %s at offset %#x is no KFD BO of pid %d (a DRM-only buffer?): not supported", v.Start, v.End, v.Path, v.Pgoff, v.Pid)
+	return nil, fmt.Errorf("mapping %#x-%#x of %s at offset %#x is no KFD BO of pid %d (a DRM-only buffer?): %w", v.Start, v.End, v.Path, v.Pgoff, v.Pid, sdk.ErrUnsupported)
 }
 
 // DumpDevicesLate lets the queues go again once the tree's memory is read.

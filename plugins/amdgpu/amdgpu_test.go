@@ -428,8 +428,8 @@ func refused(t testing.TB, j *job, img, plugins, want string) {
 		t.Errorf("check mode found %v, want a problem saying %q", rep.Problems, want)
 	}
 	_, err = core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{plugins}})
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("restore: %v, want a refusal saying %q", err, want)
+	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, core.ErrIncompatible) {
+		t.Fatalf("restore: %v, want a refusal saying %q, as an image that does not fit this machine", err, want)
 	}
 	for _, pid := range j.pids() {
 		if testutil.Alive(pid) {
@@ -470,7 +470,7 @@ func TestRefusedDumps(t *testing.T) {
 		emulate(t, kfdemu.Config{GPUs: gpus(0x1001), MinorVersion: 7})
 		j := startJob(t, 64)
 		_, err := dump(t, j, core.Kill, plugins)
-		if err == nil || !strings.Contains(err.Error(), "API 1.7") || !strings.Contains(err.Error(), "1.8 or later") {
+		if err == nil || !strings.Contains(err.Error(), "API 1.7") || !strings.Contains(err.Error(), "1.8 or later") || !errors.Is(err, core.ErrUnsupported) {
 			t.Fatalf("dump: %v, want the KFD version refused", err)
 		}
 		j.goesOn(t, 3)

@@ -46,7 +46,7 @@ func (p *Plugin) loadImageGPUs(ctx context.Context) error {
 	}
 	m, problems := Match(img, here)
 	if len(problems) > 0 {
-		return fmt.Errorf("the GPUs here cannot take the job's: %s", strings.Join(problems, "; "))
+		return fmt.Errorf("the GPUs here cannot take the job's: %s: %w", strings.Join(problems, "; "), sdk.ErrIncompatible)
 	}
 	p.imageGPUs, p.localGPUs, p.toLocal = img, here, m
 	return nil
@@ -79,7 +79,7 @@ func (p *Plugin) Check(ctx context.Context, pids []int) ([]string, error) {
 // image's.
 func (p *Plugin) RestoreInit(ctx context.Context, pids []int) error {
 	if _, err := version(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", err, sdk.ErrIncompatible)
 	}
 	return p.loadImageGPUs(ctx)
 }

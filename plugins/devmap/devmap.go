@@ -40,7 +40,7 @@ func (p *Plugin) RestoreFile(ctx context.Context, f sdk.File, blob []byte) (*os.
 // DumpVMA records the device of a shared or read-only mapping.
 func (p *Plugin) DumpVMA(ctx context.Context, v sdk.VMA) ([]byte, error) {
 	if !v.Shared && v.Prot&syscall.PROT_WRITE != 0 {
-		return nil, fmt.Errorf("private writable mapping %#x-%#x of %s in pid %d: the pages it changed would be lost", v.Start, v.End, v.Path, v.Pid)
+		return nil, fmt.Errorf("private writable mapping %#x-%#x of %s in pid %d: the pages it changed would be lost: %w", v.Start, v.End, v.Path, v.Pid, sdk.ErrUnsupported)
 	}
 	rdev, err := deviceOf(v.Path)
 	if err != nil {
@@ -69,7 +69,7 @@ func (p *Plugin) RestoreVMA(ctx context.Context, v sdk.VMA, blob []byte) error {
 	if rdev, err := deviceOf(s.Path); err != nil {
 		return err
 	} else if rdev != s.Rdev {
-		return fmt.Errorf("%s is device %#x here, it was %#x at the dump", s.Path, rdev, s.Rdev)
+		return fmt.Errorf("%s is device %#x here, it was %#x at the dump: %w", s.Path, rdev, s.Rdev, sdk.ErrIncompatible)
 	}
 	call := func(what string, nr int64, args ...uint64) (uint64, error) {
 		r, err := p.host.Syscall(ctx, v.Pid, nr, args...)

@@ -35,6 +35,13 @@ var APIVersions = []uint32{sdk.APIVersion}
 // ErrNotFound means a plugin binary is not where gocr looks.
 var ErrNotFound = errors.New("plugin not found")
 
+// Kinds of plugin failures (sdk.ErrUnsupported, sdk.ErrIncompatible on the plugin's side):
+// core gives them as its own ErrUnsupported and ErrIncompatible (core/errors.go).
+var (
+	ErrUnsupported  = errors.New("not supported")
+	ErrIncompatible = errors.New("image does not fit this machine")
+)
+
 // DefaultTimeout bounds each call to a plugin: a hung plugin is an error, not a hung gocr.
 const DefaultTimeout = 30 * time.Second
 
@@ -243,7 +250,7 @@ func (h *Host) start(ctx context.Context, name string, dirs []string, operation 
 	}
 	if init.ApiVersion != sdk.APIVersion {
 		p.fds.Close()
-		return fail(fmt.Errorf("speaks API version %d, gocr speaks %v", init.ApiVersion, APIVersions))
+		return fail(fmt.Errorf("speaks API version %d, gocr speaks %v: %w", init.ApiVersion, APIVersions, ErrIncompatible))
 	}
 	p.claims = init
 	go p.receiveFds()
@@ -510,6 +517,10 @@ func grpcError(err error) error {
 		return fmt.Errorf("no answer within the time limit: the plugin hangs (%v)", err)
 	case codes.Unknown:
 		return errors.New(status.Convert(err).Message())
+	case codes.Unimplemented:
+		return fmt.Errorf("%s: %w", status.Convert(err).Message(), ErrUnsupported)
+	case codes.FailedPrecondition:
+		return fmt.Errorf("%s: %w", status.Convert(err).Message(), ErrIncompatible)
 	}
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("the plugin process died (%v)", err)
