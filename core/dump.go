@@ -312,6 +312,9 @@ func (d *dumper) run(ctx context.Context) error {
 	if err := d.files.checkPeers(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	if err := d.checkEpolls(); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
 	if err := d.checkPidfds(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
@@ -397,6 +400,50 @@ func (d *dumper) run(ctx context.Context) error {
 		return nil // let go before the memory was read
 	}
 	return d.thread.Do(d.finish)
+}
+
+// checkEpolls refuses, at dump time, an epoll instance that no process holding it could fill
+// at restore: the watched fds are numbers in the process that added them, and a restore adds
+// them from a process that holds the epoll and every one of them.
+func (d *dumper) checkEpolls() error {
+	for _, f := range d.files.all {
+		if f.img.Kind != imagepb.FileKind_FILE_KIND_EPOLL || len(f.img.EpollItems) == 0 {
+			continue
+		}
+		ino := map[uint32]uint64{}
+		for _, o := range d.files.all {
+			ino[o.img.Id] = o.img.Ino
+		}
+		fillable := false
+		for _, pid := range d.order {
+			have, holds := map[int32]uint64{}, false // fd: inode of its file
+			for _, fd := range d.procs[pid].img.Fds {
+				have[fd.Fd] = ino[fd.FileId]
+				holds = holds || fd.FileId == f.img.Id
+			}
+			if !holds {
+				continue
+			}
+			present, right := true, true
+			for i, it := range f.img.EpollItems {
+				got, ok := have[it.Tfd]
+				present = present && ok
+				right = right && ok && (i >= len(f.epollInos) || f.epollInos[i] == 0 || got == f.epollInos[i])
+			}
+			// The restore fills the epoll from a holder that has every watched fd number: all
+			// such holders must have the watched files there.
+			if present && !right {
+				fillable = false
+				break
+			}
+			fillable = fillable || right
+		}
+		if !fillable {
+			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd), Kind: "epoll instance watching an fd that no process holding it has (closed since, or another process's)",
+				Hint: "the restore could not watch it again"}
+		}
+	}
+	return nil
 }
 
 // checkPidfds refuses a pidfd of a process outside the dumped trees: the restore makes

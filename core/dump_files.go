@@ -43,10 +43,11 @@ type fileTable struct {
 }
 
 type openFile struct {
-	img *imagepb.OpenFile
-	dup int // our dup of it; never read from or seeked
-	pid int // a process that has it open, and its fd there
-	fd  int
+	img       *imagepb.OpenFile
+	epollInos []uint64 // an epoll's: the inode of each watched file, as the items are
+	dup       int      // our dup of it; never read from or seeked
+	pid       int      // a process that has it open, and its fd there
+	fd        int
 }
 
 type pipeDump struct {
@@ -281,6 +282,7 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 		f.img.Kind = imagepb.FileKind_FILE_KIND_EPOLL
 		for _, it := range info.Epoll {
 			f.img.EpollItems = append(f.img.EpollItems, &imagepb.EpollItem{Tfd: int32(it.Tfd), Events: it.Events, Data: it.Data})
+			f.epollInos = append(f.epollInos, it.Ino)
 		}
 		return f, cloexec, nil
 	case link == "anon_inode:[timerfd]":

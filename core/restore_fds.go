@@ -99,14 +99,20 @@ func (r *restorer) fillEpolls(p *procRestore) error {
 		if of.Kind != imagepb.FileKind_FILE_KIND_EPOLL || r.epollDone[of.Id] {
 			continue
 		}
+		// Another process holding the epoll fills it when this one lacks a watched fd (the
+		// dump made sure that one of them has them all).
+		lacks := false
+		for _, it := range of.EpollItems {
+			lacks = lacks || !have[it.Tfd]
+		}
+		if lacks {
+			continue
+		}
 		if r.epollDone == nil {
 			r.epollDone = map[uint32]bool{}
 		}
 		r.epollDone[of.Id] = true
 		for _, it := range of.EpollItems {
-			if !have[it.Tfd] {
-				return &UnsupportedError{Pid: p.t.Pid, What: fmt.Sprintf("fd %d", f.Fd), Kind: fmt.Sprintf("epoll watching fd %d of another process", it.Tfd)}
-			}
 			// struct epoll_event is packed on x86_64: u32 events, u64 data.
 			ev := make([]byte, 12)
 			binary.LittleEndian.PutUint32(ev, it.Events)

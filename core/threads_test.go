@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -253,5 +254,24 @@ func TestRestoreChildOfAThread(t *testing.T) {
 	checkSequence(t, filepath.Join(dir, "main.log"), 3)
 	if ppid, _, _, _ := testutil.Stat(child); ppid != p.Pid {
 		t.Fatalf("the restored child's parent is %d, want %d", ppid, p.Pid)
+	}
+}
+
+// An epoll instance watching an fd number the process no longer holds (the file lives on in a
+// dup) could not be filled again by a restore: the dump refuses it by name, before any image
+// is written, and the process goes on as it was.
+func TestDumpRefusesEpollOfAClosedFd(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "epollgone")
+	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	var ue *core.UnsupportedError
+	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "epoll") {
+		t.Fatalf("dump: %v, want the epoll refused naming pid %d", err, p.Pid)
+	}
+	log := filepath.Join(dir, "count.log")
+	at := lastInt(t, log)
+	testutil.WaitFor(t, "the process to go on", func() bool { return lastInt(t, log) >= at+5 })
+	if st, tracer := testutil.ProcState(p.Pid); st == "T" || st == "t" || tracer != 0 {
+		t.Fatalf("after the refused dump the process is %s, traced by %d", st, tracer)
 	}
 }

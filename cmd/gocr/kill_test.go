@@ -130,22 +130,21 @@ func TestCLIKilledDumps(t *testing.T) {
 				fatal("pid %d is in state %s, traced by %d", pid, st, tracer)
 			}
 		}
-		now := testutil.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+		// A thread the dead gocr left inside a call finishes it and returns to itself through
+		// rt_sigreturn, which puts its mask back: give it the time to run.
 		for _, field := range []string{"SigBlk", "Cpus_allowed_list"} {
-			if a, b := statusField(mask, field), statusField(now, field); a != b {
-				fatal("%s of pid %d is %s, %s before", field, p.Pid, b, a)
-			}
-		}
-		at := counts(t, logs)
-		testutil.WaitForProcs(t, "the workload to go on", func() bool {
-			c := counts(t, logs)
-			for j := range c {
-				if c[j] < at[j]+3 {
-					return false
+			var now string
+			for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				now = statusField(testutil.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid)), field)
+				if now == statusField(mask, field) || time.Now().After(deadline) {
+					break
 				}
 			}
-			return true
-		}, pids...)
+			if a := statusField(mask, field); a != now {
+				fatal("%s of pid %d is %s, %s before", field, p.Pid, now, a)
+			}
+		}
+		countsOn(t, logs, pids)
 		// The next dump to the same place removes what the killed one left.
 		if out, e, code := gocr(t, "dump", "-R", "--overwrite", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
 			t.Fatalf("round %d: dump after the killed one: exit %d\n%s%s", i, code, out, e)
@@ -165,6 +164,21 @@ func TestCLIKilledDumps(t *testing.T) {
 	t.Logf("%d dumps killed at random: %v", rounds, outcomes)
 }
 
+// countsOn waits until every log counted 3 more, each still a run without gap or repeat.
+func countsOn(t *testing.T, logs []string, pids []int) {
+	t.Helper()
+	at := counts(t, logs)
+	testutil.WaitForProcs(t, "the processes to count on", func() bool {
+		c := counts(t, logs)
+		for j := range c {
+			if c[j] < at[j]+3 {
+				return false
+			}
+		}
+		return true
+	}, pids...)
+}
+
 // settle waits, up to a second, until the processes the kernel kills for a dead tracer
 // (PTRACE_O_EXITKILL) are dead, and returns how many of pids run.
 func settle(pids []int) int {
@@ -178,13 +192,25 @@ func settle(pids []int) int {
 				alive++
 			}
 			st, tracer := testutil.ProcState(pid)
-			traced = traced || st == "t" || (tracer != 0 && st != "Z")
+			traced = traced || st == "t" || (tracer != 0 && st != "Z") || dying(pid)
 		}
-		// A process still traced by the dead gocr is on its way out, or being let go.
+		// A process still traced by the dead gocr, or with the SIGKILL of PTRACE_O_EXITKILL
+		// pending, is on its way out, or being let go.
 		if (!traced && (alive == 0 || alive == len(pids))) || time.Now().After(deadline) {
 			return alive
 		}
 	}
+}
+
+// dying says whether pid has a SIGKILL pending (it is on its way out).
+func dying(pid int) bool {
+	st := testutil.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, f := range []string{"SigPnd", "ShdPnd"} {
+		if v, err := strconv.ParseUint(statusField(st, f), 16, 64); err == nil && v&(1<<8) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func statusField(status, name string) string {
@@ -264,16 +290,7 @@ func TestCLIKilledRestores(t *testing.T) {
 					t.Fatalf("round %d: pid %d is in state %s, traced by %d, after gocr was killed", i, pid, st, tracer)
 				}
 			}
-			at := counts(t, logs)
-			testutil.WaitForProcs(t, "the restored tree to go on", func() bool {
-				c := counts(t, logs)
-				for j := range c {
-					if c[j] < at[j]+3 {
-						return false
-					}
-				}
-				return true
-			}, pids...)
+			countsOn(t, logs, pids)
 			for _, pid := range pids {
 				testutil.KillAndReap(pid)
 			}

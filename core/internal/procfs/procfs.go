@@ -391,6 +391,7 @@ type EpollItem struct {
 	Tfd    int
 	Events uint32
 	Data   uint64
+	Ino    uint64 // of the file watched: the fd number may hold another one by now
 }
 
 // ReadFdInfo parses /proc/PID/fdinfo/FD.
@@ -457,7 +458,13 @@ func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 			if err1 != nil || err2 != nil || err3 != nil {
 				return nil, fmt.Errorf("parse fdinfo %d of %d: %q", fd, pid, sc.Text())
 			}
-			fi.Epoll = append(fi.Epoll, EpollItem{Tfd: tfd, Events: uint32(ev), Data: data})
+			it := EpollItem{Tfd: tfd, Events: uint32(ev), Data: data}
+			for _, w := range f[5:] {
+				if x, ok := strings.CutPrefix(w, "ino:"); ok {
+					it.Ino, _ = strconv.ParseUint(x, 16, 64)
+				}
+			}
+			fi.Epoll = append(fi.Epoll, it)
 		}
 	}
 	return fi, nil
