@@ -91,7 +91,7 @@ func freePort(t *testing.T) int {
 }
 
 func httpGet(url string) (string, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
@@ -122,6 +122,9 @@ func TestRestorePythonHTTPServer(t *testing.T) {
 	t.Cleanup(p.Kill)
 	var before string
 	testutil.WaitFor(t, "http.server to answer", func() bool { before, err = httpGet(url); return err == nil })
+	// Until both sides have closed our connection, it holds the port (and it is no
+	// listening, bound or established socket, which is all this test is about).
+	testutil.WaitFor(t, "idle server", func() bool { return len(tcpConns(p.Pid)) == 0 && !portBusy(port) })
 	img := dump(t, core.Kill, p.Pid)
 	waitReaped(t, p)
 	if _, err := httpGet(url); err == nil {
@@ -213,6 +216,20 @@ func socketProtocols(t *testing.T, pid int) []int {
 		linux.Close(dup)
 	}
 	return out
+}
+
+// portBusy says whether a TCP socket on port other than a listener or one in TIME_WAIT is
+// there (FIN_WAIT, CLOSE_WAIT...): a listener's bind on the port would fail.
+func portBusy(port int) bool {
+	for _, tbl := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		for _, line := range testutil.Lines(tbl) {
+			f := strings.Fields(line)
+			if len(f) > 3 && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) && f[3] != "0A" && f[3] != "06" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func tcpConns(pid int) []string {
