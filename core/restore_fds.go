@@ -44,7 +44,7 @@ func (r *restorer) installFds(p *procRestore) error {
 	if err != nil {
 		return err
 	}
-	high, err := r.call(p, "move pidfd", linux.SysFcntl, pidfd, 1030 /* F_DUPFD_CLOEXEC */, uint64(maxFd+1))
+	high, err := r.call(p, "move pidfd", linux.SysFcntl, pidfd, linux.FDupfdCloexec, uint64(maxFd+1))
 	if err != nil {
 		return err
 	}
