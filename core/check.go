@@ -150,6 +150,9 @@ func Check(dir string) (*CheckReport, error) {
 		checkMappedFile(mf, add)
 	}
 	for _, pe := range c.Tree.Processes {
+		if pe.Zombie {
+			continue
+		}
 		if _, err := os.Stat(c.Procs[pe.Pid].Mm.Exe); err != nil {
 			add(c.Procs[pe.Pid].Mm.Exe, "", "binary of pid %d is missing", pe.Pid)
 		}

@@ -223,6 +223,8 @@ type dumper struct {
 	parent    *image.Checkpoint
 	parentRel string
 	acts      actions
+	// zombies are the dead children of the tree's processes, not reaped yet.
+	zombies []*imagepb.ProcessEntry
 	// gadgets are where, in each executable file mapping (device, inode, offset), the safe
 	// return's instructions are, relative to the mapping's start plus one (0: none).
 	gadgets map[[3]uint64][2]uint64
@@ -360,6 +362,7 @@ func (d *dumper) run(ctx context.Context) error {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
 	}
+	d.tree.Processes = append(d.tree.Processes, d.zombies...)
 	if err := d.w.WriteMessage(image.TreeName, d.tree); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
@@ -493,6 +496,14 @@ func (d *dumper) freeze() error {
 				return fmt.Errorf("dump: pid %d is inside the tree of %d: %w", pid, r, ErrBadArgs)
 			}
 			inTree[pid] = root
+			// A zombie is dead: nothing to freeze, it comes back as a zombie.
+			if z, err := zombieEntry(pid, root); err != nil || z != nil {
+				if err != nil {
+					return err
+				}
+				d.zombies = append(d.zombies, z)
+				continue
+			}
 			// Plugins pause the process's devices before it is frozen.
 			if err := d.host.Devices(d.ctx, pluginhost.PauseDevices, []int{pid}); err != nil {
 				return fmt.Errorf("dump pid %d: %w", pid, err)
@@ -523,6 +534,31 @@ func (d *dumper) freeze() error {
 		}
 	}
 	return nil
+}
+
+// zombieEntry returns the entry of pid if it is a zombie (nil if not): what the restore
+// needs to make it again from its parent and let it die as it did. A zombie the restore
+// could not put back as it was is refused by name.
+func zombieEntry(pid, root int) (*imagepb.ProcessEntry, error) {
+	stat, err := procfs.ReadStat(pid)
+	if err != nil || stat.State != 'Z' {
+		return nil, nil
+	}
+	unsupported := func(why string) error {
+		return &UnsupportedError{Pid: pid, What: "process", Kind: "zombie " + why, Hint: "let its parent reap it first"}
+	}
+	if pid == root {
+		return nil, unsupported("given as a root")
+	}
+	parent, err := procfs.ReadStat(stat.PPid)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: its parent %d: %w", pid, stat.PPid, err)
+	}
+	if stat.Sid != parent.Sid || (stat.PGid != parent.PGid && stat.PGid != pid) {
+		return nil, unsupported(fmt.Sprintf("in process group %d of session %d (its parent's are %d and %d)", stat.PGid, stat.Sid, parent.PGid, parent.Sid))
+	}
+	return &imagepb.ProcessEntry{Pid: int32(pid), Ppid: int32(stat.PPid), Pgid: int32(stat.PGid), Sid: int32(stat.Sid),
+		Threads: []int32{int32(pid)}, Comm: stat.Comm, Zombie: true, ExitStatus: int32(stat.ExitCode)}, nil
 }
 
 func (d *dumper) seize(pid int) (*procDump, error) {

@@ -163,7 +163,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		res.Roots = append(res.Roots, int(root))
 	}
 	for _, pe := range c.Tree.Processes {
-		res.Pids = append(res.Pids, int(pe.Pid))
+		if !pe.Zombie { // a zombie is back, but runs nothing
+			res.Pids = append(res.Pids, int(pe.Pid))
+		}
 	}
 	res.Stats.Processes = len(res.Pids)
 	res.Stats.Total = time.Since(start)
@@ -245,6 +247,9 @@ func (r *restorer) preflight() error {
 	}
 	for _, pe := range r.c.Tree.Processes {
 		p := r.c.Procs[pe.Pid]
+		if pe.Zombie {
+			continue
+		}
 		for _, v := range p.Vmas {
 			if v.Kind != imagepb.VMAKind_VMA_KIND_FILE_PRIVATE && v.Kind != imagepb.VMAKind_VMA_KIND_FILE_SHARED || v.SavedFileId != 0 {
 				continue
@@ -476,12 +481,80 @@ func (r *restorer) createTree(root int32, children map[int32][]int32) error {
 				return err
 			}
 			p.t, p.scratch = t, parent.scratch
+			if p.entry.Zombie {
+				if err := r.makeZombie(parent, p); err != nil {
+					return err
+				}
+				continue
+			}
 			r.order = append(r.order, pid)
 			if err := r.joinSession(p); err != nil {
 				return err
 			}
 			queue = append(queue, pid)
 		}
+	}
+	return nil
+}
+
+// makeZombie lets p, just made from its parent, die as it had (exit code or signal) without
+// being reaped: a zombie of its parent again. The parent's SIGCHLD of this death is taken
+// back (it had one when the child first died); its own pending signals come later.
+func (r *restorer) makeZombie(parent, p *procRestore) error {
+	pid := p.entry.Pid
+	ws := p.entry.ExitStatus
+	if p.entry.Pgid == pid {
+		if _, err := r.call(p, "setpgid", linux.SysSetpgid, 0, 0); err != nil {
+			return fmt.Errorf("restore zombie %d: %w", pid, err)
+		}
+	}
+	if sig := int(ws & 0x7f); sig != 0 {
+		// Killed by a signal: its default action, no core file, and the signal given
+		// with the detach (an injected kill would stop in ptrace first).
+		zero := make([]byte, 32)
+		a, err := p.arg(scratchArg, zero)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(p, "default action", linux.SysRtSigaction, uint64(sig), a, 0, 8); err != nil {
+			return fmt.Errorf("restore zombie %d: %w", pid, err)
+		}
+		if _, err := r.call(p, "no core file", linux.SysPrlimit64, 0, linux.RlimitCore, a, 0); err != nil {
+			return fmt.Errorf("restore zombie %d: %w", pid, err)
+		}
+		if err := linux.SetSigMask(int(pid), 0); err != nil {
+			return fmt.Errorf("restore zombie %d: %w", pid, err)
+		}
+		if err := linux.Detach(int(pid), sig); err != nil {
+			return fmt.Errorf("restore zombie %d: %w", pid, err)
+		}
+	} else {
+		_, err := p.t.Syscall(linux.SysExitGroup, uint64(ws>>8&0xff))
+		if !errors.Is(err, tracer.ErrExited) {
+			return fmt.Errorf("restore zombie %d: exit: %v", pid, err)
+		}
+	}
+	p.t = nil
+	// Wait until it is dead (a zombie), then take back the SIGCHLD its death sent.
+	for i := 0; ; i++ {
+		if st, err := procfs.ReadStat(int(pid)); err == nil && st.State == 'Z' {
+			break
+		}
+		if i > 2000 {
+			return fmt.Errorf("restore zombie %d: it does not die", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	set, err := parent.arg(scratchArg, le64bytes(1<<(linux.SIGCHLD-1)))
+	if err != nil {
+		return err
+	}
+	ts, err := parent.arg(scratchArg+64, make([]byte, 16))
+	if err != nil {
+		return err
+	}
+	if _, err := r.call(parent, "take back SIGCHLD", linux.SysRtSigtimedwait, set, 0, ts, 8); err != nil && !errors.Is(err, linux.EAGAIN) {
+		return fmt.Errorf("restore zombie %d: %w", pid, err)
 	}
 	return nil
 }

@@ -275,3 +275,36 @@ func TestDumpRefusesEpollOfAClosedFd(t *testing.T) {
 		t.Fatalf("after the refused dump the process is %s, traced by %d", st, tracer)
 	}
 }
+
+// A parent with two zombie children (one exited with 7, one killed by SIGTERM) comes back
+// with both zombies, same pids, its own; reaping them then tells how each ended.
+func TestRestoreZombies(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "zombies"), dir)
+	testutil.WaitFor(t, "the zombies", func() bool { return len(testutil.Lines(filepath.Join(dir, "pids"))) == 1 })
+	var a, b int
+	fmt.Sscan(testutil.Lines(filepath.Join(dir, "pids"))[0], &a, &b)
+	img := dump(t, core.Kill, p.Pid)
+	waitReaped(t, p)
+	for _, z := range []int{a, b} {
+		testutil.WaitFor(t, fmt.Sprintf("zombie %d to be reaped", z), func() bool { testutil.ReapOrphans(); return !testutil.Alive(z) })
+	}
+	res := restore(t, img)
+	if len(res.Pids) != 1 {
+		t.Fatalf("restored %v: want the parent (its zombies are no running processes)", res.Pids)
+	}
+	for _, z := range []int{a, b} {
+		st, _ := testutil.ProcState(z)
+		ppid, _, _, _ := testutil.Stat(z)
+		if st != "Z" || ppid != p.Pid {
+			t.Fatalf("pid %d after the restore: state %q, parent %d; want a zombie of %d", z, st, ppid, p.Pid)
+		}
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "the report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got := testutil.Lines(report)[0]; got != "a exit 7 b signal 15" {
+		t.Fatalf("the restored parent reaped: %q, want %q", got, "a exit 7 b signal 15")
+	}
+}

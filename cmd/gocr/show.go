@@ -73,7 +73,9 @@ func showJSON(w io.Writer, c *image.Checkpoint) error {
 	}
 	var procs []json.RawMessage
 	for _, p := range c.Tree.Processes {
-		procs = append(procs, raw(c.Procs[p.Pid]))
+		if !p.Zombie {
+			procs = append(procs, raw(c.Procs[p.Pid]))
+		}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -105,6 +107,10 @@ func showText(w io.Writer, c *image.Checkpoint) {
 		pipes[p.Id] = p
 	}
 	for _, pe := range c.Tree.Processes {
+		if pe.Zombie {
+			fmt.Fprintf(w, "\nprocess %d (%s) ppid %d pgid %d sid %d: zombie, wait status %#x\n", pe.Pid, pe.Comm, pe.Ppid, pe.Pgid, pe.Sid, pe.ExitStatus)
+			continue
+		}
 		p := c.Procs[pe.Pid]
 		fmt.Fprintf(w, "\nprocess %d (%s) ppid %d pgid %d sid %d threads %v\n", pe.Pid, pe.Comm, pe.Ppid, pe.Pgid, pe.Sid, pe.Threads)
 		fmt.Fprintf(w, "  exe %s\n  cwd %s  root %s  umask %03o  uid %v gid %v\n", pe.Exe, p.Cwd, p.Root, p.Umask, p.Creds.Uids, p.Creds.Gids)

@@ -83,6 +83,9 @@ func Open(dir string) (*Checkpoint, error) {
 		return nil, err
 	}
 	for _, p := range c.Tree.Processes {
+		if p.Zombie {
+			continue // a zombie is its entry alone
+		}
 		m := &imagepb.Process{}
 		if err := c.ReadMessage(ProcName(p.Pid), m); err != nil {
 			return nil, err

@@ -72,6 +72,14 @@ func (c *Checkpoint) validate() error {
 		if !isRoot[p.Pid] && pids[p.Ppid] == nil {
 			return corrupt(TreeName, "process %d: parent %d is not in the image", p.Pid, p.Ppid)
 		}
+		if p.Zombie {
+			// Made again from its parent, which a root is not; a zombie has no children.
+			ws := p.ExitStatus
+			exited, sig := ws&0x7f == 0 && ws&^0xff00 == 0, ws&0x7f
+			if isRoot[p.Pid] || pids[p.Ppid].Zombie || !(exited || (sig > 0 && sig < 65 && ws&^0xff == 0)) {
+				return corrupt(TreeName, "zombie %d: a root, a zombie's child, or exit status %#x", p.Pid, ws)
+			}
+		}
 	}
 	pipes := map[uint32]*imagepb.Pipe{}
 	for _, p := range t.Pipes {
@@ -250,6 +258,9 @@ func (c *Checkpoint) validate() error {
 		sysv[s.Id] = true
 	}
 	for _, pe := range t.Processes {
+		if pe.Zombie {
+			continue
+		}
 		if err := c.validateProcess(pe, files, shmem); err != nil {
 			return err
 		}

@@ -1004,7 +1004,11 @@ type ProcessEntry struct {
 	CttyRdev uint64 `protobuf:"varint,8,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
 	Tpgid    int32  `protobuf:"varint,9,opt,name=tpgid,proto3" json:"tpgid,omitempty"`
 	// The process was stopped (SIGSTOP, SIGTSTP...): it is restored stopped.
-	Stopped       bool `protobuf:"varint,10,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	Stopped bool `protobuf:"varint,10,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	// A zombie: dead, not reaped by its parent yet. It has no proc-PID.img; it is made again
+	// and ends with exit_status (a wait status: the exit code << 8, or the signal).
+	Zombie        bool  `protobuf:"varint,11,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitStatus    int32 `protobuf:"varint,12,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1111,20 @@ func (x *ProcessEntry) GetStopped() bool {
 		return x.Stopped
 	}
 	return false
+}
+
+func (x *ProcessEntry) GetZombie() bool {
+	if x != nil {
+		return x.Zombie
+	}
+	return false
+}
+
+func (x *ProcessEntry) GetExitStatus() int32 {
+	if x != nil {
+		return x.ExitStatus
+	}
+	return 0
 }
 
 // OpenFile is one open file description. Several fds, in one process or in several, refer to
@@ -4477,7 +4495,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03CPU\x12\x1f\n" +
 	"\vxstate_size\x18\x01 \x01(\rR\n" +
 	"xstateSize\x12\x1c\n" +
-	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xe7\x01\n" +
+	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xa0\x02\n" +
 	"\fProcessEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -4489,7 +4507,10 @@ const file_image_proto_rawDesc = "" +
 	"\tctty_rdev\x18\b \x01(\x04R\bcttyRdev\x12\x14\n" +
 	"\x05tpgid\x18\t \x01(\x05R\x05tpgid\x12\x18\n" +
 	"\astopped\x18\n" +
-	" \x01(\bR\astopped\"\xde\b\n" +
+	" \x01(\bR\astopped\x12\x16\n" +
+	"\x06zombie\x18\v \x01(\bR\x06zombie\x12\x1f\n" +
+	"\vexit_status\x18\f \x01(\x05R\n" +
+	"exitStatus\"\xde\b\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +

@@ -16,6 +16,9 @@ const (
 	SysClose          = unix.SYS_CLOSE
 	SysMmap           = unix.SYS_MMAP
 	SysNanosleep      = unix.SYS_NANOSLEEP
+	SysExitGroup      = unix.SYS_EXIT_GROUP
+	SysRtSigtimedwait = unix.SYS_RT_SIGTIMEDWAIT
+	RlimitCore        = unix.RLIMIT_CORE
 	SysMprotect       = unix.SYS_MPROTECT
 	SysMunmap         = unix.SYS_MUNMAP
 	SysMlock2         = unix.SYS_MLOCK2

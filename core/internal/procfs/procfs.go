@@ -42,6 +42,7 @@ type Stat struct {
 	ArgEnd     uint64
 	EnvStart   uint64
 	EnvEnd     uint64
+	ExitCode   int // a zombie's wait status
 }
 
 // ReadStat parses /proc/PID/stat.
@@ -78,6 +79,9 @@ func ParseStat(b []byte) (*Stat, error) {
 	s.StartCode, s.EndCode, s.StartStack = num(26), num(27), num(28)
 	s.StartData, s.EndData, s.StartBrk = num(45), num(46), num(47)
 	s.ArgStart, s.ArgEnd, s.EnvStart, s.EnvEnd = num(48), num(49), num(50), num(51)
+	if len(f) >= 52-2 {
+		s.ExitCode = int(num(52))
+	}
 	return s, nil
 }
 
