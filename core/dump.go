@@ -317,6 +317,7 @@ func (d *dumper) run(ctx context.Context) error {
 	if err := d.checkEpolls(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	d.warnOutsidePipes()
 	if err := d.checkPidfds(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
@@ -403,6 +404,43 @@ func (d *dumper) run(ctx context.Context) error {
 		return nil // let go before the memory was read
 	}
 	return d.thread.Do(d.finish)
+}
+
+// warnOutsidePipes warns of pipes whose other end is outside the dumped trees (a server's
+// stdout piped to a logger): the restore makes a new pipe, whose other end nobody holds, unless
+// the caller hands one in with --inherit-fd (as CRIU).
+func (d *dumper) warnOutsidePipes() {
+	type ends struct{ r, w *openFile }
+	pipes := map[uint32]*ends{}
+	var order []uint32
+	for _, f := range d.files.all {
+		if f.img.Kind != imagepb.FileKind_FILE_KIND_PIPE {
+			continue
+		}
+		e := pipes[f.img.PipeId]
+		if e == nil {
+			e = &ends{}
+			pipes[f.img.PipeId] = e
+			order = append(order, f.img.PipeId)
+		}
+		if f.img.Flags&linux.OAccmode == linux.OWronly {
+			e.w = f
+		} else {
+			e.r = f
+		}
+	}
+	for _, id := range order {
+		e := pipes[id]
+		f, other := e.w, "reader"
+		if e.w == nil {
+			f, other = e.r, "writer"
+		} else if e.r != nil {
+			continue
+		}
+		ino := f.img.Ino
+		d.warn("pid %d fd %d: pipe:[%d]'s %s is outside the dumped trees: the restored end will have none, unless you give one: gocr restore --inherit-fd fd[N]:pipe:[%d] (N: an fd of gocr on a new pipe's %s end)",
+			f.pid, f.fd, ino, other, ino, map[string]string{"reader": "read", "writer": "write"}[other])
+	}
 }
 
 // checkEpolls refuses, at dump time, an epoll instance that no process holding it could fill

@@ -46,6 +46,10 @@ type RestoreOptions struct {
 	// NoCgroups leaves the restored processes in gocr's cgroups instead of putting them
 	// back into theirs (CRIU's --manage-cgroups=none).
 	NoCgroups bool
+	// InheritFds gives, by key ("pipe:[INODE]", as /proc/PID/fd showed it at the dump), an
+	// fd of the caller that takes the place of that file (CRIU's --inherit-fd): the end of a
+	// pipe to a process outside the tree. The caller keeps its fd.
+	InheritFds map[string]int
 }
 
 // Restored is a tree brought back. Its roots are children of the calling process.

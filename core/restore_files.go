@@ -137,6 +137,13 @@ func (r *restorer) openFiles() error {
 				err = setFl(fd, flags)
 			}
 		case imagepb.FileKind_FILE_KIND_PIPE, imagepb.FileKind_FILE_KIND_FIFO:
+			if in, ok := r.opts.InheritFds[fmt.Sprintf("pipe:[%d]", pipes[f.PipeId].GetIno())]; ok && f.Kind == imagepb.FileKind_FILE_KIND_PIPE {
+				fd, err = inheritPipe(in, acc)
+				if err == nil {
+					err = setFl(fd, flags)
+				}
+				break
+			}
 			e := made[f.PipeId]
 			if e == nil {
 				e = &ends{r: -1, w: -1}
@@ -281,6 +288,23 @@ func (r *restorer) openPidfds() error {
 
 func setFl(fd int, flags int) error {
 	return linux.SetFl(fd, flags)
+}
+
+// inheritPipe takes the caller's fd in for a pipe end opened with acc: a dup, refused unless
+// it is a pipe open the same way.
+func inheritPipe(in, acc int) (int, error) {
+	st, err := linux.Fstat(in)
+	if err != nil {
+		return -1, fmt.Errorf("--inherit-fd fd[%d]: %w", in, err)
+	}
+	fl, err := linux.GetFl(in)
+	if err != nil {
+		return -1, fmt.Errorf("--inherit-fd fd[%d]: %w", in, err)
+	}
+	if st.Mode&linux.SIFMT != linux.SIFIFO || fl&linux.OAccmode != acc {
+		return -1, fmt.Errorf("--inherit-fd fd[%d]: not a pipe open for %s: %w", in, map[int]string{linux.ORdonly: "reading", linux.OWronly: "writing"}[acc], ErrBadArgs)
+	}
+	return linux.DupCloexec(in)
 }
 
 // makePipe creates the pipe (or opens the FIFO) behind f with its capacity and unread bytes.

@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -530,5 +531,70 @@ func TestDumpSkipInFlight(t *testing.T) {
 	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
 	if got, want := testutil.Lines(report)[0], "tcp=after-tcp unix=after-unix"; got != want {
 		t.Fatalf("after restore: %s, want %s", got, want)
+	}
+}
+
+// python3 -m http.server logging to a pipe read outside the dumped tree (`... 2>&1 | cat`):
+// the dump warns of the pipe by name, and a restore given a new pipe's write end for it with
+// InheritFds (--inherit-fd fd[N]:pipe:[INODE]) has the restored server log its requests there.
+func TestRestorePipeToOutside(t *testing.T) {
+	testutil.RequireRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed (CI installs it): %v", err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "page.txt"), []byte("hello\n"), 0o644)
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/page.txt", port)
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logR.Close()
+	cmd := exec.Command(py, "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, fmt.Sprint(port))
+	cmd.Stderr = logW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logW.Close()
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	testutil.WaitFor(t, "http.server to answer", func() bool { _, err := httpGet(url); return err == nil })
+	testutil.WaitFor(t, "idle server", func() bool { return len(tcpConns(p.Pid)) == 0 && !portBusy(port) })
+	link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/2", p.Pid))
+	if !strings.HasPrefix(link, "pipe:[") {
+		t.Fatalf("the server's stderr is %q, want a pipe", link)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	st, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img})
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	if w := strings.Join(st.Warnings, "\n"); !strings.Contains(w, link) || !strings.Contains(w, "--inherit-fd") {
+		t.Fatalf("dump warnings %q: want %s named with --inherit-fd", st.Warnings, link)
+	}
+	waitReaped(t, p)
+	newR, newW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newR.Close()
+	res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, InheritFds: map[string]int{link: int(newW.Fd())}})
+	newW.Close()
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	for _, pid := range res.Pids {
+		testutil.Adopt(t, pid)
+	}
+	if _, err := httpGet(url); err != nil {
+		t.Fatalf("after restore: %v", err)
+	}
+	newR.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(newR).ReadString('\n')
+	if err != nil || !strings.Contains(line, "GET /page.txt") {
+		t.Fatalf("the restored server logged %q (%v) to the inherited pipe, want its request", line, err)
 	}
 }

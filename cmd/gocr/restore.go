@@ -20,6 +20,7 @@ type restoreOptions struct {
 	shellJob     bool
 	pidfile      string
 	cgroups      string
+	inheritFds   []string
 	json         bool
 }
 
@@ -62,6 +63,7 @@ killed and nothing is left behind.`,
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.StringVar(&opts.cgroups, "manage-cgroups", "soft", "soft: put each process back into its cgroups, making missing ones; none (or ignore): leave them in gocr's (as CRIU)")
+	f.StringArrayVar(&opts.inheritFds, "inherit-fd", nil, "fd[N]:KEY: gocr's fd N takes the place of file KEY of the dump (pipe:[INODE], as the dump's warning names it), as CRIU; repeatable")
 	f.StringVar(&opts.pidfile, "pidfile", "", "write the restored root's PID to this file (one line per root), as CRIU")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
@@ -88,6 +90,17 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	prog := newProgress(opts.errOut, "restore")
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
 		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut}
+	for _, spec := range opts.inheritFds {
+		var fd int
+		var key string
+		if n, err := fmt.Sscanf(spec, "fd[%d]:%s", &fd, &key); n != 2 || err != nil || fd < 0 || !strings.HasPrefix(key, "pipe:[") {
+			return usageError{fmt.Errorf("restore: --inherit-fd %q: want fd[N]:pipe:[INODE]", spec)}
+		}
+		if ro.InheritFds == nil {
+			ro.InheritFds = map[string]int{}
+		}
+		ro.InheritFds[key] = fd
+	}
 	if opts.shellJob {
 		for _, fd := range []int{0, 1, 2} {
 			if ro.TTY = core.TerminalOf(fd); ro.TTY != "" {

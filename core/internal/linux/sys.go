@@ -263,6 +263,24 @@ func Pipe2(flags int) (r, w int, err error) {
 	return p[0], p[1], nil
 }
 
+// GetFl returns the file status flags of fd (F_GETFL).
+func GetFl(fd int) (int, error) {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return 0, os.NewSyscallError("fcntl(F_GETFL)", err)
+	}
+	return fl, nil
+}
+
+// DupCloexec duplicates fd, close-on-exec (F_DUPFD_CLOEXEC).
+func DupCloexec(fd int) (int, error) {
+	n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err)
+	}
+	return n, nil
+}
+
 // PipeSize returns a pipe's capacity (F_GETPIPE_SZ).
 func PipeSize(fd int) (int, error) {
 	n, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
