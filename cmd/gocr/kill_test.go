@@ -347,3 +347,28 @@ func TestCLIPreDumpHelp(t *testing.T) {
 		t.Errorf("pre-dump --help lacks --prev-images-dir:\n%s", out)
 	}
 }
+
+// A second gocr dump of a tree another gocr is dumping is refused, naming the process and its
+// tracer (exit code 4); the first one goes on unharmed, and the tree with it.
+func TestCLITwoDumpsAtOnce(t *testing.T) {
+	pluginDir, log, p := claimedCounter(t)
+	t.Setenv("GOCR_EXAMPLE_HANG", "dump") // the first dump waits in its plugin
+	first := exec.Command(gocrBin, "--plugin", "example", "--plugin-dir", pluginDir, "dump", "-t", strconv.Itoa(p.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the first dump to freeze the tree", func() bool { _, tracer := testutil.ProcState(p.Pid); return tracer != 0 })
+	_, tracer := testutil.ProcState(p.Pid)
+	t.Setenv("GOCR_EXAMPLE_HANG", "")
+	_, e, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", filepath.Join(t.TempDir(), "img2"))
+	if code != 4 || !strings.Contains(e, fmt.Sprintf("pid %d", p.Pid)) || !strings.Contains(e, fmt.Sprintf("traced by pid %d", tracer)) {
+		t.Fatalf("second dump: exit %d, %s; want exit 4 naming pid %d and its tracer %d", code, e, p.Pid, tracer)
+	}
+	if _, now := testutil.ProcState(p.Pid); now != tracer {
+		t.Fatalf("the second dump took the tree from the first (tracer %d, was %d)", now, tracer)
+	}
+	first.Process.Signal(os.Interrupt)
+	first.Wait()
+	at := lastCount(log)
+	testutil.WaitFor(t, "the counter to go on", func() bool { return lastCount(log) >= at+3 })
+}
