@@ -145,6 +145,7 @@ func Check(dir string) (*CheckReport, error) {
 		}
 	}
 	checkPlugins(c, add)
+	environmentProblems(c, add)
 	// Binaries, libraries and files: present, and binaries and libraries the same.
 	for _, mf := range c.Tree.MappedFiles {
 		checkMappedFile(mf, add)

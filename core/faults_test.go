@@ -3,8 +3,11 @@ package core_test
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,4 +44,76 @@ func TestDumpOnAFullDisk(t *testing.T) {
 	if r := testutil.Lines(report)[0]; !strings.HasPrefix(r, "ok") {
 		t.Fatalf("after the failed dump the process found its memory %q", r)
 	}
+}
+
+// checkAndRestoreRefuse checks that check mode lists a problem saying want, and that the
+// restore refuses the image with the same words, as an image that does not fit this machine,
+// leaving none of pids behind.
+func checkAndRestoreRefuse(t *testing.T, img, want string, pids ...int) {
+	t.Helper()
+	rep, err := core.Check(img)
+	var failed *core.CheckFailedError
+	if errors.As(err, &failed) {
+		rep, err = failed.Report, nil
+	}
+	if err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	found := false
+	for _, p := range rep.Problems {
+		found = found || strings.Contains(p.String(), want)
+	}
+	if !found {
+		t.Errorf("check mode found %v, want a problem saying %q", rep.Problems, want)
+	}
+	_, err = core.Restore(context.Background(), core.RestoreOptions{Dir: img})
+	if !errors.Is(err, core.ErrIncompatible) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore: %v, want a refusal saying %q", err, want)
+	}
+	for _, pid := range pids {
+		if testutil.Alive(pid) {
+			t.Fatalf("the refused restore left pid %d", pid)
+		}
+	}
+}
+
+// A listener whose port another process took since the dump: check mode and the restore both
+// say which port and who holds it, before any process is made.
+func TestRestoreRefusesATakenPort(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "listener")
+	port := strings.TrimSpace(testutil.ReadFile(filepath.Join(dir, "port")))
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img}); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	l, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatalf("take the port: %v", err)
+	}
+	defer l.Close()
+	checkAndRestoreRefuse(t, img, "TCP port 127.0.0.1:"+port+" is taken, held by pid "+strconv.Itoa(os.Getpid()), p.Pid)
+}
+
+// A process whose working directory was removed since the dump: both say so.
+func TestRestoreRefusesAGoneCwd(t *testing.T) {
+	testutil.RequireRoot(t)
+	cwd := t.TempDir()
+	log := filepath.Join(t.TempDir(), "count.log")
+	cmd := exec.Command(testutil.Build(t, "counter"), log)
+	cmd.Dir = cwd
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	testutil.WaitFor(t, "the counter", func() bool { return testutil.LastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img}); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	os.Remove(cwd)
+	checkAndRestoreRefuse(t, img, "its working directory "+cwd+" is gone", p.Pid)
 }

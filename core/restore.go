@@ -274,8 +274,12 @@ func (r *restorer) preflight() error {
 			problems = append(problems, what+": "+fmt.Sprintf(format, args...))
 		})
 	}
+	// What else the machine must have: the working directories, the ports.
+	environmentProblems(r.c, func(what, hint, format string, args ...any) {
+		problems = append(problems, what+": "+fmt.Sprintf(format, args...))
+	})
 	if len(problems) > 0 {
-		return fmt.Errorf("restore: missing files: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
+		return fmt.Errorf("restore: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
 	}
 	if len(r.c.Tree.Plugins) > 0 {
 		host, err := pluginhost.Start(r.ctx, r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout, &restoreServices{r: r})

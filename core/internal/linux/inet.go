@@ -133,6 +133,9 @@ func MakeInet(s *InetSocket) (int, error) {
 		// then put the option back as it was.
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		if err := unix.Bind(fd, sockaddr(s.Family, s.Local)); err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				return fail(fmt.Errorf("port %s is taken: %w", s.Local, err))
+			}
 			return fail(fmt.Errorf("bind %s: %w", s.Local, err))
 		}
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, s.Opts["SO_REUSEADDR"])
@@ -166,4 +169,23 @@ func RestoreTCP(s *InetSocket, c *TCPConn) (int, error) {
 		}
 		return nil
 	})
+}
+
+// BindProbe says whether a socket like s could bind its address now: it makes one, with s's
+// SO_REUSEADDR and SO_REUSEPORT, binds it and closes it. EADDRINUSE: the port is taken.
+func BindProbe(s *InetSocket) error {
+	fd, err := unix.Socket(s.Family, s.Type|unix.SOCK_CLOEXEC, s.Protocol)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	// As MakeInet binds: with SO_REUSEADDR (TIME_WAIT connections do not stop it).
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if v := s.Opts["SO_REUSEPORT"]; v != 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, v)
+	}
+	if err := unix.Bind(fd, sockaddr(s.Family, s.Local)); err != nil {
+		return fmt.Errorf("bind %s: %w", s.Local, err)
+	}
+	return nil
 }

@@ -140,6 +140,8 @@ var (
 	ENOENT = unix.ENOENT
 	EAGAIN = unix.EAGAIN
 	EACCES = unix.EACCES
+
+	EADDRINUSE = unix.EADDRINUSE
 )
 
 // Errno is a kernel error number.
