@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/gocr/gocr/core/image"
@@ -58,6 +60,93 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 				held = ", held by " + strings.Join(who, ", ")
 			}
 			add(owner[f.Id], "end what holds it, or restore elsewhere", "%s port %s is taken%s", proto, ap, held)
+		}
+	}
+	memoryCgroupProblems(c, add)
+}
+
+// imageMemory is what the image's memory takes once restored, in bytes.
+func imageMemory(c *image.Checkpoint) uint64 {
+	var n uint64
+	for _, p := range c.Procs {
+		for _, r := range p.Pages {
+			n += r.NrPages * linux.PageSize
+		}
+	}
+	for _, s := range c.Tree.Shmem {
+		for _, r := range s.Runs {
+			n += r.NrPages * linux.PageSize
+		}
+	}
+	return n
+}
+
+// memoryCgroupProblems refuses an image whose memory the memory cgroups would not hold: gocr's
+// own (the restored processes fill their memory there) and each process's own where it exists,
+// each with its limit minus what it holds now. A restore past a limit is killed by the OOM
+// killer, which would say no more than "process exited".
+func memoryCgroupProblems(c *image.Checkpoint, add func(what, hint, format string, args ...any)) {
+	mounts, err := procfs.CgroupMounts()
+	if err != nil {
+		return
+	}
+	need := imageMemory(c)
+	check := func(dir, whose string, need uint64) {
+		limitFile, usageFile := "memory.limit_in_bytes", "memory.usage_in_bytes"
+		if _, err := os.Stat(filepath.Join(dir, "memory.max")); err == nil {
+			limitFile, usageFile = "memory.max", "memory.current"
+		}
+		lb, err1 := os.ReadFile(filepath.Join(dir, limitFile))
+		ub, err2 := os.ReadFile(filepath.Join(dir, usageFile))
+		limit, err3 := strconv.ParseUint(strings.TrimSpace(string(lb)), 10, 64)
+		usage, err4 := strconv.ParseUint(strings.TrimSpace(string(ub)), 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil { // "max": no limit
+			return
+		}
+		room := uint64(0)
+		if limit > usage {
+			room = limit - usage
+		}
+		if room < need {
+			add("memory cgroup "+dir, "raise its limit, or restore where there is room",
+				"%s allows %d MiB more (limit %d MiB), the image needs %d MiB", whose, room>>20, limit>>20, (need+(1<<20)-1)>>20)
+		}
+	}
+	memOf := func(cgs []procfs.Cgroup) string {
+		for _, cg := range cgs {
+			ic := &imagepb.Cgroup{Controllers: cg.Controllers, Path: cg.Path}
+			if cg.Controllers == "" || strings.Contains(","+cg.Controllers+",", ",memory,") {
+				if d := cgroupDir(mounts, ic); d != "" {
+					if _, err := os.Stat(filepath.Join(d, "memory.max")); err == nil || strings.Contains(","+cg.Controllers+",", ",memory,") {
+						return d
+					}
+				}
+			}
+		}
+		return ""
+	}
+	mine, err := procfs.ReadCgroups(os.Getpid())
+	if err != nil {
+		return
+	}
+	if d := memOf(mine); d != "" {
+		check(d, "gocr's memory cgroup, where the restored processes are filled,", need)
+	}
+	per := map[string]uint64{}
+	for pid, p := range c.Procs {
+		var cgs []procfs.Cgroup
+		for _, cg := range p.Cgroups {
+			cgs = append(cgs, procfs.Cgroup{Controllers: cg.Controllers, Path: cg.Path})
+		}
+		if d := memOf(cgs); d != "" && d != memOf(mine) {
+			for _, r := range c.Procs[pid].Pages {
+				per[d] += r.NrPages * linux.PageSize
+			}
+		}
+	}
+	for d, n := range per {
+		if _, err := os.Stat(d); err == nil {
+			check(d, "the cgroup the processes go back to", n)
 		}
 	}
 }

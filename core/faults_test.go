@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -116,4 +117,34 @@ func TestRestoreRefusesAGoneCwd(t *testing.T) {
 	p.Reap()
 	os.Remove(cwd)
 	checkAndRestoreRefuse(t, img, "its working directory "+cwd+" is gone", p.Pid)
+}
+
+// A process whose memory cgroup's limit was lowered below its memory since the dump: check
+// mode and the restore say so, naming the cgroup, instead of a restore the OOM killer ends.
+func TestRestoreRefusesAMemoryLimitTooLow(t *testing.T) {
+	testutil.RequireRoot(t)
+	var dir string
+	for _, l := range strings.Split(testutil.ReadFile("/proc/self/cgroup"), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && strings.Contains(","+f[1]+",", ",memory,") {
+			dir = filepath.Join("/sys/fs/cgroup/memory", f[2], fmt.Sprintf("gocr-test-mem-%d", os.Getpid()))
+		}
+	}
+	if dir == "" || os.Mkdir(dir, 0o755) != nil {
+		t.Skip("no cgroup v1 memory hierarchy here to make a child cgroup in")
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	p, _ := testutil.StartReady(t, "bigmem", "64")
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img}); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	testutil.WaitFor(t, "the cgroup to be empty", func() bool { return strings.TrimSpace(testutil.ReadFile(filepath.Join(dir, "cgroup.procs"))) == "" })
+	if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte("16M"), 0); err != nil {
+		t.Fatal(err)
+	}
+	checkAndRestoreRefuse(t, img, "memory cgroup "+dir+": the cgroup the processes go back to allows", p.Pid)
 }
