@@ -2,6 +2,7 @@ package devmap_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -117,3 +118,43 @@ func TestSharedMemoryStaysTheCores(t *testing.T) {
 	})
 }
 
+
+// A device mapped at the dump that is gone since: check mode says so, and the restore refuses
+// the image in the same words before any process is made (it used to restore a process that
+// died of SIGBUS while gocr said it ran).
+func TestRestoreRefusesAGoneDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	dev := loopDevice(t, 1<<20)
+	plugins := testutil.BuildPlugin(t, "plugins/devmap/gocr-plugin-devmap", "devmap")
+	t.Setenv("GOCR_PLUGIN_DIR", plugins)
+	p, _ := testutil.StartReady(t, "devmapped", dev)
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, Plugins: []string{"devmap"}, PluginDirs: []string{plugins}}); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -d: %v %s", err, out)
+	}
+	testutil.WaitFor(t, "the device to be detached", func() bool { return strings.TrimSpace(testutil.ReadFile("/sys/block/"+filepath.Base(dev)+"/size")) == "0" })
+	want := "device " + dev + " is not here"
+	rep, err := core.Check(img)
+	var failed *core.CheckFailedError
+	if errors.As(err, &failed) {
+		rep = failed.Report
+	}
+	found := false
+	for _, pr := range rep.Problems {
+		found = found || strings.Contains(pr.String(), want)
+	}
+	if !found {
+		t.Errorf("check mode: %v, want a problem saying %q", rep.Problems, want)
+	}
+	_, err = core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{plugins}})
+	if !errors.Is(err, core.ErrIncompatible) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore: %v, want a refusal saying %q", err, want)
+	}
+	if testutil.Alive(p.Pid) {
+		t.Fatalf("the refused restore left pid %d", p.Pid)
+	}
+}
