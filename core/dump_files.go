@@ -65,8 +65,12 @@ func newFileTable() *fileTable {
 func (ft *fileTable) claimed(pid, fd int, link string, info *procfs.FdInfo, st linux.Stat, dup int) (*openFile, error) {
 	isChar := st.Mode&linux.SIFMT == linux.SIFCHR
 	p, err := ft.host.Claim(link, uint32((st.Rdev>>8)&0xfff), isChar)
-	if err != nil || p == nil {
+	if err != nil {
+		linux.Close(dup)
 		return nil, err
+	}
+	if p == nil {
+		return nil, nil
 	}
 	const oCloexec = 0o2000000
 	flags := info.Flags &^ oCloexec

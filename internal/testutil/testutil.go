@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -328,10 +329,50 @@ func Main(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "set child subreaper:", err)
 		os.Exit(1)
 	}
+	before := openFds()
 	code := m.Run()
 	ReapOrphans()
 	Cleanup()
+	if leaked := leakedFds(before, openFds()); len(leaked) > 0 && code == 0 {
+		fmt.Fprintf(os.Stderr, "the tests leaked %d fds: %s\n", len(leaked), strings.Join(leaked, ", "))
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// openFds lists this process's open fds, "N -> target".
+func openFds() map[string]string {
+	out := map[string]string{}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			out[e.Name()] = l
+		}
+	}
+	return out
+}
+
+// leakedFds lists the fds open now that were not before the tests, but for the Go runtime's
+// own (its netpoller's epoll instance and the eventfd or pipe that wakes it, made on first use).
+func leakedFds(before, after map[string]string) []string {
+	runtime := map[string]int{"anon_inode:[eventpoll]": 1, "anon_inode:[eventfd]": 1, "pipe": 2}
+	var out []string
+	for fd, l := range after {
+		if before[fd] == l {
+			continue
+		}
+		kind := l
+		if strings.HasPrefix(l, "pipe:") {
+			kind = "pipe"
+		}
+		if runtime[kind] > 0 {
+			runtime[kind]--
+			continue
+		}
+		out = append(out, fd+" -> "+l)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // LastCount returns the first number of the last line of a counter's log, 0 if none yet.
