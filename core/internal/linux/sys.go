@@ -160,6 +160,15 @@ func Tgkill(tgid, tid int, sig int) error {
 	return os.NewSyscallError("tgkill", unix.Tgkill(tgid, tid, unix.Signal(sig)))
 }
 
+// Tkill sends sig to thread tid (tkill(2): no thread group needed).
+func Tkill(tid int, sig int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_TKILL, uintptr(tid), uintptr(sig), 0)
+	if e != 0 {
+		return os.NewSyscallError("tkill", e)
+	}
+	return nil
+}
+
 // ProcessVMReadv copies from the remote process's memory at raddr into buf, as far as it can.
 func ProcessVMReadv(pid int, buf []byte, raddr uint64) (int, error) {
 	local := []unix.Iovec{{Base: &buf[0]}}

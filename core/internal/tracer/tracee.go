@@ -418,6 +418,23 @@ func (t *Tracee) SetFinal(regs linux.Regs, mask uint64, sameThread bool) error {
 	rip := regs.Rip
 	NormalizeRestart(&regs, sameThread)
 	restart := regs.Rip != rip
+	// A thread that has its own mask already (a dump letting its tree go) is not blocked:
+	// a signal on its way to the syscall stops it in ptrace first, and is delivered by the
+	// detach (Caught); a gocr that dies meanwhile leaves it with its own mask.
+	if cur, err := linux.GetSigMask(t.Pid); err == nil && cur == mask {
+		if err := linux.SetRegs(t.Pid, &regs); err != nil {
+			return fmt.Errorf("pid %d: put registers back: %w", t.Pid, err)
+		}
+		if restart {
+			if err := linux.ContSyscall(t.Pid, 0); err != nil {
+				return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
+			}
+			if err := t.waitSyscallStop(); err != nil {
+				return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
+			}
+		}
+		return nil
+	}
 	if restart {
 		if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
 			return fmt.Errorf("pid %d: block signals: %w", t.Pid, err)
@@ -449,6 +466,11 @@ func (t *Tracee) Release(regs linux.Regs, mask uint64, sameThread, stop bool) er
 	sig := 0
 	if len(t.Caught) > 0 {
 		sig = t.Caught[0]
+		// More than one signal taken off its queue: the others go back on it (the thread is
+		// stopped: they wait there), the first comes with the detach.
+		for _, s := range t.Caught[1:] {
+			linux.Tkill(t.Pid, s)
+		}
 	}
 	if stop || t.WasStopped {
 		if err := linux.Kill(t.Pid, linux.SIGSTOP); err != nil {
