@@ -27,8 +27,8 @@ type saved struct {
 	Rdev uint64 `json:"rdev"`
 	// Need is how far into the device the mappings reach (for a block device, which must
 	// be that large still: a detached loop device is there, and of size 0).
-	Need uint64 `json:"need,omitempty"`
-	Block bool  `json:"block,omitempty"`
+	Need  uint64 `json:"need,omitempty"`
+	Block bool   `json:"block,omitempty"`
 }
 
 func (p *Plugin) Name() string { return "devmap" }
@@ -122,7 +122,9 @@ func sameDevice(d saved) error {
 }
 
 // Check, in check mode: every device mapped is here, the same.
-func (p *Plugin) Check(ctx context.Context, pids []int) ([]string, error) { return p.problems(ctx), nil }
+func (p *Plugin) Check(ctx context.Context, pids []int) ([]string, error) {
+	return p.problems(ctx), nil
+}
 
 // RestoreInit refuses, before any process is made, an image whose devices are gone.
 func (p *Plugin) RestoreInit(ctx context.Context, pids []int) error {

@@ -118,7 +118,6 @@ func TestSharedMemoryStaysTheCores(t *testing.T) {
 	})
 }
 
-
 // A device mapped at the dump that is gone since: check mode says so, and the restore refuses
 // the image in the same words before any process is made (it used to restore a process that
 // died of SIGBUS while gocr said it ran).
@@ -136,7 +135,9 @@ func TestRestoreRefusesAGoneDevice(t *testing.T) {
 	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
 		t.Fatalf("losetup -d: %v %s", err, out)
 	}
-	testutil.WaitFor(t, "the device to be detached", func() bool { return strings.TrimSpace(testutil.ReadFile("/sys/block/"+filepath.Base(dev)+"/size")) == "0" })
+	testutil.WaitFor(t, "the device to be detached", func() bool {
+		return strings.TrimSpace(testutil.ReadFile("/sys/block/"+filepath.Base(dev)+"/size")) == "0"
+	})
 	want := "device " + dev + " is not here"
 	rep, err := core.Check(img)
 	var failed *core.CheckFailedError
