@@ -362,6 +362,9 @@ func TestRestoreOnOtherGPUs(t *testing.T) {
 	t.Setenv("GOCR_PLUGIN_DIR", plugins)
 	closeA()
 
+	// No /dev/kfd at all (this machine without the emulator): check mode says so.
+	refused(t, j, img, plugins, "no usable /dev/kfd here")
+
 	// A GPU fewer.
 	_, closeB := emulate(t, kfdemu.Config{GPUs: gpus(0x1001)})
 	refused(t, j, img, plugins, "dumped with 2 GPUs and 1 are here")
