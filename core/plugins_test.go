@@ -332,3 +332,52 @@ func TestPluginRestoreVMAConcurrent(t *testing.T) {
 		checkSequence(t, log, at[i]+5)
 	}
 }
+
+// Rule 4 at every hook in turn: a plugin that fails, crashes or hangs in any dump hook leaves
+// the tree running as before, and in any restore hook leaves nothing behind; the error names
+// the plugin and the hook, and no plugin process is left.
+func TestPluginFailsAtEveryHook(t *testing.T) {
+	for _, hook := range []string{"pause", "checkpoint", "dump", "dump-late", "restore-init", "restore", "resume"} {
+		for _, how := range []string{"GOCR_EXAMPLE_FAIL", "GOCR_EXAMPLE_CRASH", "GOCR_EXAMPLE_HANG"} {
+			if how == "GOCR_EXAMPLE_HANG" && hook != "checkpoint" && hook != "resume" {
+				continue // a hang costs the time limit: two hooks show it
+			}
+			t.Run(hook+"/"+strings.TrimPrefix(how, "GOCR_EXAMPLE_"), func(t *testing.T) {
+				root, pids, dir, pluginDir, _ := pluginTree(t)
+				t.Setenv("GOCR_EXAMPLE_DELAY", "0")
+				img := filepath.Join(t.TempDir(), "img")
+				opts := core.DumpOptions{Roots: []int{root.Pid}, Dir: img, Plugins: []string{"example"}, PluginDirs: []string{pluginDir}, PluginTimeout: 2 * time.Second}
+				dumpHook := !strings.HasPrefix(hook, "restore") && hook != "resume"
+				if dumpHook {
+					t.Setenv(how, hook)
+					if _, err := core.Dump(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "plugin example") {
+						t.Fatalf("dump: %v, want an error naming the plugin", err)
+					}
+					if _, err := os.Stat(img); err == nil {
+						t.Errorf("the failed dump left %s", img)
+					}
+					for i, pid := range pids {
+						running(t, pid, filepath.Join(dir, "claimed", fmt.Sprintf("p%d-0", i)))
+					}
+				} else {
+					if _, err := core.Dump(context.Background(), opts); err != nil {
+						t.Fatal(err)
+					}
+					waitReaped(t, root)
+					for _, pid := range pids[1:] {
+						testutil.KillAndReap(pid)
+					}
+					t.Setenv(how, hook)
+					_, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{pluginDir}, PluginTimeout: 2 * time.Second})
+					if err == nil || !strings.Contains(err.Error(), "plugin example") {
+						t.Fatalf("restore: %v, want an error naming the plugin", err)
+					}
+					for _, pid := range pids {
+						gone(t, pid)
+					}
+				}
+				testutil.WaitFor(t, "no plugin process", func() bool { return pluginProcesses(pluginDir) == 0 })
+			})
+		}
+	}
+}

@@ -56,25 +56,50 @@ func (e *example) record(hook string, f sdk.File, start time.Time) {
 	fmt.Fprintf(e.log, "%s %d %d %s %d %d\n", hook, f.Pid, f.Fd, f.Path, start.UnixNano(), time.Now().UnixNano())
 }
 
-func misbehave(hook string) {
+// misbehave crashes, hangs or fails in the hook the environment names (the tests of the
+// ordering contract's rule 4); GOCR_EXAMPLE_FAIL makes the hook return an error.
+func misbehave(hook string) error {
 	if os.Getenv("GOCR_EXAMPLE_CRASH") == hook {
 		panic("gocr-plugin-example: crashing in " + hook)
 	}
 	if os.Getenv("GOCR_EXAMPLE_HANG") == hook {
 		select {}
 	}
+	if os.Getenv("GOCR_EXAMPLE_FAIL") == hook {
+		return fmt.Errorf("gocr-plugin-example: failing in %s, as asked", hook)
+	}
+	return nil
+}
+
+// The device hooks do nothing but misbehave when asked.
+func (e *example) PauseDevices(ctx context.Context, pids []int) error { return misbehave("pause") }
+func (e *example) CheckpointDevices(ctx context.Context, pids []int) error {
+	return misbehave("checkpoint")
+}
+func (e *example) DumpDevicesLate(ctx context.Context, pids []int) error {
+	return misbehave("dump-late")
+}
+func (e *example) RestoreInit(ctx context.Context, pids []int) error {
+	return misbehave("restore-init")
+}
+func (e *example) ResumeDevicesLate(ctx context.Context, pids []int) error {
+	return misbehave("resume")
 }
 
 func (e *example) DumpFile(ctx context.Context, f sdk.File) ([]byte, error) {
 	start := time.Now()
-	misbehave("dump")
+	if err := misbehave("dump"); err != nil {
+		return nil, err
+	}
 	defer e.record("dump", f, start)
 	return json.Marshal(saved{Path: f.Path, Flags: f.Flags, Pos: f.Pos})
 }
 
 func (e *example) RestoreFile(ctx context.Context, f sdk.File, blob []byte) (*os.File, error) {
 	start := time.Now()
-	misbehave("restore")
+	if err := misbehave("restore"); err != nil {
+		return nil, err
+	}
 	defer e.record("restore", f, start)
 	var s saved
 	if err := json.Unmarshal(blob, &s); err != nil {
