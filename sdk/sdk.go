@@ -130,6 +130,9 @@ type Host interface {
 	OpenBlobFile(ctx context.Context, name string) (*os.File, error)
 }
 
+// AtFdcwd is AT_FDCWD as a Host.Syscall argument (openat and the like, run inside a process).
+const AtFdcwd = ^uint64(99) // -100
+
 // IoctlBuffer is memory an ioctl's argument points to (see Host.TracerIoctl): At is the
 // offset in arg of the u64 pointer field, Data the buffer, replaced by what the ioctl left.
 type IoctlBuffer struct {

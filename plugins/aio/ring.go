@@ -201,7 +201,7 @@ func (r *restore) advance(steps, batch uint64) error {
 	if err := r.host.WriteMemory(r.ctx, r.pid, path, []byte("/dev/null\x00")); err != nil {
 		return err
 	}
-	atFdcwd := ^uint64(99)
+	atFdcwd := sdk.AtFdcwd
 	fd, err := r.call("open /dev/null", syscall.SYS_OPENAT, atFdcwd, path, syscall.O_WRONLY|syscall.O_CLOEXEC)
 	if err != nil {
 		return err

@@ -143,7 +143,7 @@ func (p *Plugin) open(ctx context.Context, s *scratch, path string) (int, error)
 	if err != nil {
 		return -1, err
 	}
-	fd, err := p.call(ctx, s.pid, "open "+path, kfd.SysOpenat, kfd.ATFdcwdArg, at, kfd.ORdwr|kfd.OCloexec)
+	fd, err := p.call(ctx, s.pid, "open "+path, kfd.SysOpenat, sdk.AtFdcwd, at, kfd.ORdwr|kfd.OCloexec)
 	return int(fd), err
 }
 

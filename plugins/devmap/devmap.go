@@ -184,7 +184,7 @@ func (p *Plugin) RestoreVMA(ctx context.Context, v sdk.VMA, blob []byte) error {
 			mode = syscall.O_RDWR
 		}
 	}
-	fd, err := call("open "+s.Path, syscall.SYS_OPENAT, ^uint64(99) /* AT_FDCWD */, page, mode|syscall.O_CLOEXEC)
+	fd, err := call("open "+s.Path, syscall.SYS_OPENAT, sdk.AtFdcwd, page, mode|syscall.O_CLOEXEC)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ const (
 	SysMmap   = unix.SYS_MMAP
 	SysMunmap = unix.SYS_MUNMAP
 
-	ATFdcwdArg = ^uint64(-unix.AT_FDCWD - 1) // AT_FDCWD as a syscall argument
 	ORdwr      = unix.O_RDWR
 	OCloexec   = unix.O_CLOEXEC
 	ProtRead   = unix.PROT_READ
