@@ -24,10 +24,11 @@ demo: setup
 demo-gpu: setup
 	./scripts/gpu-demo.sh
 
-# All tests (needs root; setup installs gcc, python3, redis-server... when missing).
+# All tests, with the race detector (needs root; setup installs gcc, python3, redis-server...
+# when missing).
 test: setup
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 
 bench:
 	$(GO) test -run XXX -bench . -benchtime 3x ./core/
