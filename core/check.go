@@ -128,16 +128,7 @@ func Check(dir string) (*CheckReport, error) {
 		}
 	}
 	// Enough memory for the pages to come back.
-	for _, p := range c.Procs {
-		for _, r := range p.Pages {
-			rep.Memory += r.NrPages * linux.PageSize
-		}
-	}
-	for _, s := range c.Tree.Shmem {
-		for _, r := range s.Runs {
-			rep.Memory += r.NrPages * linux.PageSize
-		}
-	}
+	rep.Memory = imageMemory(c)
 	if avail, err := memAvailable(); err == nil {
 		rep.Available = avail
 		if rep.Memory > avail {

@@ -47,37 +47,6 @@ func TestDumpOnAFullDisk(t *testing.T) {
 	}
 }
 
-// checkAndRestoreRefuse checks that check mode lists a problem saying want, and that the
-// restore refuses the image with the same words, as an image that does not fit this machine,
-// leaving none of pids behind.
-func checkAndRestoreRefuse(t *testing.T, img, want string, pids ...int) {
-	t.Helper()
-	rep, err := core.Check(img)
-	var failed *core.CheckFailedError
-	if errors.As(err, &failed) {
-		rep, err = failed.Report, nil
-	}
-	if err != nil {
-		t.Fatalf("check: %v", err)
-	}
-	found := false
-	for _, p := range rep.Problems {
-		found = found || strings.Contains(p.String(), want)
-	}
-	if !found {
-		t.Errorf("check mode found %v, want a problem saying %q", rep.Problems, want)
-	}
-	_, err = core.Restore(context.Background(), core.RestoreOptions{Dir: img})
-	if !errors.Is(err, core.ErrIncompatible) || !strings.Contains(err.Error(), want) {
-		t.Fatalf("restore: %v, want a refusal saying %q", err, want)
-	}
-	for _, pid := range pids {
-		if testutil.Alive(pid) {
-			t.Fatalf("the refused restore left pid %d", pid)
-		}
-	}
-}
-
 // A listener whose port another process took since the dump: check mode and the restore both
 // say which port and who holds it, before any process is made.
 func TestRestoreRefusesATakenPort(t *testing.T) {
@@ -94,7 +63,7 @@ func TestRestoreRefusesATakenPort(t *testing.T) {
 		t.Fatalf("take the port: %v", err)
 	}
 	defer l.Close()
-	checkAndRestoreRefuse(t, img, "TCP port 127.0.0.1:"+port+" is taken, held by pid "+strconv.Itoa(os.Getpid()), p.Pid)
+	testutil.Refused(t, core.RestoreOptions{Dir: img}, "TCP port 127.0.0.1:"+port+" is taken, held by pid "+strconv.Itoa(os.Getpid()), p.Pid)
 }
 
 // A process whose working directory was removed since the dump: both say so.
@@ -116,7 +85,7 @@ func TestRestoreRefusesAGoneCwd(t *testing.T) {
 	}
 	p.Reap()
 	os.Remove(cwd)
-	checkAndRestoreRefuse(t, img, "its working directory "+cwd+" is gone", p.Pid)
+	testutil.Refused(t, core.RestoreOptions{Dir: img}, "its working directory "+cwd+" is gone", p.Pid)
 }
 
 // A process whose memory cgroup's limit was lowered below its memory since the dump: check
@@ -146,5 +115,5 @@ func TestRestoreRefusesAMemoryLimitTooLow(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte("16M"), 0); err != nil {
 		t.Fatal(err)
 	}
-	checkAndRestoreRefuse(t, img, "memory cgroup "+dir+": the cgroup the processes go back to allows", p.Pid)
+	testutil.Refused(t, core.RestoreOptions{Dir: img}, "memory cgroup "+dir+": the cgroup the processes go back to allows", p.Pid)
 }

@@ -203,24 +203,42 @@ func (s *restoreServices) PutBlob(plugin, name string, data []byte) error {
 }
 
 func (s *restoreServices) GetBlob(plugin, name string) ([]byte, error) {
+	return readBlob(s.r.c, plugin, name)
+}
+
+// blobPath is where plugin's blob name is in image c, which must list it.
+func blobPath(c *image.Checkpoint, plugin, name string) (string, error) {
 	n := image.BlobName(plugin, name)
-	if _, ok := s.r.c.Entry(n); !ok {
-		return nil, fmt.Errorf("no blob %q of plugin %s in the image", name, plugin)
+	if _, ok := c.Entry(n); !ok {
+		return "", fmt.Errorf("no blob %q of plugin %s in the image", name, plugin)
 	}
-	return os.ReadFile(s.r.c.Path(n))
+	return c.Path(n), nil
+}
+
+// readBlob and openBlob give a plugin its blob of image c (its checksums were verified with
+// the rest of the image).
+func readBlob(c *image.Checkpoint, plugin, name string) ([]byte, error) {
+	p, err := blobPath(c, plugin, name)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
+func openBlob(c *image.Checkpoint, plugin, name string) (*os.File, error) {
+	p, err := blobPath(c, plugin, name)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(p)
 }
 
 func (s *restoreServices) CreateBlobFile(plugin, name string) (*os.File, error) {
 	return nil, fmt.Errorf("blobs are stored at dump")
 }
 
-// OpenBlobFile opens a blob file of the image; its checksums were verified with the rest.
 func (s *restoreServices) OpenBlobFile(plugin, name string) (*os.File, error) {
-	n := image.BlobName(plugin, name)
-	if _, ok := s.r.c.Entry(n); !ok {
-		return nil, fmt.Errorf("no blob %q of plugin %s in the image", name, plugin)
-	}
-	return os.Open(s.r.c.Path(n))
+	return openBlob(s.r.c, plugin, name)
 }
 
 // checkServices are the host services in check mode: a plugin may read its blobs, to judge
@@ -244,9 +262,9 @@ func (checkServices) CreateBlobFile(string, string) (*os.File, error) {
 }
 
 func (s checkServices) GetBlob(plugin, name string) ([]byte, error) {
-	return (&restoreServices{r: &restorer{c: s.c}}).GetBlob(plugin, name)
+	return readBlob(s.c, plugin, name)
 }
 
 func (s checkServices) OpenBlobFile(plugin, name string) (*os.File, error) {
-	return (&restoreServices{r: &restorer{c: s.c}}).OpenBlobFile(plugin, name)
+	return openBlob(s.c, plugin, name)
 }

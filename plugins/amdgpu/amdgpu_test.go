@@ -415,30 +415,7 @@ func TestRestoreOnOtherGPUs(t *testing.T) {
 // the restore leaves no process behind.
 func refused(t testing.TB, j *job, img, plugins, want string) {
 	t.Helper()
-	rep, err := core.Check(img)
-	var failed *core.CheckFailedError
-	if errors.As(err, &failed) {
-		rep, err = failed.Report, nil
-	}
-	if err != nil {
-		t.Fatalf("check: %v", err)
-	}
-	found := false
-	for _, p := range rep.Problems {
-		found = found || strings.Contains(p.String(), want)
-	}
-	if !found {
-		t.Errorf("check mode found %v, want a problem saying %q", rep.Problems, want)
-	}
-	_, err = core.Restore(context.Background(), core.RestoreOptions{Dir: img, PluginDirs: []string{plugins}})
-	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, core.ErrIncompatible) {
-		t.Fatalf("restore: %v, want a refusal saying %q, as an image that does not fit this machine", err, want)
-	}
-	for _, pid := range j.pids() {
-		if testutil.Alive(pid) {
-			t.Fatalf("a refused restore left pid %d behind", pid)
-		}
-	}
+	testutil.Refused(t, core.RestoreOptions{Dir: img, PluginDirs: []string{plugins}}, want, j.pids()...)
 }
 
 // A dump whose CHECKPOINT fails after PROCESS_INFO paused the queues lets them go again, and

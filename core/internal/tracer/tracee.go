@@ -410,32 +410,21 @@ func NormalizeRestart(r *linux.Regs, sameThread bool) {
 // SetFinal puts back regs (restart emulated) and the signal mask, as the thread is to run on.
 //
 // A thread whose registers restart an interrupted syscall is first run up to that syscall's
-// entry with every signal blocked, and only there given its mask. Otherwise a signal that
-// arrives between the release and the restart would run its handler first, and the thread
-// would then sleep in the restarted syscall: a pause() would miss the very signal meant to
-// end it. From the entry on, a signal interrupts the syscall as it would have the original.
+// entry, still traced, and only there let go. Otherwise a signal that arrives between the
+// release and the restart would run its handler first, and the thread would then sleep in
+// the restarted syscall: a pause() would miss the very signal meant to end it. From the entry
+// on, a signal interrupts the syscall as it would have the original. A thread given a new
+// mask (a restore) runs there with every signal blocked, and gets its mask at the entry.
 func (t *Tracee) SetFinal(regs linux.Regs, mask uint64, sameThread bool) error {
 	rip := regs.Rip
 	NormalizeRestart(&regs, sameThread)
 	restart := regs.Rip != rip
-	// A thread that has its own mask already (a dump letting its tree go) is not blocked:
-	// a signal on its way to the syscall stops it in ptrace first, and is delivered by the
-	// detach (Caught); a gocr that dies meanwhile leaves it with its own mask.
-	if cur, err := linux.GetSigMask(t.Pid); err == nil && cur == mask {
-		if err := linux.SetRegs(t.Pid, &regs); err != nil {
-			return fmt.Errorf("pid %d: put registers back: %w", t.Pid, err)
-		}
-		if restart {
-			if err := linux.ContSyscall(t.Pid, 0); err != nil {
-				return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
-			}
-			if err := t.waitSyscallStop(); err != nil {
-				return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
-			}
-		}
-		return nil
-	}
-	if restart {
+	// A thread that has its own mask already (a dump letting its tree go) is not blocked: a
+	// signal on its way to the syscall stops it in ptrace first and is delivered by the detach
+	// (Caught), and a gocr that dies meanwhile leaves it with its own mask.
+	cur, err := linux.GetSigMask(t.Pid)
+	setMask := err != nil || cur != mask
+	if restart && setMask {
 		if err := linux.SetSigMask(t.Pid, ^uint64(0)); err != nil {
 			return fmt.Errorf("pid %d: block signals: %w", t.Pid, err)
 		}
@@ -451,8 +440,10 @@ func (t *Tracee) SetFinal(regs linux.Regs, mask uint64, sameThread bool) error {
 			return fmt.Errorf("pid %d: restart its syscall: %w", t.Pid, err)
 		}
 	}
-	if err := linux.SetSigMask(t.Pid, mask); err != nil {
-		return fmt.Errorf("pid %d: set signal mask: %w", t.Pid, err)
+	if setMask {
+		if err := linux.SetSigMask(t.Pid, mask); err != nil {
+			return fmt.Errorf("pid %d: set signal mask: %w", t.Pid, err)
+		}
 	}
 	return nil
 }
