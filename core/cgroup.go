@@ -77,7 +77,7 @@ func (r *restorer) joinCgroups() error {
 			if err := r.makeCgroup(dir); err != nil {
 				return fmt.Errorf("restore pid %d: make cgroup %s: %w", pid, dir, err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(int(pid))), 0); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(r.procs[pid].host)), 0); err != nil {
 				return fmt.Errorf("restore pid %d: join cgroup %s: %w", pid, dir, err)
 			}
 		}

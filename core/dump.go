@@ -155,6 +155,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		w:      w,
 		thread: tracer.NewThread(),
 		procs:  map[int]*procDump{},
+		vpids:  map[int]int32{},
 		tree:   &imagepb.Tree{},
 		files:  newFileTable(),
 		shmem:  map[[2]uint64]*imagepb.SharedMemory{},
@@ -225,6 +226,10 @@ type dumper struct {
 	acts      actions
 	// zombies are the dead children of the tree's processes, not reaped yet.
 	zombies []*imagepb.ProcessEntry
+	// nsRoot are the namespace links of a root with namespaces of its own (nil: gocr's), and
+	// vpids the pid of each process and thread in its pid namespace (see namespaces.go).
+	nsRoot map[string]string
+	vpids  map[int]int32
 	// gadgets are where, in each executable file mapping (device, inode, offset), the safe
 	// return's instructions are, relative to the mapping's start plus one (0: none).
 	gadgets map[[3]uint64][2]uint64
@@ -359,7 +364,7 @@ func (d *dumper) run(ctx context.Context) error {
 	for _, pid := range d.order {
 		p := d.procs[pid]
 		d.tree.Processes = append(d.tree.Processes, p.entry)
-		if err := d.w.WriteMessage(image.ProcName(int32(pid)), p.img); err != nil {
+		if err := d.w.WriteMessage(image.ProcName(d.vpid(pid)), p.img); err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
 	}
@@ -489,11 +494,13 @@ func (d *dumper) checkEpolls() error {
 
 // checkPidfds refuses a pidfd of a process outside the dumped trees: the restore makes
 // pidfds of the processes it makes, never of others (whose pid may be someone else by then).
+// The pids the files name become the image's (those of the tree's pid namespace).
 func (d *dumper) checkPidfds() error {
 	in := map[int32]bool{}
 	for _, pid := range d.order {
-		for _, tid := range d.procs[pid].entry.Threads {
-			in[tid] = true
+		in[int32(pid)] = true
+		for _, th := range d.procs[pid].threads {
+			in[int32(th.t.Pid)] = true
 		}
 	}
 	for _, f := range d.files.all {
@@ -502,10 +509,17 @@ func (d *dumper) checkPidfds() error {
 				Hint: "dump that process's tree too (-t PID,PID)"}
 		}
 	}
+	for _, f := range d.files.all {
+		if f.img.Kind == imagepb.FileKind_FILE_KIND_PIDFD {
+			f.img.PidfdPid = d.vpid(int(f.img.PidfdPid))
+		}
+		if f.img.Kind == imagepb.FileKind_FILE_KIND_PLUGIN {
+			f.img.PluginPid = d.vpid(int(f.img.PluginPid))
+		}
+	}
 	return nil
 }
 
-// tracking says whether this dump leaves memory tracking armed for the next one.
 func (d *dumper) tracking() bool {
 	return d.opts.TrackMem && d.opts.Final != Kill && !d.opts.CheckOnly
 }
@@ -518,6 +532,9 @@ func (d *dumper) warn(format string, args ...any) {
 // freeze seizes every process of every tree, parents first. A frozen parent cannot fork, so
 // once a process is stopped its list of children is final.
 func (d *dumper) freeze() error {
+	if err := d.treeNamespaces(); err != nil {
+		return err
+	}
 	inTree := map[int]int{} // pid -> root
 	for _, root := range d.opts.Roots {
 		if r, ok := inTree[root]; ok {
@@ -536,9 +553,13 @@ func (d *dumper) freeze() error {
 			inTree[pid] = root
 			// A zombie is dead: nothing to freeze, it comes back as a zombie.
 			if z, err := zombieEntry(pid, root); err != nil || z != nil {
+				if err == nil {
+					err = d.notePids(pid, nil)
+				}
 				if err != nil {
 					return err
 				}
+				z.Pid, z.Ppid, z.Pgid, z.Sid, z.Threads = d.vpid(pid), d.vpid(int(z.Ppid)), d.vpid(int(z.Pgid)), d.vpid(int(z.Sid)), []int32{d.vpid(pid)}
 				d.zombies = append(d.zombies, z)
 				continue
 			}
@@ -557,13 +578,20 @@ func (d *dumper) freeze() error {
 			}
 			d.procs[pid] = p
 			d.order = append(d.order, pid)
+			var tids []int
+			for _, th := range p.threads {
+				tids = append(tids, th.t.Pid)
+			}
+			if err := d.notePids(pid, tids); err != nil {
+				return err
+			}
 			kids, err := procfs.Children(pid)
 			if err != nil {
 				return fmt.Errorf("dump pid %d: list children: %w", pid, err)
 			}
 			queue = append(queue, kids...)
 		}
-		d.tree.Roots = append(d.tree.Roots, int32(root))
+		d.tree.Roots = append(d.tree.Roots, d.vpid(root))
 	}
 	// A root given later may be a descendant of a root given earlier.
 	for _, root := range d.opts.Roots {

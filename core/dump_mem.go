@@ -118,7 +118,7 @@ func (d *dumper) writeMemory(ctx context.Context) error {
 		if len(p.runs) == 0 {
 			continue
 		}
-		name := image.PagesName(int32(pid))
+		name := image.PagesName(d.vpid(pid))
 		df, err := d.w.CreateData(name, int64(p.pages*linux.PageSize))
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)

@@ -19,7 +19,7 @@ import (
 // only the process can tell through injected syscalls. It runs on the tracer thread.
 func (d *dumper) collect(p *procDump) error {
 	pid := p.t.Pid
-	if err := checkNamespaces(pid); err != nil {
+	if err := d.checkNamespaces(pid); err != nil {
 		return err
 	}
 	if err := d.findOwnTracker(p); err != nil {
@@ -37,21 +37,22 @@ func (d *dumper) collect(p *procDump) error {
 		return err
 	}
 	exe, _ := procfs.Link(pid, "exe")
-	p.img = &imagepb.Process{Pid: int32(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
+	p.img = &imagepb.Process{Pid: d.vpid(pid), Comm: stat.Comm, Umask: status.Umask, Regs: regsToImage(&p.t.Regs), Mm: &imagepb.MM{}}
 	img := p.img
 	if err := collectCgroups(pid, img); err != nil {
 		return err
 	}
 	p.entry = &imagepb.ProcessEntry{
-		Pid: int32(pid), Ppid: int32(stat.PPid), Pgid: int32(stat.PGid), Sid: int32(stat.Sid),
-		Threads: []int32{int32(pid)}, Comm: stat.Comm, Exe: exe, CttyRdev: stat.TtyNr, Tpgid: int32(stat.Tpgid),
+		Pid: d.vpid(pid), Ppid: d.vpid(stat.PPid), Pgid: d.vpid(stat.PGid), Sid: d.vpid(stat.Sid),
+		Threads: []int32{d.vpid(pid)}, Comm: stat.Comm, Exe: exe, CttyRdev: stat.TtyNr, Tpgid: d.vpid(stat.Tpgid),
 		Stopped: p.t.WasStopped,
 	}
 	for _, th := range p.threads {
-		p.entry.Threads = append(p.entry.Threads, int32(th.t.Pid))
+		p.entry.Threads = append(p.entry.Threads, d.vpid(th.t.Pid))
 		if err := collectThread(pid, th); err != nil {
 			return fmt.Errorf("thread %d: %w", th.t.Pid, err)
 		}
+		th.img.Tid = d.vpid(th.t.Pid)
 		p.img.Threads = append(p.img.Threads, th.img)
 	}
 	// The main thread's own state, read as for any thread, then the process-wide signals.
@@ -94,7 +95,7 @@ func (d *dumper) collect(p *procDump) error {
 			return &UnsupportedError{Pid: pid, What: fmt.Sprintf("POSIX timer %d", pt.ID), Kind: "timer notifying " + pt.Notify}
 		}
 		img.PosixTimers = append(img.PosixTimers, &imagepb.PosixTimer{Id: int32(pt.ID), Clockid: int32(pt.ClockID),
-			Signo: int32(pt.Signo), SigevValue: pt.SigevValue, Notify: notify, NotifyTid: int32(pt.NotifyTid)})
+			Signo: int32(pt.Signo), SigevValue: pt.SigevValue, Notify: notify, NotifyTid: d.vpid(pt.NotifyTid)})
 	}
 	if err := d.inject(p, status); err != nil {
 		return err
@@ -411,34 +412,6 @@ func collectThread(pid int, th *threadDump) error {
 		return err
 	}
 	img.Comm = strings.TrimSuffix(string(comm), "\n")
-	return nil
-}
-
-// namespaceKinds are the namespaces a process must share with gocr: gocr reads its files,
-// sockets, IPC objects, clocks and credentials from its own view and recreates them there.
-var namespaceKinds = []string{"mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"}
-
-// checkNamespaces refuses a process that lives in other namespaces than gocr (a container's
-// process seen from the host): what it holds would be read and restored in the wrong ones.
-func checkNamespaces(pid int) error {
-	var differ []string
-	for _, ns := range namespaceKinds {
-		ours, err := os.Readlink("/proc/self/ns/" + ns)
-		if err != nil {
-			continue // a kernel without this kind of namespace
-		}
-		theirs, err := procfs.Link(pid, "ns/"+ns)
-		if err != nil {
-			return fmt.Errorf("read its %s namespace: %w", ns, err)
-		}
-		if theirs != ours {
-			differ = append(differ, ns)
-		}
-	}
-	if len(differ) > 0 {
-		return &UnsupportedError{Pid: pid, What: "namespaces", Kind: fmt.Sprintf("a process in other %s namespaces than gocr's (a container?)", strings.Join(differ, ", ")),
-			Hint: "run gocr inside the same namespaces as the tree"}
-	}
 	return nil
 }
 

@@ -62,10 +62,19 @@ func (r *restorer) restoreClaimedVMAs(p *procRestore) error {
 }
 
 // memory is what both operations do alike for plugins: read and write a process's memory,
-// run an ioctl on a dup of its fd from the tracer thread, dup its fd.
-type memory struct{}
+// run an ioctl on a dup of its fd from the tracer thread, dup its fd. The pids plugins give
+// are turned into gocr's view by host (nil: they are already).
+type memory struct{ host func(int) int }
 
-func (memory) ReadMemory(pid int, addr uint64, n int) ([]byte, error) {
+func (m memory) hostPid(pid int) int {
+	if m.host == nil {
+		return pid
+	}
+	return m.host(pid)
+}
+
+func (m memory) ReadMemory(pid int, addr uint64, n int) ([]byte, error) {
+	pid = m.hostPid(pid)
 	b := make([]byte, n)
 	if n == 0 {
 		return b, nil
@@ -81,7 +90,8 @@ func (memory) ReadMemory(pid int, addr uint64, n int) ([]byte, error) {
 	return b, nil
 }
 
-func (memory) WriteMemory(pid int, addr uint64, b []byte) error {
+func (m memory) WriteMemory(pid int, addr uint64, b []byte) error {
+	pid = m.hostPid(pid)
 	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_WRONLY, 0)
 	if err != nil {
 		return err
@@ -93,7 +103,8 @@ func (memory) WriteMemory(pid int, addr uint64, b []byte) error {
 	return nil
 }
 
-func (memory) Dup(pid, fd int) (int, error) {
+func (m memory) Dup(pid, fd int) (int, error) {
+	pid = m.hostPid(pid)
 	pidfd, err := linux.PidfdOpen(pid)
 	if err != nil {
 		return -1, err
@@ -104,11 +115,11 @@ func (memory) Dup(pid, fd int) (int, error) {
 
 // tracerIoctl runs the ioctl on a dup of the process's fd from the tracer thread, with the
 // buffers its argument points to in gocr's memory.
-func tracerIoctl(th *tracer.Thread, pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
+func tracerIoctl(th *tracer.Thread, m memory, pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
 	if th == nil {
 		return 0, nil, nil, fmt.Errorf("no process is traced yet")
 	}
-	dup, err := memory{}.Dup(pid, fd)
+	dup, err := m.Dup(pid, fd)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -148,7 +159,7 @@ func (s *dumpServices) Syscall(pid int, nr int64, args []uint64) (uint64, error)
 }
 
 func (s *dumpServices) TracerIoctl(pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
-	return tracerIoctl(s.d.thread, pid, fd, request, arg, bufs)
+	return tracerIoctl(s.d.thread, s.memory, pid, fd, request, arg, bufs)
 }
 
 func (s *dumpServices) PutBlob(plugin, name string, data []byte) error {
@@ -195,7 +206,7 @@ func (s *restoreServices) Syscall(pid int, nr int64, args []uint64) (uint64, err
 }
 
 func (s *restoreServices) TracerIoctl(pid, fd int, request uint64, arg []byte, bufs []pluginhost.IoctlBuffer) (int64, []byte, [][]byte, error) {
-	return tracerIoctl(s.r.thread, pid, fd, request, arg, bufs)
+	return tracerIoctl(s.r.thread, s.memory, pid, fd, request, arg, bufs)
 }
 
 func (s *restoreServices) PutBlob(plugin, name string, data []byte) error {

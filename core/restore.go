@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,9 +52,15 @@ type RestoreOptions struct {
 	// fd of the caller that takes the place of that file (CRIU's --inherit-fd): the end of a
 	// pipe to a process outside the tree. The caller keeps its fd.
 	InheritFds map[string]int
+	// NewPidns restores the tree into a pid namespace of its own, where its pids are free
+	// whatever runs on the machine: a gocr init is its pid 1 and the tree's root its child.
+	// A tree dumped with its own pid namespace always gets a new one.
+	NewPidns bool
 }
 
-// Restored is a tree brought back. Its roots are children of the calling process.
+// Restored is a tree brought back. Its roots are children of the calling process (with
+// NewPidns, its one root is gocr's init, which ends as the tree's root does). The pids are
+// those of the calling process's pid namespace.
 type Restored struct {
 	Roots []int
 	Pids  []int
@@ -113,7 +121,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	r := &restorer{c: c, parents: parents, acts: acts, opts: opts, procs: map[int32]*procRestore{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
+	r := &restorer{c: c, parents: parents, acts: acts, opts: opts, procs: map[int32]*procRestore{}, hosts: map[int32]int{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
 	r.stats.Verify = time.Since(start)
 	if err := r.preflight(); err != nil {
 		r.closeFiles()
@@ -163,12 +171,16 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	r.removeSysvShm(false)
 	res := &Restored{Stats: *r.stats}
-	for _, root := range c.Tree.Roots {
-		res.Roots = append(res.Roots, int(root))
+	if r.init != 0 {
+		res.Roots = []int{r.init}
+	} else {
+		for _, root := range c.Tree.Roots {
+			res.Roots = append(res.Roots, r.hostPid(int(root)))
+		}
 	}
 	for _, pe := range c.Tree.Processes {
 		if !pe.Zombie { // a zombie is back, but runs nothing
-			res.Pids = append(res.Pids, int(pe.Pid))
+			res.Pids = append(res.Pids, r.hostPid(int(pe.Pid)))
 		}
 	}
 	res.Stats.Processes = len(res.Pids)
@@ -203,6 +215,12 @@ type restorer struct {
 	// epollDone marks the epoll instances already filled.
 	epollDone map[uint32]bool
 	stats     *RestoreStats
+	// hosts are the pids (and tids) of the restored processes as gocr sees them, by their
+	// pid in the image; init is the host pid of gocr's init of a new pid namespace (0: none).
+	hosts   map[int32]int
+	hostsMu sync.Mutex // plugins' calls read it while threads are made
+	init  int
+	initT *procRestore // the init while it is traced
 	mask      linux.CPUSet // gocr's CPU mask: the restored processes get it back
 	cpu       int
 	ctx       context.Context
@@ -218,6 +236,7 @@ type procRestore struct {
 	img     *imagepb.Process
 	entry   *imagepb.ProcessEntry
 	t       *tracer.Tracee
+	host    int // its pid as gocr sees it (the image's is entry.Pid)
 	scratch uint64
 	pidfd   uint64 // pidfd of gocr inside the process, -1 when none
 	threads []*threadRestore
@@ -239,6 +258,9 @@ const (
 func (r *restorer) preflight() error {
 	var problems []string
 	for _, pe := range r.c.Tree.Processes {
+		if r.newPidns() {
+			break // its pids are those of a new namespace: all free
+		}
 		for _, tid := range pe.Threads {
 			if _, err := os.Stat(procfs.Path(int(tid), "")); err == nil {
 				comm, _ := procfs.ReadFile(int(tid), "comm")
@@ -247,7 +269,7 @@ func (r *restorer) preflight() error {
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("restore: %s (end those processes, or restore elsewhere): %w", strings.Join(problems, "; "), ErrPidInUse)
+		return fmt.Errorf("restore: %s (end those processes, restore elsewhere, or restore into a pid namespace of its own with --new-pidns): %w", strings.Join(problems, "; "), ErrPidInUse)
 	}
 	for _, pe := range r.c.Tree.Processes {
 		p := r.c.Procs[pe.Pid]
@@ -282,7 +304,7 @@ func (r *restorer) preflight() error {
 		return fmt.Errorf("restore: %s: %w", strings.Join(uniq(problems), "; "), ErrIncompatible)
 	}
 	if len(r.c.Tree.Plugins) > 0 {
-		host, err := pluginhost.Start(r.ctx, r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout, &restoreServices{r: r})
+		host, err := pluginhost.Start(r.ctx, r.c.Tree.Plugins, PluginDirs(r.opts.PluginDirs), "restore", r.opts.PluginTimeout, &restoreServices{r: r, memory: memory{host: r.hostPid}})
 		if errors.Is(err, pluginhost.ErrNotFound) {
 			return fmt.Errorf("restore: the image needs plugin %v: %w (%w)", r.c.Tree.Plugins, ErrIncompatible, err)
 		}
@@ -362,7 +384,7 @@ func (r *restorer) run(ctx context.Context) error {
 		isRoot[root] = true
 	}
 	for _, pe := range r.c.Tree.Processes {
-		r.procs[pe.Pid] = &procRestore{img: r.c.Procs[pe.Pid], entry: pe, pidfd: ^uint64(0)}
+		r.procs[pe.Pid] = &procRestore{img: r.c.Procs[pe.Pid], entry: pe, pidfd: stubPidfd}
 		if !isRoot[pe.Pid] {
 			children[pe.Ppid] = append(children[pe.Ppid], pe.Pid)
 		}
@@ -468,12 +490,23 @@ func (r *restorer) createTree(root int32, children map[int32][]int32) error {
 		return err
 	}
 	p := r.procs[root]
-	child, err := r.cloneFrom(stub, p, true)
-	killStub(stub.t.Pid)
+	how := asSibling
+	if r.initMode() {
+		how = fromInit
+	}
+	child, err := r.cloneFrom(stub, p, how)
+	if r.initMode() {
+		r.init, r.initT = stub.t.Pid, stub
+	} else {
+		killStub(stub.t.Pid)
+	}
 	if err != nil {
 		return err
 	}
 	p.t, p.scratch = child, stub.scratch
+	if err := r.setHostname(p); err != nil {
+		return err
+	}
 	r.order = append(r.order, root)
 	if err := r.joinSession(p); err != nil {
 		return err
@@ -484,7 +517,7 @@ func (r *restorer) createTree(root int32, children map[int32][]int32) error {
 		queue = queue[1:]
 		for _, pid := range children[parent.entry.Pid] {
 			p := r.procs[pid]
-			t, err := r.cloneFrom(parent, p, false)
+			t, err := r.cloneFrom(parent, p, asChild)
 			if err != nil {
 				return err
 			}
@@ -530,10 +563,10 @@ func (r *restorer) makeZombie(parent, p *procRestore) error {
 		if _, err := r.call(p, "no core file", linux.SysPrlimit64, 0, linux.RlimitCore, a, 0); err != nil {
 			return fmt.Errorf("restore zombie %d: %w", pid, err)
 		}
-		if err := linux.SetSigMask(int(pid), 0); err != nil {
+		if err := linux.SetSigMask(p.host, 0); err != nil {
 			return fmt.Errorf("restore zombie %d: %w", pid, err)
 		}
-		if err := linux.Detach(int(pid), sig); err != nil {
+		if err := linux.Detach(p.host, sig); err != nil {
 			return fmt.Errorf("restore zombie %d: %w", pid, err)
 		}
 	} else {
@@ -545,7 +578,7 @@ func (r *restorer) makeZombie(parent, p *procRestore) error {
 	p.t = nil
 	// Wait until it is dead (a zombie), then take back the SIGCHLD its death sent.
 	for i := 0; ; i++ {
-		if st, err := procfs.ReadStat(int(pid)); err == nil && st.State == 'Z' {
+		if st, err := procfs.ReadStat(p.host); err == nil && st.State == 'Z' {
 			break
 		}
 		if i > 2000 {
@@ -567,7 +600,7 @@ func (r *restorer) makeZombie(parent, p *procRestore) error {
 	return nil
 }
 
-// pids lists the processes of the image.
+// pids lists the processes of the image, by their pids in it (as plugins know them).
 func (r *restorer) pids() []int {
 	var out []int
 	for _, pe := range r.c.Tree.Processes {
@@ -584,9 +617,18 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: find gocr binary for the stub: %w", err)
 	}
-	proc, err := os.StartProcess(exe, []string{StubName}, &os.ProcAttr{
-		Sys: &syscall.SysProcAttr{Ptrace: true},
-	})
+	argv, attr := []string{StubName}, &syscall.SysProcAttr{Ptrace: true}
+	if r.initMode() {
+		// The stub is the new pid namespace's init, and stays: the root is its child.
+		argv, attr.Cloneflags = []string{InitName, strconv.Itoa(int(root))}, linux.CloneNewPID
+	}
+	pidfd, err := linux.PidfdOpenFlags(os.Getpid(), 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore: pidfd of gocr: %w", err)
+	}
+	pf := os.NewFile(uintptr(pidfd), "gocr pidfd")
+	proc, err := os.StartProcess(exe, argv, &os.ProcAttr{Sys: attr, Files: []*os.File{nil, nil, nil, pf}})
+	pf.Close()
 	if err != nil {
 		return nil, fmt.Errorf("restore: start stub: %w", err)
 	}
@@ -682,16 +724,39 @@ type cloneArgs struct {
 
 const cloneParent = 0x8000 // CLONE_PARENT
 
+// How cloneFrom makes a process: as the sibling of the stub it runs in (CLONE_PARENT: the
+// stub's child would die with it), as the child of the process it runs in, or as the root,
+// child of gocr's init of a new pid namespace.
+type cloneHow int
+
+const (
+	asSibling cloneHow = iota
+	asChild
+	fromInit
+)
+
 // cloneFrom runs clone3 inside parent to make p's process with its old PID and returns it,
-// stopped and traced. With asSibling the new process is the parent's sibling (CLONE_PARENT):
-// the stub's child would die with it.
-func (r *restorer) cloneFrom(parent, p *procRestore, asSibling bool) (*tracer.Tracee, error) {
+// stopped and traced. The root of a tree with namespaces of its own gets them new.
+func (r *restorer) cloneFrom(parent, p *procRestore, how cloneHow) (*tracer.Tracee, error) {
 	pid := p.entry.Pid
 	setTid := parent.scratch + scratchArg + 128
 	args := cloneArgs{ExitSignal: uint64(linux.SIGCHLD), SetTid: setTid, SetTidSize: 1}
-	if asSibling {
+	want := pid // what clone3 returns: the pid in the parent's namespace
+	if how == asSibling {
 		args.Flags = cloneParent
 		args.ExitSignal = 0
+		if ns := r.c.Tree.Namespaces; ns != nil {
+			if ns.Pid {
+				args.Flags |= linux.CloneNewPID
+				want = 0 // its pid as the stub sees it, which is any
+			}
+			if ns.Uts {
+				args.Flags |= linux.CloneNewUTS
+			}
+		}
+	}
+	if how == fromInit && r.c.Tree.Namespaces != nil && r.c.Tree.Namespaces.Uts {
+		args.Flags |= linux.CloneNewUTS
 	}
 	if err := parent.t.WriteMem(parent.scratch+scratchArg, structBytes(&args)); err != nil {
 		return nil, err
@@ -711,18 +776,24 @@ func (r *restorer) cloneFrom(parent, p *procRestore, asSibling bool) (*tracer.Tr
 	if err != nil {
 		return nil, fmt.Errorf("restore pid %d: clone3 in %d: %w", pid, parent.t.Pid, err)
 	}
-	if int32(got) != pid {
+	if want != 0 && int32(got) != want {
 		return nil, fmt.Errorf("restore pid %d: clone3 made pid %d", pid, got)
 	}
-	if err := tracer.WaitStopped(int(pid)); err != nil {
+	if len(parent.t.NewChildren) != 1 {
+		return nil, fmt.Errorf("restore pid %d: clone3 in %d reported %d new processes", pid, parent.t.Pid, len(parent.t.NewChildren))
+	}
+	host := parent.t.NewChildren[0]
+	if err := tracer.WaitStopped(host); err != nil {
 		return nil, fmt.Errorf("restore pid %d: wait for new process: %w", pid, err)
 	}
-	t, err := tracer.Adopt(int(pid))
+	t, err := tracer.Adopt(host)
 	if err != nil {
 		return nil, fmt.Errorf("restore pid %d: %w", pid, err)
 	}
 	t.SyscallAddr = parent.t.SyscallAddr
-	if err := linux.SetSigMask(int(pid), ^uint64(0)); err != nil {
+	p.host = host
+	r.setHost(pid, host)
+	if err := linux.SetSigMask(host, ^uint64(0)); err != nil {
 		return nil, fmt.Errorf("restore pid %d: %w", pid, err)
 	}
 	return t, nil
@@ -813,11 +884,11 @@ func (r *restorer) fixGroups() error {
 		if g == pid || r.procs[g] == nil {
 			continue // its own group (done), or a group outside the image: inherited
 		}
-		st, err := procfs.ReadStat(int(pid))
+		st, err := procfs.ReadStat(p.host)
 		if err != nil {
 			return fmt.Errorf("restore pid %d: %w", pid, err)
 		}
-		if int32(st.PGid) == g {
+		if st.PGid == r.procs[g].host {
 			continue
 		}
 		if _, err := p.t.Syscall(linux.SysSetpgid, 0, uint64(g)); err != nil {
@@ -832,7 +903,7 @@ func (r *restorer) fixGroups() error {
 func (r *restorer) killAll() {
 	var pids []int
 	for _, pid := range r.order {
-		pids = append(pids, int(pid))
+		pids = append(pids, r.procs[pid].host)
 		for _, th := range r.procs[pid].threads {
 			pids = append(pids, th.t.Pid) // waited for before their process
 		}
@@ -841,6 +912,9 @@ func (r *restorer) killAll() {
 		if p.t != nil && !contains(pids, p.t.Pid) {
 			pids = append(pids, p.t.Pid)
 		}
+	}
+	if r.init != 0 { // its end ends the whole namespace
+		pids = append([]int{r.init}, pids...)
 	}
 	for _, pid := range pids {
 		linux.Kill(pid, linux.SIGKILL)
@@ -860,7 +934,7 @@ func (r *restorer) killAll() {
 // it was; it is best effort: gocr may not be the terminal's session (a restore from a script).
 func (r *restorer) takeForeground() {
 	root := r.procs[r.c.Tree.Roots[0]]
-	st, err := procfs.ReadStat(int(root.entry.Pid))
+	st, err := procfs.ReadStat(root.host)
 	if err != nil {
 		return
 	}
@@ -883,7 +957,7 @@ func (r *restorer) releaseAll() error {
 	for _, pid := range r.order {
 		p := r.procs[pid]
 		if r.opts.LeaveStopped || p.entry.Stopped {
-			if err := linux.Kill(int(pid), linux.SIGSTOP); err != nil {
+			if err := linux.Kill(p.host, linux.SIGSTOP); err != nil {
 				return fmt.Errorf("restore pid %d: %w", pid, err)
 			}
 		}
@@ -897,7 +971,7 @@ func (r *restorer) releaseAll() error {
 				return fmt.Errorf("restore pid %d: thread %d: %w", pid, th.t.Pid, err)
 			}
 		}
-		if err := linux.SetOptions(int(pid), restoreOptions); err != nil {
+		if err := linux.SetOptions(p.host, restoreOptions); err != nil {
 			return fmt.Errorf("restore pid %d: %w", pid, err)
 		}
 	}
@@ -908,10 +982,10 @@ func (r *restorer) releaseAll() error {
 				return fmt.Errorf("restore pid %d: thread %d: %w", pid, th.t.Pid, err)
 			}
 		}
-		if err := linux.Detach(int(pid), 0); err != nil {
+		if err := linux.Detach(p.host, 0); err != nil {
 			return fmt.Errorf("restore pid %d: %w", pid, err)
 		}
 		p.t = nil
 	}
-	return nil
+	return r.releaseInit()
 }

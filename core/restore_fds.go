@@ -3,24 +3,23 @@ package core
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
 )
 
-// gocrPidfd returns a pidfd of gocr inside the process, through which the process takes
-// fds from gocr with pidfd_getfd (same open file description, flags and offset).
+// stubPidfd is where every process of a restore has a pidfd of gocr until its own fds are
+// installed: the stub is started with it, and each process is cloned with a copy of its
+// parent's fds. Through it the process takes fds from gocr with pidfd_getfd (same open file
+// description, flags and offset); it works from a pid namespace where gocr has no pid.
+const stubPidfd = 3
+
+// gocrPidfd returns the number of the process's pidfd of gocr.
 func (r *restorer) gocrPidfd(p *procRestore) (uint64, error) {
-	if p.pidfd != ^uint64(0) {
-		return p.pidfd, nil
+	if p.pidfd == ^uint64(0) {
+		return 0, fmt.Errorf("its pidfd of gocr is closed already")
 	}
-	fd, err := r.call(p, "pidfd_open(gocr)", linux.SysPidfdOpen, uint64(os.Getpid()), 0)
-	if err != nil {
-		return 0, err
-	}
-	p.pidfd = fd
-	return fd, nil
+	return p.pidfd, nil
 }
 
 // installTemp gives the process a dup of our fd at the lowest free number (close-on-exec).

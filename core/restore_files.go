@@ -277,7 +277,7 @@ func (r *restorer) openPidfds() error {
 		if f.Kind != imagepb.FileKind_FILE_KIND_PIDFD {
 			continue
 		}
-		fd, err := linux.PidfdOpenFlags(int(f.PidfdPid), int(f.Flags))
+		fd, err := linux.PidfdOpenFlags(r.hostPid(int(f.PidfdPid)), int(f.Flags))
 		if err != nil {
 			return fmt.Errorf("restore: pidfd of %d: %w", f.PidfdPid, err)
 		}

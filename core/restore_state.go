@@ -269,6 +269,7 @@ func (r *restorer) createThreads(p *procRestore) error {
 		if err := p.t.WriteMem(setTid, le32bytes(uint32(tid))); err != nil {
 			return err
 		}
+		p.t.NewChildren = nil
 		got, err := r.call(p, fmt.Sprintf("make thread %d", tid), linux.SysClone3, p.scratch+scratchArg, uint64(unsafeSizeofCloneArgs))
 		if errors.Is(err, linux.EEXIST) {
 			return fmt.Errorf("thread %d: %w", tid, ErrPidInUse)
@@ -279,10 +280,15 @@ func (r *restorer) createThreads(p *procRestore) error {
 		if int32(got) != tid {
 			return fmt.Errorf("thread %d: clone3 made %d", tid, got)
 		}
-		if err := tracer.WaitStopped(int(tid)); err != nil {
+		if len(p.t.NewChildren) != 1 {
+			return fmt.Errorf("thread %d: clone3 reported %d new threads", tid, len(p.t.NewChildren))
+		}
+		host := p.t.NewChildren[0] // its tid as gocr sees it
+		if err := tracer.WaitStopped(host); err != nil {
 			return fmt.Errorf("thread %d: %w", tid, err)
 		}
-		t, err := tracer.Adopt(int(tid))
+		r.setHost(tid, host)
+		t, err := tracer.Adopt(host)
 		if err != nil {
 			return fmt.Errorf("thread %d: %w", tid, err)
 		}
@@ -341,7 +347,7 @@ func (r *restorer) queueThreadSignals(p *procRestore, th *threadRestore) error {
 		if err != nil {
 			return err
 		}
-		if _, err := r.call(v, fmt.Sprintf("queue signal %d", s.Signo), linux.SysRtTgsigqueue, uint64(p.t.Pid), uint64(th.img.Tid), uint64(s.Signo), a); err != nil {
+		if _, err := r.call(v, fmt.Sprintf("queue signal %d", s.Signo), linux.SysRtTgsigqueue, uint64(p.entry.Pid), uint64(th.img.Tid), uint64(s.Signo), a); err != nil {
 			return err
 		}
 	}

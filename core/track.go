@@ -90,7 +90,7 @@ func (d *dumper) findOwnTracker(p *procDump) error {
 	if d.parent == nil {
 		return nil
 	}
-	pp := d.parent.Procs[int32(p.t.Pid)]
+	pp := d.parent.Procs[d.vpid(p.t.Pid)]
 	if pp == nil || pp.Tracker == nil {
 		return nil
 	}
@@ -228,7 +228,7 @@ func (d *dumper) sinceParent(p *procDump, i int) (parent []span, ok bool) {
 	if p.ownTracker == nil || !trackable(v) || !p.maps[i].HasFlag("uw") {
 		return nil, false
 	}
-	pp := d.parent.Procs[int32(p.t.Pid)]
+	pp := d.parent.Procs[d.vpid(p.t.Pid)]
 	covered := false
 	for _, pv := range pp.Vmas {
 		if pv.Tracked && pv.Start <= v.Start && v.End <= pv.End {

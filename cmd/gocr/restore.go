@@ -21,6 +21,7 @@ type restoreOptions struct {
 	pidfile      string
 	cgroups      string
 	inheritFds   []string
+	newPidns     bool
 	json         bool
 }
 
@@ -64,6 +65,7 @@ killed and nothing is left behind.`,
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.StringVar(&opts.cgroups, "manage-cgroups", "soft", "soft: put each process back into its cgroups, making missing ones; none (or ignore): leave them in gocr's (as CRIU)")
 	f.StringArrayVar(&opts.inheritFds, "inherit-fd", nil, "fd[N]:KEY: gocr's fd N takes the place of file KEY of the dump (pipe:[INODE], as the dump's warning names it), as CRIU; repeatable")
+	f.BoolVar(&opts.newPidns, "new-pidns", false, "restore into a pid namespace of its own, where the tree's pids are free whatever runs here; a gocr init is its pid 1 (a tree dumped with its own pid namespace always gets a new one)")
 	f.StringVar(&opts.pidfile, "pidfile", "", "write the restored root's PID to this file (one line per root), as CRIU")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	return cmd
@@ -89,7 +91,7 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	}
 	prog := newProgress(opts.errOut, "restore")
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
-		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut}
+		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, NewPidns: opts.newPidns}
 	for _, spec := range opts.inheritFds {
 		var fd int
 		var key string

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/internal/pidinit"
 )
 
 // globalOptions are the flags every command has.
@@ -83,6 +84,7 @@ func Main() int {
 		// The restore stub is stopped by ptrace before it runs; if it ever runs, it stops here.
 		return exitFailure
 	}
+	pidinit.RunIfInit()
 	return run(os.Args[1:], os.Stdout, os.Stderr)
 }
 

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gocr/gocr/internal/pidinit"
 )
 
 var (
@@ -334,6 +336,7 @@ func BuildPlugin(t testing.TB, path, name string) string {
 // processes are children of the test binary, and their orphans come back to it), then reaps
 // what is left and removes the built workloads. A TestMain calls it and nothing else.
 func Main(m *testing.M) {
+	pidinit.RunIfInit() // the test binary is the stub of in-process restores
 	if err := SetSubreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, "set child subreaper:", err)
 		os.Exit(1)

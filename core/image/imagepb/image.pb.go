@@ -514,7 +514,10 @@ type Tree struct {
 	// The network lock the dump left: an nftables table (family inet) of this name,
 	// "gocr-" and 16 hex digits, dropping what comes in for the dumped TCP connections until
 	// the restore removes it.
-	NetLock       string `protobuf:"bytes,14,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
+	NetLock string `protobuf:"bytes,14,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
+	// The namespaces the tree has of its own (a container seen from the host); unset when it
+	// shares all of gocr's.
+	Namespaces    *Namespaces `protobuf:"bytes,15,opt,name=namespaces,proto3" json:"namespaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -647,6 +650,86 @@ func (x *Tree) GetNetLock() string {
 	return ""
 }
 
+func (x *Tree) GetNamespaces() *Namespaces {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+// Namespaces are the namespaces of a tree's roots that are not gocr's: the restore makes each
+// again, new, for the tree. Pids, everywhere in the image, are those of the tree's pid
+// namespace.
+type Namespaces struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The root is the init (pid 1) of its own pid namespace.
+	Pid bool `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// Its own UTS namespace, with these names.
+	Uts           bool   `protobuf:"varint,2,opt,name=uts,proto3" json:"uts,omitempty"`
+	Hostname      string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Domainname    string `protobuf:"bytes,4,opt,name=domainname,proto3" json:"domainname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Namespaces) Reset() {
+	*x = Namespaces{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Namespaces) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Namespaces) ProtoMessage() {}
+
+func (x *Namespaces) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
+func (*Namespaces) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Namespaces) GetPid() bool {
+	if x != nil {
+		return x.Pid
+	}
+	return false
+}
+
+func (x *Namespaces) GetUts() bool {
+	if x != nil {
+		return x.Uts
+	}
+	return false
+}
+
+func (x *Namespaces) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Namespaces) GetDomainname() string {
+	if x != nil {
+		return x.Domainname
+	}
+	return ""
+}
+
 // SysvShm is a System V shared memory segment; its content is SharedMemory shmem_id.
 type SysvShm struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -665,7 +748,7 @@ type SysvShm struct {
 
 func (x *SysvShm) Reset() {
 	*x = SysvShm{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +760,7 @@ func (x *SysvShm) String() string {
 func (*SysvShm) ProtoMessage() {}
 
 func (x *SysvShm) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +773,7 @@ func (x *SysvShm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysvShm.ProtoReflect.Descriptor instead.
 func (*SysvShm) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SysvShm) GetId() int32 {
@@ -769,7 +852,7 @@ type SavedFile struct {
 
 func (x *SavedFile) Reset() {
 	*x = SavedFile{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +864,7 @@ func (x *SavedFile) String() string {
 func (*SavedFile) ProtoMessage() {}
 
 func (x *SavedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +877,7 @@ func (x *SavedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavedFile.ProtoReflect.Descriptor instead.
 func (*SavedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SavedFile) GetId() uint32 {
@@ -881,7 +964,7 @@ type MappedFile struct {
 
 func (x *MappedFile) Reset() {
 	*x = MappedFile{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +976,7 @@ func (x *MappedFile) String() string {
 func (*MappedFile) ProtoMessage() {}
 
 func (x *MappedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +989,7 @@ func (x *MappedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedFile.ProtoReflect.Descriptor instead.
 func (*MappedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MappedFile) GetPath() string {
@@ -948,7 +1031,7 @@ type CPU struct {
 
 func (x *CPU) Reset() {
 	*x = CPU{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1043,7 @@ func (x *CPU) String() string {
 func (*CPU) ProtoMessage() {}
 
 func (x *CPU) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1056,7 @@ func (x *CPU) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPU.ProtoReflect.Descriptor instead.
 func (*CPU) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CPU) GetXstateSize() uint32 {
@@ -1015,7 +1098,7 @@ type ProcessEntry struct {
 
 func (x *ProcessEntry) Reset() {
 	*x = ProcessEntry{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1110,7 @@ func (x *ProcessEntry) String() string {
 func (*ProcessEntry) ProtoMessage() {}
 
 func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1123,7 @@ func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEntry.ProtoReflect.Descriptor instead.
 func (*ProcessEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProcessEntry) GetPid() int32 {
@@ -1187,7 +1270,7 @@ type OpenFile struct {
 
 func (x *OpenFile) Reset() {
 	*x = OpenFile{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1282,7 @@ func (x *OpenFile) String() string {
 func (*OpenFile) ProtoMessage() {}
 
 func (x *OpenFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1295,7 @@ func (x *OpenFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFile.ProtoReflect.Descriptor instead.
 func (*OpenFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OpenFile) GetId() uint32 {
@@ -1457,7 +1540,7 @@ type NetlinkSocket struct {
 
 func (x *NetlinkSocket) Reset() {
 	*x = NetlinkSocket{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1552,7 @@ func (x *NetlinkSocket) String() string {
 func (*NetlinkSocket) ProtoMessage() {}
 
 func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1565,7 @@ func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSocket.ProtoReflect.Descriptor instead.
 func (*NetlinkSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NetlinkSocket) GetType() int32 {
@@ -1544,7 +1627,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1639,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1652,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FileLock) GetKind() LockKind {
@@ -1622,7 +1705,7 @@ type Pty struct {
 
 func (x *Pty) Reset() {
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1717,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1730,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Pty) GetTermios() []byte {
@@ -1698,7 +1781,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1793,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1806,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1766,7 +1849,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1861,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1874,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1840,7 +1923,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +1935,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +1948,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -1957,7 +2040,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2052,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2065,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -2116,7 +2199,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2211,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2224,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -2218,7 +2301,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2313,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2326,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -2281,7 +2364,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2376,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2389,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -2359,7 +2442,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2454,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2467,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -2444,7 +2527,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2539,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2552,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -2548,7 +2631,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +2643,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +2656,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Process) GetPid() int32 {
@@ -2833,7 +2916,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2928,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2941,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -2885,7 +2968,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2897,7 +2980,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2910,7 +2993,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -2949,7 +3032,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2961,7 +3044,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2974,7 +3057,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -3052,7 +3135,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3147,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3160,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -3158,7 +3241,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3170,7 +3253,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3183,7 +3266,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3306,7 +3389,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3318,7 +3401,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3331,7 +3414,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -3537,7 +3620,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3632,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3645,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3612,7 +3695,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3707,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3720,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3672,7 +3755,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3684,7 +3767,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3697,7 +3780,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3732,7 +3815,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3744,7 +3827,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3757,7 +3840,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3806,7 +3889,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3818,7 +3901,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3831,7 +3914,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -3974,7 +4057,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3986,7 +4069,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3999,7 +4082,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4139,7 +4222,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4151,7 +4234,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4164,7 +4247,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4199,7 +4282,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4211,7 +4294,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4224,7 +4307,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4265,7 +4348,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4360,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4373,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4368,7 +4451,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4380,7 +4463,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4393,7 +4476,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -4443,7 +4526,7 @@ const file_image_proto_rawDesc = "" +
 	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\x12\x1d\n" +
 	"\n" +
 	"chunk_size\x18\x04 \x01(\x04R\tchunkSize\x12!\n" +
-	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\xc5\x04\n" +
+	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\x80\x05\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -4462,7 +4545,18 @@ const file_image_proto_rawDesc = "" +
 	"foreground\x18\f \x01(\bR\n" +
 	"foreground\x12\x18\n" +
 	"\aplugins\x18\r \x03(\tR\aplugins\x12\x19\n" +
-	"\bnet_lock\x18\x0e \x01(\tR\anetLock\"\xac\x01\n" +
+	"\bnet_lock\x18\x0e \x01(\tR\anetLock\x129\n" +
+	"\n" +
+	"namespaces\x18\x0f \x01(\v2\x19.gocr.image.v1.NamespacesR\n" +
+	"namespaces\"l\n" +
+	"\n" +
+	"Namespaces\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\bR\x03pid\x12\x10\n" +
+	"\x03uts\x18\x02 \x01(\bR\x03uts\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x1e\n" +
+	"\n" +
+	"domainname\x18\x04 \x01(\tR\n" +
+	"domainname\"\xac\x01\n" +
 	"\aSysvShm\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +
@@ -4919,7 +5013,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
 	(FileKind)(0),         // 1: gocr.image.v1.FileKind
@@ -4928,96 +5022,98 @@ var file_image_proto_goTypes = []any{
 	(*Index)(nil),         // 4: gocr.image.v1.Index
 	(*FileEntry)(nil),     // 5: gocr.image.v1.FileEntry
 	(*Tree)(nil),          // 6: gocr.image.v1.Tree
-	(*SysvShm)(nil),       // 7: gocr.image.v1.SysvShm
-	(*SavedFile)(nil),     // 8: gocr.image.v1.SavedFile
-	(*MappedFile)(nil),    // 9: gocr.image.v1.MappedFile
-	(*CPU)(nil),           // 10: gocr.image.v1.CPU
-	(*ProcessEntry)(nil),  // 11: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),      // 12: gocr.image.v1.OpenFile
-	(*NetlinkSocket)(nil), // 13: gocr.image.v1.NetlinkSocket
-	(*FileLock)(nil),      // 14: gocr.image.v1.FileLock
-	(*Pty)(nil),           // 15: gocr.image.v1.Pty
-	(*Timerfd)(nil),       // 16: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 17: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),    // 18: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),       // 19: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),    // 20: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),     // 21: gocr.image.v1.EpollItem
-	(*Pipe)(nil),          // 22: gocr.image.v1.Pipe
-	(*SharedMemory)(nil),  // 23: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),       // 24: gocr.image.v1.PageRun
-	(*Process)(nil),       // 25: gocr.image.v1.Process
-	(*Cgroup)(nil),        // 26: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 27: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 28: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 29: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 30: gocr.image.v1.Thread
-	(*Regs)(nil),          // 31: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 32: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 33: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 34: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 35: gocr.image.v1.ITimer
-	(*MM)(nil),            // 36: gocr.image.v1.MM
-	(*VMA)(nil),           // 37: gocr.image.v1.VMA
-	(*Fd)(nil),            // 38: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 39: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 40: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 41: gocr.image.v1.Rseq
-	nil,                   // 42: gocr.image.v1.InetSocket.OptionsEntry
+	(*Namespaces)(nil),    // 7: gocr.image.v1.Namespaces
+	(*SysvShm)(nil),       // 8: gocr.image.v1.SysvShm
+	(*SavedFile)(nil),     // 9: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),    // 10: gocr.image.v1.MappedFile
+	(*CPU)(nil),           // 11: gocr.image.v1.CPU
+	(*ProcessEntry)(nil),  // 12: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),      // 13: gocr.image.v1.OpenFile
+	(*NetlinkSocket)(nil), // 14: gocr.image.v1.NetlinkSocket
+	(*FileLock)(nil),      // 15: gocr.image.v1.FileLock
+	(*Pty)(nil),           // 16: gocr.image.v1.Pty
+	(*Timerfd)(nil),       // 17: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 18: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),    // 19: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),       // 20: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),    // 21: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),     // 22: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 23: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 24: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 25: gocr.image.v1.PageRun
+	(*Process)(nil),       // 26: gocr.image.v1.Process
+	(*Cgroup)(nil),        // 27: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 28: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 29: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 30: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 31: gocr.image.v1.Thread
+	(*Regs)(nil),          // 32: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 33: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 34: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 35: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 36: gocr.image.v1.ITimer
+	(*MM)(nil),            // 37: gocr.image.v1.MM
+	(*VMA)(nil),           // 38: gocr.image.v1.VMA
+	(*Fd)(nil),            // 39: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 40: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 41: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 42: gocr.image.v1.Rseq
+	nil,                   // 43: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	11, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	12, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	22, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	23, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	10, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	9,  // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
-	8,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
-	7,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
-	1,  // 10: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	21, // 11: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	20, // 12: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	18, // 13: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	16, // 14: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	17, // 15: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	15, // 16: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	14, // 17: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
-	13, // 18: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
-	2,  // 19: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	42, // 20: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	19, // 21: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	24, // 22: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	31, // 23: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	32, // 24: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	33, // 25: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	34, // 26: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	35, // 27: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	36, // 28: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	37, // 29: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	24, // 30: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	38, // 31: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	39, // 32: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	40, // 33: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	41, // 34: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	30, // 35: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	29, // 36: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	14, // 37: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	28, // 38: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	27, // 39: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	26, // 40: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	31, // 41: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	33, // 42: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	34, // 43: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	41, // 44: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	28, // 45: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 46: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	12, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	13, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	23, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	24, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	11, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	10, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	9,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
+	8,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
+	7,  // 10: gocr.image.v1.Tree.namespaces:type_name -> gocr.image.v1.Namespaces
+	1,  // 11: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	22, // 12: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	21, // 13: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	19, // 14: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	17, // 15: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	18, // 16: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	16, // 17: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	15, // 18: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	14, // 19: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
+	2,  // 20: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	43, // 21: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	20, // 22: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	25, // 23: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	32, // 24: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	33, // 25: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	34, // 26: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	35, // 27: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	36, // 28: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	37, // 29: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	38, // 30: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	25, // 31: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	39, // 32: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	40, // 33: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	41, // 34: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	42, // 35: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	31, // 36: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	30, // 37: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	15, // 38: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	29, // 39: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	28, // 40: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	27, // 41: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	32, // 42: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	34, // 43: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	35, // 44: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	42, // 45: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	29, // 46: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 47: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5031,7 +5127,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

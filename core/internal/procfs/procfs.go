@@ -101,6 +101,9 @@ type Status struct {
 	CapAmb     uint64
 	NoNewPrivs bool
 	Seccomp    int // 0 none, 1 strict, 2 filter
+	// NSpid is the pid in each pid namespace the process is in, as the kernel lists it:
+	// the one of this /proc first, the process's own innermost last.
+	NSpid []int
 }
 
 // ReadStatus parses /proc/PID/status.
@@ -162,6 +165,10 @@ func ParseStatus(b []byte) *Status {
 			s.NoNewPrivs = v == "1"
 		case "Seccomp":
 			s.Seccomp, _ = strconv.Atoi(v)
+		case "NSpid":
+			for _, n := range list() {
+				s.NSpid = append(s.NSpid, int(n))
+			}
 		}
 	}
 	return s

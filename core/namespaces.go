@@ -1,0 +1,263 @@
+package core
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/gocr/gocr/core/image/imagepb"
+	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
+	"github.com/gocr/gocr/internal/pidinit"
+)
+
+// This file is about the namespaces a tree has of its own: a container seen from the host.
+// The dump reads which of the roots' namespaces are not gocr's and what they hold; every pid it
+// writes is the one of the tree's pid namespace. The restore makes those namespaces again, new,
+// and puts the tree in them.
+
+// namespaceKinds are the kinds of namespace a process can have, as /proc/PID/ns names them.
+var namespaceKinds = []string{"mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"}
+
+// ownNamespaces are the kinds a tree may have of its own; the others it must share with gocr,
+// which reads its files, sockets, IPC objects, clocks and credentials from its own view.
+var ownNamespaces = map[string]bool{"pid": true, "uts": true}
+
+// nsLinks reads the namespace links of pid (kinds this kernel lacks are left out).
+func nsLinks(pid int) (map[string]string, error) {
+	out := map[string]string{}
+	for _, ns := range namespaceKinds {
+		if _, err := os.Readlink("/proc/self/ns/" + ns); err != nil {
+			continue // a kernel without this kind of namespace
+		}
+		l, err := procfs.Link(pid, "ns/"+ns)
+		if err != nil {
+			return nil, fmt.Errorf("read its %s namespace: %w", ns, err)
+		}
+		out[ns] = l
+	}
+	return out, nil
+}
+
+// treeNamespaces reads which namespaces the root has of its own, refuses the kinds gocr does
+// not make again, and records the rest in the tree. It runs before anything is frozen.
+func (d *dumper) treeNamespaces() error {
+	ours, err := nsLinks(os.Getpid())
+	if err != nil {
+		return fmt.Errorf("dump: gocr's own namespaces: %w", err)
+	}
+	d.nsRoot = nil
+	for _, root := range d.opts.Roots {
+		links, err := nsLinks(root)
+		if err != nil {
+			return pidError(root, err)
+		}
+		var own, refused []string
+		for _, ns := range namespaceKinds {
+			if l, ok := links[ns]; ok && l != ours[ns] {
+				own = append(own, ns)
+				if !ownNamespaces[ns] {
+					refused = append(refused, ns)
+				}
+			}
+		}
+		if len(own) == 0 {
+			if d.nsRoot != nil {
+				return fmt.Errorf("dump: pid %d shares gocr's namespaces but pid %d has its own: dump them apart: %w", root, d.opts.Roots[0], ErrBadArgs)
+			}
+			continue
+		}
+		if len(d.opts.Roots) > 1 {
+			return fmt.Errorf("dump: pid %d has namespaces of its own (%s): a tree in namespaces is dumped alone: %w", root, strings.Join(own, ", "), ErrBadArgs)
+		}
+		if len(refused) > 0 {
+			return &UnsupportedError{Pid: root, What: "namespaces", Kind: fmt.Sprintf("%s namespaces of its own (gocr makes pid and uts namespaces again, not these yet)", strings.Join(refused, ", ")),
+				Hint: "run gocr inside those namespaces, or dump a tree that shares them with gocr"}
+		}
+		ns := &imagepb.Namespaces{}
+		for _, kind := range own {
+			switch kind {
+			case "pid":
+				st, err := procfs.ReadStatus(root)
+				if err != nil {
+					return pidError(root, err)
+				}
+				if n := len(st.NSpid); n < 2 || st.NSpid[n-1] != 1 {
+					return &UnsupportedError{Pid: root, What: "pid namespace", Kind: fmt.Sprintf("a process inside a pid namespace (pid %d there) that is not its init", st.NSpid[len(st.NSpid)-1]),
+						Hint: "dump the namespace's init (pid 1 inside), whose tree holds all of it"}
+				}
+				ns.Pid = true
+			case "uts":
+				host, domain, err := utsNames(root)
+				if err != nil {
+					return pidError(root, err)
+				}
+				ns.Uts, ns.Hostname, ns.Domainname = true, host, domain
+			}
+		}
+		d.tree.Namespaces = ns
+		d.nsRoot = links
+	}
+	return nil
+}
+
+// checkNamespaces refuses a process of the tree whose namespaces are not its root's (a nested
+// container): it would be restored in the wrong ones.
+func (d *dumper) checkNamespaces(pid int) error {
+	want := d.nsRoot
+	if want == nil {
+		var err error
+		if want, err = nsLinks(os.Getpid()); err != nil {
+			return err
+		}
+	}
+	links, err := nsLinks(pid)
+	if err != nil {
+		return err
+	}
+	var differ []string
+	for _, ns := range namespaceKinds {
+		if links[ns] != want[ns] {
+			differ = append(differ, ns)
+		}
+	}
+	if len(differ) > 0 {
+		whose := "gocr's"
+		if d.nsRoot != nil {
+			whose = "its root's"
+		}
+		return &UnsupportedError{Pid: pid, What: "namespaces", Kind: fmt.Sprintf("a process in other %s namespaces than %s (a container inside the tree?)", strings.Join(differ, ", "), whose),
+			Hint: "dump that inner container on its own"}
+	}
+	return nil
+}
+
+// notePids records the pid of pid and of its threads in the tree's pid namespace.
+func (d *dumper) notePids(pid int, tids []int) error {
+	if d.tree.Namespaces == nil || !d.tree.Namespaces.Pid {
+		return nil
+	}
+	for _, tid := range append([]int{pid}, tids...) {
+		b, err := procfs.ReadFile(pid, fmt.Sprintf("task/%d/status", tid))
+		if err != nil {
+			return fmt.Errorf("dump pid %d: read status of thread %d: %w", pid, tid, err)
+		}
+		ns := procfs.ParseStatus(b).NSpid
+		if len(ns) < 2 {
+			return fmt.Errorf("dump pid %d: thread %d is not in the tree's pid namespace", pid, tid)
+		}
+		d.vpids[tid] = int32(ns[len(ns)-1])
+	}
+	return nil
+}
+
+// vpid is the pid the image records for host pid h: the same without a pid namespace of the
+// tree's own, else its pid there, or 0 for a process outside the namespace (the root's parent,
+// a session that came from outside).
+func (d *dumper) vpid(h int) int32 {
+	if d.tree.Namespaces == nil || !d.tree.Namespaces.Pid {
+		return int32(h)
+	}
+	return d.vpids[h]
+}
+
+// utsNames reads the host and domain names of pid's UTS namespace, from an OS thread that
+// joins it and then ends with its goroutine.
+func utsNames(pid int) (host, domain string, err error) {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread is in another namespace
+		fd, err := linux.Open(procfs.Path(pid, "ns/uts"), linux.ORdonly|linux.OCloexec, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer linux.Close(fd)
+		if err := linux.Setns(fd, linux.CloneNewUTS); err != nil {
+			done <- fmt.Errorf("join its uts namespace: %w", err)
+			return
+		}
+		host, domain, err = linux.Uname()
+		done <- err
+	}()
+	err = <-done
+	return host, domain, err
+}
+
+// InitName is argv[0] of gocr's init of a pid namespace a restore makes (RestoreOptions.NewPidns);
+// argv[1] is the pid of the tree's root there. gocr's main runs pidinit.Run when it sees it.
+const InitName = pidinit.Name
+
+// newPidns tells whether the tree is restored into a new pid namespace.
+func (r *restorer) newPidns() bool {
+	return r.opts.NewPidns || r.c.Tree.Namespaces != nil && r.c.Tree.Namespaces.Pid
+}
+
+// initMode tells whether gocr's init is the new pid namespace's pid 1: the tree was dumped
+// from gocr's own pid namespace, and its root is not an init.
+func (r *restorer) initMode() bool {
+	return r.newPidns() && (r.c.Tree.Namespaces == nil || !r.c.Tree.Namespaces.Pid)
+}
+
+// setHostname gives a root made with a UTS namespace of its own its names, before it makes
+// children.
+func (r *restorer) setHostname(p *procRestore) error {
+	ns := r.c.Tree.Namespaces
+	if ns == nil || !ns.Uts {
+		return nil
+	}
+	for _, n := range []struct {
+		nr   int
+		name string
+	}{{linux.SysSethostname, ns.Hostname}, {linux.SysSetdomainname, ns.Domainname}} {
+		a, err := p.arg(scratchArg, []byte(n.name))
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(p, "set host name", n.nr, a, uint64(len(n.name))); err != nil {
+			return fmt.Errorf("restore pid %d: %w", p.entry.Pid, err)
+		}
+	}
+	return nil
+}
+
+// releaseInit lets gocr's init run, once the tree is whole: without the scratch area, on
+// gocr's CPUs, no longer killed with gocr.
+func (r *restorer) releaseInit() error {
+	s := r.initT
+	if s == nil {
+		return nil
+	}
+	if _, err := s.t.Syscall(linux.SysMunmap, s.scratch, scratchSize); err != nil {
+		return fmt.Errorf("restore: init: %w", err)
+	}
+	if _, err := s.t.Syscall(linux.SysClose, stubPidfd); err != nil {
+		return fmt.Errorf("restore: init: %w", err)
+	}
+	if err := linux.SetAffinity(s.t.Pid, r.mask); err != nil {
+		return fmt.Errorf("restore: init: %w", err)
+	}
+	if err := linux.SetOptions(s.t.Pid, restoreOptions); err != nil {
+		return fmt.Errorf("restore: init: %w", err)
+	}
+	if err := linux.Detach(s.t.Pid, 0); err != nil {
+		return fmt.Errorf("restore: init: %w", err)
+	}
+	r.initT = nil
+	return nil
+}
+
+// setHost records the host pid of the process or thread the image knows as pid.
+func (r *restorer) setHost(pid int32, host int) {
+	r.hostsMu.Lock()
+	defer r.hostsMu.Unlock()
+	r.hosts[pid] = host
+}
+
+// hostPid is the pid gocr sees for the image's pid (or tid), 0 before it is made.
+func (r *restorer) hostPid(pid int) int {
+	r.hostsMu.Lock()
+	defer r.hostsMu.Unlock()
+	return r.hosts[int32(pid)]
+}

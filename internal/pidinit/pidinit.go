@@ -1,0 +1,62 @@
+// Package pidinit is gocr's init of a pid namespace that a restore makes (gocr restore
+// --new-pidns): the gocr binary started under this name is the namespace's pid 1 and the
+// restored tree's root is its child. Every binary that can be a restore's stub (gocr, and the
+// test binaries that restore in-process) runs Run when its argv[0] is Name.
+package pidinit
+
+import (
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+)
+
+// Name is argv[0] of the init; argv[1] is the pid of the tree's root in the namespace.
+const Name = "gocr-pidns-init"
+
+// Run passes the signals the init gets to the root, reaps every orphan of the namespace, and
+// when the root ends, ends the same way: its exit code, or 128 + the signal that killed it.
+// (When pid 1 ends, the kernel kills what is left in the namespace.)
+func Run(args []string) int {
+	if len(args) != 2 {
+		return 2
+	}
+	root, err := strconv.Atoi(args[1])
+	if err != nil || root <= 1 {
+		return 2
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs)
+	go func() {
+		for s := range sigs {
+			if s == syscall.SIGCHLD || s == syscall.SIGURG { // ours, and the Go runtime's
+				continue
+			}
+			syscall.Kill(root, s.(syscall.Signal))
+		}
+	}()
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return 1 // no child left, and the root was not seen ending
+		}
+		if pid != root {
+			continue // an orphan of the namespace
+		}
+		if ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// RunIfInit runs the init and exits when this process is one.
+func RunIfInit() {
+	if len(os.Args) > 0 && os.Args[0] == Name {
+		os.Exit(Run(os.Args))
+	}
+}
