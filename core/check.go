@@ -114,8 +114,11 @@ func Check(dir string) (*CheckReport, error) {
 			}
 		}
 	}
-	// Every PID and TID must be free.
+	// Every PID and TID must be free, unless the tree gets a pid namespace of its own.
 	for _, pe := range c.Tree.Processes {
+		if c.Tree.Namespaces != nil && c.Tree.Namespaces.Pid {
+			break
+		}
 		for _, tid := range pe.Threads {
 			if _, err := os.Stat(procfs.Path(int(tid), "")); err == nil {
 				comm, _ := procfs.ReadFile(int(tid), "comm")
@@ -123,7 +126,7 @@ func Check(dir string) (*CheckReport, error) {
 				if tid != pe.Pid {
 					what += fmt.Sprintf(" (thread %d)", tid)
 				}
-				add(what, "end that process, or restore elsewhere", "%d is in use by %q", tid, strings.TrimSpace(string(comm)))
+				add(what, "end that process, restore elsewhere, or restore with --new-pidns (a pid namespace of its own)", "%d is in use by %q", tid, strings.TrimSpace(string(comm)))
 			}
 		}
 	}
