@@ -219,12 +219,12 @@ type restorer struct {
 	// pid in the image; init is the host pid of gocr's init of a new pid namespace (0: none).
 	hosts   map[int32]int
 	hostsMu sync.Mutex // plugins' calls read it while threads are made
-	init  int
-	initT *procRestore // the init while it is traced
-	mask      linux.CPUSet // gocr's CPU mask: the restored processes get it back
-	cpu       int
-	ctx       context.Context
-	total     uint64 // bytes of memory to fill, for progress
+	init    int
+	initT   *procRestore // the init while it is traced
+	mask    linux.CPUSet // gocr's CPU mask: the restored processes get it back
+	cpu     int
+	ctx     context.Context
+	total   uint64 // bytes of memory to fill, for progress
 }
 
 type shmemOwner struct {
