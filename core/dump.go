@@ -315,6 +315,9 @@ func (d *dumper) run(ctx context.Context) error {
 			return fmt.Errorf("dump: %w", ErrInterrupted)
 		}
 	}
+	if err := d.thread.Do(d.collectIPC); err != nil {
+		return err
+	}
 	d.files.fixPtys()
 	if err := d.files.checkPeers(); err != nil {
 		return fmt.Errorf("dump: %w", err)

@@ -37,6 +37,10 @@ type fileTable struct {
 	// used here.
 	lock    string
 	lockErr error
+	// netns is the tree's network namespace (/proc/PID/ns/net) when it has one of its own,
+	// and inNetns runs a function on a thread inside it (nil: gocr's own).
+	netns   string
+	inNetns func(func() error) error
 	byIno   map[[2]uint64][]*openFile
 	pipes   map[uint64]*pipeDump // by inode
 	all     []*openFile
@@ -114,7 +118,7 @@ func (ft *fileTable) repairOff() {
 	}
 	ft.repaired = nil
 	if ft.lock != "" {
-		netlock.Unlock(ft.lock)
+		netlock.Unlock(ft.netns, ft.lock)
 	}
 }
 
@@ -330,7 +334,7 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 			err = netlinkSocket(f)
 		}
 		if errors.Is(err, linux.ErrNotNetlink) {
-			err = unixSocket(f, uint32(st.Ino), ft.skipInFlight, unsupported)
+			err = ft.unixSocket(f, uint32(st.Ino), unsupported)
 		}
 		if err != nil {
 			return nil, false, err
@@ -419,10 +423,10 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 			ft.lock = netlock.NewName()
 		}
 		if ft.lock != "" {
-			if err := netlock.Lock(ft.lock, []netlock.Conn{{Local: s.Local, Peer: s.Peer}}); errors.Is(err, netlock.ErrUnavailable) {
+			if err := netlock.Lock(ft.netns, ft.lock, []netlock.Conn{{Local: s.Local, Peer: s.Peer}}); errors.Is(err, netlock.ErrUnavailable) {
 				// No nftables here (a kernel without it, a container without
 				// CAP_NET_ADMIN): go on without, and say so.
-				netlock.Unlock(ft.lock)
+				netlock.Unlock(ft.netns, ft.lock)
 				ft.lock, ft.lockErr = "", err
 			} else if err != nil {
 				return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
@@ -468,8 +472,9 @@ func netlinkSocket(f *openFile) error {
 // inFlightHint says what to do about connections a listener has not accepted yet.
 const inFlightHint = "dump when the server has accepted them, or with --skip-in-flight to drop them (their clients see a reset)"
 
-func unixSocket(f *openFile, ino uint32, skipInFlight bool, unsupported func(kind, hint string) error) error {
-	s, err := linux.UnixDiag(ino)
+func (ft *fileTable) unixSocket(f *openFile, ino uint32, unsupported func(kind, hint string) error) error {
+	skipInFlight := ft.skipInFlight
+	s, err := ft.unixDiag(ino)
 	if errors.Is(err, linux.ENOENT) {
 		return unsupported(f.img.Path+" (neither unix, netlink, TCP nor UDP: packet, vsock...)", "")
 	}
@@ -582,7 +587,7 @@ func (ft *fileTable) checkPeers() error {
 			// Connected one way to a bound socket: connected to its name again at restore.
 			if peer != nil {
 				u.ConnectTo = peer.img.UnixSocket.Name
-			} else if s, err := linux.UnixDiag(u.PeerIno); err == nil {
+			} else if s, err := ft.unixDiag(u.PeerIno); err == nil {
 				u.ConnectTo, _ = absSocketName(f.pid, s.Name)
 			}
 			if u.ConnectTo != "" {
@@ -720,4 +725,18 @@ func sortedPipes(m map[uint64]*pipeDump) []uint64 {
 		}
 	}
 	return out
+}
+
+// unixDiag looks a unix socket up by inode, in the tree's network namespace.
+func (ft *fileTable) unixDiag(ino uint32) (*linux.UnixSocket, error) {
+	if ft.inNetns == nil {
+		return linux.UnixDiag(ino)
+	}
+	var s *linux.UnixSocket
+	err := ft.inNetns(func() error {
+		var err error
+		s, err = linux.UnixDiag(ino)
+		return err
+	})
+	return s, err
 }

@@ -39,6 +39,9 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 		}
 	}
 	for _, f := range c.Tree.Files {
+		if ns := c.Tree.Namespaces; ns != nil && ns.Net {
+			break // its ports are those of a new network namespace: all free
+		}
 		in := f.InetSocket
 		if f.Kind != imagepb.FileKind_FILE_KIND_INET_SOCKET || in == nil || in.Local == "" || (in.State != 10 && in.State != 7) {
 			continue

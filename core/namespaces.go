@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -22,7 +23,7 @@ var namespaceKinds = []string{"mnt", "pid", "net", "ipc", "uts", "user", "cgroup
 
 // ownNamespaces are the kinds a tree may have of its own; the others it must share with gocr,
 // which reads its files, sockets, IPC objects, clocks and credentials from its own view.
-var ownNamespaces = map[string]bool{"pid": true, "uts": true}
+var ownNamespaces = map[string]bool{"pid": true, "uts": true, "net": true, "ipc": true}
 
 // nsLinks reads the namespace links of pid (kinds this kernel lacks are left out).
 func nsLinks(pid int) (map[string]string, error) {
@@ -72,7 +73,7 @@ func (d *dumper) treeNamespaces() error {
 			return fmt.Errorf("dump: pid %d has namespaces of its own (%s): a tree in namespaces is dumped alone: %w", root, strings.Join(own, ", "), ErrBadArgs)
 		}
 		if len(refused) > 0 {
-			return &UnsupportedError{Pid: root, What: "namespaces", Kind: fmt.Sprintf("%s namespaces of its own (gocr makes pid and uts namespaces again, not these yet)", strings.Join(refused, ", ")),
+			return &UnsupportedError{Pid: root, What: "namespaces", Kind: fmt.Sprintf("%s namespaces of its own (gocr makes pid, UTS, network and IPC namespaces again, not these yet)", strings.Join(refused, ", ")),
 				Hint: "run gocr inside those namespaces, or dump a tree that shares them with gocr"}
 		}
 		ns := &imagepb.Namespaces{}
@@ -94,10 +95,115 @@ func (d *dumper) treeNamespaces() error {
 					return pidError(root, err)
 				}
 				ns.Uts, ns.Hostname, ns.Domainname = true, host, domain
+			case "net":
+				ns.Net = true
+			case "ipc":
+				ns.Ipc = true
 			}
 		}
 		d.tree.Namespaces = ns
 		d.nsRoot = links
+		if err := d.joinTreeNamespaces(root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// joinTreeNamespaces moves the tracer thread into the root's network and IPC namespaces of
+// its own, so that the sockets and System V objects it looks up are the tree's, and checks
+// that the network namespace holds nothing gocr would not make again.
+func (d *dumper) joinTreeNamespaces(root int) error {
+	ns := d.tree.Namespaces
+	var kinds []string
+	if ns.Net {
+		kinds = append(kinds, "net")
+		d.files.netns = procfs.Path(root, "ns/net")
+		d.files.inNetns = d.thread.Do
+	}
+	if ns.Ipc {
+		kinds = append(kinds, "ipc")
+	}
+	if len(kinds) == 0 {
+		return nil
+	}
+	return d.thread.Do(func() error {
+		if err := joinNamespaces(root, kinds...); err != nil {
+			return fmt.Errorf("dump pid %d: %w", root, err)
+		}
+		if !ns.Net {
+			return nil
+		}
+		links, err := net.Interfaces()
+		if err != nil {
+			return fmt.Errorf("dump pid %d: list the links of its network namespace: %w", root, err)
+		}
+		var others []string
+		for _, l := range links {
+			if l.Name != "lo" {
+				others = append(others, l.Name)
+			}
+		}
+		if len(others) > 0 {
+			return &UnsupportedError{Pid: root, What: "network namespace", Kind: fmt.Sprintf("links other than lo (%s)", strings.Join(others, ", ")),
+				Hint: "gocr makes a network namespace again with its loopback link only"}
+		}
+		ns.LoUp, err = linux.LinkUp("lo")
+		return err
+	})
+}
+
+// collectIPC reads the System V semaphore sets and message queues of the tree's own IPC
+// namespace (on the tracer thread, inside it), once the tree is frozen, and refuses shared
+// memory segments that no process of the tree attaches (their content is read through the
+// processes' mappings).
+func (d *dumper) collectIPC() error {
+	ns := d.tree.Namespaces
+	if ns == nil || !ns.Ipc {
+		return nil
+	}
+	root := d.order[0]
+	ids, err := linux.SysvList("shm")
+	if err != nil {
+		return fmt.Errorf("dump: IPC namespace: %w", err)
+	}
+	for _, id := range ids {
+		found := false
+		for _, s := range d.tree.SysvShm {
+			found = found || int(s.Id) == id
+		}
+		if !found {
+			return &UnsupportedError{Pid: root, What: "IPC namespace", Kind: fmt.Sprintf("System V shared memory segment %d, attached by no process of the tree", id),
+				Hint: "attach it in a process of the tree, or remove it (ipcrm -m)"}
+		}
+	}
+	if ids, err = linux.SysvList("sem"); err != nil {
+		return fmt.Errorf("dump: IPC namespace: %w", err)
+	}
+	for _, id := range ids {
+		i, vals, err := linux.SemRead(id)
+		if err != nil {
+			return fmt.Errorf("dump: IPC namespace: semaphore set %d: %w", id, err)
+		}
+		s := &imagepb.SysvSem{Ids: sysvIdsImage(i)}
+		for _, v := range vals {
+			s.Values = append(s.Values, uint32(v))
+		}
+		ns.SysvSem = append(ns.SysvSem, s)
+	}
+	if ids, err = linux.SysvList("msg"); err != nil {
+		return fmt.Errorf("dump: IPC namespace: %w", err)
+	}
+	for _, id := range ids {
+		i, qbytes, msgs, err := linux.MsgRead(id)
+		if err != nil {
+			return fmt.Errorf("dump: IPC namespace: %w", err)
+		}
+		q := &imagepb.SysvMsgQueue{Ids: sysvIdsImage(i), Qbytes: qbytes}
+		for _, m := range msgs {
+			q.Messages = append(q.Messages, &imagepb.SysvMsg{Mtype: m.Type, Text: m.Text})
+		}
+		ns.SysvMsg = append(ns.SysvMsg, q)
 	}
 	return nil
 }
@@ -260,4 +366,82 @@ func (r *restorer) hostPid(pid int) int {
 	r.hostsMu.Lock()
 	defer r.hostsMu.Unlock()
 	return r.hosts[int32(pid)]
+}
+
+// joinNamespaces moves the calling thread (locked to it) into pid's namespaces of kinds.
+func joinNamespaces(pid int, kinds ...string) error {
+	flags := map[string]int{"net": linux.CloneNewNet, "ipc": linux.CloneNewIPC, "uts": linux.CloneNewUTS}
+	for _, kind := range kinds {
+		fd, err := linux.Open(procfs.Path(pid, "ns/"+kind), linux.ORdonly|linux.OCloexec, 0)
+		if err != nil {
+			return err
+		}
+		err = linux.Setns(fd, flags[kind])
+		linux.Close(fd)
+		if err != nil {
+			return fmt.Errorf("join the %s namespace of pid %d: %w", kind, pid, err)
+		}
+	}
+	return nil
+}
+
+// prepareNamespaces runs on the tracer thread before anything else is made. For a tree with
+// network or IPC namespaces of its own, it starts the stub in new ones, joins them (so that the
+// sockets and System V objects made next are made there), brings the loopback link up and makes
+// the namespace's semaphore sets and message queues again.
+func (r *restorer) prepareNamespaces() error {
+	ns := r.c.Tree.Namespaces
+	if ns == nil || !ns.Net && !ns.Ipc {
+		return nil
+	}
+	stub, err := r.startStub(r.c.Tree.Roots[0])
+	if err != nil {
+		return err
+	}
+	r.stub = stub
+	var kinds []string
+	if ns.Net {
+		kinds = append(kinds, "net")
+	}
+	if ns.Ipc {
+		kinds = append(kinds, "ipc")
+	}
+	if err := joinNamespaces(stub.t.Pid, kinds...); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if ns.Net && ns.LoUp {
+		if err := linux.SetLinkUp("lo"); err != nil {
+			return fmt.Errorf("restore: network namespace: %w", err)
+		}
+	}
+	for _, s := range ns.SysvSem {
+		vals := make([]uint16, len(s.Values))
+		for i, v := range s.Values {
+			vals[i] = uint16(v)
+		}
+		if err := linux.SemCreate(sysvIds(s.Ids), vals); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	for _, q := range ns.SysvMsg {
+		var msgs []linux.Msg
+		for _, m := range q.Messages {
+			msgs = append(msgs, linux.Msg{Type: m.Mtype, Text: m.Text})
+		}
+		if err := linux.MsgCreate(sysvIds(q.Ids), q.Qbytes, msgs); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	return nil
+}
+
+func sysvIds(i *imagepb.SysvIds) linux.SysvIds {
+	if i == nil {
+		return linux.SysvIds{}
+	}
+	return linux.SysvIds{ID: i.Id, Key: i.Key, Mode: i.Mode, Uid: i.Uid, Gid: i.Gid}
+}
+
+func sysvIdsImage(i linux.SysvIds) *imagepb.SysvIds {
+	return &imagepb.SysvIds{Id: i.ID, Key: i.Key, Mode: i.Mode, Uid: i.Uid, Gid: i.Gid}
 }

@@ -132,20 +132,18 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		}
 		return nil, err
 	}
-	if err := linux.SetChildSubreaper(); err != nil {
-		r.closeFiles()
-		return nil, fmt.Errorf("restore: %w", err)
-	}
 	r.thread = tracer.NewThread()
 	defer r.thread.Close()
-	if r.mask, err = linux.GetAffinity(0); err != nil {
-		r.closeFiles()
-		return nil, fmt.Errorf("restore: %w", err)
+	err = linux.SetChildSubreaper()
+	if err == nil {
+		r.mask, err = linux.GetAffinity(0)
 	}
-	// The stub, and so every process cloned from it, runs on the tracer's CPU until the end.
-	if r.cpu, err = r.thread.Pin(); err != nil {
-		r.closeFiles()
-		return nil, fmt.Errorf("restore: %w", err)
+	if err == nil {
+		// The stub, and so every process cloned from it, runs on the tracer's CPU until the end.
+		r.cpu, err = r.thread.Pin()
+	}
+	if err != nil {
+		err = fmt.Errorf("restore: %w", err)
 	}
 	for _, e := range c.Index.Files {
 		if strings.HasPrefix(e.Name, "shmem-") {
@@ -157,19 +155,31 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 			r.total += run.NrPages * linux.PageSize
 		}
 	}
-	err = r.run(ctx)
+	if err == nil {
+		// The tree's own namespaces first (the tracer thread joins them), then the files,
+		// sockets and objects the processes will share, made there.
+		err = r.thread.Do(r.prepareNamespaces)
+	}
+	if err == nil {
+		err = r.thread.Do(r.openAll)
+	}
+	if err == nil {
+		err = r.run(ctx)
+	}
 	r.closeFiles()
 	r.host.Close(err == nil)
 	if err != nil {
 		r.thread.Do(func() error { r.killAll(); return nil })
 		r.removeCgroupsMade()
-		r.removeSysvShm(true)
+		if ns := c.Tree.Namespaces; ns == nil || !ns.Ipc { // else they went with the namespace
+			r.removeSysvShm(true)
+		}
 		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
 			err = fmt.Errorf("%w: %w", ErrInterrupted, err)
 		}
 		return nil, err
 	}
-	r.removeSysvShm(false)
+	r.thread.Do(func() error { r.removeSysvShm(false); return nil }) // in the tree's IPC namespace
 	res := &Restored{Stats: *r.stats}
 	if r.init != 0 {
 		res.Roots = []int{r.init}
@@ -221,6 +231,7 @@ type restorer struct {
 	hostsMu sync.Mutex // plugins' calls read it while threads are made
 	init    int
 	initT   *procRestore // the init while it is traced
+	stub    *procRestore // the stub, when it is made before the tree (see prepareNamespaces)
 	mask    linux.CPUSet // gocr's CPU mask: the restored processes get it back
 	cpu     int
 	ctx     context.Context
@@ -316,6 +327,12 @@ func (r *restorer) preflight() error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
+	return nil
+}
+
+// openAll makes what the processes will share: saved files, System V segments, open files and
+// sockets (in the tree's namespaces: it runs on the tracer thread), the pages to read.
+func (r *restorer) openAll() error {
 	if err := r.openSavedFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -462,7 +479,7 @@ func (r *restorer) run(ctx context.Context) error {
 	}
 	// The restored sockets are out of repair mode: let the peers' packets reach them.
 	if r.c.Tree.NetLock != "" {
-		if err := netlock.Unlock(r.c.Tree.NetLock); err != nil {
+		if err := netlock.Unlock("", r.c.Tree.NetLock); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
@@ -485,10 +502,14 @@ const restoreOptions = linux.OptTraceSysGood | linux.OptTraceFork | linux.OptTra
 // createTree makes the root's process from a stub and then each descendant from its parent,
 // all with their old PIDs, by clone3 with set_tid run inside the parent.
 func (r *restorer) createTree(root int32, children map[int32][]int32) error {
-	stub, err := r.startStub(root)
-	if err != nil {
-		return err
+	stub := r.stub // started already when the tree has network or IPC namespaces of its own
+	if stub == nil {
+		var err error
+		if stub, err = r.startStub(root); err != nil {
+			return err
+		}
 	}
+	r.stub = nil
 	p := r.procs[root]
 	how := asSibling
 	if r.initMode() {
@@ -621,6 +642,14 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 	if r.initMode() {
 		// The stub is the new pid namespace's init, and stays: the root is its child.
 		argv, attr.Cloneflags = []string{InitName, strconv.Itoa(int(root))}, linux.CloneNewPID
+	}
+	if ns := r.c.Tree.Namespaces; ns != nil {
+		if ns.Net {
+			attr.Cloneflags |= linux.CloneNewNet
+		}
+		if ns.Ipc {
+			attr.Cloneflags |= linux.CloneNewIPC
+		}
 	}
 	pidfd, err := linux.PidfdOpenFlags(os.Getpid(), 0)
 	if err != nil {
@@ -915,6 +944,9 @@ func (r *restorer) killAll() {
 	}
 	if r.init != 0 { // its end ends the whole namespace
 		pids = append([]int{r.init}, pids...)
+	}
+	if r.stub != nil {
+		pids = append([]int{r.stub.t.Pid}, pids...)
 	}
 	for _, pid := range pids {
 		linux.Kill(pid, linux.SIGKILL)

@@ -665,9 +665,17 @@ type Namespaces struct {
 	// The root is the init (pid 1) of its own pid namespace.
 	Pid bool `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
 	// Its own UTS namespace, with these names.
-	Uts           bool   `protobuf:"varint,2,opt,name=uts,proto3" json:"uts,omitempty"`
-	Hostname      string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Domainname    string `protobuf:"bytes,4,opt,name=domainname,proto3" json:"domainname,omitempty"`
+	Uts        bool   `protobuf:"varint,2,opt,name=uts,proto3" json:"uts,omitempty"`
+	Hostname   string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Domainname string `protobuf:"bytes,4,opt,name=domainname,proto3" json:"domainname,omitempty"`
+	// Its own IPC namespace: the System V objects of the namespace are the tree's. Its shared
+	// memory segments are the tree's sysv_shm; its semaphore sets and message queues are here.
+	Ipc     bool            `protobuf:"varint,5,opt,name=ipc,proto3" json:"ipc,omitempty"`
+	SysvSem []*SysvSem      `protobuf:"bytes,6,rep,name=sysv_sem,json=sysvSem,proto3" json:"sysv_sem,omitempty"`
+	SysvMsg []*SysvMsgQueue `protobuf:"bytes,7,rep,name=sysv_msg,json=sysvMsg,proto3" json:"sysv_msg,omitempty"`
+	// Its own network namespace, with only its loopback link (lo_up: whether it is up).
+	Net           bool `protobuf:"varint,8,opt,name=net,proto3" json:"net,omitempty"`
+	LoUp          bool `protobuf:"varint,9,opt,name=lo_up,json=loUp,proto3" json:"lo_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,6 +738,284 @@ func (x *Namespaces) GetDomainname() string {
 	return ""
 }
 
+func (x *Namespaces) GetIpc() bool {
+	if x != nil {
+		return x.Ipc
+	}
+	return false
+}
+
+func (x *Namespaces) GetSysvSem() []*SysvSem {
+	if x != nil {
+		return x.SysvSem
+	}
+	return nil
+}
+
+func (x *Namespaces) GetSysvMsg() []*SysvMsgQueue {
+	if x != nil {
+		return x.SysvMsg
+	}
+	return nil
+}
+
+func (x *Namespaces) GetNet() bool {
+	if x != nil {
+		return x.Net
+	}
+	return false
+}
+
+func (x *Namespaces) GetLoUp() bool {
+	if x != nil {
+		return x.LoUp
+	}
+	return false
+}
+
+// SysvIds are a System V object's id, key and owner.
+type SysvIds struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Key           int32                  `protobuf:"varint,2,opt,name=key,proto3" json:"key,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysvIds) Reset() {
+	*x = SysvIds{}
+	mi := &file_image_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysvIds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysvIds) ProtoMessage() {}
+
+func (x *SysvIds) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysvIds.ProtoReflect.Descriptor instead.
+func (*SysvIds) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SysvIds) GetId() int32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SysvIds) GetKey() int32 {
+	if x != nil {
+		return x.Key
+	}
+	return 0
+}
+
+func (x *SysvIds) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *SysvIds) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *SysvIds) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// SysvSem is a System V semaphore set and the value of each semaphore.
+type SysvSem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           *SysvIds               `protobuf:"bytes,1,opt,name=ids,proto3" json:"ids,omitempty"`
+	Values        []uint32               `protobuf:"varint,2,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysvSem) Reset() {
+	*x = SysvSem{}
+	mi := &file_image_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysvSem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysvSem) ProtoMessage() {}
+
+func (x *SysvSem) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysvSem.ProtoReflect.Descriptor instead.
+func (*SysvSem) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SysvSem) GetIds() *SysvIds {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *SysvSem) GetValues() []uint32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// SysvMsgQueue is a System V message queue, its size limit and its messages, oldest first.
+type SysvMsgQueue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           *SysvIds               `protobuf:"bytes,1,opt,name=ids,proto3" json:"ids,omitempty"`
+	Qbytes        uint64                 `protobuf:"varint,2,opt,name=qbytes,proto3" json:"qbytes,omitempty"`
+	Messages      []*SysvMsg             `protobuf:"bytes,3,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysvMsgQueue) Reset() {
+	*x = SysvMsgQueue{}
+	mi := &file_image_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysvMsgQueue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysvMsgQueue) ProtoMessage() {}
+
+func (x *SysvMsgQueue) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysvMsgQueue.ProtoReflect.Descriptor instead.
+func (*SysvMsgQueue) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SysvMsgQueue) GetIds() *SysvIds {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *SysvMsgQueue) GetQbytes() uint64 {
+	if x != nil {
+		return x.Qbytes
+	}
+	return 0
+}
+
+func (x *SysvMsgQueue) GetMessages() []*SysvMsg {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type SysvMsg struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mtype         int64                  `protobuf:"varint,1,opt,name=mtype,proto3" json:"mtype,omitempty"`
+	Text          []byte                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysvMsg) Reset() {
+	*x = SysvMsg{}
+	mi := &file_image_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysvMsg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysvMsg) ProtoMessage() {}
+
+func (x *SysvMsg) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysvMsg.ProtoReflect.Descriptor instead.
+func (*SysvMsg) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SysvMsg) GetMtype() int64 {
+	if x != nil {
+		return x.Mtype
+	}
+	return 0
+}
+
+func (x *SysvMsg) GetText() []byte {
+	if x != nil {
+		return x.Text
+	}
+	return nil
+}
+
 // SysvShm is a System V shared memory segment; its content is SharedMemory shmem_id.
 type SysvShm struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -748,7 +1034,7 @@ type SysvShm struct {
 
 func (x *SysvShm) Reset() {
 	*x = SysvShm{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +1046,7 @@ func (x *SysvShm) String() string {
 func (*SysvShm) ProtoMessage() {}
 
 func (x *SysvShm) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +1059,7 @@ func (x *SysvShm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysvShm.ProtoReflect.Descriptor instead.
 func (*SysvShm) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SysvShm) GetId() int32 {
@@ -852,7 +1138,7 @@ type SavedFile struct {
 
 func (x *SavedFile) Reset() {
 	*x = SavedFile{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1150,7 @@ func (x *SavedFile) String() string {
 func (*SavedFile) ProtoMessage() {}
 
 func (x *SavedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1163,7 @@ func (x *SavedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavedFile.ProtoReflect.Descriptor instead.
 func (*SavedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SavedFile) GetId() uint32 {
@@ -964,7 +1250,7 @@ type MappedFile struct {
 
 func (x *MappedFile) Reset() {
 	*x = MappedFile{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1262,7 @@ func (x *MappedFile) String() string {
 func (*MappedFile) ProtoMessage() {}
 
 func (x *MappedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1275,7 @@ func (x *MappedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedFile.ProtoReflect.Descriptor instead.
 func (*MappedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MappedFile) GetPath() string {
@@ -1031,7 +1317,7 @@ type CPU struct {
 
 func (x *CPU) Reset() {
 	*x = CPU{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1329,7 @@ func (x *CPU) String() string {
 func (*CPU) ProtoMessage() {}
 
 func (x *CPU) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1342,7 @@ func (x *CPU) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPU.ProtoReflect.Descriptor instead.
 func (*CPU) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CPU) GetXstateSize() uint32 {
@@ -1098,7 +1384,7 @@ type ProcessEntry struct {
 
 func (x *ProcessEntry) Reset() {
 	*x = ProcessEntry{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1396,7 @@ func (x *ProcessEntry) String() string {
 func (*ProcessEntry) ProtoMessage() {}
 
 func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1409,7 @@ func (x *ProcessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEntry.ProtoReflect.Descriptor instead.
 func (*ProcessEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProcessEntry) GetPid() int32 {
@@ -1270,7 +1556,7 @@ type OpenFile struct {
 
 func (x *OpenFile) Reset() {
 	*x = OpenFile{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1568,7 @@ func (x *OpenFile) String() string {
 func (*OpenFile) ProtoMessage() {}
 
 func (x *OpenFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1581,7 @@ func (x *OpenFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFile.ProtoReflect.Descriptor instead.
 func (*OpenFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OpenFile) GetId() uint32 {
@@ -1540,7 +1826,7 @@ type NetlinkSocket struct {
 
 func (x *NetlinkSocket) Reset() {
 	*x = NetlinkSocket{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1838,7 @@ func (x *NetlinkSocket) String() string {
 func (*NetlinkSocket) ProtoMessage() {}
 
 func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1851,7 @@ func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSocket.ProtoReflect.Descriptor instead.
 func (*NetlinkSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NetlinkSocket) GetType() int32 {
@@ -1627,7 +1913,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1925,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1938,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FileLock) GetKind() LockKind {
@@ -1705,7 +1991,7 @@ type Pty struct {
 
 func (x *Pty) Reset() {
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2003,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2016,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pty) GetTermios() []byte {
@@ -1781,7 +2067,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +2079,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +2092,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -1849,7 +2135,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2147,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2160,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -1923,7 +2209,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2221,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2234,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2040,7 +2326,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2338,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2351,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -2199,7 +2485,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2497,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2510,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -2301,7 +2587,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2599,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2612,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -2364,7 +2650,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2662,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2675,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -2442,7 +2728,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2740,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2753,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -2527,7 +2813,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2825,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2838,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -2631,7 +2917,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2929,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2942,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Process) GetPid() int32 {
@@ -2916,7 +3202,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2928,7 +3214,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2941,7 +3227,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -2968,7 +3254,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2980,7 +3266,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2993,7 +3279,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -3032,7 +3318,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3044,7 +3330,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3057,7 +3343,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -3135,7 +3421,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3147,7 +3433,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3160,7 +3446,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -3241,7 +3527,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3539,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3552,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3389,7 +3675,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3687,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3700,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -3620,7 +3906,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3918,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3931,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -3695,7 +3981,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3707,7 +3993,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3720,7 +4006,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -3755,7 +4041,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3767,7 +4053,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3780,7 +4066,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -3815,7 +4101,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3827,7 +4113,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3840,7 +4126,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -3889,7 +4175,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3901,7 +4187,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3914,7 +4200,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -4057,7 +4343,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4069,7 +4355,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4082,7 +4368,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4222,7 +4508,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4234,7 +4520,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4247,7 +4533,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4282,7 +4568,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4294,7 +4580,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4307,7 +4593,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4348,7 +4634,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4360,7 +4646,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4373,7 +4659,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4451,7 +4737,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4463,7 +4749,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4476,7 +4762,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -4548,7 +4834,7 @@ const file_image_proto_rawDesc = "" +
 	"\bnet_lock\x18\x0e \x01(\tR\anetLock\x129\n" +
 	"\n" +
 	"namespaces\x18\x0f \x01(\v2\x19.gocr.image.v1.NamespacesR\n" +
-	"namespaces\"l\n" +
+	"namespaces\"\x90\x02\n" +
 	"\n" +
 	"Namespaces\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\bR\x03pid\x12\x10\n" +
@@ -4556,7 +4842,28 @@ const file_image_proto_rawDesc = "" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x1e\n" +
 	"\n" +
 	"domainname\x18\x04 \x01(\tR\n" +
-	"domainname\"\xac\x01\n" +
+	"domainname\x12\x10\n" +
+	"\x03ipc\x18\x05 \x01(\bR\x03ipc\x121\n" +
+	"\bsysv_sem\x18\x06 \x03(\v2\x16.gocr.image.v1.SysvSemR\asysvSem\x126\n" +
+	"\bsysv_msg\x18\a \x03(\v2\x1b.gocr.image.v1.SysvMsgQueueR\asysvMsg\x12\x10\n" +
+	"\x03net\x18\b \x01(\bR\x03net\x12\x13\n" +
+	"\x05lo_up\x18\t \x01(\bR\x04loUp\"c\n" +
+	"\aSysvIds\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\"K\n" +
+	"\aSysvSem\x12(\n" +
+	"\x03ids\x18\x01 \x01(\v2\x16.gocr.image.v1.SysvIdsR\x03ids\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\rR\x06values\"\x84\x01\n" +
+	"\fSysvMsgQueue\x12(\n" +
+	"\x03ids\x18\x01 \x01(\v2\x16.gocr.image.v1.SysvIdsR\x03ids\x12\x16\n" +
+	"\x06qbytes\x18\x02 \x01(\x04R\x06qbytes\x122\n" +
+	"\bmessages\x18\x03 \x03(\v2\x16.gocr.image.v1.SysvMsgR\bmessages\"3\n" +
+	"\aSysvMsg\x12\x14\n" +
+	"\x05mtype\x18\x01 \x01(\x03R\x05mtype\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\fR\x04text\"\xac\x01\n" +
 	"\aSysvShm\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\x05R\x03key\x12\x12\n" +
@@ -5013,7 +5320,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
 	(FileKind)(0),         // 1: gocr.image.v1.FileKind
@@ -5023,97 +5330,106 @@ var file_image_proto_goTypes = []any{
 	(*FileEntry)(nil),     // 5: gocr.image.v1.FileEntry
 	(*Tree)(nil),          // 6: gocr.image.v1.Tree
 	(*Namespaces)(nil),    // 7: gocr.image.v1.Namespaces
-	(*SysvShm)(nil),       // 8: gocr.image.v1.SysvShm
-	(*SavedFile)(nil),     // 9: gocr.image.v1.SavedFile
-	(*MappedFile)(nil),    // 10: gocr.image.v1.MappedFile
-	(*CPU)(nil),           // 11: gocr.image.v1.CPU
-	(*ProcessEntry)(nil),  // 12: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),      // 13: gocr.image.v1.OpenFile
-	(*NetlinkSocket)(nil), // 14: gocr.image.v1.NetlinkSocket
-	(*FileLock)(nil),      // 15: gocr.image.v1.FileLock
-	(*Pty)(nil),           // 16: gocr.image.v1.Pty
-	(*Timerfd)(nil),       // 17: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 18: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),    // 19: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),       // 20: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),    // 21: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),     // 22: gocr.image.v1.EpollItem
-	(*Pipe)(nil),          // 23: gocr.image.v1.Pipe
-	(*SharedMemory)(nil),  // 24: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),       // 25: gocr.image.v1.PageRun
-	(*Process)(nil),       // 26: gocr.image.v1.Process
-	(*Cgroup)(nil),        // 27: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 28: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 29: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 30: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 31: gocr.image.v1.Thread
-	(*Regs)(nil),          // 32: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 33: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 34: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 35: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 36: gocr.image.v1.ITimer
-	(*MM)(nil),            // 37: gocr.image.v1.MM
-	(*VMA)(nil),           // 38: gocr.image.v1.VMA
-	(*Fd)(nil),            // 39: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 40: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 41: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 42: gocr.image.v1.Rseq
-	nil,                   // 43: gocr.image.v1.InetSocket.OptionsEntry
+	(*SysvIds)(nil),       // 8: gocr.image.v1.SysvIds
+	(*SysvSem)(nil),       // 9: gocr.image.v1.SysvSem
+	(*SysvMsgQueue)(nil),  // 10: gocr.image.v1.SysvMsgQueue
+	(*SysvMsg)(nil),       // 11: gocr.image.v1.SysvMsg
+	(*SysvShm)(nil),       // 12: gocr.image.v1.SysvShm
+	(*SavedFile)(nil),     // 13: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),    // 14: gocr.image.v1.MappedFile
+	(*CPU)(nil),           // 15: gocr.image.v1.CPU
+	(*ProcessEntry)(nil),  // 16: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),      // 17: gocr.image.v1.OpenFile
+	(*NetlinkSocket)(nil), // 18: gocr.image.v1.NetlinkSocket
+	(*FileLock)(nil),      // 19: gocr.image.v1.FileLock
+	(*Pty)(nil),           // 20: gocr.image.v1.Pty
+	(*Timerfd)(nil),       // 21: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 22: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),    // 23: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),       // 24: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),    // 25: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),     // 26: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 27: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 28: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 29: gocr.image.v1.PageRun
+	(*Process)(nil),       // 30: gocr.image.v1.Process
+	(*Cgroup)(nil),        // 31: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 32: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 33: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 34: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 35: gocr.image.v1.Thread
+	(*Regs)(nil),          // 36: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 37: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 38: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 39: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 40: gocr.image.v1.ITimer
+	(*MM)(nil),            // 41: gocr.image.v1.MM
+	(*VMA)(nil),           // 42: gocr.image.v1.VMA
+	(*Fd)(nil),            // 43: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 44: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 45: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 46: gocr.image.v1.Rseq
+	nil,                   // 47: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	12, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	13, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	23, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	24, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	11, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	10, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
-	9,  // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
-	8,  // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
+	16, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	17, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	27, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	28, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	15, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	14, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	13, // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
+	12, // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
 	7,  // 10: gocr.image.v1.Tree.namespaces:type_name -> gocr.image.v1.Namespaces
-	1,  // 11: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	22, // 12: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	21, // 13: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	19, // 14: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	17, // 15: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	18, // 16: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	16, // 17: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	15, // 18: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
-	14, // 19: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
-	2,  // 20: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	43, // 21: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	20, // 22: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	25, // 23: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	32, // 24: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	33, // 25: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	34, // 26: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	35, // 27: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	36, // 28: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	37, // 29: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	38, // 30: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	25, // 31: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	39, // 32: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	40, // 33: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	41, // 34: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	42, // 35: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	31, // 36: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	30, // 37: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	15, // 38: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	29, // 39: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	28, // 40: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	27, // 41: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	32, // 42: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	34, // 43: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	35, // 44: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	42, // 45: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	29, // 46: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 47: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	9,  // 11: gocr.image.v1.Namespaces.sysv_sem:type_name -> gocr.image.v1.SysvSem
+	10, // 12: gocr.image.v1.Namespaces.sysv_msg:type_name -> gocr.image.v1.SysvMsgQueue
+	8,  // 13: gocr.image.v1.SysvSem.ids:type_name -> gocr.image.v1.SysvIds
+	8,  // 14: gocr.image.v1.SysvMsgQueue.ids:type_name -> gocr.image.v1.SysvIds
+	11, // 15: gocr.image.v1.SysvMsgQueue.messages:type_name -> gocr.image.v1.SysvMsg
+	1,  // 16: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	26, // 17: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	25, // 18: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	23, // 19: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	21, // 20: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	22, // 21: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	20, // 22: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	19, // 23: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	18, // 24: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
+	2,  // 25: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	47, // 26: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	24, // 27: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	29, // 28: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	36, // 29: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	37, // 30: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	38, // 31: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	39, // 32: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	40, // 33: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	41, // 34: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	42, // 35: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	29, // 36: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	43, // 37: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	44, // 38: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	45, // 39: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	46, // 40: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	35, // 41: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	34, // 42: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	19, // 43: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	33, // 44: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	32, // 45: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	31, // 46: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	36, // 47: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	38, // 48: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	39, // 49: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	46, // 50: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	33, // 51: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 52: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5127,7 +5443,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   40,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -21,6 +21,10 @@ func TestABISizes(t *testing.T) {
 		{"struct uffdio_api", unsafe.Sizeof(uffdioAPIArg{}), 24},
 		{"struct uffdio_register", unsafe.Sizeof(uffdioRegisterArg{}), 32},
 		{"struct flock (FlockBytes)", unsafe.Sizeof(unix.Flock_t{}), FlockSize},
+		{"struct semid64_ds", unsafe.Sizeof(semidDs{}), 104},
+		{"struct msqid64_ds", unsafe.Sizeof(msqidDs{}), 120},
+		{"offsetof(struct semid64_ds, sem_nsems)", unsafe.Offsetof(semidDs{}.Nsems), 80},
+		{"offsetof(struct msqid64_ds, msg_qbytes)", unsafe.Offsetof(msqidDs{}.Qbytes), 88},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: size %d, want %d", c.name, c.got, c.want)

@@ -28,12 +28,33 @@ func NewName() string {
 	return "gocr-" + hex.EncodeToString(b)
 }
 
-// Lock makes table name (family inet) dropping every packet that comes in for conns.
-func Lock(name string, conns []Conn) error {
-	c, err := nftables.New()
+// conn talks to nftables in the network namespace netns (a path such as /proc/PID/ns/net),
+// or in gocr's own for "".
+// The namespace's file stays open until done is called: each operation dials anew.
+func conn(netns string) (c *nftables.Conn, done func(), err error) {
+	if netns == "" {
+		c, err = nftables.New()
+		return c, func() {}, err
+	}
+	f, err := os.Open(netns)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c, err = nftables.New(nftables.WithNetNSFd(int(f.Fd()))); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return c, func() { f.Close() }, nil
+}
+
+// Lock makes table name (family inet) in network namespace netns ("": gocr's) dropping every
+// packet that comes in for conns.
+func Lock(netns, name string, conns []Conn) error {
+	c, done, err := conn(netns)
 	if err != nil {
 		return fmt.Errorf("network lock: %w: %w", ErrUnavailable, err)
 	}
+	defer done()
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
 	policy := nftables.ChainPolicyAccept
 	ch := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
@@ -50,12 +71,14 @@ func Lock(name string, conns []Conn) error {
 	return nil
 }
 
-// Unlock removes table name; a table that is not there is not an error.
-func Unlock(name string) error {
-	c, err := nftables.New()
+// Unlock removes table name of network namespace netns; a table that is not there is not an
+// error.
+func Unlock(netns, name string) error {
+	c, done, err := conn(netns)
 	if err != nil {
 		return fmt.Errorf("network unlock: %w", err)
 	}
+	defer done()
 	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
 	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("network unlock: delete nftables table inet %s: %w", name, err)

@@ -31,12 +31,12 @@ func TestLockDropsAConnection(t *testing.T) {
 	defer srv.Close()
 	name := NewName()
 	conn := Conn{Local: netip.MustParseAddrPort(srv.LocalAddr().String()), Peer: netip.MustParseAddrPort(srv.RemoteAddr().String())}
-	if err := Lock(name, []Conn{conn}); errors.Is(err, ErrUnavailable) {
+	if err := Lock("", name, []Conn{conn}); errors.Is(err, ErrUnavailable) {
 		t.Skipf("nftables cannot be used here: %v", err)
 	} else if err != nil {
 		t.Fatalf("lock: %v", err)
 	}
-	defer Unlock(name)
+	defer Unlock("", name)
 	if held, err := Held(name); err != nil || !held {
 		t.Fatalf("table %s held %v, %v", name, held, err)
 	}
@@ -45,7 +45,7 @@ func TestLockDropsAConnection(t *testing.T) {
 	if n, err := srv.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("read %d bytes through the lock", n)
 	}
-	if err := Unlock(name); err != nil {
+	if err := Unlock("", name); err != nil {
 		t.Fatal(err)
 	}
 	if held, _ := Held(name); held {
@@ -56,7 +56,7 @@ func TestLockDropsAConnection(t *testing.T) {
 	if n, err := srv.Read(make([]byte, 1)); err != nil || n != 1 {
 		t.Fatalf("after unlock: read %d, %v", n, err)
 	}
-	if err := Unlock(name); err != nil {
+	if err := Unlock("", name); err != nil {
 		t.Fatalf("unlocking twice: %v", err)
 	}
 }
