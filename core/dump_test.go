@@ -232,19 +232,19 @@ func TestDumpBadInput(t *testing.T) {
 		running(t, s.Pid, slog)
 	})
 	t.Run("other namespaces", func(t *testing.T) {
-		// unshare execs the counter in new UTS and network namespaces, under the same pid:
-		// the UTS namespace gocr makes again, the network namespace not yet.
+		// unshare execs the counter in new UTS and cgroup namespaces, under the same pid:
+		// the UTS namespace gocr makes again, the cgroup namespace not yet.
 		unshare, err := exec.LookPath("unshare")
 		if err != nil {
 			t.Skip("unshare (util-linux) is not installed")
 		}
 		nlog := filepath.Join(t.TempDir(), "ns.log")
-		n := testutil.Start(t, unshare, "--uts", "--net", bin, nlog)
+		n := testutil.Start(t, unshare, "--uts", "--cgroup", bin, nlog)
 		testutil.WaitFor(t, "the counter in its namespaces to count", func() bool { return lastInt(t, nlog) >= 3 })
 		_, err = core.Dump(ctx, core.DumpOptions{Roots: []int{n.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
 		var ue *core.UnsupportedError
-		if !errors.As(err, &ue) || ue.Pid != n.Pid || !strings.HasPrefix(ue.Kind, "net namespaces of its own") {
-			t.Fatalf("got %v, want an UnsupportedError naming the net namespace of pid %d", err, n.Pid)
+		if !errors.As(err, &ue) || ue.Pid != n.Pid || !strings.HasPrefix(ue.Kind, "cgroup namespaces of its own") {
+			t.Fatalf("got %v, want an UnsupportedError naming the cgroup namespace of pid %d", err, n.Pid)
 		}
 		running(t, n.Pid, nlog)
 	})

@@ -2,15 +2,22 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/internal/testutil"
@@ -226,4 +233,111 @@ func TestRestoreNewPidnsThreeCopies(t *testing.T) {
 	for _, pid := range copies[0].Pids {
 		testutil.WaitFor(t, fmt.Sprintf("pid %d of the ended copy to go", pid), func() bool { return !testutil.Alive(pid) })
 	}
+}
+
+// askIn connects to 127.0.0.1:port inside pid's network namespace and returns what it says.
+func askIn(pid, port int) (string, error) {
+	type result struct {
+		s   string
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in the other namespace
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		b, err := io.ReadAll(c)
+		ch <- result{string(b), err}
+	}()
+	r := <-ch
+	return r.s, r.err
+}
+
+// A container of its own pid, UTS, IPC and network namespaces (unshare) runs a loopback
+// server, System V semaphores and a message queue, and two processes on a unix socketpair. It
+// is dumped from the host and restored: the server answers from inside the new network
+// namespace and goes on counting its clients, the counter goes on, and the workload finds its
+// semaphores, messages and host name as they were.
+func TestRestoreContainerNetworkAndIPC(t *testing.T) {
+	testutil.RequireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	bin := testutil.Build(t, "container")
+	dir := t.TempDir()
+	port := freePort(t)
+	log := filepath.Join(dir, "root.log")
+	u := testutil.Start(t, unshare, "--pid", "--fork", "--uts", "--ipc", "--net", bin, dir, strconv.Itoa(port))
+	testutil.WaitFor(t, "the container to count", func() bool { return lastInt(t, log) >= 3 })
+	root := testutil.Children(u.Pid)[0]
+	if got, err := askIn(root, port); err != nil || got != "pong 1\n" {
+		t.Fatalf("the server in the container said %q, %v; want pong 1", got, err)
+	}
+	img := dump(t, core.Kill, root)
+	u.Reap()
+	at := lastInt(t, log)
+
+	res := restore(t, img)
+	r := res.Roots[0]
+	for _, kind := range []string{"pid", "net", "ipc", "uts"} {
+		if nsLink(t, r, kind) == nsLink(t, os.Getpid(), kind) {
+			t.Errorf("the restored container shares gocr's %s namespace", kind)
+		}
+	}
+	testutil.WaitFor(t, "the restored container to count on", func() bool { return lastInt(t, log) >= at+20 })
+	checkSequence(t, log, at+20)
+	if got, err := askIn(r, port); err != nil || got != "pong 2\n" {
+		t.Fatalf("the restored server said %q, %v; want pong 2", got, err)
+	}
+	syscall.Kill(r, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
+	if got := testutil.Lines(report)[0]; got != "ok" {
+		t.Fatalf("the restored container reports: %s", got)
+	}
+}
+
+// A container with a link of its own besides lo (a veth pair made by the test) is refused by
+// the dump, which names the link and leaves the container running.
+func TestDumpRefusesNetworkLinks(t *testing.T) {
+	testutil.RequireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("ip (iproute2) is not installed")
+	}
+	bin := testutil.Build(t, "counter")
+	log := filepath.Join(t.TempDir(), "count.log")
+	u := testutil.Start(t, unshare, "--net", bin, log)
+	testutil.WaitFor(t, "the counter to count", func() bool { return lastInt(t, log) >= 3 })
+	name := fmt.Sprintf("gocr%d", os.Getpid()%100000)
+	if out, err := exec.Command(ip, "link", "add", name, "type", "veth", "peer", "name", name+"p", "netns", strconv.Itoa(u.Pid)).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a veth pair (%v): %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(ip, "link", "del", name).Run() })
+	_, err = core.Dump(context.Background(), core.DumpOptions{Roots: []int{u.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	var ue *core.UnsupportedError
+	if !errors.As(err, &ue) || ue.Pid != u.Pid || !strings.Contains(ue.Kind, name+"p") {
+		t.Fatalf("got %v, want an UnsupportedError naming link %sp of pid %d", err, name, u.Pid)
+	}
+	running(t, u.Pid, log)
 }
