@@ -92,6 +92,22 @@ func showText(w io.Writer, c *image.Checkpoint) {
 		kindName(idx.Kind), idx.FormatVersion, idx.GocrVersion, idx.KernelRelease,
 		time.Unix(0, idx.CreatedUnixNano).Format(time.RFC3339))
 	fmt.Fprintf(w, "%d files, %s; XSTATE %d bytes, features %#x\n", len(idx.Files), humanBytes(total), c.Tree.Cpu.XstateSize, c.Tree.Cpu.Xfeatures)
+	if ns := c.Tree.Namespaces; ns != nil {
+		var own []string
+		if ns.Pid {
+			own = append(own, "pid (pids are the namespace's)")
+		}
+		if ns.Uts {
+			own = append(own, fmt.Sprintf("uts (host %q, domain %q)", ns.Hostname, ns.Domainname))
+		}
+		if ns.Ipc {
+			own = append(own, fmt.Sprintf("ipc (%d semaphore sets, %d message queues)", len(ns.SysvSem), len(ns.SysvMsg)))
+		}
+		if ns.Net {
+			own = append(own, fmt.Sprintf("net (lo up: %v)", ns.LoUp))
+		}
+		fmt.Fprintf(w, "namespaces of its own: %s\n", strings.Join(own, ", "))
+	}
 	if idx.Parent != "" {
 		fmt.Fprintf(w, "parent image: %s (needed to restore this one)\n", idx.Parent)
 	}
