@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -216,4 +217,47 @@ func BenchmarkPreDump(b *testing.B) {
 		os.RemoveAll(dir)
 		b.StartTimer()
 	}
+}
+
+// BenchmarkContainer dumps (leaving it running) and restores a container of 20 processes with
+// its own pid, UTS, IPC and network namespaces: the container workload, its helper, and 18
+// sleeps its init started.
+func BenchmarkContainer(b *testing.B) {
+	testutil.RequireRoot(b)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		b.Skip("unshare (util-linux) is not installed")
+	}
+	bin := testutil.Build(b, "container")
+	dir := b.TempDir()
+	u := testutil.Start(b, unshare, "--pid", "--fork", "--uts", "--ipc", "--net", "sh", "-c",
+		`for i in $(seq 18); do sleep 1000 & done; exec "$0" "$@"`, bin, dir, "8080")
+	testutil.WaitFor(b, "the container to count", func() bool { return testutil.LastCount(filepath.Join(dir, "root.log")) >= 3 })
+	root := testutil.Children(u.Pid)[0]
+	img := filepath.Join(b.TempDir(), "img")
+	b.Run("dump", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			os.RemoveAll(img)
+			st, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root}, Dir: img, Final: core.LeaveRunning, NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st.Processes != 20 {
+				b.Fatalf("dumped %d processes, want 20", st.Processes)
+			}
+			b.ReportMetric(st.Frozen.Seconds()*1000, "ms-frozen")
+		}
+	})
+	b.Run("restore", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: img})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(res.Stats.Total.Seconds()*1000, "ms-total")
+			testutil.KillAndReap(res.Roots[0]) // its init: the namespace ends with it
+			b.StartTimer()
+		}
+	})
 }
