@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -431,5 +432,57 @@ func TestCLIActionScripts(t *testing.T) {
 		"pre-restore " + pid, "post-restore " + pid, "post-resume " + pid}
 	if got := testutil.Lines(record); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("stages run:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A restore whose pid is taken fails and suggests --new-pidns; with it, the tree runs beside
+// the original in a pid namespace of its own, gocr waits for its init, and a SIGTERM to the
+// init ends the copy and gocr with status 143.
+func TestCLINewPidns(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, e, code := gocr(t, "dump", "-R", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+		t.Fatal(e)
+	}
+	if _, e, code := gocr(t, "restore", "-D", img); code == 0 || !strings.Contains(e, "--new-pidns") {
+		t.Fatalf("restore with the pid taken: exit %d, %q; want a failure suggesting --new-pidns", code, e)
+	}
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	cmd := exec.Command(gocrBin, "restore", "--new-pidns", "--pidfile", pidfile, "-D", img)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the pid file", func() bool { return strings.TrimSpace(testutil.ReadFile(pidfile)) != "" })
+	init, _ := strconv.Atoi(strings.TrimSpace(testutil.ReadFile(pidfile)))
+	testutil.Adopt(t, init)
+	var copy int
+	testutil.WaitFor(t, "the copy under its init", func() bool {
+		kids := testutil.Children(init)
+		if len(kids) == 1 {
+			copy = kids[0]
+		}
+		return copy != 0
+	})
+	ns := ""
+	for _, l := range strings.Split(testutil.ReadFile(fmt.Sprintf("/proc/%d/status", copy)), "\n") {
+		if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			ns = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	if want := fmt.Sprintf("%d %d", copy, p.Pid); ns != want {
+		t.Fatalf("the copy's NSpid is %q, want %q (the original's pid inside)", ns, want)
+	}
+	if !testutil.Alive(p.Pid) {
+		t.Fatal("the original died")
+	}
+	syscall.Kill(init, syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+15 {
+		t.Fatalf("gocr restore --new-pidns exited with %v, want status 143\n%s", err, errb.String())
 	}
 }
