@@ -31,37 +31,41 @@ func Uname() (host, domain string, err error) {
 	return unix.ByteSliceToString(u.Nodename[:]), unix.ByteSliceToString(u.Domainname[:]), nil
 }
 
-// LinkUp tells whether the link name of the calling thread's network namespace is up.
-func LinkUp(name string) (bool, error) {
+// linkFlags reads the flags of link name of the calling thread's network namespace, and
+// gives the socket and request that read them, to set them with.
+func linkFlags(name string) (int, *unix.Ifreq, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return false, os.NewSyscallError("socket", err)
+		return -1, nil, os.NewSyscallError("socket", err)
 	}
-	defer unix.Close(fd)
 	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("link %s: %w", name, os.NewSyscallError("SIOCGIFFLAGS", err))
+	}
+	return fd, ifr, nil
+}
+
+// LinkUp tells whether the link name of the calling thread's network namespace is up.
+func LinkUp(name string) (bool, error) {
+	fd, ifr, err := linkFlags(name)
 	if err != nil {
 		return false, err
 	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return false, fmt.Errorf("link %s: %w", name, os.NewSyscallError("SIOCGIFFLAGS", err))
-	}
+	unix.Close(fd)
 	return ifr.Uint16()&unix.IFF_UP != 0, nil
 }
 
 // SetLinkUp brings the link name of the calling thread's network namespace up.
 func SetLinkUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return os.NewSyscallError("socket", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
+	fd, ifr, err := linkFlags(name)
 	if err != nil {
 		return err
 	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("link %s: %w", name, os.NewSyscallError("SIOCGIFFLAGS", err))
-	}
+	defer unix.Close(fd)
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("bring link %s up: %w", name, os.NewSyscallError("SIOCSIFFLAGS", err))
