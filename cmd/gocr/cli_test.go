@@ -436,8 +436,9 @@ func TestCLIActionScripts(t *testing.T) {
 }
 
 // A restore whose pid is taken fails and suggests --new-pidns; with it, the tree runs beside
-// the original in a pid namespace of its own, gocr waits for its init, and a SIGTERM to the
-// init ends the copy and gocr with status 143.
+// the original in a pid namespace of its own, gocr waits for its init, and killing the init
+// ends the copy and gocr with status 137.
+
 func TestCLINewPidns(t *testing.T) {
 	testutil.RequireRoot(t)
 	log := filepath.Join(t.TempDir(), "count.log")
@@ -480,9 +481,9 @@ func TestCLINewPidns(t *testing.T) {
 	if !testutil.Alive(p.Pid) {
 		t.Fatal("the original died")
 	}
-	syscall.Kill(init, syscall.SIGTERM)
+	syscall.Kill(init, syscall.SIGKILL) // the namespace ends with its init
 	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+15 {
-		t.Fatalf("gocr restore --new-pidns exited with %v, want status 143\n%s", err, errb.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+9 {
+		t.Fatalf("gocr restore --new-pidns exited with %v, want status 137\n%s", err, errb.String())
 	}
 }
