@@ -438,7 +438,6 @@ func TestCLIActionScripts(t *testing.T) {
 // A restore whose pid is taken fails and suggests --new-pidns; with it, the tree runs beside
 // the original in a pid namespace of its own, gocr waits for its init, and killing the init
 // ends the copy and gocr with status 137.
-
 func TestCLINewPidns(t *testing.T) {
 	testutil.RequireRoot(t)
 	log := filepath.Join(t.TempDir(), "count.log")
