@@ -344,6 +344,11 @@ func (r *restorer) releaseInit() error {
 	if err := linux.SetAffinity(s.t.Pid, r.mask); err != nil {
 		return fmt.Errorf("restore: init: %w", err)
 	}
+	// Signals stay blocked (pending) until the init's Go runtime passes them on: one caught
+	// before signal.Notify would end it (Go exits with 2) instead of reaching the root.
+	if err := linux.SetSigMask(s.t.Pid, ^uint64(0)); err != nil {
+		return fmt.Errorf("restore: init: %w", err)
+	}
 	if err := linux.SetOptions(s.t.Pid, restoreOptions); err != nil {
 		return fmt.Errorf("restore: init: %w", err)
 	}

@@ -222,11 +222,6 @@ func TestRestoreNewPidnsThreeCopies(t *testing.T) {
 		t.Fatal("the original tree died")
 	}
 	init := copies[0].Roots[0]
-	// A signal reaches the init once its Go runtime catches it (before, Go would end on it).
-	testutil.WaitFor(t, "the init to catch SIGTERM", func() bool {
-		n, _ := strconv.ParseUint(statusField(init, "SigCgt"), 16, 64)
-		return n&(1<<(15-1)) != 0
-	})
 	syscall.Kill(init, syscall.SIGTERM)
 	var ws syscall.WaitStatus
 	if _, err := syscall.Wait4(init, &ws, 0, nil); err != nil {

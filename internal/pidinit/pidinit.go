@@ -7,8 +7,10 @@ package pidinit
 import (
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
+	"unsafe"
 )
 
 // Name is argv[0] of the init; argv[1] is the pid of the tree's root in the namespace.
@@ -25,8 +27,13 @@ func Run(args []string) int {
 	if err != nil || root <= 1 {
 		return 2
 	}
+	// gocr starts the init with every signal blocked, so that none ends it before it passes
+	// them on: now that they are, this thread takes them (the others stay blocked).
+	runtime.LockOSThread()
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs)
+	var none [2]uint32
+	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, 2 /* SIG_SETMASK */, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGCHLD || s == syscall.SIGURG { // ours, and the Go runtime's
