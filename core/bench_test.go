@@ -234,6 +234,7 @@ func BenchmarkContainer(b *testing.B) {
 		`for i in $(seq 18); do sleep 1000 & done; exec "$0" "$@"`, bin, dir, "8080")
 	testutil.WaitFor(b, "the container to count", func() bool { return testutil.LastCount(filepath.Join(dir, "root.log")) >= 3 })
 	root := testutil.Children(u.Pid)[0]
+	testutil.Adopt(b, root) // killing unshare leaves its child running: end the namespace's init
 	img := filepath.Join(b.TempDir(), "img")
 	b.Run("dump", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
