@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
@@ -344,8 +345,11 @@ func (r *restorer) releaseInit() error {
 	if err := linux.SetAffinity(s.t.Pid, r.mask); err != nil {
 		return fmt.Errorf("restore: init: %w", err)
 	}
-	// Signals stay blocked (pending) until the init's Go runtime passes them on: one caught
-	// before signal.Notify would end it (Go exits with 2) instead of reaching the root.
+	// Signals stay blocked (pending) until the init's Go runtime passes them on. The runtime
+	// unblocks the ones that end a process (SIGTERM, SIGINT...) as it starts, and one caught
+	// before signal.Notify would end the init (Go exits with 2: a pid namespace's init
+	// ignores the default action it raises) instead of reaching the root; so the restore
+	// returns only when the init says, on its fd 4, that it passes them on.
 	if err := linux.SetSigMask(s.t.Pid, ^uint64(0)); err != nil {
 		return fmt.Errorf("restore: init: %w", err)
 	}
@@ -356,8 +360,18 @@ func (r *restorer) releaseInit() error {
 		return fmt.Errorf("restore: init: %w", err)
 	}
 	r.initT = nil
+	rd := r.initReady
+	r.initReady = nil
+	defer rd.Close()
+	rd.SetReadDeadline(time.Now().Add(initStartLimit))
+	if _, err := rd.Read(make([]byte, 1)); err != nil {
+		return fmt.Errorf("restore: the pid namespace's init (pid %d) did not start within %s: %w", s.t.Pid, initStartLimit, err)
+	}
 	return nil
 }
+
+// initStartLimit is how long the init's Go runtime may take to start.
+const initStartLimit = 10 * time.Second
 
 // setHost records the host pid of the process or thread the image knows as pid.
 func (r *restorer) setHost(pid int32, host int) {

@@ -168,6 +168,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	r.closeFiles()
 	r.host.Close(err == nil)
+	if r.initReady != nil {
+		r.initReady.Close()
+	}
 	if err != nil {
 		r.thread.Do(func() error { r.killAll(); return nil })
 		r.removeCgroupsMade()
@@ -231,6 +234,9 @@ type restorer struct {
 	hostsMu sync.Mutex // plugins' calls read it while threads are made
 	init    int
 	initT   *procRestore // the init while it is traced
+	// initReady is read when the init has taken over its signals (it writes a byte on the
+	// other end, its fd 4, then closes it).
+	initReady *os.File
 	stub    *procRestore // the stub, when it is made before the tree (see prepareNamespaces)
 	mask    linux.CPUSet // gocr's CPU mask: the restored processes get it back
 	cpu     int
@@ -656,7 +662,18 @@ func (r *restorer) startStub(root int32) (*procRestore, error) {
 		return nil, fmt.Errorf("restore: pidfd of gocr: %w", err)
 	}
 	pf := os.NewFile(uintptr(pidfd), "gocr pidfd")
-	proc, err := os.StartProcess(exe, argv, &os.ProcAttr{Sys: attr, Files: []*os.File{nil, nil, nil, pf}})
+	files := []*os.File{nil, nil, nil, pf}
+	if r.initMode() {
+		rd, wr, err := os.Pipe()
+		if err != nil {
+			pf.Close()
+			return nil, fmt.Errorf("restore: start stub: %w", err)
+		}
+		r.initReady = rd
+		defer wr.Close()
+		files = append(files, wr) // the clones close it with the stub's other fds
+	}
+	proc, err := os.StartProcess(exe, argv, &os.ProcAttr{Sys: attr, Files: files})
 	pf.Close()
 	if err != nil {
 		return nil, fmt.Errorf("restore: start stub: %w", err)

@@ -128,8 +128,8 @@ func TestCLIRestoreWaits(t *testing.T) {
 	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) > at })
 	testutil.KillAndReap(p.Pid) // not our child: gocr reaps it and exits
 	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+9 {
-		t.Fatalf("gocr restore exited with %v, want status 137 (root killed by SIGKILL)\n%s", err, errb.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+15 {
+		t.Fatalf("gocr restore exited with %v, want status 143 (root killed by SIGKILL)\n%s", err, errb.String())
 	}
 }
 
@@ -437,7 +437,7 @@ func TestCLIActionScripts(t *testing.T) {
 
 // A restore whose pid is taken fails and suggests --new-pidns; with it, the tree runs beside
 // the original in a pid namespace of its own, gocr waits for its init, and killing the init
-// ends the copy and gocr with status 137.
+// (SIGTERM, passed on to the root) ends the copy and gocr with status 143.
 func TestCLINewPidns(t *testing.T) {
 	testutil.RequireRoot(t)
 	log := filepath.Join(t.TempDir(), "count.log")
@@ -480,9 +480,9 @@ func TestCLINewPidns(t *testing.T) {
 	if !testutil.Alive(p.Pid) {
 		t.Fatal("the original died")
 	}
-	syscall.Kill(init, syscall.SIGKILL) // the namespace ends with its init
+	syscall.Kill(init, syscall.SIGTERM) // passed on to the root; the namespace ends with it
 	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+9 {
-		t.Fatalf("gocr restore --new-pidns exited with %v, want status 137\n%s", err, errb.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+15 {
+		t.Fatalf("gocr restore --new-pidns exited with %v, want status 143\n%s", err, errb.String())
 	}
 }

@@ -16,6 +16,9 @@ import (
 // Name is argv[0] of the init; argv[1] is the pid of the tree's root in the namespace.
 const Name = "gocr-pidns-init"
 
+// readyFd is the init's end of a pipe the restore reads.
+const readyFd = 4
+
 // Run passes the signals the init gets to the root, reaps every orphan of the namespace, and
 // when the root ends, ends the same way: its exit code, or 128 + the signal that killed it.
 // (When pid 1 ends, the kernel kills what is left in the namespace.)
@@ -34,6 +37,10 @@ func Run(args []string) int {
 	signal.Notify(sigs)
 	var none [2]uint32
 	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, 2 /* SIG_SETMASK */, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
+	// The restore waits for this before it returns: until now a SIGTERM would end the init
+	// (the Go runtime unblocks it as it starts) instead of being passed on.
+	syscall.Write(readyFd, []byte{1})
+	syscall.Close(readyFd)
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGCHLD || s == syscall.SIGURG { // ours, and the Go runtime's
