@@ -237,11 +237,11 @@ type restorer struct {
 	// initReady is read when the init has taken over its signals (it writes a byte on the
 	// other end, its fd 4, then closes it).
 	initReady *os.File
-	stub    *procRestore // the stub, when it is made before the tree (see prepareNamespaces)
-	mask    linux.CPUSet // gocr's CPU mask: the restored processes get it back
-	cpu     int
-	ctx     context.Context
-	total   uint64 // bytes of memory to fill, for progress
+	stub      *procRestore // the stub, when it is made before the tree (see prepareNamespaces)
+	mask      linux.CPUSet // gocr's CPU mask: the restored processes get it back
+	cpu       int
+	ctx       context.Context
+	total     uint64 // bytes of memory to fill, for progress
 }
 
 type shmemOwner struct {
