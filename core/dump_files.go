@@ -31,7 +31,10 @@ type fileTable struct {
 	// ghostLimit bounds the deleted files saved in the image (0: no bound).
 	ghostLimit int64
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
-	repaired []int
+	repaired []repairedSocket
+	// shutdowns are how the TCP and UDP sockets are shut down, by family and protocol, then
+	// inode (read once, when the first socket of the kind is met).
+	shutdowns map[[2]int]map[uint32]uint8
 	// lock is the network lock holding the connections' packets back ("" until one is
 	// taken); see package netlock. lockErr says why there is none where nftables cannot be
 	// used here.
@@ -113,8 +116,9 @@ func (ft *fileTable) pluginsUsed() []string {
 // repairOff takes the sockets out of repair mode, and then lets their packets in again: the
 // processes go on using them.
 func (ft *fileTable) repairOff() {
-	for _, fd := range ft.repaired {
-		linux.TCPRepairOffQuiet(fd)
+	for _, r := range ft.repaired {
+		linux.TCPRepairOffQuiet(r.fd)
+		linux.AfterRepair(r.fd, r.reuseAddr) // the processes go on with their option
 	}
 	ft.repaired = nil
 	if ft.lock != "" {
@@ -393,8 +397,16 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 // linux.ErrNotInet for other sockets.
 func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string) error) error {
 	s, err := linux.InspectInet(f.dup)
+	if errors.Is(err, linux.ErrBPFFilter) {
+		return unsupported("socket "+f.img.Path+" with an eBPF filter", "only classic BPF filters (SO_ATTACH_FILTER) can be read back")
+	}
 	if err != nil {
 		return err
+	}
+	if s.State == 7 || linux.IsUDP(s.Protocol) { // connections in other states are not shut down
+		if s.Shutdown, err = ft.inetShutdown(s.Family, s.Protocol, uint32(f.img.Ino)); err != nil {
+			return fmt.Errorf("socket %s: %w", f.img.Path, err)
+		}
 	}
 	switch {
 	case linux.IsTCP(s.Protocol) && s.State == 10 && s.Pending > 0 && !ft.skipInFlight:
@@ -405,17 +417,7 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}
-	in := &imagepb.InetSocket{Family: int32(s.Family), Type: int32(s.Type), Protocol: int32(s.Protocol), State: int32(s.State),
-		Backlog: s.Backlog, Options: map[string]int32{}}
-	if s.Local.IsValid() {
-		in.Local = s.Local.String()
-	}
-	if s.Peer.IsValid() {
-		in.Peer = s.Peer.String()
-	}
-	for k, v := range s.Opts {
-		in.Options[k] = int32(v)
-	}
+	in := inetToImage(s)
 	if s.Protocol == 6 && s.State == 1 {
 		// Nothing may reach the socket from now on: not while its queues are read, and not
 		// once it is gone with a killed tree (the kernel would answer with a reset).
@@ -436,7 +438,7 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 		if err != nil {
 			return fmt.Errorf("take TCP connection %s -> %s: %w", s.Local, s.Peer, err)
 		}
-		ft.repaired = append(ft.repaired, f.dup)
+		ft.repaired = append(ft.repaired, repairedSocket{f.dup, s.Opts["SO_REUSEADDR"]})
 		in.Tcp = &imagepb.TCPConn{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, SendQueue: c.SendQueue, RecvQueue: c.RecvQueue,
 			Mss: c.MSS, SndWscale: uint32(c.SndWscale), RcvWscale: uint32(c.RcvWscale), Timestamps: c.Timestamps, Sack: c.Sack,
 			Tsval: c.TSVal, SndWl1: c.Window.SndWl1, SndWnd: c.Window.SndWnd, MaxWindow: c.Window.MaxWindow,
@@ -725,6 +727,35 @@ func sortedPipes(m map[uint64]*pipeDump) []uint64 {
 		}
 	}
 	return out
+}
+
+// repairedSocket is a connection in repair mode, and the SO_REUSEADDR it goes back to.
+type repairedSocket struct{ fd, reuseAddr int }
+
+// inetShutdown says how the TCP or UDP socket with inode ino is shut down, from sock_diag
+// in the tree's network namespace.
+func (ft *fileTable) inetShutdown(family, protocol int, ino uint32) (uint8, error) {
+	key := [2]int{family, protocol}
+	if ft.shutdowns[key] == nil {
+		read := func() error {
+			m, err := linux.InetShutdowns(family, protocol)
+			if ft.shutdowns == nil {
+				ft.shutdowns = map[[2]int]map[uint32]uint8{}
+			}
+			ft.shutdowns[key] = m
+			return err
+		}
+		var err error
+		if ft.inNetns == nil {
+			err = read()
+		} else {
+			err = ft.inNetns(read)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return ft.shutdowns[key][ino], nil
 }
 
 // unixDiag looks a unix socket up by inode, in the tree's network namespace.

@@ -50,9 +50,9 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 		if err != nil || ap.Port() == 0 {
 			continue
 		}
-		s := &linux.InetSocket{Family: int(in.Family), Type: int(in.Type), Protocol: int(in.Protocol), Local: ap, Opts: map[string]int{}}
-		for k, v := range in.Options {
-			s.Opts[k] = int(v)
+		s, err := inetFromImage(in)
+		if err != nil {
+			continue // a validated image's addresses parse
 		}
 		if err := linux.BindProbe(s); errors.Is(err, linux.EADDRINUSE) {
 			udp := in.Protocol == 17

@@ -3,7 +3,6 @@ package core
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,9 +25,9 @@ func (r *restorer) openFiles() error {
 		r, w         int
 		usedR, usedW bool
 	}
-	made := map[uint32]*ends{} // pipe id -> our ends
-	pairs := map[uint32]int{}  // socket inode -> our end of a pair made for its peer
-	var repaired []int         // TCP connections, in repair mode until both ends exist
+	made := map[uint32]*ends{}    // pipe id -> our ends
+	pairs := map[uint32]int{}     // socket inode -> our end of a pair made for its peer
+	var repaired []repairedSocket // TCP connections, in repair mode until both ends exist
 	// Pty masters first: the slaves are opened on them.
 	for _, f := range r.c.Tree.Files {
 		if f.Kind != imagepb.FileKind_FILE_KIND_PTY_MASTER {
@@ -129,7 +128,7 @@ func (r *restorer) openFiles() error {
 				err = setFl(fd, flags)
 			}
 			if err == nil && f.InetSocket.Tcp != nil {
-				repaired = append(repaired, fd)
+				repaired = append(repaired, repairedSocket{fd, int(f.InetSocket.Options["SO_REUSEADDR"])})
 			}
 		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
 			fd, err = r.openUnixSocket(f.UnixSocket, pairs)
@@ -185,8 +184,11 @@ func (r *restorer) openFiles() error {
 	if err := r.takeFileLocks(); err != nil {
 		return err
 	}
-	for _, fd := range repaired {
-		if err := linux.TCPRepairOff(fd); err != nil {
+	for _, c := range repaired {
+		if err := linux.TCPRepairOff(c.fd); err != nil {
+			return fmt.Errorf("TCP connection: %w", err)
+		}
+		if err := linux.AfterRepair(c.fd, c.reuseAddr); err != nil {
 			return fmt.Errorf("TCP connection: %w", err)
 		}
 	}
@@ -555,21 +557,9 @@ func (r *restorer) refillSockets() error {
 
 // openInetSocket makes a TCP or UDP socket like the dumped one.
 func openInetSocket(in *imagepb.InetSocket) (int, error) {
-	s := &linux.InetSocket{Family: int(in.Family), Type: int(in.Type), Protocol: int(in.Protocol), State: int(in.State),
-		Backlog: in.Backlog, Opts: map[string]int{}}
-	var err error
-	if in.Local != "" {
-		if s.Local, err = netip.ParseAddrPort(in.Local); err != nil {
-			return -1, err
-		}
-	}
-	if in.Peer != "" {
-		if s.Peer, err = netip.ParseAddrPort(in.Peer); err != nil {
-			return -1, err
-		}
-	}
-	for k, v := range in.Options {
-		s.Opts[k] = int(v)
+	s, err := inetFromImage(in)
+	if err != nil {
+		return -1, err
 	}
 	if c := in.Tcp; c != nil {
 		conn := &linux.TCPConn{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, SendQueue: c.SendQueue, RecvQueue: c.RecvQueue,

@@ -598,3 +598,28 @@ func TestRestorePipeToOutside(t *testing.T) {
 		t.Fatalf("the restored server logged %q (%v) to the inherited pipe, want its request", line, err)
 	}
 }
+
+// TCP, UDP and IPv6 sockets keep the options servers set (keepalive and its timers, linger,
+// buffer sizes, TOS, TTL, reuse on a connection, a bound device, a BPF filter, timeouts...),
+// a UDP socket shut down for writing stays so, and the connection still carries bytes: after
+// a dump that leaves the tree running (repair mode must not clear SO_REUSEADDR) and after a
+// restore.
+func TestRestoreSocketOptions(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "sockopts")
+	report := filepath.Join(dir, "report")
+	ask := func(n int) string {
+		syscall.Kill(p.Pid, syscall.SIGUSR1)
+		testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= n })
+		return testutil.Lines(report)[n-1]
+	}
+	dump(t, core.LeaveRunning, p.Pid)
+	if got := ask(1); got != "ok" {
+		t.Fatalf("after a dump leaving it running: %s", got)
+	}
+	img := dumpTree(t, p)
+	restore(t, img)
+	if got := ask(2); got != "ok" {
+		t.Fatalf("after the restore: %s", got)
+	}
+}

@@ -155,6 +155,11 @@ func (c *Checkpoint) validate() error {
 					return corrupt(TreeName, "file %d: bad address %q", f.Id, a)
 				}
 			}
+			// BPF_MAXINSNS instructions of 8 bytes; IFNAMSIZ; TCP_CA_NAME_MAX.
+			if len(in.Filter)%8 != 0 || len(in.Filter) > 4096*8 || len(in.BindDevice) > 15 || len(in.Congestion) > 15 ||
+				in.Shutdown > 3 || in.LingerSeconds < 0 || in.RcvTimeoutUs < 0 || in.SndTimeoutUs < 0 || len(in.Options) > 128 {
+				return corrupt(TreeName, "file %d: bad socket options", f.Id)
+			}
 		case imagepb.FileKind_FILE_KIND_UNIX_SOCKET:
 			u := f.UnixSocket
 			if u == nil || (u.Type != 1 && u.Type != 2 && u.Type != 5) || (u.State != 1 && u.State != 7 && u.State != 10) || u.Shutdown > 3 {

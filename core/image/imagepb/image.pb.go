@@ -2202,7 +2202,21 @@ type InetSocket struct {
 	// Socket options by name (SO_REUSEADDR, TCP_NODELAY, IPV6_V6ONLY...).
 	Options map[string]int32 `protobuf:"bytes,8,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// An established TCP connection, taken in repair mode (--tcp-established).
-	Tcp           *TCPConn `protobuf:"bytes,9,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	Tcp *TCPConn `protobuf:"bytes,9,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	// SO_LINGER: on, and for how many seconds.
+	LingerOn      bool  `protobuf:"varint,10,opt,name=linger_on,json=lingerOn,proto3" json:"linger_on,omitempty"`
+	LingerSeconds int32 `protobuf:"varint,11,opt,name=linger_seconds,json=lingerSeconds,proto3" json:"linger_seconds,omitempty"`
+	// SO_RCVTIMEO and SO_SNDTIMEO in microseconds (0: none).
+	RcvTimeoutUs int64 `protobuf:"varint,12,opt,name=rcv_timeout_us,json=rcvTimeoutUs,proto3" json:"rcv_timeout_us,omitempty"`
+	SndTimeoutUs int64 `protobuf:"varint,13,opt,name=snd_timeout_us,json=sndTimeoutUs,proto3" json:"snd_timeout_us,omitempty"`
+	// SO_BINDTODEVICE: the interface the socket is bound to, if any.
+	BindDevice string `protobuf:"bytes,14,opt,name=bind_device,json=bindDevice,proto3" json:"bind_device,omitempty"`
+	// A classic BPF filter (SO_ATTACH_FILTER): struct sock_filter entries, 8 bytes each.
+	Filter []byte `protobuf:"bytes,15,opt,name=filter,proto3" json:"filter,omitempty"`
+	// How the socket was shut down: RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2.
+	Shutdown uint32 `protobuf:"varint,16,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	// TCP_CONGESTION, when it is not the system's default.
+	Congestion    string `protobuf:"bytes,17,opt,name=congestion,proto3" json:"congestion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2298,6 +2312,62 @@ func (x *InetSocket) GetTcp() *TCPConn {
 		return x.Tcp
 	}
 	return nil
+}
+
+func (x *InetSocket) GetLingerOn() bool {
+	if x != nil {
+		return x.LingerOn
+	}
+	return false
+}
+
+func (x *InetSocket) GetLingerSeconds() int32 {
+	if x != nil {
+		return x.LingerSeconds
+	}
+	return 0
+}
+
+func (x *InetSocket) GetRcvTimeoutUs() int64 {
+	if x != nil {
+		return x.RcvTimeoutUs
+	}
+	return 0
+}
+
+func (x *InetSocket) GetSndTimeoutUs() int64 {
+	if x != nil {
+		return x.SndTimeoutUs
+	}
+	return 0
+}
+
+func (x *InetSocket) GetBindDevice() string {
+	if x != nil {
+		return x.BindDevice
+	}
+	return ""
+}
+
+func (x *InetSocket) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *InetSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
+func (x *InetSocket) GetCongestion() string {
+	if x != nil {
+		return x.Congestion
+	}
+	return ""
 }
 
 // TCPConn is what TCP repair mode gives of an established connection.
@@ -4983,7 +5053,7 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12\x12\n" +
 	"\x04mask\x18\x02 \x01(\rR\x04mask\x12\x12\n" +
-	"\x04path\x18\x03 \x01(\tR\x04path\"\xd6\x02\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"\xdb\x04\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4994,7 +5064,19 @@ const file_image_proto_rawDesc = "" +
 	"\x04peer\x18\x06 \x01(\tR\x04peer\x12\x18\n" +
 	"\abacklog\x18\a \x01(\rR\abacklog\x12@\n" +
 	"\aoptions\x18\b \x03(\v2&.gocr.image.v1.InetSocket.OptionsEntryR\aoptions\x12(\n" +
-	"\x03tcp\x18\t \x01(\v2\x16.gocr.image.v1.TCPConnR\x03tcp\x1a:\n" +
+	"\x03tcp\x18\t \x01(\v2\x16.gocr.image.v1.TCPConnR\x03tcp\x12\x1b\n" +
+	"\tlinger_on\x18\n" +
+	" \x01(\bR\blingerOn\x12%\n" +
+	"\x0elinger_seconds\x18\v \x01(\x05R\rlingerSeconds\x12$\n" +
+	"\x0ercv_timeout_us\x18\f \x01(\x03R\frcvTimeoutUs\x12$\n" +
+	"\x0esnd_timeout_us\x18\r \x01(\x03R\fsndTimeoutUs\x12\x1f\n" +
+	"\vbind_device\x18\x0e \x01(\tR\n" +
+	"bindDevice\x12\x16\n" +
+	"\x06filter\x18\x0f \x01(\fR\x06filter\x12\x1a\n" +
+	"\bshutdown\x18\x10 \x01(\rR\bshutdown\x12\x1e\n" +
+	"\n" +
+	"congestion\x18\x11 \x01(\tR\n" +
+	"congestion\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x9a\x03\n" +

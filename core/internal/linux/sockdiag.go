@@ -278,3 +278,84 @@ const (
 	SockDgram     = unix.SOCK_DGRAM
 	SockSeqpacket = unix.SOCK_SEQPACKET
 )
+
+// inetDiagReq is struct inet_diag_req_v2 (linux/inet_diag.h), 56 bytes: the socket id is
+// left zero, as a dump of every socket wants it.
+type inetDiagReq struct {
+	Family   uint8
+	Protocol uint8
+	Ext      uint8
+	_        uint8
+	States   uint32
+	ID       [48]byte
+}
+
+// What inet_diag answers: struct inet_diag_msg, 72 bytes (the inode at 68), then attributes.
+const (
+	inetDiagMsgLength = 72
+	inetDiagShutdown  = 8
+)
+
+// InetShutdowns gives, by inode, how every TCP or UDP socket of the family and protocol in
+// this network namespace is shut down (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2), when it is: what
+// getsockopt does not tell.
+func InetShutdowns(family, protocol int) (map[uint32]uint8, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
+	}
+	defer unix.Close(fd)
+	req := inetDiagReq{Family: uint8(family), Protocol: uint8(protocol), States: ^uint32(0)}
+	msg := make([]byte, unix.NLMSG_HDRLEN+int(unsafe.Sizeof(req)))
+	binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.LittleEndian.PutUint16(msg[4:], sockDiagByFamily)
+	binary.LittleEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	copy(msg[unix.NLMSG_HDRLEN:], unsafe.Slice((*byte)(unsafe.Pointer(&req)), unsafe.Sizeof(req)))
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, os.NewSyscallError("sendto(sock_diag)", err)
+	}
+	out := map[uint32]uint8{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("recvfrom(sock_diag)", err)
+		}
+		for b := buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+			l, typ := int(binary.LittleEndian.Uint32(b)), binary.LittleEndian.Uint16(b[4:])
+			if l < unix.NLMSG_HDRLEN || l > len(b) {
+				return nil, fmt.Errorf("sock_diag: bad answer")
+			}
+			data := b[unix.NLMSG_HDRLEN:l]
+			switch typ {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(data) >= 4 {
+					if e := int32(binary.LittleEndian.Uint32(data)); e != 0 {
+						return nil, os.NewSyscallError("sock_diag", unix.Errno(-e))
+					}
+				}
+			default:
+				if len(data) < inetDiagMsgLength {
+					return nil, fmt.Errorf("sock_diag: short answer")
+				}
+				ino := binary.LittleEndian.Uint32(data[68:])
+				for a := data[inetDiagMsgLength:]; len(a) >= 4; {
+					al, at := int(binary.LittleEndian.Uint16(a)), binary.LittleEndian.Uint16(a[2:])
+					if al < 4 || al > len(a) {
+						return nil, fmt.Errorf("sock_diag: bad attribute")
+					}
+					if at == inetDiagShutdown && al >= 5 && a[4] != 0 {
+						out[ino] = a[4]
+					}
+					a = a[min((al+3)&^3, len(a)):]
+				}
+			}
+			b = b[min((l+3)&^3, len(b)):]
+		}
+	}
+}

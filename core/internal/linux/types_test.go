@@ -14,6 +14,8 @@ func TestABISizes(t *testing.T) {
 		got, want uintptr
 	}{
 		{"struct pm_scan_arg", unsafe.Sizeof(pmScanArg{}), 96},
+		{"struct inet_diag_req_v2", unsafe.Sizeof(inetDiagReq{}), 56},
+		{"struct sock_filter", uintptr(sockFilterSize), 8},
 		{"struct page_region", unsafe.Sizeof(PageRegion{}), 24},
 		{"struct ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 24},
 		{"struct ptrace_peeksiginfo_args", unsafe.Sizeof(peekSigInfoArgs{}), 16},
