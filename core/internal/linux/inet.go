@@ -24,12 +24,12 @@ type InetSocket struct {
 	// Opts are the integer options of inetOpts, by name, as getsockopt read them; and
 	// SO_RCVBUF and SO_SNDBUF when they were set (SO_BUF_LOCK has their bit).
 	Opts       map[string]int
-	Linger     *int32       // SO_LINGER when on: its seconds
-	RcvTimeo   int64        // SO_RCVTIMEO, microseconds
-	SndTimeo   int64        // SO_SNDTIMEO, microseconds
-	BindDevice string       // SO_BINDTODEVICE
+	Linger     *int32 // SO_LINGER when on: its seconds
+	RcvTimeo   int64  // SO_RCVTIMEO, microseconds
+	SndTimeo   int64  // SO_SNDTIMEO, microseconds
+	BindDevice string // SO_BINDTODEVICE
 	Filter     []byte // SO_ATTACH_FILTER: struct sock_filter entries, 8 bytes each
-	Shutdown   uint8 // RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2, from sock_diag (see InetShutdowns)
+	Shutdown   uint8  // RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2, from sock_diag (see InetShutdowns)
 	Congestion string
 }
 
