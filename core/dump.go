@@ -249,8 +249,10 @@ type procDump struct {
 	maps  []procfs.Mapping
 	mask  uint64 // the blocked mask, as dumped
 	pidfd int
-	runs  []pageRun // the pages to read, in image order
-	pages uint64
+	// securebits are read by an injected call, before the credentials are put together.
+	securebits uint32
+	runs       []pageRun // the pages to read, in image order
+	pages      uint64
 	// Memory tracking: the trackers found in the process, the one its parent image left
 	// (alive), and where it is once this dump moved or made it.
 	trackers               []tracker

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"errors"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -139,7 +140,13 @@ func (d *dumper) collect(p *procDump) error {
 	img.Creds = &imagepb.Creds{
 		Uids: status.Uids, Gids: status.Gids, Groups: status.Groups,
 		CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff, CapBnd: status.CapBnd, CapAmb: status.CapAmb,
-		NoNewPrivs: status.NoNewPrivs,
+		NoNewPrivs: status.NoNewPrivs, Securebits: p.securebits,
+	}
+	if img.OomScoreAdj, err = procfs.ReadInt(pid, "oom_score_adj"); err != nil {
+		return fmt.Errorf("read oom_score_adj: %w", err)
+	}
+	if uid, err := procfs.ReadInt(pid, "loginuid"); err == nil {
+		img.HasLoginuid, img.Loginuid = true, uint32(uid)
 	}
 	if err := d.collectVMAs(p); err != nil {
 		return err
@@ -373,6 +380,17 @@ func (d *dumper) injectQueries(p *procDump, status *procfs.Status, scratch uint6
 		return fmt.Errorf("read THP disable: %w", err)
 	}
 	img.ThpDisable = uint32(thp)
+	secbits, err := t.Syscall(linux.SysPrctl, linux.PrGetSecurebits)
+	if err != nil {
+		return fmt.Errorf("read securebits: %w", err)
+	}
+	p.securebits = uint32(secbits)
+	// Linux 6.3 and later say which membarrier commands the process registered for.
+	if regs, err := t.Syscall(linux.SysMembarrier, linux.MembarrierGetRegistrations, 0, 0); err == nil {
+		img.Membarrier = uint32(regs)
+	} else if !errors.Is(err, linux.EINVAL) {
+		return fmt.Errorf("read membarrier registrations: %w", err)
+	}
 	return nil
 }
 

@@ -19,6 +19,8 @@ import (
 // working directory that is gone, a port another socket holds. The restore's preflight and
 // check mode both ask it, so that both say the same, before any process is made.
 func environmentProblems(c *image.Checkpoint, add func(what, hint, format string, args ...any)) {
+	own, ownErr := procfs.ReadStatus(os.Getpid())
+	ownAdj, adjErr := procfs.ReadInt(os.Getpid(), "oom_score_adj")
 	for _, pe := range c.Tree.Processes {
 		p := c.Procs[pe.Pid]
 		if pe.Zombie || p == nil {
@@ -26,6 +28,9 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 		}
 		if st, err := os.Stat(p.Cwd); err != nil || !st.IsDir() {
 			add(fmt.Sprintf("pid %d", pe.Pid), "make the directory again, or restore where it is", "its working directory %s is gone", p.Cwd)
+		}
+		if ownErr == nil && adjErr == nil {
+			credentialProblems(pe.Pid, p, own, ownAdj, add)
 		}
 	}
 	owner := map[uint32]string{} // file id -> "pid N fd M"
@@ -66,6 +71,25 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 		}
 	}
 	memoryCgroupProblems(c, add)
+}
+
+// capSysResource is CAP_SYS_RESOURCE's bit.
+const capSysResource = 1 << 24
+
+// credentialProblems finds what of the process's credentials gocr cannot give it: a
+// capability gocr lacks, an oom_score_adj below gocr's own without CAP_SYS_RESOURCE.
+func credentialProblems(pid int32, p *imagepb.Process, own *procfs.Status, ownAdj int32, add func(what, hint, format string, args ...any)) {
+	if p.Creds == nil {
+		return
+	}
+	c := p.Creds
+	if missing := (c.CapPrm | c.CapInh | c.CapBnd) &^ own.CapBnd; missing != 0 {
+		add(fmt.Sprintf("pid %d", pid), "restore with a gocr that holds them", "it has capabilities %#x that gocr's bounding set lacks", missing)
+	}
+	if adj := ownAdj; p.OomScoreAdj < adj && own.CapEff&capSysResource == 0 {
+		add(fmt.Sprintf("pid %d", pid), "restore with CAP_SYS_RESOURCE, or lower gocr's own oom_score_adj first",
+			"its oom_score_adj %d is lower than gocr's %d, which needs CAP_SYS_RESOURCE", p.OomScoreAdj, adj)
+	}
 }
 
 // imageMemory is what the image's memory takes once restored, in bytes.

@@ -117,3 +117,25 @@ func TestRestoreRefusesAMemoryLimitTooLow(t *testing.T) {
 	}
 	testutil.Refused(t, core.RestoreOptions{Dir: img}, "memory cgroup "+dir+": the cgroup the processes go back to allows", p.Pid)
 }
+
+// An oom_score_adj lower than the restoring gocr's own cannot be given without
+// CAP_SYS_RESOURCE (which root lacks on some machines, and gocr does not need otherwise):
+// check mode and the restore say so before any process is made. The test raises its own
+// oom_score_adj (and puts it back: lowering it to its old value needs no capability).
+func TestRestoreRefusesALowerOOMScoreAdj(t *testing.T) {
+	testutil.RequireRoot(t)
+	var eff uint64
+	for _, l := range testutil.Lines("/proc/self/status") {
+		fmt.Sscanf(l, "CapEff: %x", &eff)
+	}
+	if eff&(1<<24) != 0 {
+		t.Skip("gocr holds CAP_SYS_RESOURCE here: it may lower oom_score_adj")
+	}
+	p, _ := testutil.StartReady(t, "sockets")
+	img := dumpTree(t, p)
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("100"), 0); err != nil {
+		t.Fatal(err)
+	}
+	defer os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
+	testutil.Refused(t, core.RestoreOptions{Dir: img}, "its oom_score_adj 0 is lower than gocr's 100, which needs CAP_SYS_RESOURCE", p.Pid)
+}

@@ -260,3 +260,32 @@ func TestRestoreSeccomp(t *testing.T) {
 		t.Fatalf("after restore: %s, want the filter to make getppid fail with errno 42", got)
 	}
 }
+
+// A root process that became uid 1000 keeping some capabilities (effective, permitted,
+// inheritable, ambient, a smaller bounding set) and securebits, with an oom_score_adj, an
+// audit login uid and a membarrier registration, has them all after the restore: it reads
+// them itself, binds a port below 1024 and issues the membarrier it registered for.
+func TestRestoreCapabilitiesAndProcessAttributes(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "caps"), dir)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "caps to be ready", func() bool { return len(testutil.Lines(report)) >= 1 })
+	if l := testutil.Lines(report)[0]; l != "ready" {
+		t.Fatal(l)
+	}
+	ask := func(n int) string {
+		syscall.Kill(p.Pid, syscall.SIGUSR1)
+		testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= n })
+		return testutil.Lines(report)[n-1]
+	}
+	dump(t, core.LeaveRunning, p.Pid)
+	if got := ask(2); got != "ok" {
+		t.Fatalf("after a dump leaving it running: %s", got)
+	}
+	img := dumpTree(t, p)
+	restore(t, img)
+	if got := ask(3); got != "ok" {
+		t.Fatalf("after the restore: %s", got)
+	}
+}

@@ -123,7 +123,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	}
 	r := &restorer{c: c, parents: parents, acts: acts, opts: opts, procs: map[int32]*procRestore{}, hosts: map[int32]int{}, files: map[uint32]int{}, stats: &RestoreStats{}, ctx: ctx}
 	r.stats.Verify = time.Since(start)
-	if err := r.preflight(); err != nil {
+	err = r.readOwnCreds()
+	if err == nil {
+		err = r.preflight()
+	}
+	if err != nil {
 		r.closeFiles()
 		r.removeSysvShm(true)
 		r.host.Close(false)
@@ -242,6 +246,31 @@ type restorer struct {
 	cpu       int
 	ctx       context.Context
 	total     uint64 // bytes of memory to fill, for progress
+	own       ownCreds
+}
+
+// readOwnCreds reads gocr's credentials.
+func (r *restorer) readOwnCreds() error {
+	st, err := procfs.ReadStatus(os.Getpid())
+	if err != nil {
+		return fmt.Errorf("restore: read own status: %w", err)
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	last, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || last < 0 || last > 63 {
+		return fmt.Errorf("restore: bad /proc/sys/kernel/cap_last_cap %q", b)
+	}
+	r.own = ownCreds{status: st, lastCap: last}
+	return nil
+}
+
+// ownCreds are gocr's own credentials, which every restored thread starts with.
+type ownCreds struct {
+	status  *procfs.Status
+	lastCap int // /proc/sys/kernel/cap_last_cap
 }
 
 type shmemOwner struct {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
@@ -104,6 +106,9 @@ func (r *restorer) restoreState(p *procRestore) error {
 		if _, err := r.call(p, "set no_new_privs", linux.SysPrctl, linux.PrSetNoNewPrivs, 1, 0, 0, 0); err != nil {
 			return err
 		}
+	}
+	if err := r.restoreProcessAttrs(p); err != nil {
+		return err
 	}
 	// Threads are made now, while the main thread may still use clone3 with set_tid; each
 	// then takes the credentials itself (they are per thread).
@@ -428,8 +433,76 @@ func (r *restorer) restoreSignals(p *procRestore) error {
 	return nil
 }
 
+// restoreProcessAttrs sets what /proc and membarrier(2) tell of the process: its OOM score
+// adjustment, audit login uid (while it may still set it) and membarrier registrations.
+func (r *restorer) restoreProcessAttrs(p *procRestore) error {
+	img := p.img
+	if now, err := procfs.ReadInt(p.host, "oom_score_adj"); err != nil || now != img.OomScoreAdj {
+		err := os.WriteFile(procfs.Path(p.host, "oom_score_adj"), []byte(strconv.Itoa(int(img.OomScoreAdj))), 0)
+		if errors.Is(err, linux.EACCES) {
+			return fmt.Errorf("set oom_score_adj %d: lower than gocr's own needs CAP_SYS_RESOURCE: %w", img.OomScoreAdj, err)
+		}
+		if err != nil {
+			return fmt.Errorf("set oom_score_adj %d: %w", img.OomScoreAdj, err)
+		}
+	}
+	if img.HasLoginuid {
+		// Only the process itself may write its loginuid.
+		if now, err := procfs.ReadInt(p.host, "loginuid"); err != nil || uint32(now) != img.Loginuid {
+			if err := r.writeOwnFile(p, "/proc/self/loginuid", strconv.FormatUint(uint64(img.Loginuid), 10)); err != nil {
+				return fmt.Errorf("set audit login uid %d: %w", img.Loginuid, err)
+			}
+		}
+	}
+	for bit := uint32(1); bit != 0 && bit <= img.Membarrier; bit <<= 1 {
+		if img.Membarrier&bit != 0 {
+			if _, err := r.call(p, fmt.Sprintf("membarrier register %#x", bit), linux.SysMembarrier, uint64(bit), 0, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeOwnFile has the process write s into the file at path.
+func (r *restorer) writeOwnFile(p *procRestore, path, s string) error {
+	a, err := p.arg(scratchArg, cstring(path))
+	if err != nil {
+		return err
+	}
+	fd, err := r.call(p, "open "+path, linux.SysOpenat, atFdcwd, a, linux.OWronly|linux.OCloexec, 0)
+	if err != nil {
+		return err
+	}
+	b, err := p.arg(scratchArg2, []byte(s))
+	if err == nil {
+		_, err = r.call(p, "write "+path, linux.SysWrite, fd, b, uint64(len(s)))
+	}
+	if _, cerr := r.call(p, "close "+path, linux.SysClose, fd); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// restoreCreds gives the thread its ids, groups, capabilities and securebits. Changing the
+// uid away from 0 clears the capabilities: where the image has others than what the change
+// alone leaves, the bounding set is cut first, the permitted set kept across the change
+// (PR_SET_KEEPCAPS), and the sets, ambient capabilities and securebits set after it.
 func (r *restorer) restoreCreds(p *procRestore) error {
 	c := p.img.Creds
+	caps := r.capsDiffer(c)
+	if caps {
+		for cp := 0; cp <= r.own.lastCap; cp++ {
+			if c.CapBnd&(1<<cp) == 0 && r.own.status.CapBnd&(1<<cp) != 0 {
+				if _, err := r.call(p, fmt.Sprintf("drop capability %d from the bounding set", cp), linux.SysPrctl, linux.PrCapbsetDrop, uint64(cp)); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := r.call(p, "keep capabilities", linux.SysPrctl, linux.PrSetKeepcaps, 1); err != nil {
+			return err
+		}
+	}
 	if len(c.Groups) > 0 || c.Gids[0] != 0 {
 		b := make([]byte, 0, 4*len(c.Groups))
 		for _, g := range c.Groups {
@@ -456,7 +529,58 @@ func (r *restorer) restoreCreds(p *procRestore) error {
 			return err
 		}
 	}
-	return nil
+	if !caps {
+		return nil
+	}
+	// The permitted set is gocr's still; the effective one may be empty: raise it, so that
+	// the ambient capabilities and securebits can be set, then set the image's sets.
+	prm := r.own.status.CapPrm
+	if err := r.capset(p, c.CapInh, prm, prm); err != nil {
+		return err
+	}
+	for cp := 0; cp <= r.own.lastCap; cp++ {
+		if c.CapAmb&(1<<cp) != 0 {
+			if _, err := r.call(p, fmt.Sprintf("raise ambient capability %d", cp), linux.SysPrctl, linux.PrCapAmbient, linux.PrCapAmbientRaise, uint64(cp), 0, 0); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := r.call(p, fmt.Sprintf("set securebits %#x", c.Securebits), linux.SysPrctl, linux.PrSetSecurebits, uint64(c.Securebits)); err != nil {
+		return err
+	}
+	return r.capset(p, c.CapInh, c.CapPrm, c.CapEff)
+}
+
+// capset sets the thread's inheritable, permitted and effective capabilities.
+func (r *restorer) capset(p *procRestore, inh, prm, eff uint64) error {
+	// struct __user_cap_header_struct (version 3, pid 0: the caller), then two
+	// struct __user_cap_data_struct {effective, permitted, inheritable}: low and high words.
+	b := binary.LittleEndian.AppendUint32(nil, linux.CapabilityVersion3)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	for _, half := range []int{0, 32} {
+		for _, v := range []uint64{eff, prm, inh} {
+			b = binary.LittleEndian.AppendUint32(b, uint32(v>>half))
+		}
+	}
+	a, err := p.arg(scratchArg, b)
+	if err != nil {
+		return err
+	}
+	_, err = r.call(p, fmt.Sprintf("set capabilities (permitted %#x, effective %#x, inheritable %#x)", prm, eff, inh), linux.SysCapset, a, a+8)
+	return err
+}
+
+// capsDiffer says whether the image's capabilities or securebits differ from what a
+// thread of gocr's, with the image's uids set, has.
+func (r *restorer) capsDiffer(c *imagepb.Creds) bool {
+	own := r.own.status
+	inh, prm, eff, amb := own.CapInh, own.CapPrm, own.CapEff, own.CapAmb
+	if c.Uids[0] != 0 && c.Uids[1] != 0 && c.Uids[2] != 0 {
+		prm, eff, amb = 0, 0, 0
+	} else if c.Uids[1] != 0 {
+		eff = 0
+	}
+	return c.CapInh != inh || c.CapPrm != prm || c.CapEff != eff || c.CapAmb != amb || c.CapBnd != own.CapBnd || c.Securebits != 0
 }
 
 // finalRegs sets the dumped registers and XSTATE and the real signal mask. An interrupted

@@ -2980,7 +2980,14 @@ type Process struct {
 	// fds and is not restored.
 	Tracker *UffdTracker `protobuf:"bytes,34,opt,name=tracker,proto3" json:"tracker,omitempty"`
 	// The process's cgroups, as /proc/PID/cgroup lists them.
-	Cgroups       []*Cgroup `protobuf:"bytes,35,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
+	Cgroups []*Cgroup `protobuf:"bytes,35,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
+	// /proc/PID/oom_score_adj.
+	OomScoreAdj int32 `protobuf:"varint,36,opt,name=oom_score_adj,json=oomScoreAdj,proto3" json:"oom_score_adj,omitempty"`
+	// /proc/PID/loginuid (audit), when the kernel has it; 4294967295 is unset.
+	HasLoginuid bool   `protobuf:"varint,37,opt,name=has_loginuid,json=hasLoginuid,proto3" json:"has_loginuid,omitempty"`
+	Loginuid    uint32 `protobuf:"varint,38,opt,name=loginuid,proto3" json:"loginuid,omitempty"`
+	// The membarrier(2) registrations (MEMBARRIER_CMD_GET_REGISTRATIONS: REGISTER_* bits).
+	Membarrier    uint32 `protobuf:"varint,39,opt,name=membarrier,proto3" json:"membarrier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3258,6 +3265,34 @@ func (x *Process) GetCgroups() []*Cgroup {
 		return x.Cgroups
 	}
 	return nil
+}
+
+func (x *Process) GetOomScoreAdj() int32 {
+	if x != nil {
+		return x.OomScoreAdj
+	}
+	return 0
+}
+
+func (x *Process) GetHasLoginuid() bool {
+	if x != nil {
+		return x.HasLoginuid
+	}
+	return false
+}
+
+func (x *Process) GetLoginuid() uint32 {
+	if x != nil {
+		return x.Loginuid
+	}
+	return 0
+}
+
+func (x *Process) GetMembarrier() uint32 {
+	if x != nil {
+		return x.Membarrier
+	}
+	return 0
 }
 
 // Cgroup is the process's place in one cgroup hierarchy: its controllers ("" for cgroup v2,
@@ -4688,16 +4723,18 @@ func (x *RLimit) GetMax() uint64 {
 }
 
 type Creds struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Uids          []uint32               `protobuf:"varint,1,rep,packed,name=uids,proto3" json:"uids,omitempty"`
-	Gids          []uint32               `protobuf:"varint,2,rep,packed,name=gids,proto3" json:"gids,omitempty"`
-	Groups        []uint32               `protobuf:"varint,3,rep,packed,name=groups,proto3" json:"groups,omitempty"`
-	CapInh        uint64                 `protobuf:"varint,4,opt,name=cap_inh,json=capInh,proto3" json:"cap_inh,omitempty"`
-	CapPrm        uint64                 `protobuf:"varint,5,opt,name=cap_prm,json=capPrm,proto3" json:"cap_prm,omitempty"`
-	CapEff        uint64                 `protobuf:"varint,6,opt,name=cap_eff,json=capEff,proto3" json:"cap_eff,omitempty"`
-	CapBnd        uint64                 `protobuf:"varint,7,opt,name=cap_bnd,json=capBnd,proto3" json:"cap_bnd,omitempty"`
-	CapAmb        uint64                 `protobuf:"varint,8,opt,name=cap_amb,json=capAmb,proto3" json:"cap_amb,omitempty"`
-	NoNewPrivs    bool                   `protobuf:"varint,9,opt,name=no_new_privs,json=noNewPrivs,proto3" json:"no_new_privs,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Uids       []uint32               `protobuf:"varint,1,rep,packed,name=uids,proto3" json:"uids,omitempty"`
+	Gids       []uint32               `protobuf:"varint,2,rep,packed,name=gids,proto3" json:"gids,omitempty"`
+	Groups     []uint32               `protobuf:"varint,3,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	CapInh     uint64                 `protobuf:"varint,4,opt,name=cap_inh,json=capInh,proto3" json:"cap_inh,omitempty"`
+	CapPrm     uint64                 `protobuf:"varint,5,opt,name=cap_prm,json=capPrm,proto3" json:"cap_prm,omitempty"`
+	CapEff     uint64                 `protobuf:"varint,6,opt,name=cap_eff,json=capEff,proto3" json:"cap_eff,omitempty"`
+	CapBnd     uint64                 `protobuf:"varint,7,opt,name=cap_bnd,json=capBnd,proto3" json:"cap_bnd,omitempty"`
+	CapAmb     uint64                 `protobuf:"varint,8,opt,name=cap_amb,json=capAmb,proto3" json:"cap_amb,omitempty"`
+	NoNewPrivs bool                   `protobuf:"varint,9,opt,name=no_new_privs,json=noNewPrivs,proto3" json:"no_new_privs,omitempty"`
+	// prctl(PR_GET_SECUREBITS).
+	Securebits    uint32 `protobuf:"varint,10,opt,name=securebits,proto3" json:"securebits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4793,6 +4830,13 @@ func (x *Creds) GetNoNewPrivs() bool {
 		return x.NoNewPrivs
 	}
 	return false
+}
+
+func (x *Creds) GetSecurebits() uint32 {
+	if x != nil {
+		return x.Securebits
+	}
+	return 0
 }
 
 type Rseq struct {
@@ -5137,8 +5181,7 @@ const file_image_proto_rawDesc = "" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
 	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\x12\x1b\n" +
-	"\tin_parent\x18\x03 \x01(\bR\binParent\"\xc8\n" +
-	"\n" +
+	"\tin_parent\x18\x03 \x01(\bR\binParent\"\xcb\v\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -5181,7 +5224,13 @@ const file_image_proto_rawDesc = "" +
 	"\vthp_disable\x18! \x01(\rR\n" +
 	"thpDisable\x124\n" +
 	"\atracker\x18\" \x01(\v2\x1a.gocr.image.v1.UffdTrackerR\atracker\x12/\n" +
-	"\acgroups\x18# \x03(\v2\x15.gocr.image.v1.CgroupR\acgroups\">\n" +
+	"\acgroups\x18# \x03(\v2\x15.gocr.image.v1.CgroupR\acgroups\x12\"\n" +
+	"\room_score_adj\x18$ \x01(\x05R\voomScoreAdj\x12!\n" +
+	"\fhas_loginuid\x18% \x01(\bR\vhasLoginuid\x12\x1a\n" +
+	"\bloginuid\x18& \x01(\rR\bloginuid\x12\x1e\n" +
+	"\n" +
+	"membarrier\x18' \x01(\rR\n" +
+	"membarrier\">\n" +
 	"\x06Cgroup\x12 \n" +
 	"\vcontrollers\x18\x01 \x01(\tR\vcontrollers\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"/\n" +
@@ -5323,7 +5372,7 @@ const file_image_proto_rawDesc = "" +
 	"\x06RLimit\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\x05R\bresource\x12\x10\n" +
 	"\x03cur\x18\x02 \x01(\x04R\x03cur\x12\x10\n" +
-	"\x03max\x18\x03 \x01(\x04R\x03max\"\xe6\x01\n" +
+	"\x03max\x18\x03 \x01(\x04R\x03max\"\x86\x02\n" +
 	"\x05Creds\x12\x12\n" +
 	"\x04uids\x18\x01 \x03(\rR\x04uids\x12\x12\n" +
 	"\x04gids\x18\x02 \x03(\rR\x04gids\x12\x16\n" +
@@ -5334,7 +5383,11 @@ const file_image_proto_rawDesc = "" +
 	"\acap_bnd\x18\a \x01(\x04R\x06capBnd\x12\x17\n" +
 	"\acap_amb\x18\b \x01(\x04R\x06capAmb\x12 \n" +
 	"\fno_new_privs\x18\t \x01(\bR\n" +
-	"noNewPrivs\"v\n" +
+	"noNewPrivs\x12\x1e\n" +
+	"\n" +
+	"securebits\x18\n" +
+	" \x01(\rR\n" +
+	"securebits\"v\n" +
 	"\x04Rseq\x12\x1f\n" +
 	"\vabi_pointer\x18\x01 \x01(\x04R\n" +
 	"abiPointer\x12\x19\n" +

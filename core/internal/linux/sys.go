@@ -14,6 +14,7 @@ import (
 const (
 	SysRead           = unix.SYS_READ
 	SysClose          = unix.SYS_CLOSE
+	SysWrite          = unix.SYS_WRITE
 	SysMmap           = unix.SYS_MMAP
 	SysNanosleep      = unix.SYS_NANOSLEEP
 	SysExitGroup      = unix.SYS_EXIT_GROUP
@@ -59,6 +60,7 @@ const (
 	SysTimerCreate    = unix.SYS_TIMER_CREATE
 	SysTimerSettime   = unix.SYS_TIMER_SETTIME
 	SysTimerGettime   = unix.SYS_TIMER_GETTIME
+	SysMembarrier     = unix.SYS_MEMBARRIER
 )
 
 // Kernel constants used to build injected calls.
@@ -117,6 +119,20 @@ const (
 	PrSetDumpable       = unix.PR_SET_DUMPABLE
 	PrGetTHPDisable     = unix.PR_GET_THP_DISABLE
 	PrSetTHPDisable     = unix.PR_SET_THP_DISABLE
+	PrGetSecurebits     = unix.PR_GET_SECUREBITS
+	PrSetSecurebits     = unix.PR_SET_SECUREBITS
+	PrSetKeepcaps       = unix.PR_SET_KEEPCAPS
+	PrCapbsetDrop       = unix.PR_CAPBSET_DROP
+	PrCapAmbient        = unix.PR_CAP_AMBIENT
+	PrCapAmbientRaise   = unix.PR_CAP_AMBIENT_RAISE
+
+	// CapabilityVersion3 is _LINUX_CAPABILITY_VERSION_3 (64-bit sets, two data words).
+	CapabilityVersion3 = unix.LINUX_CAPABILITY_VERSION_3
+
+	// MembarrierGetRegistrations asks which membarrier commands a process registered for
+	// (MEMBARRIER_CMD_GET_REGISTRATIONS, Linux 6.3); the answer's bits are the REGISTER_*
+	// commands, each of which registers again.
+	MembarrierGetRegistrations = 1 << 9
 	// PrTimerCreateRestoreIDs makes timer_create take the ID it is given (Linux 6.17).
 	PrTimerCreateRestoreIDs = 77
 
@@ -140,6 +156,7 @@ var (
 	ENOENT = unix.ENOENT
 	EAGAIN = unix.EAGAIN
 	EACCES = unix.EACCES
+	EINVAL = unix.EINVAL
 
 	EADDRINUSE = unix.EADDRINUSE
 )

@@ -229,6 +229,19 @@ func ReadFile(pid int, name string) ([]byte, error) {
 	return os.ReadFile(path(pid, name))
 }
 
+// ReadInt reads /proc/PID/name that holds one integer (oom_score_adj, loginuid).
+func ReadInt(pid int, name string) (int32, error) {
+	b, err := os.ReadFile(path(pid, name))
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path(pid, name), err)
+	}
+	return int32(v), nil
+}
+
 // Path returns /proc/PID/name.
 func Path(pid int, name string) string { return path(pid, name) }
 
