@@ -498,8 +498,9 @@ func (d *dumper) checkEpolls() error {
 }
 
 // checkPidfds refuses a pidfd of a process outside the dumped trees: the restore makes
-// pidfds of the processes it makes, never of others (whose pid may be someone else by then).
-// The pids the files name become the image's (those of the tree's pid namespace).
+// pidfds of the processes it makes, never of others (whose pid may be someone else by then);
+// and so an O_ASYNC owner. The pids the files name become the image's (those of the tree's
+// pid namespace).
 func (d *dumper) checkPidfds() error {
 	in := map[int32]bool{}
 	for _, pid := range d.order {
@@ -513,10 +514,18 @@ func (d *dumper) checkPidfds() error {
 			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd), Kind: fmt.Sprintf("pidfd of process %d, outside the dumped trees", f.img.PidfdPid),
 				Hint: "dump that process's tree too (-t PID,PID)"}
 		}
+		// A process group is named by its leader's pid.
+		if o := f.img.Owner; o != nil && o.Pid != 0 && !in[o.Pid] {
+			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd), Kind: fmt.Sprintf("file %s whose O_ASYNC signals go to %d, outside the dumped trees", f.img.Path, o.Pid),
+				Hint: "dump that process's tree too (-t PID,PID)"}
+		}
 	}
 	for _, f := range d.files.all {
 		if f.img.Kind == imagepb.FileKind_FILE_KIND_PIDFD {
 			f.img.PidfdPid = d.vpid(int(f.img.PidfdPid))
+		}
+		if o := f.img.Owner; o != nil && o.Pid != 0 {
+			o.Pid = d.vpid(int(o.Pid))
 		}
 		if f.img.Kind == imagepb.FileKind_FILE_KIND_PLUGIN {
 			f.img.PluginPid = d.vpid(int(f.img.PluginPid))

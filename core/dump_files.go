@@ -285,6 +285,12 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 	}}
 	ft.all = append(ft.all, f)
 	ft.byIno[key] = append(known[:at:at], append([]*openFile{f}, known[at:]...)...)
+	// The owner's pid is checked and made the image's once every process is collected.
+	if o, err := linux.GetOwner(dup); err != nil {
+		return nil, false, err
+	} else if o.Pid != 0 || o.Signal != 0 {
+		f.img.Owner = &imagepb.FileOwner{Type: int32(o.Type), Pid: int32(o.Pid), Signal: int32(o.Signal)}
+	}
 	switch {
 	case link == "anon_inode:[eventfd]":
 		f.img.Kind = imagepb.FileKind_FILE_KIND_EVENTFD

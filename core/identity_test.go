@@ -274,18 +274,5 @@ func TestRestoreCapabilitiesAndProcessAttributes(t *testing.T) {
 	if l := testutil.Lines(report)[0]; l != "ready" {
 		t.Fatal(l)
 	}
-	ask := func(n int) string {
-		syscall.Kill(p.Pid, syscall.SIGUSR1)
-		testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= n })
-		return testutil.Lines(report)[n-1]
-	}
-	dump(t, core.LeaveRunning, p.Pid)
-	if got := ask(2); got != "ok" {
-		t.Fatalf("after a dump leaving it running: %s", got)
-	}
-	img := dumpTree(t, p)
-	restore(t, img)
-	if got := ask(3); got != "ok" {
-		t.Fatalf("after the restore: %s", got)
-	}
+	askTwice(t, p, report, 1)
 }

@@ -106,3 +106,27 @@ func restoreAndAsk(t *testing.T, p *testutil.Proc, dir string) string {
 	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) > 0 })
 	return testutil.Lines(report)[0]
 }
+
+// ask sends SIGUSR1 to a workload that appends a line to report at each, and returns the
+// n-th line (from 1) once it is there.
+func ask(t *testing.T, pid int, report string, n int) string {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGUSR1)
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= n })
+	return testutil.Lines(report)[n-1]
+}
+
+// askTwice has a workload check its own state after a dump that leaves it running and
+// after a dump and a restore; the workload's report has had first lines already.
+func askTwice(t *testing.T, p *testutil.Proc, report string, first int) {
+	t.Helper()
+	dump(t, core.LeaveRunning, p.Pid)
+	if got := ask(t, p.Pid, report, first+1); got != "ok" {
+		t.Fatalf("after a dump leaving it running: %s", got)
+	}
+	img := dumpTree(t, p)
+	restore(t, img)
+	if got := ask(t, p.Pid, report, first+2); got != "ok" {
+		t.Fatalf("after the restore: %s", got)
+	}
+}

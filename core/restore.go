@@ -247,6 +247,8 @@ type restorer struct {
 	ctx       context.Context
 	total     uint64 // bytes of memory to fill, for progress
 	own       ownCreds
+	// async are the process and fd number that set each O_ASYNC file's flag again.
+	async map[uint32][2]int32
 }
 
 // readOwnCreds reads gocr's credentials.
@@ -458,6 +460,7 @@ func (r *restorer) run(ctx context.Context) error {
 	if err := r.openPidfds(); err != nil {
 		return err
 	}
+	r.async = r.asyncHolders()
 	r.stats.Create = time.Since(t0)
 	t1 := time.Now()
 	// Processes are restored concurrently: each step on the tracer thread is one Do, and the
@@ -503,6 +506,9 @@ func (r *restorer) run(ctx context.Context) error {
 		return fmt.Errorf("restore: %w", ErrInterrupted)
 	}
 	r.stats.Memory = time.Since(t1)
+	if err := r.setFileOwners(); err != nil {
+		return err
+	}
 	// Every process is in place: now let them all go.
 	if err := r.host.Devices(ctx, pluginhost.ResumeDevicesLate, r.pids()); err != nil {
 		return fmt.Errorf("restore: %w", err)

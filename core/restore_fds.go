@@ -83,6 +83,9 @@ func (r *restorer) installFds(p *procRestore) error {
 			}
 		}
 	}
+	if err := r.armAsync(p); err != nil {
+		return err
+	}
 	return r.fillEpolls(p)
 }
 

@@ -289,7 +289,45 @@ func (r *restorer) openPidfds() error {
 }
 
 func setFl(fd int, flags int) error {
-	return linux.SetFl(fd, flags)
+	// O_ASYNC is set by the process itself (see armAsync).
+	return linux.SetFl(fd, flags&^linux.OAsync)
+}
+
+// asyncHolders chooses, for each file with O_ASYNC, the process and fd number that set it
+// again: the kernel sends that fd number in si_fd. The owner, where it holds the file, or
+// else the first holder.
+func (r *restorer) asyncHolders() map[uint32][2]int32 {
+	out := map[uint32][2]int32{}
+	for _, pe := range r.c.Tree.Processes {
+		p := r.c.Procs[pe.Pid]
+		if p == nil {
+			continue
+		}
+		for _, fd := range p.Fds {
+			f := r.fileByID(fd.FileId)
+			if f == nil || f.Flags&linux.OAsync == 0 {
+				continue
+			}
+			_, seen := out[f.Id]
+			if !seen || (f.Owner != nil && f.Owner.Pid == pe.Pid && out[f.Id][0] != pe.Pid) {
+				out[f.Id] = [2]int32{pe.Pid, fd.Fd}
+			}
+		}
+	}
+	return out
+}
+
+// armAsync sets O_ASYNC on the fds of p chosen by asyncHolders, from inside p.
+func (r *restorer) armAsync(p *procRestore) error {
+	for _, fd := range p.img.Fds {
+		if at, ok := r.async[fd.FileId]; ok && at == [2]int32{p.entry.Pid, fd.Fd} {
+			f := r.fileByID(fd.FileId)
+			if _, err := r.call(p, fmt.Sprintf("set O_ASYNC on fd %d", fd.Fd), linux.SysFcntl, uint64(fd.Fd), linux.FSetfl, uint64(f.Flags&^linux.OCloexec)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // inheritPipe takes the caller's fd in for a pipe end opened with acc: a dup, refused unless
@@ -705,6 +743,30 @@ func (r *restorer) restorePluginFiles(pid int32) error {
 		}
 		// r.files is the tracer thread's: the other processes' steps read it there.
 		r.thread.Do(func() error { r.files[f.Id] = fd; return nil })
+	}
+	return nil
+}
+
+// setFileOwners gives the files their O_ASYNC owners and signals, once every process and
+// thread exists (the owner may be any of them).
+func (r *restorer) setFileOwners() error {
+	for _, f := range r.c.Tree.Files {
+		o, fd, ok := f.Owner, 0, false
+		if o != nil {
+			fd, ok = r.files[f.Id]
+		}
+		if !ok {
+			continue
+		}
+		owner := linux.FileOwner{Type: int(o.Type), Signal: int(o.Signal)}
+		if o.Pid != 0 {
+			if owner.Pid = r.hostPid(int(o.Pid)); owner.Pid == 0 {
+				return fmt.Errorf("restore: file %s: its owner %d was not made", f.Path, o.Pid)
+			}
+		}
+		if err := linux.SetOwner(fd, owner); err != nil {
+			return fmt.Errorf("restore: file %s: %w", f.Path, err)
+		}
 	}
 	return nil
 }

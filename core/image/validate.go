@@ -100,6 +100,9 @@ func (c *Checkpoint) validate() error {
 			return corrupt(TreeName, "file %d listed twice", f.Id)
 		}
 		files[f.Id] = f
+		if o := f.Owner; o != nil && (o.Type < 0 || o.Type > 2 || (o.Pid != 0 && !tids[o.Pid]) || o.Signal < 0 || o.Signal > 64) {
+			return corrupt(TreeName, "file %d: bad owner", f.Id)
+		}
 		switch f.Kind {
 		case imagepb.FileKind_FILE_KIND_PIPE, imagepb.FileKind_FILE_KIND_FIFO:
 			if pipes[f.PipeId] == nil {

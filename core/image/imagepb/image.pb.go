@@ -1549,7 +1549,9 @@ type OpenFile struct {
 	// For netlink sockets.
 	NetlinkSocket *NetlinkSocket `protobuf:"bytes,31,opt,name=netlink_socket,json=netlinkSocket,proto3" json:"netlink_socket,omitempty"`
 	// For pidfds: the process (or, with PIDFD_THREAD, the thread) it refers to.
-	PidfdPid      int32 `protobuf:"varint,32,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"`
+	PidfdPid int32 `protobuf:"varint,32,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"`
+	// Who gets the signals of signal-driven I/O (F_SETOWN_EX, F_SETSIG), when set.
+	Owner         *FileOwner `protobuf:"bytes,33,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1808,6 +1810,76 @@ func (x *OpenFile) GetPidfdPid() int32 {
 	return 0
 }
 
+func (x *OpenFile) GetOwner() *FileOwner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+// FileOwner is an open file's owner for O_ASYNC signals: F_OWNER_TID 0, F_OWNER_PID 1 or
+// F_OWNER_PGRP 2, the thread, process or group (image pids; 0: none), and the signal sent
+// (0: SIGIO).
+type FileOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	Signal        int32                  `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileOwner) Reset() {
+	*x = FileOwner{}
+	mi := &file_image_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileOwner) ProtoMessage() {}
+
+func (x *FileOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileOwner.ProtoReflect.Descriptor instead.
+func (*FileOwner) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FileOwner) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *FileOwner) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FileOwner) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
 // NetlinkSocket is a netlink socket: made again with the same protocol, port id and groups;
 // messages queued on it are not kept.
 type NetlinkSocket struct {
@@ -1826,7 +1898,7 @@ type NetlinkSocket struct {
 
 func (x *NetlinkSocket) Reset() {
 	*x = NetlinkSocket{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1910,7 @@ func (x *NetlinkSocket) String() string {
 func (*NetlinkSocket) ProtoMessage() {}
 
 func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1923,7 @@ func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSocket.ProtoReflect.Descriptor instead.
 func (*NetlinkSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NetlinkSocket) GetType() int32 {
@@ -1913,7 +1985,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +1997,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2010,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FileLock) GetKind() LockKind {
@@ -1991,7 +2063,7 @@ type Pty struct {
 
 func (x *Pty) Reset() {
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2075,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2088,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Pty) GetTermios() []byte {
@@ -2067,7 +2139,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2151,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2164,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -2135,7 +2207,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2219,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2232,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -2223,7 +2295,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2307,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2320,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2396,7 +2468,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2480,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2493,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -2555,7 +2627,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2639,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2652,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -2657,7 +2729,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2741,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2754,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -2720,7 +2792,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2804,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2817,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -2798,7 +2870,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2810,7 +2882,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2823,7 +2895,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -2883,7 +2955,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +2967,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +2980,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -2994,7 +3066,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +3078,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +3091,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Process) GetPid() int32 {
@@ -3307,7 +3379,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3391,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3404,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -3359,7 +3431,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3443,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3456,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -3423,7 +3495,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3435,7 +3507,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3448,7 +3520,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -3526,7 +3598,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3610,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3623,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -3632,7 +3704,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3644,7 +3716,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3657,7 +3729,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3780,7 +3852,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3792,7 +3864,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3805,7 +3877,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -4011,7 +4083,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4023,7 +4095,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4036,7 +4108,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -4086,7 +4158,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4170,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4183,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -4146,7 +4218,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4158,7 +4230,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4171,7 +4243,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -4206,7 +4278,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4218,7 +4290,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4231,7 +4303,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -4280,7 +4352,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4292,7 +4364,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4305,7 +4377,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -4448,7 +4520,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4460,7 +4532,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4473,7 +4545,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4613,7 +4685,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4625,7 +4697,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4638,7 +4710,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4673,7 +4745,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4685,7 +4757,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4698,7 +4770,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4741,7 +4813,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4753,7 +4825,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4766,7 +4838,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4851,7 +4923,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4863,7 +4935,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4876,7 +4948,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -5025,7 +5097,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\bR\astopped\x12\x16\n" +
 	"\x06zombie\x18\v \x01(\bR\x06zombie\x12\x1f\n" +
 	"\vexit_status\x18\f \x01(\x05R\n" +
-	"exitStatus\"\xde\b\n" +
+	"exitStatus\"\x8e\t\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -5066,7 +5138,12 @@ const file_image_proto_rawDesc = "" +
 	"\tplugin_fd\x18\x1d \x01(\x05R\bpluginFd\x12-\n" +
 	"\x05locks\x18\x1e \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\x12C\n" +
 	"\x0enetlink_socket\x18\x1f \x01(\v2\x1c.gocr.image.v1.NetlinkSocketR\rnetlinkSocket\x12\x1b\n" +
-	"\tpidfd_pid\x18  \x01(\x05R\bpidfdPid\"\xab\x01\n" +
+	"\tpidfd_pid\x18  \x01(\x05R\bpidfdPid\x12.\n" +
+	"\x05owner\x18! \x01(\v2\x18.gocr.image.v1.FileOwnerR\x05owner\"I\n" +
+	"\tFileOwner\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x03 \x01(\x05R\x06signal\"\xab\x01\n" +
 	"\rNetlinkSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\x05R\bprotocol\x12\x16\n" +
@@ -5455,7 +5532,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
 	(FileKind)(0),         // 1: gocr.image.v1.FileKind
@@ -5475,44 +5552,45 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),           // 15: gocr.image.v1.CPU
 	(*ProcessEntry)(nil),  // 16: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),      // 17: gocr.image.v1.OpenFile
-	(*NetlinkSocket)(nil), // 18: gocr.image.v1.NetlinkSocket
-	(*FileLock)(nil),      // 19: gocr.image.v1.FileLock
-	(*Pty)(nil),           // 20: gocr.image.v1.Pty
-	(*Timerfd)(nil),       // 21: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 22: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),    // 23: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),       // 24: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),    // 25: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),     // 26: gocr.image.v1.EpollItem
-	(*Pipe)(nil),          // 27: gocr.image.v1.Pipe
-	(*SharedMemory)(nil),  // 28: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),       // 29: gocr.image.v1.PageRun
-	(*Process)(nil),       // 30: gocr.image.v1.Process
-	(*Cgroup)(nil),        // 31: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 32: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 33: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 34: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 35: gocr.image.v1.Thread
-	(*Regs)(nil),          // 36: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 37: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 38: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 39: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 40: gocr.image.v1.ITimer
-	(*MM)(nil),            // 41: gocr.image.v1.MM
-	(*VMA)(nil),           // 42: gocr.image.v1.VMA
-	(*Fd)(nil),            // 43: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 44: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 45: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 46: gocr.image.v1.Rseq
-	nil,                   // 47: gocr.image.v1.InetSocket.OptionsEntry
+	(*FileOwner)(nil),     // 18: gocr.image.v1.FileOwner
+	(*NetlinkSocket)(nil), // 19: gocr.image.v1.NetlinkSocket
+	(*FileLock)(nil),      // 20: gocr.image.v1.FileLock
+	(*Pty)(nil),           // 21: gocr.image.v1.Pty
+	(*Timerfd)(nil),       // 22: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 23: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),    // 24: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),       // 25: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),    // 26: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),     // 27: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 28: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 29: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 30: gocr.image.v1.PageRun
+	(*Process)(nil),       // 31: gocr.image.v1.Process
+	(*Cgroup)(nil),        // 32: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 33: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 34: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 35: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 36: gocr.image.v1.Thread
+	(*Regs)(nil),          // 37: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 38: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 39: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 40: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 41: gocr.image.v1.ITimer
+	(*MM)(nil),            // 42: gocr.image.v1.MM
+	(*VMA)(nil),           // 43: gocr.image.v1.VMA
+	(*Fd)(nil),            // 44: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 45: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 46: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 47: gocr.image.v1.Rseq
+	nil,                   // 48: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	16, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	17, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	27, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	28, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	28, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	29, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	15, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	14, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	13, // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
@@ -5524,47 +5602,48 @@ var file_image_proto_depIdxs = []int32{
 	8,  // 14: gocr.image.v1.SysvMsgQueue.ids:type_name -> gocr.image.v1.SysvIds
 	11, // 15: gocr.image.v1.SysvMsgQueue.messages:type_name -> gocr.image.v1.SysvMsg
 	1,  // 16: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	26, // 17: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	25, // 18: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	23, // 19: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	21, // 20: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	22, // 21: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	20, // 22: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	19, // 23: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
-	18, // 24: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
-	2,  // 25: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	47, // 26: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	24, // 27: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	29, // 28: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	36, // 29: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	37, // 30: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	38, // 31: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	39, // 32: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	40, // 33: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	41, // 34: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	42, // 35: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	29, // 36: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	43, // 37: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	44, // 38: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	45, // 39: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	46, // 40: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	35, // 41: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	34, // 42: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	19, // 43: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	33, // 44: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	32, // 45: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	31, // 46: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	36, // 47: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	38, // 48: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	39, // 49: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	46, // 50: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	33, // 51: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 52: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	27, // 17: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	26, // 18: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	24, // 19: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	22, // 20: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	23, // 21: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	21, // 22: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	20, // 23: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	19, // 24: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
+	18, // 25: gocr.image.v1.OpenFile.owner:type_name -> gocr.image.v1.FileOwner
+	2,  // 26: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	48, // 27: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	25, // 28: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	30, // 29: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	37, // 30: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	38, // 31: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	39, // 32: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	40, // 33: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	41, // 34: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	42, // 35: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	43, // 36: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	30, // 37: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	44, // 38: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	45, // 39: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	46, // 40: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	47, // 41: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	36, // 42: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	35, // 43: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	20, // 44: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	34, // 45: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	33, // 46: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	32, // 47: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	37, // 48: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	39, // 49: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	40, // 50: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	47, // 51: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	34, // 52: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 53: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5578,7 +5657,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -95,6 +95,7 @@ const (
 	OCloexec  = unix.O_CLOEXEC
 	ONonblock = unix.O_NONBLOCK
 	OPath     = unix.O_PATH
+	OAsync    = unix.O_ASYNC
 	OCreat    = unix.O_CREAT
 	OExcl     = unix.O_EXCL
 	OTrunc    = unix.O_TRUNC
@@ -655,4 +656,44 @@ func CPUSetFromBytes(b []byte) (CPUSet, bool) {
 		}
 	}
 	return set, len(b)%8 == 0
+}
+
+// FileOwner is who gets an open file's O_ASYNC signals: F_GETOWN_EX's type (F_OWNER_TID,
+// F_OWNER_PID, F_OWNER_PGRP) and pid, and F_GETSIG's signal.
+type FileOwner struct {
+	Type, Pid, Signal int
+}
+
+// fOwnerEx is struct f_owner_ex (F_GETOWN_EX, F_SETOWN_EX): F_OWNER_TID 0, F_OWNER_PID 1,
+// F_OWNER_PGRP 2, and the pid.
+type fOwnerEx struct {
+	Type int32
+	Pid  int32
+}
+
+// GetOwner reads the owner and signal of the open file fd refers to.
+func GetOwner(fd int) (FileOwner, error) {
+	var ex fOwnerEx
+	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(fd), unix.F_GETOWN_EX, uintptr(unsafe.Pointer(&ex))); e != 0 {
+		return FileOwner{}, os.NewSyscallError("fcntl(F_GETOWN_EX)", e)
+	}
+	sig, err := unix.FcntlInt(uintptr(fd), unix.F_GETSIG, 0)
+	if err != nil {
+		return FileOwner{}, os.NewSyscallError("fcntl(F_GETSIG)", err)
+	}
+	return FileOwner{Type: int(ex.Type), Pid: int(ex.Pid), Signal: sig}, nil
+}
+
+// SetOwner gives the open file fd refers to an owner and signal.
+func SetOwner(fd int, o FileOwner) error {
+	ex := fOwnerEx{Type: int32(o.Type), Pid: int32(o.Pid)}
+	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(fd), unix.F_SETOWN_EX, uintptr(unsafe.Pointer(&ex))); e != 0 {
+		return os.NewSyscallError("fcntl(F_SETOWN_EX)", e)
+	}
+	if o.Signal != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETSIG, o.Signal); err != nil {
+			return os.NewSyscallError("fcntl(F_SETSIG)", err)
+		}
+	}
+	return nil
 }
