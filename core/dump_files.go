@@ -679,27 +679,16 @@ func (ft *fileTable) writeData(w *image.Writer, tree *imagepb.Tree) error {
 		if err != nil {
 			return fmt.Errorf("read deleted file %s: %w", f.img.Path, err)
 		}
-		buf := make([]byte, 1<<20)
-		var off int64
-		for {
-			n, err := linux.Pread(src, buf, off)
-			if n > 0 {
-				if _, werr := df.Write(buf[:n]); werr != nil {
-					return werr
-				}
-				off += int64(n)
-			}
-			if err != nil {
-				linux.Close(src)
-				return fmt.Errorf("read deleted file %s: %w", f.img.Path, err)
-			}
-			if n == 0 {
-				break
-			}
+		st, err := linux.Fstat(src)
+		if err == nil {
+			f.img.Ghost, err = saveGhost(src, st, df)
 		}
 		linux.Close(src)
 		df.Close()
-		f.img.Size = uint64(off)
+		if err != nil {
+			return fmt.Errorf("read deleted file %s: %w", f.img.Path, err)
+		}
+		f.img.Size = uint64(st.Size)
 		f.img.DataFile = name
 	}
 	for _, ino := range sortedPipes(ft.pipes) {

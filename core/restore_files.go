@@ -401,7 +401,7 @@ func (r *restorer) openSavedFiles() error {
 		} else {
 			// Read-only unless a mapping writes to it: a binary with a writer open cannot
 			// become a process's exe (ETXTBSY).
-			fd, err = r.recreateDeleted(&imagepb.OpenFile{Id: 1000000 + sf.Id, Path: sf.Path, Mode: sf.Mode, Size: sf.Size, DataFile: sf.DataFile}, r.savedFlags(sf.Id))
+			fd, err = r.recreateDeleted(&imagepb.OpenFile{Id: 1000000 + sf.Id, Path: sf.Path, Mode: sf.Mode, Size: sf.Size, DataFile: sf.DataFile, Ghost: sf.Ghost}, r.savedFlags(sf.Id))
 		}
 		if err != nil {
 			return fmt.Errorf("recreate mapped file %s: %w", sf.Path, err)
@@ -446,14 +446,14 @@ func (r *restorer) recreateDeleted(f *imagepb.OpenFile, flags int) (int, error) 
 	}
 	defer linux.Unlink(path)
 	defer linux.Close(tmp)
-	if f.Size > 0 {
-		b, err := os.ReadFile(r.c.Path(f.DataFile))
-		if err != nil {
+	var b []byte
+	if f.DataFile != "" {
+		if b, err = os.ReadFile(r.c.Path(f.DataFile)); err != nil {
 			return -1, err
 		}
-		if err := linux.Write(tmp, b); err != nil {
-			return -1, err
-		}
+	}
+	if err := writeGhost(tmp, b, f.Size, f.Mode, f.Ghost); err != nil {
+		return -1, err
 	}
 	return linux.Open(path, flags|linux.OCloexec, 0)
 }

@@ -235,3 +235,12 @@ func TestRestoreTwoTreesSharingAPipe(t *testing.T) {
 	testutil.WaitFor(t, "reader to go on", func() bool { return lastInt(t, log) >= at+50 })
 	checkSequence(t, log, at+50)
 }
+
+// Deleted files a process holds come back as they were: owner, mode, size, modification
+// time, holes (a sparse file's gap takes no blocks), content; a deleted file mapped shared
+// is still one with its mapping.
+func TestRestoreDeletedFilesExactly(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "ghost")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

@@ -192,7 +192,7 @@ func (c *Checkpoint) validate() error {
 			}
 		}
 		if f.Deleted {
-			if err := c.dataFile(f.DataFile, f.Size, FileDataName(f.Id)); err != nil {
+			if err := c.ghostData(f.DataFile, f.Size, f.Ghost, FileDataName(f.Id)); err != nil {
 				return err
 			}
 		}
@@ -231,7 +231,7 @@ func (c *Checkpoint) validate() error {
 			return corrupt(TreeName, "saved file %d listed twice", sf.Id)
 		}
 		saved[sf.Id] = true
-		if err := c.dataFile(sf.DataFile, sf.Size, SavedFileName(sf.Id)); err != nil {
+		if err := c.ghostData(sf.DataFile, sf.Size, sf.Ghost, SavedFileName(sf.Id)); err != nil {
 			return err
 		}
 	}
@@ -277,6 +277,22 @@ func (c *Checkpoint) validate() error {
 }
 
 // dataFile checks that a raw data file is the one expected for the object and has size bytes.
+// ghostData checks a deleted file's data file: its whole content, or its data ranges in
+// order, inside its size.
+func (c *Checkpoint) ghostData(name string, size uint64, g *imagepb.Ghost, want string) error {
+	if g == nil || !g.Sparse {
+		return c.dataFile(name, size, want)
+	}
+	var end, sum uint64
+	for _, e := range g.Extents {
+		if e.Length == 0 || e.Offset < end || e.Offset > size || e.Length > size-e.Offset {
+			return corrupt(TreeName, "%s: bad data range %d+%d", want, e.Offset, e.Length)
+		}
+		end, sum = e.Offset+e.Length, sum+e.Length
+	}
+	return c.dataFile(name, sum, want)
+}
+
 func (c *Checkpoint) dataFile(name string, size uint64, want string) error {
 	if size == 0 && name == "" {
 		return nil

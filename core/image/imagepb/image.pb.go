@@ -1125,13 +1125,15 @@ type SavedFile struct {
 	Dev   uint64                 `protobuf:"varint,2,opt,name=dev,proto3" json:"dev,omitempty"`
 	Ino   uint64                 `protobuf:"varint,3,opt,name=ino,proto3" json:"ino,omitempty"`
 	// The path it had (without " (deleted)"), or the memfd's /proc name.
-	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
-	Memfd         bool   `protobuf:"varint,5,opt,name=memfd,proto3" json:"memfd,omitempty"`
-	MemfdName     string `protobuf:"bytes,6,opt,name=memfd_name,json=memfdName,proto3" json:"memfd_name,omitempty"`
-	Seals         uint32 `protobuf:"varint,7,opt,name=seals,proto3" json:"seals,omitempty"`
-	Mode          uint32 `protobuf:"varint,8,opt,name=mode,proto3" json:"mode,omitempty"`
-	Size          uint64 `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
-	DataFile      string `protobuf:"bytes,10,opt,name=data_file,json=dataFile,proto3" json:"data_file,omitempty"`
+	Path      string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	Memfd     bool   `protobuf:"varint,5,opt,name=memfd,proto3" json:"memfd,omitempty"`
+	MemfdName string `protobuf:"bytes,6,opt,name=memfd_name,json=memfdName,proto3" json:"memfd_name,omitempty"`
+	Seals     uint32 `protobuf:"varint,7,opt,name=seals,proto3" json:"seals,omitempty"`
+	Mode      uint32 `protobuf:"varint,8,opt,name=mode,proto3" json:"mode,omitempty"`
+	Size      uint64 `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
+	DataFile  string `protobuf:"bytes,10,opt,name=data_file,json=dataFile,proto3" json:"data_file,omitempty"`
+	// Deleted files (not memfds): owner, times and data ranges.
+	Ghost         *Ghost `protobuf:"bytes,11,opt,name=ghost,proto3" json:"ghost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1234,6 +1236,13 @@ func (x *SavedFile) GetDataFile() string {
 		return x.DataFile
 	}
 	return ""
+}
+
+func (x *SavedFile) GetGhost() *Ghost {
+	if x != nil {
+		return x.Ghost
+	}
+	return nil
 }
 
 // MappedFile is a file some process maps. Binaries and libraries (private mappings) carry a
@@ -1551,7 +1560,9 @@ type OpenFile struct {
 	// For pidfds: the process (or, with PIDFD_THREAD, the thread) it refers to.
 	PidfdPid int32 `protobuf:"varint,32,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"`
 	// Who gets the signals of signal-driven I/O (F_SETOWN_EX, F_SETSIG), when set.
-	Owner         *FileOwner `protobuf:"bytes,33,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner *FileOwner `protobuf:"bytes,33,opt,name=owner,proto3" json:"owner,omitempty"`
+	// For a deleted file: its owner, times and data ranges.
+	Ghost         *Ghost `protobuf:"bytes,34,opt,name=ghost,proto3" json:"ghost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1817,6 +1828,152 @@ func (x *OpenFile) GetOwner() *FileOwner {
 	return nil
 }
 
+func (x *OpenFile) GetGhost() *Ghost {
+	if x != nil {
+		return x.Ghost
+	}
+	return nil
+}
+
+// Ghost is what a deleted file's content is given besides its bytes when it is made again.
+// With extents, the data file holds only the ranges listed, one after another, and the rest
+// of the file (up to its size) is holes; without, the data file is the whole content.
+type Ghost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	AtimeNs       int64                  `protobuf:"varint,3,opt,name=atime_ns,json=atimeNs,proto3" json:"atime_ns,omitempty"`
+	MtimeNs       int64                  `protobuf:"varint,4,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	Sparse        bool                   `protobuf:"varint,5,opt,name=sparse,proto3" json:"sparse,omitempty"`
+	Extents       []*Extent              `protobuf:"bytes,6,rep,name=extents,proto3" json:"extents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ghost) Reset() {
+	*x = Ghost{}
+	mi := &file_image_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ghost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ghost) ProtoMessage() {}
+
+func (x *Ghost) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ghost.ProtoReflect.Descriptor instead.
+func (*Ghost) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Ghost) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Ghost) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Ghost) GetAtimeNs() int64 {
+	if x != nil {
+		return x.AtimeNs
+	}
+	return 0
+}
+
+func (x *Ghost) GetMtimeNs() int64 {
+	if x != nil {
+		return x.MtimeNs
+	}
+	return 0
+}
+
+func (x *Ghost) GetSparse() bool {
+	if x != nil {
+		return x.Sparse
+	}
+	return false
+}
+
+func (x *Ghost) GetExtents() []*Extent {
+	if x != nil {
+		return x.Extents
+	}
+	return nil
+}
+
+type Extent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Extent) Reset() {
+	*x = Extent{}
+	mi := &file_image_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Extent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Extent) ProtoMessage() {}
+
+func (x *Extent) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Extent.ProtoReflect.Descriptor instead.
+func (*Extent) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Extent) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Extent) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // FileOwner is an open file's owner for O_ASYNC signals: F_OWNER_TID 0, F_OWNER_PID 1 or
 // F_OWNER_PGRP 2, the thread, process or group (image pids; 0: none), and the signal sent
 // (0: SIGIO).
@@ -1831,7 +1988,7 @@ type FileOwner struct {
 
 func (x *FileOwner) Reset() {
 	*x = FileOwner{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2000,7 @@ func (x *FileOwner) String() string {
 func (*FileOwner) ProtoMessage() {}
 
 func (x *FileOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2013,7 @@ func (x *FileOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOwner.ProtoReflect.Descriptor instead.
 func (*FileOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FileOwner) GetType() int32 {
@@ -1898,7 +2055,7 @@ type NetlinkSocket struct {
 
 func (x *NetlinkSocket) Reset() {
 	*x = NetlinkSocket{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2067,7 @@ func (x *NetlinkSocket) String() string {
 func (*NetlinkSocket) ProtoMessage() {}
 
 func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2080,7 @@ func (x *NetlinkSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSocket.ProtoReflect.Descriptor instead.
 func (*NetlinkSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NetlinkSocket) GetType() int32 {
@@ -1985,7 +2142,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2154,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2167,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FileLock) GetKind() LockKind {
@@ -2063,7 +2220,7 @@ type Pty struct {
 
 func (x *Pty) Reset() {
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2232,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2245,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pty) GetTermios() []byte {
@@ -2139,7 +2296,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2308,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2321,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Timerfd) GetClockid() int32 {
@@ -2207,7 +2364,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2376,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2389,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -2295,7 +2452,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2464,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2477,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2468,7 +2625,7 @@ type TCPConn struct {
 
 func (x *TCPConn) Reset() {
 	*x = TCPConn{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2480,7 +2637,7 @@ func (x *TCPConn) String() string {
 func (*TCPConn) ProtoMessage() {}
 
 func (x *TCPConn) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2493,7 +2650,7 @@ func (x *TCPConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPConn.ProtoReflect.Descriptor instead.
 func (*TCPConn) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TCPConn) GetSendSeq() uint32 {
@@ -2627,7 +2784,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2796,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2809,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixSocket) GetIno() uint32 {
@@ -2729,7 +2886,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2898,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2911,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -2792,7 +2949,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2961,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2974,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -2870,7 +3027,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2882,7 +3039,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2895,7 +3052,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -2955,7 +3112,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3124,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3137,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -3066,7 +3223,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3235,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3248,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Process) GetPid() int32 {
@@ -3379,7 +3536,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3391,7 +3548,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3404,7 +3561,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -3431,7 +3588,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3600,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3613,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -3495,7 +3652,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3507,7 +3664,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3520,7 +3677,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -3598,7 +3755,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3610,7 +3767,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3623,7 +3780,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -3704,7 +3861,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +3873,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +3886,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -3852,7 +4009,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +4021,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +4034,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -4083,7 +4240,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4095,7 +4252,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4108,7 +4265,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -4158,7 +4315,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4170,7 +4327,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4183,7 +4340,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -4218,7 +4375,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4230,7 +4387,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4243,7 +4400,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -4278,7 +4435,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4290,7 +4447,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4303,7 +4460,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -4352,7 +4509,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4521,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4534,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -4520,7 +4677,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4532,7 +4689,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4545,7 +4702,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4685,7 +4842,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4697,7 +4854,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4710,7 +4867,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4745,7 +4902,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4757,7 +4914,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4770,7 +4927,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4813,7 +4970,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4825,7 +4982,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4838,7 +4995,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -4923,7 +5080,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4935,7 +5092,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4948,7 +5105,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -5058,7 +5215,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x18\n" +
 	"\aremoved\x18\a \x01(\bR\aremoved\x12\x19\n" +
-	"\bshmem_id\x18\b \x01(\rR\ashmemId\"\xe3\x01\n" +
+	"\bshmem_id\x18\b \x01(\rR\ashmemId\"\x8f\x02\n" +
 	"\tSavedFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x10\n" +
 	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x10\n" +
@@ -5071,7 +5228,8 @@ const file_image_proto_rawDesc = "" +
 	"\x04mode\x18\b \x01(\rR\x04mode\x12\x12\n" +
 	"\x04size\x18\t \x01(\x04R\x04size\x12\x1b\n" +
 	"\tdata_file\x18\n" +
-	" \x01(\tR\bdataFile\"k\n" +
+	" \x01(\tR\bdataFile\x12*\n" +
+	"\x05ghost\x18\v \x01(\v2\x14.gocr.image.v1.GhostR\x05ghost\"k\n" +
 	"\n" +
 	"MappedFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
@@ -5097,7 +5255,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\bR\astopped\x12\x16\n" +
 	"\x06zombie\x18\v \x01(\bR\x06zombie\x12\x1f\n" +
 	"\vexit_status\x18\f \x01(\x05R\n" +
-	"exitStatus\"\x8e\t\n" +
+	"exitStatus\"\xba\t\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -5139,7 +5297,18 @@ const file_image_proto_rawDesc = "" +
 	"\x05locks\x18\x1e \x03(\v2\x17.gocr.image.v1.FileLockR\x05locks\x12C\n" +
 	"\x0enetlink_socket\x18\x1f \x01(\v2\x1c.gocr.image.v1.NetlinkSocketR\rnetlinkSocket\x12\x1b\n" +
 	"\tpidfd_pid\x18  \x01(\x05R\bpidfdPid\x12.\n" +
-	"\x05owner\x18! \x01(\v2\x18.gocr.image.v1.FileOwnerR\x05owner\"I\n" +
+	"\x05owner\x18! \x01(\v2\x18.gocr.image.v1.FileOwnerR\x05owner\x12*\n" +
+	"\x05ghost\x18\" \x01(\v2\x14.gocr.image.v1.GhostR\x05ghost\"\xaa\x01\n" +
+	"\x05Ghost\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x19\n" +
+	"\batime_ns\x18\x03 \x01(\x03R\aatimeNs\x12\x19\n" +
+	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\x12\x16\n" +
+	"\x06sparse\x18\x05 \x01(\bR\x06sparse\x12/\n" +
+	"\aextents\x18\x06 \x03(\v2\x15.gocr.image.v1.ExtentR\aextents\"8\n" +
+	"\x06Extent\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\"I\n" +
 	"\tFileOwner\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
@@ -5532,7 +5701,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
 	(FileKind)(0),         // 1: gocr.image.v1.FileKind
@@ -5552,45 +5721,47 @@ var file_image_proto_goTypes = []any{
 	(*CPU)(nil),           // 15: gocr.image.v1.CPU
 	(*ProcessEntry)(nil),  // 16: gocr.image.v1.ProcessEntry
 	(*OpenFile)(nil),      // 17: gocr.image.v1.OpenFile
-	(*FileOwner)(nil),     // 18: gocr.image.v1.FileOwner
-	(*NetlinkSocket)(nil), // 19: gocr.image.v1.NetlinkSocket
-	(*FileLock)(nil),      // 20: gocr.image.v1.FileLock
-	(*Pty)(nil),           // 21: gocr.image.v1.Pty
-	(*Timerfd)(nil),       // 22: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 23: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),    // 24: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),       // 25: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),    // 26: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),     // 27: gocr.image.v1.EpollItem
-	(*Pipe)(nil),          // 28: gocr.image.v1.Pipe
-	(*SharedMemory)(nil),  // 29: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),       // 30: gocr.image.v1.PageRun
-	(*Process)(nil),       // 31: gocr.image.v1.Process
-	(*Cgroup)(nil),        // 32: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 33: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 34: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 35: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 36: gocr.image.v1.Thread
-	(*Regs)(nil),          // 37: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 38: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 39: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 40: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 41: gocr.image.v1.ITimer
-	(*MM)(nil),            // 42: gocr.image.v1.MM
-	(*VMA)(nil),           // 43: gocr.image.v1.VMA
-	(*Fd)(nil),            // 44: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 45: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 46: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 47: gocr.image.v1.Rseq
-	nil,                   // 48: gocr.image.v1.InetSocket.OptionsEntry
+	(*Ghost)(nil),         // 18: gocr.image.v1.Ghost
+	(*Extent)(nil),        // 19: gocr.image.v1.Extent
+	(*FileOwner)(nil),     // 20: gocr.image.v1.FileOwner
+	(*NetlinkSocket)(nil), // 21: gocr.image.v1.NetlinkSocket
+	(*FileLock)(nil),      // 22: gocr.image.v1.FileLock
+	(*Pty)(nil),           // 23: gocr.image.v1.Pty
+	(*Timerfd)(nil),       // 24: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 25: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),    // 26: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),       // 27: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),    // 28: gocr.image.v1.UnixSocket
+	(*EpollItem)(nil),     // 29: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 30: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 31: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 32: gocr.image.v1.PageRun
+	(*Process)(nil),       // 33: gocr.image.v1.Process
+	(*Cgroup)(nil),        // 34: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 35: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 36: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 37: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 38: gocr.image.v1.Thread
+	(*Regs)(nil),          // 39: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 40: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 41: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 42: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 43: gocr.image.v1.ITimer
+	(*MM)(nil),            // 44: gocr.image.v1.MM
+	(*VMA)(nil),           // 45: gocr.image.v1.VMA
+	(*Fd)(nil),            // 46: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 47: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 48: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 49: gocr.image.v1.Rseq
+	nil,                   // 50: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	16, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	17, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	28, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	29, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	30, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	31, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	15, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	14, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	13, // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
@@ -5601,49 +5772,52 @@ var file_image_proto_depIdxs = []int32{
 	8,  // 13: gocr.image.v1.SysvSem.ids:type_name -> gocr.image.v1.SysvIds
 	8,  // 14: gocr.image.v1.SysvMsgQueue.ids:type_name -> gocr.image.v1.SysvIds
 	11, // 15: gocr.image.v1.SysvMsgQueue.messages:type_name -> gocr.image.v1.SysvMsg
-	1,  // 16: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	27, // 17: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	26, // 18: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	24, // 19: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	22, // 20: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	23, // 21: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	21, // 22: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	20, // 23: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
-	19, // 24: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
-	18, // 25: gocr.image.v1.OpenFile.owner:type_name -> gocr.image.v1.FileOwner
-	2,  // 26: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	48, // 27: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	25, // 28: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	30, // 29: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	37, // 30: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	38, // 31: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	39, // 32: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	40, // 33: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	41, // 34: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	42, // 35: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	43, // 36: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	30, // 37: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	44, // 38: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	45, // 39: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	46, // 40: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	47, // 41: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	36, // 42: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	35, // 43: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	20, // 44: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	34, // 45: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	33, // 46: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	32, // 47: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	37, // 48: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	39, // 49: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	40, // 50: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	47, // 51: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	34, // 52: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 53: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	18, // 16: gocr.image.v1.SavedFile.ghost:type_name -> gocr.image.v1.Ghost
+	1,  // 17: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	29, // 18: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	28, // 19: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	26, // 20: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	24, // 21: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	25, // 22: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	23, // 23: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	22, // 24: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	21, // 25: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
+	20, // 26: gocr.image.v1.OpenFile.owner:type_name -> gocr.image.v1.FileOwner
+	18, // 27: gocr.image.v1.OpenFile.ghost:type_name -> gocr.image.v1.Ghost
+	19, // 28: gocr.image.v1.Ghost.extents:type_name -> gocr.image.v1.Extent
+	2,  // 29: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	50, // 30: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	27, // 31: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	32, // 32: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	39, // 33: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	40, // 34: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	41, // 35: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	42, // 36: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	43, // 37: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	44, // 38: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	45, // 39: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	32, // 40: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	46, // 41: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	47, // 42: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	48, // 43: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	49, // 44: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	38, // 45: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	37, // 46: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	22, // 47: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	36, // 48: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	35, // 49: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	34, // 50: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	39, // 51: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	41, // 52: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	42, // 53: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	49, // 54: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	36, // 55: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 56: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5657,7 +5831,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

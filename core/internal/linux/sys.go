@@ -504,7 +504,8 @@ func SetFl(fd int, flags int) error {
 // Fallocate reserves size bytes for a file about to be written, so that the writes that
 // follow need no block allocation.
 func Fallocate(fd int, size int64) error {
-	return os.NewSyscallError("fallocate", unix.Fallocate(fd, 0, 0, size))
+	// KEEP_SIZE: a hint larger than what is then written must not leave zeros at the end.
+	return os.NewSyscallError("fallocate", unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, size))
 }
 
 // Eventfd creates an eventfd holding count; semaphore sets EFD_SEMAPHORE.
@@ -694,6 +695,73 @@ func SetOwner(fd int, o FileOwner) error {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETSIG, o.Signal); err != nil {
 			return os.NewSyscallError("fcntl(F_SETSIG)", err)
 		}
+	}
+	return nil
+}
+
+// Extent is a range of a file that holds data.
+type Extent struct{ Off, Len int64 }
+
+// DataExtents lists the ranges of fd's first size bytes that hold data (SEEK_DATA,
+// SEEK_HOLE); the rest are holes. A file system without them gives one range.
+func DataExtents(fd int, size int64) ([]Extent, error) {
+	var out []Extent
+	for off := int64(0); off < size; {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only holes from off on
+		}
+		if err == unix.EINVAL && off == 0 {
+			return []Extent{{0, size}}, nil
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("lseek(SEEK_DATA)", err)
+		}
+		if d >= size {
+			break
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, os.NewSyscallError("lseek(SEEK_HOLE)", err)
+		}
+		h = min(h, size)
+		out = append(out, Extent{d, h - d})
+		off = h
+	}
+	return out, nil
+}
+
+// Pwrite writes all of b at off.
+func Pwrite(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("pwrite", err)
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
+}
+
+// Ftruncate sets a file's size.
+func Ftruncate(fd int, size int64) error {
+	return os.NewSyscallError("ftruncate", unix.Ftruncate(fd, size))
+}
+
+// Fchown sets a file's owner and group.
+func Fchown(fd int, uid, gid int) error {
+	return os.NewSyscallError("fchown", unix.Fchown(fd, uid, gid))
+}
+
+// Futimens sets a file's access and modification times, in nanoseconds since the epoch.
+func Futimens(fd int, atimeNs, mtimeNs int64) error {
+	// futimens(3) is utimensat with no path.
+	ts := [2]unix.Timespec{unix.NsecToTimespec(atimeNs), unix.NsecToTimespec(mtimeNs)}
+	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+		return os.NewSyscallError("futimens", e)
 	}
 	return nil
 }
