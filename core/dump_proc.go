@@ -127,8 +127,18 @@ func (d *dumper) collect(p *procDump) error {
 	if img.Cwd, err = procfs.Link(pid, "cwd"); err != nil {
 		return fmt.Errorf("read cwd: %w", err)
 	}
+	if cwd, ok := strings.CutSuffix(img.Cwd, " (deleted)"); ok {
+		st, err := linux.StatPath(procfs.Path(pid, "cwd"))
+		if err != nil {
+			return fmt.Errorf("read cwd: %w", err)
+		}
+		img.Cwd, img.CwdRemoved = cwd, &imagepb.RemovedDir{Mode: st.Mode & 0o7777, Uid: st.Uid, Gid: st.Gid}
+	}
 	if img.Root, err = procfs.Link(pid, "root"); err != nil {
 		return fmt.Errorf("read root: %w", err)
+	}
+	if strings.HasSuffix(img.Root, " (deleted)") {
+		return &UnsupportedError{Pid: pid, What: "root", Kind: "root directory " + img.Root, Hint: "a chroot into a removed directory cannot be made again"}
 	}
 	limits, err := procfs.ReadLimits(pid)
 	if err != nil {

@@ -26,7 +26,11 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 		if pe.Zombie || p == nil {
 			continue
 		}
-		if st, err := os.Stat(p.Cwd); err != nil || !st.IsDir() {
+		if p.CwdRemoved != nil {
+			if _, err := os.Lstat(p.Cwd); err == nil {
+				add(fmt.Sprintf("pid %d", pe.Pid), "remove what is there now, or restore elsewhere", "the path of its removed working directory %s is taken", p.Cwd)
+			}
+		} else if st, err := os.Stat(p.Cwd); err != nil || !st.IsDir() {
 			add(fmt.Sprintf("pid %d", pe.Pid), "make the directory again, or restore where it is", "its working directory %s is gone", p.Cwd)
 		}
 		if ownErr == nil && adjErr == nil {

@@ -171,6 +171,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		err = r.run(ctx)
 	}
 	r.closeFiles()
+	r.removeRemovedDirs() // made for working directories, whatever happened
 	r.host.Close(err == nil)
 	if r.initReady != nil {
 		r.initReady.Close()
@@ -247,6 +248,9 @@ type restorer struct {
 	ctx       context.Context
 	total     uint64 // bytes of memory to fill, for progress
 	own       ownCreds
+	// removedDirs are the directories made for removed working directories, to be removed
+	// again once the processes are in them, deepest first.
+	removedDirs []string
 	// async are the process and fd number that set each O_ASYNC file's flag again.
 	async map[uint32][2]int32
 }
@@ -370,6 +374,9 @@ func (r *restorer) preflight() error {
 // openAll makes what the processes will share: saved files, System V segments, open files and
 // sockets (in the tree's namespaces: it runs on the tracer thread), the pages to read.
 func (r *restorer) openAll() error {
+	if err := r.makeRemovedDirs(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	if err := r.openSavedFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -507,6 +514,9 @@ func (r *restorer) run(ctx context.Context) error {
 	}
 	r.stats.Memory = time.Since(t1)
 	if err := r.setFileOwners(); err != nil {
+		return err
+	}
+	if err := r.removeRemovedDirs(); err != nil {
 		return err
 	}
 	// Every process is in place: now let them all go.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -18,6 +19,14 @@ import (
 func (r *restorer) restoreState(p *procRestore) error {
 	img, pid := p.img, p.t.Pid
 	path := func(s string) (uint64, error) { return p.arg(scratchArg, cstring(s)) }
+	// The working directory first: /proc gives its path from gocr's root, not the chroot's.
+	a, err := path(img.Cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := r.call(p, "chdir "+img.Cwd, linux.SysChdir, a); err != nil {
+		return err
+	}
 	if img.Root != "/" {
 		a, err := path(img.Root)
 		if err != nil {
@@ -26,13 +35,6 @@ func (r *restorer) restoreState(p *procRestore) error {
 		if _, err := r.call(p, "chroot "+img.Root, linux.SysChroot, a); err != nil {
 			return err
 		}
-	}
-	a, err := path(img.Cwd)
-	if err != nil {
-		return err
-	}
-	if _, err := r.call(p, "chdir "+img.Cwd, linux.SysChdir, a); err != nil {
-		return err
 	}
 	if _, err := r.call(p, "umask", linux.SysUmask, uint64(img.Umask)); err != nil {
 		return err
@@ -651,6 +653,69 @@ func (r *restorer) takePosixLocks(p *procRestore) error {
 			f := r.fileByID(fileOfFd(p.img, l.Fd))
 			return fmt.Errorf("fd %d: %w", l.Fd, lockError(f, l, r.files[f.Id], err))
 		}
+	}
+	return nil
+}
+
+// makeRemovedDirs makes the removed working directories again at their paths, with the
+// directories missing above them, before the processes chdir into them.
+func (r *restorer) makeRemovedDirs() error {
+	made := map[string]bool{}
+	for _, p := range r.c.Procs {
+		rd := p.CwdRemoved
+		if rd == nil || made[p.Cwd] {
+			continue
+		}
+		made[p.Cwd] = true
+		var missing []string // deepest first
+		for d := p.Cwd; ; d = filepath.Dir(d) {
+			if _, err := os.Lstat(d); err == nil || d == "/" {
+				break
+			}
+			missing = append(missing, d)
+		}
+		if len(missing) == 0 || missing[0] != p.Cwd {
+			return fmt.Errorf("the removed working directory %s exists again", p.Cwd)
+		}
+		for i := len(missing) - 1; i >= 0; i-- {
+			if err := os.Mkdir(missing[i], 0o700); err != nil {
+				return fmt.Errorf("make removed working directory %s: %w", p.Cwd, err)
+			}
+			r.removedDirs = append([]string{missing[i]}, r.removedDirs...)
+		}
+		if err := os.Lchown(p.Cwd, int(rd.Uid), int(rd.Gid)); err != nil {
+			return fmt.Errorf("make removed working directory %s: %w", p.Cwd, err)
+		}
+		if err := os.Chmod(p.Cwd, os.FileMode(rd.Mode&0o777)|unixModeBits(rd.Mode)); err != nil {
+			return fmt.Errorf("make removed working directory %s: %w", p.Cwd, err)
+		}
+	}
+	return nil
+}
+
+// unixModeBits turns the set-id and sticky bits of a mode into os.FileMode's.
+func unixModeBits(mode uint32) os.FileMode {
+	var m os.FileMode
+	if mode&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if mode&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if mode&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m
+}
+
+// removeRemovedDirs removes what makeRemovedDirs made.
+func (r *restorer) removeRemovedDirs() error {
+	for len(r.removedDirs) > 0 {
+		d := r.removedDirs[0]
+		if err := os.Remove(d); err != nil {
+			return fmt.Errorf("restore: remove working directory %s again: %w", d, err)
+		}
+		r.removedDirs = r.removedDirs[1:]
 	}
 	return nil
 }

@@ -244,3 +244,21 @@ func TestRestoreDeletedFilesExactly(t *testing.T) {
 	p, dir := testutil.StartReady(t, "ghost")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// A process in a chroot comes back in it, in the same directory; a process whose working
+// directory was removed comes back in a removed directory of the same path and mode.
+func TestRestoreChrootAndRemovedCwd(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, mode := range []string{"chroot", "deleted"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			p := testutil.Start(t, testutil.Build(t, "rootcwd"), dir, mode)
+			report := filepath.Join(dir, "report")
+			testutil.WaitFor(t, "rootcwd to be ready", func() bool { return len(testutil.Lines(report)) >= 1 })
+			if l := testutil.Lines(report)[0]; l != "ready" {
+				t.Fatal(l)
+			}
+			askTwice(t, p, report, 1)
+		})
+	}
+}

@@ -2,6 +2,7 @@ package image
 
 import (
 	"net/netip"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
@@ -367,6 +368,10 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 	}
 	if p.Dumpable < 0 || p.Dumpable > 2 {
 		return corrupt(name, "dumpable %d", p.Dumpable)
+	}
+	// A removed working directory is made again, and removed, by the restore.
+	if p.CwdRemoved != nil && (!strings.HasPrefix(p.Cwd, "/") || path.Clean(p.Cwd) != p.Cwd || p.Cwd == "/" || strings.Contains(p.Cwd, "\x00")) {
+		return corrupt(name, "bad removed working directory %q", p.Cwd)
 	}
 	tids := map[int32]bool{p.Pid: true}
 	for _, th := range p.Threads {

@@ -3216,7 +3216,9 @@ type Process struct {
 	HasLoginuid bool   `protobuf:"varint,37,opt,name=has_loginuid,json=hasLoginuid,proto3" json:"has_loginuid,omitempty"`
 	Loginuid    uint32 `protobuf:"varint,38,opt,name=loginuid,proto3" json:"loginuid,omitempty"`
 	// The membarrier(2) registrations (MEMBARRIER_CMD_GET_REGISTRATIONS: REGISTER_* bits).
-	Membarrier    uint32 `protobuf:"varint,39,opt,name=membarrier,proto3" json:"membarrier,omitempty"`
+	Membarrier uint32 `protobuf:"varint,39,opt,name=membarrier,proto3" json:"membarrier,omitempty"`
+	// The working directory was removed: cwd is the path it had, and this its mode and owner.
+	CwdRemoved    *RemovedDir `protobuf:"bytes,40,opt,name=cwd_removed,json=cwdRemoved,proto3" json:"cwd_removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3524,6 +3526,74 @@ func (x *Process) GetMembarrier() uint32 {
 	return 0
 }
 
+func (x *Process) GetCwdRemoved() *RemovedDir {
+	if x != nil {
+		return x.CwdRemoved
+	}
+	return nil
+}
+
+// RemovedDir is a directory that was removed while a process worked in it.
+type RemovedDir struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mode          uint32                 `protobuf:"varint,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovedDir) Reset() {
+	*x = RemovedDir{}
+	mi := &file_image_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovedDir) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovedDir) ProtoMessage() {}
+
+func (x *RemovedDir) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovedDir.ProtoReflect.Descriptor instead.
+func (*RemovedDir) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RemovedDir) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *RemovedDir) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *RemovedDir) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 // Cgroup is the process's place in one cgroup hierarchy: its controllers ("" for cgroup v2,
 // "name=systemd" for a named hierarchy) and the path in it.
 type Cgroup struct {
@@ -3536,7 +3606,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3618,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3631,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -3588,7 +3658,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3600,7 +3670,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3613,7 +3683,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -3652,7 +3722,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3664,7 +3734,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3677,7 +3747,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -3755,7 +3825,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3767,7 +3837,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3780,7 +3850,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -3861,7 +3931,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3873,7 +3943,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3886,7 +3956,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -4009,7 +4079,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4091,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4104,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -4240,7 +4310,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4252,7 +4322,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4265,7 +4335,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -4315,7 +4385,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4327,7 +4397,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4340,7 +4410,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -4375,7 +4445,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4387,7 +4457,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4400,7 +4470,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -4435,7 +4505,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4447,7 +4517,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4460,7 +4530,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -4509,7 +4579,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4521,7 +4591,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4534,7 +4604,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -4677,7 +4747,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4689,7 +4759,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4702,7 +4772,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4842,7 +4912,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4854,7 +4924,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4867,7 +4937,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -4902,7 +4972,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4914,7 +4984,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4927,7 +4997,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -4970,7 +5040,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4982,7 +5052,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4995,7 +5065,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -5080,7 +5150,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5092,7 +5162,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5105,7 +5175,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -5427,7 +5497,7 @@ const file_image_proto_rawDesc = "" +
 	"\aPageRun\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
 	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\x12\x1b\n" +
-	"\tin_parent\x18\x03 \x01(\bR\binParent\"\xcb\v\n" +
+	"\tin_parent\x18\x03 \x01(\bR\binParent\"\x87\f\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -5476,7 +5546,14 @@ const file_image_proto_rawDesc = "" +
 	"\bloginuid\x18& \x01(\rR\bloginuid\x12\x1e\n" +
 	"\n" +
 	"membarrier\x18' \x01(\rR\n" +
-	"membarrier\">\n" +
+	"membarrier\x12:\n" +
+	"\vcwd_removed\x18( \x01(\v2\x19.gocr.image.v1.RemovedDirR\n" +
+	"cwdRemoved\"D\n" +
+	"\n" +
+	"RemovedDir\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\">\n" +
 	"\x06Cgroup\x12 \n" +
 	"\vcontrollers\x18\x01 \x01(\tR\vcontrollers\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"/\n" +
@@ -5701,7 +5778,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
 	(FileKind)(0),         // 1: gocr.image.v1.FileKind
@@ -5737,23 +5814,24 @@ var file_image_proto_goTypes = []any{
 	(*SharedMemory)(nil),  // 31: gocr.image.v1.SharedMemory
 	(*PageRun)(nil),       // 32: gocr.image.v1.PageRun
 	(*Process)(nil),       // 33: gocr.image.v1.Process
-	(*Cgroup)(nil),        // 34: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 35: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 36: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 37: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 38: gocr.image.v1.Thread
-	(*Regs)(nil),          // 39: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 40: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 41: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 42: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 43: gocr.image.v1.ITimer
-	(*MM)(nil),            // 44: gocr.image.v1.MM
-	(*VMA)(nil),           // 45: gocr.image.v1.VMA
-	(*Fd)(nil),            // 46: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 47: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 48: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 49: gocr.image.v1.Rseq
-	nil,                   // 50: gocr.image.v1.InetSocket.OptionsEntry
+	(*RemovedDir)(nil),    // 34: gocr.image.v1.RemovedDir
+	(*Cgroup)(nil),        // 35: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 36: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 37: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 38: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 39: gocr.image.v1.Thread
+	(*Regs)(nil),          // 40: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 41: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 42: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 43: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 44: gocr.image.v1.ITimer
+	(*MM)(nil),            // 45: gocr.image.v1.MM
+	(*VMA)(nil),           // 46: gocr.image.v1.VMA
+	(*Fd)(nil),            // 47: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 48: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 49: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 50: gocr.image.v1.Rseq
+	nil,                   // 51: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
@@ -5786,38 +5864,39 @@ var file_image_proto_depIdxs = []int32{
 	18, // 27: gocr.image.v1.OpenFile.ghost:type_name -> gocr.image.v1.Ghost
 	19, // 28: gocr.image.v1.Ghost.extents:type_name -> gocr.image.v1.Extent
 	2,  // 29: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	50, // 30: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	51, // 30: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
 	27, // 31: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
 	32, // 32: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	39, // 33: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	40, // 34: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	41, // 35: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	42, // 36: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	43, // 37: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	44, // 38: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	45, // 39: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	40, // 33: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	41, // 34: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	42, // 35: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	43, // 36: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	44, // 37: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	45, // 38: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	46, // 39: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
 	32, // 40: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	46, // 41: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	47, // 42: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	48, // 43: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	49, // 44: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	38, // 45: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	37, // 46: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	47, // 41: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	48, // 42: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	49, // 43: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	50, // 44: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	39, // 45: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	38, // 46: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
 	22, // 47: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	36, // 48: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	35, // 49: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	34, // 50: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	39, // 51: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	41, // 52: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	42, // 53: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	49, // 54: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	36, // 55: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 56: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	37, // 48: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	36, // 49: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	35, // 50: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	34, // 51: gocr.image.v1.Process.cwd_removed:type_name -> gocr.image.v1.RemovedDir
+	40, // 52: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	42, // 53: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	43, // 54: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	50, // 55: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	37, // 56: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 57: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5831,7 +5910,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
