@@ -453,48 +453,71 @@ func (d *dumper) warnOutsidePipes() {
 	}
 }
 
-// checkEpolls refuses, at dump time, an epoll instance that no process holding it could fill
-// at restore: the watched fds are numbers in the process that added them, and a restore adds
-// them from a process that holds the epoll and every one of them.
+// checkEpolls finds the file each epoll item watches (kcmp KCMP_EPOLL_TFD: the item is
+// keyed by the file and the fd number it was added under, which may hold another file now,
+// or none), and refuses, at dump time, an epoll instance that no process holding it could
+// fill at restore: one where each watched number holds the watched file, or nothing (the
+// restore puts the file there for the time of the watch).
 func (d *dumper) checkEpolls() error {
+	byIno := map[uint64][]*openFile{}
+	for _, o := range d.files.all {
+		byIno[o.img.Ino] = append(byIno[o.img.Ino], o)
+	}
 	for _, f := range d.files.all {
 		if f.img.Kind != imagepb.FileKind_FILE_KIND_EPOLL || len(f.img.EpollItems) == 0 {
 			continue
 		}
-		ino := map[uint32]uint64{}
-		for _, o := range d.files.all {
-			ino[o.img.Id] = o.img.Ino
+		refuse := func(kind string) error {
+			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd), Kind: kind, Hint: "the restore could not watch it again"}
+		}
+		seen := map[int32]int{} // items so far under each number
+		for i, it := range f.img.EpollItems {
+			toff := seen[it.Tfd]
+			seen[it.Tfd]++
+			if i >= len(f.epollInos) {
+				continue
+			}
+			for _, o := range byIno[f.epollInos[i]] {
+				if same, err := linux.IsEpollTarget(o.dup, f.dup, int(it.Tfd), toff); err != nil {
+					return fmt.Errorf("epoll fd %d of pid %d: %w", f.fd, f.pid, err)
+				} else if same {
+					it.FileId = o.img.Id
+					break
+				}
+			}
+			if it.FileId == 0 {
+				return refuse(fmt.Sprintf("epoll instance watching fd %d, a file no process of the trees holds any more", it.Tfd))
+			}
 		}
 		fillable := false
 		for _, pid := range d.order {
-			have, holds := map[int32]uint64{}, false // fd: inode of its file
-			for _, fd := range d.procs[pid].img.Fds {
-				have[fd.Fd] = ino[fd.FileId]
-				holds = holds || fd.FileId == f.img.Id
-			}
-			if !holds {
-				continue
-			}
-			present, right := true, true
-			for i, it := range f.img.EpollItems {
-				got, ok := have[it.Tfd]
-				present = present && ok
-				right = right && ok && (i >= len(f.epollInos) || f.epollInos[i] == 0 || got == f.epollInos[i])
-			}
-			// The restore fills the epoll from a holder that has every watched fd number: all
-			// such holders must have the watched files there.
-			if present && !right {
-				fillable = false
+			if holds, usable := epollUsable(d.procs[pid].img.Fds, f.img); holds && usable {
+				fillable = true
 				break
 			}
-			fillable = fillable || right
 		}
 		if !fillable {
-			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd), Kind: "epoll instance watching an fd that no process holding it has (closed since, or another process's)",
-				Hint: "the restore could not watch it again"}
+			return refuse("epoll instance watching an fd number that holds another file in every process holding it")
 		}
 	}
 	return nil
+}
+
+// epollUsable says whether a process with fds holds the epoll ep, and could watch its items
+// again: each watched number holds the watched file, or nothing.
+func epollUsable(fds []*imagepb.Fd, ep *imagepb.OpenFile) (holds, usable bool) {
+	have := map[int32]uint32{} // fd: file id
+	for _, fd := range fds {
+		have[fd.Fd] = fd.FileId
+		holds = holds || fd.FileId == ep.Id
+	}
+	for _, it := range ep.EpollItems {
+		got, ok := have[it.Tfd]
+		if ok && it.FileId != 0 && got != it.FileId || !ok && it.FileId == 0 {
+			return holds, false
+		}
+	}
+	return holds, true
 }
 
 // checkPidfds refuses a pidfd of a process outside the dumped trees: the restore makes

@@ -90,7 +90,9 @@ func (r *restorer) installFds(p *procRestore) error {
 }
 
 // fillEpolls adds the watched fds to each epoll instance, from inside the first process that
-// holds it: an epoll item is keyed by the fd number in the process that added it.
+// holds it and can: an epoll item is keyed by the fd number in the process that added it. A
+// watched file held under another number (or by another process) is put at its number for
+// the time of the watch.
 func (r *restorer) fillEpolls(p *procRestore) error {
 	have := map[int32]bool{}
 	for _, f := range p.img.Fds {
@@ -101,13 +103,9 @@ func (r *restorer) fillEpolls(p *procRestore) error {
 		if of.Kind != imagepb.FileKind_FILE_KIND_EPOLL || r.epollDone[of.Id] {
 			continue
 		}
-		// Another process holding the epoll fills it when this one lacks a watched fd (the
-		// dump made sure that one of them has them all).
-		lacks := false
-		for _, it := range of.EpollItems {
-			lacks = lacks || !have[it.Tfd]
-		}
-		if lacks {
+		// Another process holding the epoll fills it when this one cannot (the dump made
+		// sure that one of them can).
+		if _, usable := epollUsable(p.img.Fds, of); !usable {
 			continue
 		}
 		if r.epollDone == nil {
@@ -115,6 +113,11 @@ func (r *restorer) fillEpolls(p *procRestore) error {
 		}
 		r.epollDone[of.Id] = true
 		for _, it := range of.EpollItems {
+			if !have[it.Tfd] {
+				if err := r.installAt(p, it.FileId, it.Tfd); err != nil {
+					return fmt.Errorf("epoll fd %d: watch fd %d: %w", f.Fd, it.Tfd, err)
+				}
+			}
 			// struct epoll_event is packed on x86_64: u32 events, u64 data.
 			ev := make([]byte, 12)
 			binary.LittleEndian.PutUint32(ev, it.Events)
@@ -126,6 +129,33 @@ func (r *restorer) fillEpolls(p *procRestore) error {
 			if _, err := r.call(p, fmt.Sprintf("epoll fd %d: watch fd %d", f.Fd, it.Tfd), linux.SysEpollCtl, uint64(f.Fd), linux.EpollCtlAdd, uint64(it.Tfd), a); err != nil {
 				return err
 			}
+			if !have[it.Tfd] {
+				// The item stays: it goes with the file, not with the number.
+				if _, err := r.call(p, fmt.Sprintf("close fd %d", it.Tfd), linux.SysClose, uint64(it.Tfd)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// installAt puts the restore's file id at fd number n of the process (a free number).
+func (r *restorer) installAt(p *procRestore, id uint32, n int32) error {
+	ours, ok := r.files[id]
+	if !ok {
+		return fmt.Errorf("file %d was not opened", id)
+	}
+	got, err := r.installTemp(p, ours)
+	if err != nil {
+		return err
+	}
+	if got != uint64(n) {
+		if _, err := r.call(p, fmt.Sprintf("move fd %d to %d", got, n), linux.SysDup3, got, uint64(n), linux.OCloexec); err != nil {
+			return err
+		}
+		if _, err := r.call(p, "close", linux.SysClose, got); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -258,14 +258,21 @@ func TestRestoreChildOfAThread(t *testing.T) {
 }
 
 // An epoll instance watching an fd number the process no longer holds (the file lives on in a
-// dup) could not be filled again by a restore: the dump refuses it by name, before any image
-// is written, and the process goes on as it was.
-func TestDumpRefusesEpollOfAClosedFd(t *testing.T) {
+// dup) comes back watching the file under that number: the item still fires, with its data.
+func TestRestoreEpollOfAClosedFd(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "epollgone")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}
+
+// When that number holds another file now, no restore could watch it again: the dump refuses
+// it by name, before any image is written, and the process goes on as it was.
+func TestDumpRefusesEpollOfAClosedFd(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "epollgone", "taken")
 	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
 	var ue *core.UnsupportedError
-	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "epoll") {
+	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "epoll instance watching an fd number that holds another file") {
 		t.Fatalf("dump: %v, want the epoll refused naming pid %d", err, p.Pid)
 	}
 	log := filepath.Join(dir, "count.log")

@@ -2876,10 +2876,13 @@ func (x *UnixSocket) GetConnectTo() string {
 }
 
 type EpollItem struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"`
-	Events        uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	Data          uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tfd    int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"`
+	Events uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Data   uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The open file watched (kcmp KCMP_EPOLL_TFD), which may be held under another fd number
+	// than tfd now: the restore puts it at tfd for the time of the watch. 0: the file at tfd.
+	FileId        uint32 `protobuf:"varint,4,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2931,6 +2934,13 @@ func (x *EpollItem) GetEvents() uint32 {
 func (x *EpollItem) GetData() uint64 {
 	if x != nil {
 		return x.Data
+	}
+	return 0
+}
+
+func (x *EpollItem) GetFileId() uint32 {
+	if x != nil {
+		return x.FileId
 	}
 	return 0
 }
@@ -5475,11 +5485,12 @@ const file_image_proto_rawDesc = "" +
 	"\x05queue\x18\a \x03(\fR\x05queue\x12\x1a\n" +
 	"\bshutdown\x18\b \x01(\rR\bshutdown\x12\x1d\n" +
 	"\n" +
-	"connect_to\x18\t \x01(\tR\tconnectTo\"I\n" +
+	"connect_to\x18\t \x01(\tR\tconnectTo\"b\n" +
 	"\tEpollItem\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"|\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\x12\x17\n" +
+	"\afile_id\x18\x04 \x01(\rR\x06fileId\"|\n" +
 	"\x04Pipe\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x1a\n" +

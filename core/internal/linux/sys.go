@@ -250,7 +250,26 @@ func PidfdGetfd(pidfd, targetfd int) (int, error) {
 	return fd, os.NewSyscallError("pidfd_getfd", err)
 }
 
-const kcmpFile = 0 // KCMP_FILE, linux/kcmp.h
+const (
+	kcmpFile     = 0 // KCMP_FILE, linux/kcmp.h
+	kcmpEpollTfd = 7 // KCMP_EPOLL_TFD
+)
+
+// kcmpEpollSlot is struct kcmp_epoll_slot: an epoll fd, a watched fd number, and which of
+// the items with that number.
+type kcmpEpollSlot struct{ Efd, Tfd, Toff uint32 }
+
+// IsEpollTarget says whether the open file behind fd (of this process) is the one epoll
+// instance epfd (of this process) watches as the toff-th item under number tfd.
+func IsEpollTarget(fd, epfd, tfd, toff int) (bool, error) {
+	pid := os.Getpid()
+	slot := kcmpEpollSlot{uint32(epfd), uint32(tfd), uint32(toff)}
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), kcmpEpollTfd, uintptr(fd), uintptr(unsafe.Pointer(&slot)), 0)
+	if e != 0 {
+		return false, os.NewSyscallError("kcmp(KCMP_EPOLL_TFD)", e)
+	}
+	return r == 0, nil
+}
 
 // CompareFiles orders the open file descriptions behind fds a and b of this process with
 // kcmp(KCMP_FILE): 0 when they are the same, -1 or 1 in an order that is stable while both

@@ -16,6 +16,7 @@ func TestABISizes(t *testing.T) {
 		{"struct pm_scan_arg", unsafe.Sizeof(pmScanArg{}), 96},
 		{"struct inet_diag_req_v2", unsafe.Sizeof(inetDiagReq{}), 56},
 		{"struct f_owner_ex", unsafe.Sizeof(fOwnerEx{}), 8},
+		{"struct kcmp_epoll_slot", unsafe.Sizeof(kcmpEpollSlot{}), 12},
 		{"struct sock_filter", uintptr(sockFilterSize), 8},
 		{"struct page_region", unsafe.Sizeof(PageRegion{}), 24},
 		{"struct ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 24},
