@@ -164,11 +164,14 @@ func Check(dir string) (*CheckReport, error) {
 				add(u.ConnectTo, "start what listens there first", "socket a datagram socket of the tree is connected to is missing")
 			}
 		}
+		if _, _, ok := c.TreeProcPath(f.Path); ok {
+			continue // made with its process
+		}
 		switch f.Kind {
 		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY,
-			imagepb.FileKind_FILE_KIND_FIFO, imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
+			imagepb.FileKind_FILE_KIND_FIFO, imagepb.FileKind_FILE_KIND_CHAR_DEVICE, imagepb.FileKind_FILE_KIND_OPATH:
 			if !f.Deleted {
-				if _, err := os.Stat(f.Path); err != nil {
+				if _, err := os.Lstat(f.Path); err != nil {
 					add(f.Path, "", "open file is missing")
 				}
 			}

@@ -286,10 +286,18 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 	ft.all = append(ft.all, f)
 	ft.byIno[key] = append(known[:at:at], append([]*openFile{f}, known[at:]...)...)
 	// The owner's pid is checked and made the image's once every process is collected.
-	if o, err := linux.GetOwner(dup); err != nil {
+	if o, err := linux.GetOwner(dup); err != nil && !errors.Is(err, linux.EBADF) { // O_PATH: none
 		return nil, false, err
 	} else if o.Pid != 0 || o.Signal != 0 {
 		f.img.Owner = &imagepb.FileOwner{Type: int32(o.Type), Pid: int32(o.Pid), Signal: int32(o.Signal)}
+	}
+	if info.Flags&linux.OPath != 0 {
+		// Only a path: opened again by it, whatever the file is.
+		if st.Nlink == 0 && st.Mode&linux.SIFMT != linux.SIFDIR {
+			return nil, false, unsupported("O_PATH fd of the deleted file "+link, "")
+		}
+		f.img.Kind = imagepb.FileKind_FILE_KIND_OPATH
+		return f, cloexec, nil
 	}
 	switch {
 	case link == "anon_inode:[eventfd]":

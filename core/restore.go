@@ -467,6 +467,9 @@ func (r *restorer) run(ctx context.Context) error {
 	if err := r.openPidfds(); err != nil {
 		return err
 	}
+	if err := r.openProcFiles(); err != nil {
+		return err
+	}
 	r.async = r.asyncHolders()
 	r.stats.Create = time.Since(t0)
 	t1 := time.Now()

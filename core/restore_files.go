@@ -47,6 +47,9 @@ func (r *restorer) openFiles() error {
 		if f.Kind == imagepb.FileKind_FILE_KIND_PTY_MASTER || f.Kind == imagepb.FileKind_FILE_KIND_PLUGIN {
 			continue
 		}
+		if _, _, ok := r.c.TreeProcPath(f.Path); ok && !f.Deleted {
+			continue // a /proc file of a process of the tree: opened once it exists (openProcFiles)
+		}
 		acc := int(f.Flags) & linux.OAccmode
 		flags := int(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
 		var fd int
@@ -62,6 +65,8 @@ func (r *restorer) openFiles() error {
 			if err == nil {
 				err = setFl(fd, flags)
 			}
+		case imagepb.FileKind_FILE_KIND_OPATH:
+			fd, err = openPath(f.Path, f.Mode, flags)
 		case imagepb.FileKind_FILE_KIND_MEMFD, imagepb.FileKind_FILE_KIND_REGULAR:
 			if sfd, ok := r.savedByInode(f.Dev, f.Ino); ok && f.Deleted {
 				// Also mapped: another description of the file the mappings get.
@@ -437,6 +442,12 @@ func (r *restorer) savedByInode(dev, ino uint64) (int, bool) {
 // old path when that is free (so /proc shows the same name), else next to it.
 func (r *restorer) recreateDeleted(f *imagepb.OpenFile, flags int) (int, error) {
 	path := f.Path
+	// Its directory may have been removed too: made for the time of the creation.
+	made, err := makeMissingDirs(filepath.Dir(path))
+	if err != nil {
+		return -1, fmt.Errorf("make the directories of %s: %w", path, err)
+	}
+	defer removeDirs(made)
 	tmp, err := linux.Open(path, linux.ORdwr|linux.OCreat|linux.OExcl|linux.OCloexec, f.Mode&0o7777)
 	if err != nil {
 		path = filepath.Join(filepath.Dir(f.Path), fmt.Sprintf(".gocr-deleted-%d-%d", os.Getpid(), f.Id))
@@ -766,6 +777,87 @@ func (r *restorer) setFileOwners() error {
 		}
 		if err := linux.SetOwner(fd, owner); err != nil {
 			return fmt.Errorf("restore: file %s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// openPath opens an O_PATH fd again, checking that the path leads to the same kind of file.
+func openPath(path string, mode uint32, flags int) (int, error) {
+	fd, err := linux.Open(path, flags|linux.OCloexec, 0)
+	if err != nil {
+		return -1, err
+	}
+	st, err := linux.Fstat(fd)
+	if err == nil && st.Mode&linux.SIFMT != mode&linux.SIFMT {
+		err = fmt.Errorf("%s is another kind of file now (mode %#o, was %#o)", path, st.Mode&linux.SIFMT, mode&linux.SIFMT)
+	}
+	if err != nil {
+		linux.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// openProcFiles opens the files of /proc/PID/ of the tree's processes, now that they exist:
+// under their pids as gocr sees them.
+func (r *restorer) openProcFiles() error {
+	for _, f := range r.c.Tree.Files {
+		pid, rest, ok := r.c.TreeProcPath(f.Path)
+		if !ok || f.Deleted {
+			continue
+		}
+		host := r.hostPid(int(pid))
+		if host == 0 {
+			return fmt.Errorf("restore: open file %s: process %d was not made", f.Path, pid)
+		}
+		path := fmt.Sprintf("/proc/%d%s", host, rest)
+		flags := int(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
+		var fd int
+		var err error
+		if f.Kind == imagepb.FileKind_FILE_KIND_OPATH {
+			fd, err = openPath(path, f.Mode, flags)
+		} else {
+			fd, err = linux.Open(path, flags|linux.OCloexec, 0)
+			if err == nil {
+				err = setFl(fd, flags)
+			}
+			if err == nil && f.Pos != 0 {
+				_, err = linux.Seek(fd, f.Pos, 0)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("restore: open file %d (%s): %w", f.Id, f.Path, err)
+		}
+		r.files[f.Id] = fd
+	}
+	return nil
+}
+
+// makeMissingDirs makes dir and the directories missing above it (mode 0700), and returns
+// those it made, deepest first.
+func makeMissingDirs(dir string) ([]string, error) {
+	var missing []string // deepest first
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o700); err != nil {
+			removeDirs(missing[i+1:])
+			return nil, err
+		}
+	}
+	return missing, nil
+}
+
+// removeDirs removes directories, deepest first.
+func removeDirs(dirs []string) error {
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil {
+			return err
 		}
 	}
 	return nil

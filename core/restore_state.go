@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -667,22 +666,14 @@ func (r *restorer) makeRemovedDirs() error {
 			continue
 		}
 		made[p.Cwd] = true
-		var missing []string // deepest first
-		for d := p.Cwd; ; d = filepath.Dir(d) {
-			if _, err := os.Lstat(d); err == nil || d == "/" {
-				break
-			}
-			missing = append(missing, d)
-		}
-		if len(missing) == 0 || missing[0] != p.Cwd {
+		if _, err := os.Lstat(p.Cwd); err == nil {
 			return fmt.Errorf("the removed working directory %s exists again", p.Cwd)
 		}
-		for i := len(missing) - 1; i >= 0; i-- {
-			if err := os.Mkdir(missing[i], 0o700); err != nil {
-				return fmt.Errorf("make removed working directory %s: %w", p.Cwd, err)
-			}
-			r.removedDirs = append([]string{missing[i]}, r.removedDirs...)
+		dirs, err := makeMissingDirs(p.Cwd)
+		if err != nil {
+			return fmt.Errorf("make removed working directory %s: %w", p.Cwd, err)
 		}
+		r.removedDirs = append(dirs, r.removedDirs...)
 		if err := os.Lchown(p.Cwd, int(rd.Uid), int(rd.Gid)); err != nil {
 			return fmt.Errorf("make removed working directory %s: %w", p.Cwd, err)
 		}
@@ -710,12 +701,10 @@ func unixModeBits(mode uint32) os.FileMode {
 
 // removeRemovedDirs removes what makeRemovedDirs made.
 func (r *restorer) removeRemovedDirs() error {
-	for len(r.removedDirs) > 0 {
-		d := r.removedDirs[0]
-		if err := os.Remove(d); err != nil {
-			return fmt.Errorf("restore: remove working directory %s again: %w", d, err)
-		}
-		r.removedDirs = r.removedDirs[1:]
+	dirs := r.removedDirs
+	r.removedDirs = nil
+	if err := removeDirs(dirs); err != nil {
+		return fmt.Errorf("restore: remove working directories again: %w", err)
 	}
 	return nil
 }

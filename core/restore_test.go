@@ -262,3 +262,11 @@ func TestRestoreChrootAndRemovedCwd(t *testing.T) {
 		})
 	}
 }
+
+// O_PATH fds (of a file, a directory, and with O_NOFOLLOW of a symlink), a process's own /proc
+// files, and a deleted file whose directory was removed too come back as they were.
+func TestRestorePathFds(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "pathfds")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -288,4 +290,28 @@ func (c *Checkpoint) verify(e *imagepb.FileEntry, chunk int, buf []byte) error {
 		return corrupt(e.Name, "checksum %08x%s, index says %08x", h.Sum32(), where, want)
 	}
 	return nil
+}
+
+// TreeProcPath says whether path is a file of /proc/PID/ of one of the image's processes or
+// threads, and gives the pid and the rest of the path ("/status"): such a file is opened
+// again once that process exists, under the pid it has then.
+func (c *Checkpoint) TreeProcPath(path string) (int32, string, bool) {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return 0, "", false
+	}
+	num, rest, _ := strings.Cut(rest, "/")
+	pid, err := strconv.Atoi(num)
+	if err != nil || pid <= 0 {
+		return 0, "", false
+	}
+	for _, pe := range c.Tree.Processes {
+		if slices.Contains(pe.Threads, int32(pid)) || pe.Pid == int32(pid) {
+			if rest != "" {
+				rest = "/" + rest
+			}
+			return int32(pid), rest, true
+		}
+	}
+	return 0, "", false
 }

@@ -110,7 +110,7 @@ func (c *Checkpoint) validate() error {
 				return corrupt(TreeName, "file %d: pipe %d not in the image", f.Id, f.PipeId)
 			}
 		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY, imagepb.FileKind_FILE_KIND_CHAR_DEVICE,
-			imagepb.FileKind_FILE_KIND_EVENTFD:
+			imagepb.FileKind_FILE_KIND_EVENTFD, imagepb.FileKind_FILE_KIND_OPATH:
 		case imagepb.FileKind_FILE_KIND_TIMERFD:
 			if f.Timerfd == nil || f.Timerfd.ValueNs < 0 || f.Timerfd.IntervalNs < 0 {
 				return corrupt(TreeName, "file %d: bad timerfd", f.Id)

@@ -106,6 +106,9 @@ const (
 	FileKind_FILE_KIND_NETLINK_SOCKET FileKind = 17
 	// A pidfd of a process (or thread) of the dumped trees.
 	FileKind_FILE_KIND_PIDFD FileKind = 18
+	// An O_PATH fd (of any kind of file; with O_NOFOLLOW, of a symlink itself), opened again by
+	// path with the same flags.
+	FileKind_FILE_KIND_OPATH FileKind = 19
 )
 
 // Enum value maps for FileKind.
@@ -130,6 +133,7 @@ var (
 		16: "FILE_KIND_PLUGIN",
 		17: "FILE_KIND_NETLINK_SOCKET",
 		18: "FILE_KIND_PIDFD",
+		19: "FILE_KIND_OPATH",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_KIND_UNSPECIFIED":    0,
@@ -151,6 +155,7 @@ var (
 		"FILE_KIND_PLUGIN":         16,
 		"FILE_KIND_NETLINK_SOCKET": 17,
 		"FILE_KIND_PIDFD":          18,
+		"FILE_KIND_OPATH":          19,
 	}
 )
 
@@ -5733,7 +5738,7 @@ const file_image_proto_rawDesc = "" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
 	"\x10KIND_INCREMENTAL\x10\x03\x12\x11\n" +
-	"\rKIND_PRE_DUMP\x10\x04*\xd1\x03\n" +
+	"\rKIND_PRE_DUMP\x10\x04*\xe6\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -5754,7 +5759,8 @@ const file_image_proto_rawDesc = "" +
 	"\x13FILE_KIND_PTY_SLAVE\x10\x0f\x12\x14\n" +
 	"\x10FILE_KIND_PLUGIN\x10\x10\x12\x1c\n" +
 	"\x18FILE_KIND_NETLINK_SOCKET\x10\x11\x12\x13\n" +
-	"\x0fFILE_KIND_PIDFD\x10\x12*b\n" +
+	"\x0fFILE_KIND_PIDFD\x10\x12\x12\x13\n" +
+	"\x0fFILE_KIND_OPATH\x10\x13*b\n" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +

@@ -158,6 +158,7 @@ var (
 	EAGAIN = unix.EAGAIN
 	EACCES = unix.EACCES
 	EINVAL = unix.EINVAL
+	EBADF  = unix.EBADF
 
 	EADDRINUSE = unix.EADDRINUSE
 )
