@@ -649,13 +649,8 @@ func (d *dumper) saveFile(pid int, m *procfs.Mapping, st linux.Stat) (uint32, er
 	if err != nil {
 		return 0, err
 	}
-	var n int64
-	if sf.Memfd {
-		n, err = io.Copy(df, f)
-	} else {
-		sf.Ghost, err = saveGhost(int(f.Fd()), st, df)
-		n = st.Size
-	}
+	sf.Ghost, err = saveGhost(int(f.Fd()), st, df)
+	n := st.Size
 	df.Close()
 	if err != nil {
 		return 0, fmt.Errorf("save %s: %w", m.Path, err)

@@ -88,11 +88,11 @@ func (r *restorer) openFiles() error {
 				break
 			}
 			var data []byte
-			if f.Size > 0 {
+			if f.DataFile != "" {
 				data, err = os.ReadFile(r.c.Path(f.DataFile))
 			}
 			if err == nil {
-				fd, err = linux.Memfd(f.MemfdName, data, int(f.MemfdSeals))
+				fd, err = linux.Memfd(f.MemfdName, int(f.MemfdSeals), func(fd int) error { return writeGhost(fd, data, f.Size, f.Mode, f.Ghost) })
 			}
 			if err == nil {
 				_, err = linux.Seek(fd, f.Pos, 0)
@@ -393,16 +393,16 @@ func (r *restorer) makePipe(f *imagepb.OpenFile, p *imagepb.Pipe, rd, wr *int) e
 func (r *restorer) openSavedFiles() error {
 	r.saved = map[uint32]int{}
 	for _, sf := range r.c.Tree.SavedFiles {
-		var data []byte
-		var err error
-		if sf.Size > 0 {
-			if data, err = os.ReadFile(r.c.Path(sf.DataFile)); err != nil {
-				return err
-			}
-		}
 		var fd int
+		var err error
 		if sf.Memfd {
-			fd, err = linux.Memfd(sf.MemfdName, data, int(sf.Seals))
+			var data []byte
+			if sf.DataFile != "" {
+				if data, err = os.ReadFile(r.c.Path(sf.DataFile)); err != nil {
+					return err
+				}
+			}
+			fd, err = linux.Memfd(sf.MemfdName, int(sf.Seals), func(fd int) error { return writeGhost(fd, data, sf.Size, sf.Mode, sf.Ghost) })
 		} else {
 			// Read-only unless a mapping writes to it: a binary with a writer open cannot
 			// become a process's exe (ETXTBSY).

@@ -270,3 +270,11 @@ func TestRestorePathFds(t *testing.T) {
 	p, dir := testutil.StartReady(t, "pathfds")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// memfds come back with their name, mode (0777, 0666 under MFD_NOEXEC_SEAL, or one set with
+// fchmod), owner, seals, size and content.
+func TestRestoreMemfdFlags(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "memfds")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

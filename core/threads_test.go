@@ -315,3 +315,16 @@ func TestRestoreZombies(t *testing.T) {
 		t.Fatalf("the restored parent reaped: %q, want %q", got, "a exit 7 b signal 15")
 	}
 }
+
+// Threads under a seccomp filter synchronised across them (TSYNC), with a POSIX timer that
+// signals one of them, come back filtered and ticking, and SIGTERM still ends the process.
+func TestRestoreTSyncFilterAndThreadTimer(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "tsync")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+	syscall.Kill(p.Pid, syscall.SIGTERM)
+	testutil.WaitFor(t, "SIGTERM to end the restored process", func() bool {
+		st, _ := testutil.ProcState(p.Pid)
+		return st == "" || st == "Z"
+	})
+}

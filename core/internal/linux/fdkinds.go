@@ -104,13 +104,14 @@ func mountOf(major, minor uint64) (string, error) {
 	return "", fmt.Errorf("no mount of device %s", want)
 }
 
-// Memfd makes a memfd named name holding data, with seals added (close-on-exec).
-func Memfd(name string, data []byte, seals int) (int, error) {
+// Memfd makes a memfd named name (close-on-exec), has fill write its content, mode and owner,
+// and then adds seals: F_SEAL_EXEC on a memfd still executable would add the write seals.
+func Memfd(name string, seals int, fill func(fd int) error) (int, error) {
 	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return -1, os.NewSyscallError("memfd_create", err)
 	}
-	if err := Write(fd, data); err != nil {
+	if err := fill(fd); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}

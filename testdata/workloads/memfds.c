@@ -1,0 +1,116 @@
+// memfds: memfds made with the flags programs use: plain (mode 0777, no sealing: F_SEAL_SEAL
+// set), MFD_ALLOW_SEALING with seals added, MFD_NOEXEC_SEAL (mode 0666, F_SEAL_EXEC), and one
+// whose mode and owner were changed; each holds some bytes and a hole.
+// usage: memfds DIR
+// It creates DIR/ready; on each SIGUSR1 it checks each memfd's name, mode, owner, seals, size
+// and content and appends to DIR/report "ok", or "bad:" and what differs.
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+
+static volatile sig_atomic_t usr1;
+static void on_usr1(int sig) { usr1++; }
+
+static char report[1024];
+static void bad(const char *what, long got, long want) {
+	char b[128];
+	snprintf(b, sizeof b, " %s=%#lx(want %#lx)", what, got, want);
+	strncat(report, b, sizeof report - strlen(report) - 1);
+}
+
+struct m {
+	const char *name;
+	unsigned flags;
+	int seals, fd;
+	struct stat st;
+	int want_seals;
+} ms[] = {
+	{"plain", 0, 0},
+	{"sealed", MFD_ALLOW_SEALING, F_SEAL_SHRINK | F_SEAL_GROW},
+	{"noexec", MFD_NOEXEC_SEAL, 0},
+	{"chmod", MFD_ALLOW_SEALING, 0},
+};
+#define N (sizeof ms / sizeof ms[0])
+
+static void check(void) {
+	report[0] = 0;
+	for (size_t i = 0; i < N; i++) {
+		struct m *m = &ms[i];
+		struct stat st;
+		fstat(m->fd, &st);
+		char what[64];
+		snprintf(what, sizeof what, "%s mode", m->name);
+		if (st.st_mode != m->st.st_mode)
+			bad(what, st.st_mode, m->st.st_mode);
+		snprintf(what, sizeof what, "%s owner", m->name);
+		if (st.st_uid != m->st.st_uid || st.st_gid != m->st.st_gid)
+			bad(what, st.st_uid * 100000L + st.st_gid, m->st.st_uid * 100000L + m->st.st_gid);
+		snprintf(what, sizeof what, "%s size", m->name);
+		if (st.st_size != m->st.st_size)
+			bad(what, st.st_size, m->st.st_size);
+		snprintf(what, sizeof what, "%s seals", m->name);
+		int seals = fcntl(m->fd, F_GET_SEALS);
+		if (seals != m->want_seals)
+			bad(what, seals, m->want_seals);
+		char b[16] = {0};
+		snprintf(what, sizeof what, "%s content", m->name);
+		if (pread(m->fd, b, strlen(m->name), 0) != (ssize_t)strlen(m->name) || strcmp(b, m->name))
+			bad(what, 0, 1);
+		char link[64], got[128] = {0}, want[128];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", m->fd);
+		readlink(link, got, sizeof got - 1);
+		snprintf(want, sizeof want, "/memfd:%s (deleted)", m->name);
+		snprintf(what, sizeof what, "%s name", m->name);
+		if (strcmp(got, want))
+			bad(what, 0, 1);
+	}
+}
+
+int main(int argc, char **argv) {
+	if (argc < 2)
+		return 2;
+	for (size_t i = 0; i < N; i++) {
+		struct m *m = &ms[i];
+		m->fd = memfd_create(m->name, m->flags);
+		if (m->fd < 0)
+			return 3;
+		pwrite(m->fd, m->name, strlen(m->name), 0);
+		ftruncate(m->fd, 1 << 20);
+		if (m->seals && fcntl(m->fd, F_ADD_SEALS, m->seals) < 0)
+			return 4;
+		if (!strcmp(m->name, "chmod") && (fchmod(m->fd, 0640) < 0 || fchown(m->fd, 1234, 5678) < 0))
+			return 5;
+		fstat(m->fd, &m->st);
+		m->want_seals = fcntl(m->fd, F_GET_SEALS);
+	}
+	struct sigaction act = {0};
+	act.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &act, NULL);
+	char path[512];
+	snprintf(path, sizeof path, "%s/report", argv[1]);
+	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	snprintf(path, sizeof path, "%s/ready", argv[1]);
+	close(open(path, O_WRONLY | O_CREAT, 0644));
+	for (int seen = 0;;) {
+		while (usr1 == seen) {
+			struct timespec ts = {0, 2 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		seen = usr1;
+		check();
+		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
+	}
+}
