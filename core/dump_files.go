@@ -379,6 +379,9 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 			}
 			f.img.Kind, f.img.PtyIndex = imagepb.FileKind_FILE_KIND_PTY_MASTER, int32(ps.Index)
 			f.img.Pty = &imagepb.Pty{Termios: ps.Termios, Rows: uint32(ps.Rows), Cols: uint32(ps.Cols), Locked: ps.Locked, PacketMode: ps.Packet}
+			if ps.Slave != nil {
+				f.img.Pty.HasOwner, f.img.Pty.Uid, f.img.Pty.Gid, f.img.Pty.Mode = true, ps.Slave.Uid, ps.Slave.Gid, ps.Slave.Mode&0o7777
+			}
 			break
 		} else if major >= 136 && major <= 143 {
 			// A pty slave: a pair of the tree's own if its master is dumped too (fixPtys).

@@ -214,7 +214,8 @@ func TestShellJob(t *testing.T) {
 }
 
 // A pty pair owned by the tree (a terminal emulator and the session on its terminal) comes
-// back: same /dev/pts index, the session's controlling terminal and foreground group, the
+// back: same /dev/pts index, owner and mode of its /dev/pts entry (a terminal emulator running
+// as root gives it to the user), the session's controlling terminal and foreground group, the
 // terminal's settings (echo off); the conversation goes on.
 func TestRestorePtyPair(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -222,10 +223,24 @@ func TestRestorePtyPair(t *testing.T) {
 	p := testutil.Start(t, testutil.Build(t, "ptypair"), log)
 	testutil.WaitFor(t, "the pty to talk", func() bool { return lastInt(t, log) >= 10 })
 	pids := append([]int{p.Pid}, testutil.Children(p.Pid)...)
+	pts, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pids[1]))
+	if err != nil || !strings.HasPrefix(pts, "/dev/pts/") {
+		t.Fatalf("the session's terminal: %q, %v", pts, err)
+	}
+	if err := os.Chown(pts, 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(pts, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	img := dumpTree(t, p)
 	at := lastInt(t, log)
 	restore(t, img)
 	testutil.WaitForProcs(t, "the pty to go on", func() bool { return lastInt(t, log) >= at+10 }, pids...)
+	var st syscall.Stat_t
+	if err := syscall.Stat(pts, &st); err != nil || st.Uid != 1234 || st.Gid != 5678 || st.Mode&0o7777 != 0o600 {
+		t.Errorf("%s after the restore: owner %d:%d mode %#o (%v), want 1234:5678 0600", pts, st.Uid, st.Gid, st.Mode&0o7777, err)
+	}
 	for i, l := range testutil.Lines(log) {
 		if want := fmt.Sprintf("%d echo=0 fg=1", i+1); l != want {
 			t.Fatalf("line %d: %q, want %q", i+1, l, want)

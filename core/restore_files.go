@@ -38,6 +38,9 @@ func (r *restorer) openFiles() error {
 		if err == nil {
 			err = setFl(fd, int(f.Flags)&^linux.OCloexec)
 		}
+		if err == nil && p.HasOwner {
+			err = linux.SetPtsOwner(int(f.PtyIndex), &linux.PtsOwner{Uid: p.Uid, Gid: p.Gid, Mode: p.Mode})
+		}
 		if err != nil {
 			return fmt.Errorf("pty %d: %w", f.PtyIndex, err)
 		}

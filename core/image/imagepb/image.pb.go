@@ -2214,11 +2214,17 @@ func (x *FileLock) GetFd() int32 {
 type Pty struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// struct termios as TCGETS gives it (36 bytes on x86_64).
-	Termios       []byte `protobuf:"bytes,1,opt,name=termios,proto3" json:"termios,omitempty"`
-	Rows          uint32 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
-	Cols          uint32 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
-	Locked        bool   `protobuf:"varint,4,opt,name=locked,proto3" json:"locked,omitempty"`
-	PacketMode    bool   `protobuf:"varint,5,opt,name=packet_mode,json=packetMode,proto3" json:"packet_mode,omitempty"`
+	Termios    []byte `protobuf:"bytes,1,opt,name=termios,proto3" json:"termios,omitempty"`
+	Rows       uint32 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols       uint32 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	Locked     bool   `protobuf:"varint,4,opt,name=locked,proto3" json:"locked,omitempty"`
+	PacketMode bool   `protobuf:"varint,5,opt,name=packet_mode,json=packetMode,proto3" json:"packet_mode,omitempty"`
+	// The slave's /dev/pts entry: owner, group and permission bits (grantpt gives the opener's
+	// uid, group tty, 0620). has_owner: they were read (older images: not).
+	HasOwner      bool   `protobuf:"varint,6,opt,name=has_owner,json=hasOwner,proto3" json:"has_owner,omitempty"`
+	Uid           uint32 `protobuf:"varint,7,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,8,opt,name=gid,proto3" json:"gid,omitempty"`
+	Mode          uint32 `protobuf:"varint,9,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2286,6 +2292,34 @@ func (x *Pty) GetPacketMode() bool {
 		return x.PacketMode
 	}
 	return false
+}
+
+func (x *Pty) GetHasOwner() bool {
+	if x != nil {
+		return x.HasOwner
+	}
+	return false
+}
+
+func (x *Pty) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Pty) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Pty) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
 }
 
 type Timerfd struct {
@@ -5411,14 +5445,18 @@ const file_image_proto_rawDesc = "" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03end\x18\x04 \x01(\x03R\x03end\x12\x0e\n" +
-	"\x02fd\x18\x05 \x01(\x05R\x02fd\"\x80\x01\n" +
+	"\x02fd\x18\x05 \x01(\x05R\x02fd\"\xd5\x01\n" +
 	"\x03Pty\x12\x18\n" +
 	"\atermios\x18\x01 \x01(\fR\atermios\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x03 \x01(\rR\x04cols\x12\x16\n" +
 	"\x06locked\x18\x04 \x01(\bR\x06locked\x12\x1f\n" +
 	"\vpacket_mode\x18\x05 \x01(\bR\n" +
-	"packetMode\"u\n" +
+	"packetMode\x12\x1b\n" +
+	"\thas_owner\x18\x06 \x01(\bR\bhasOwner\x12\x10\n" +
+	"\x03uid\x18\a \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\b \x01(\rR\x03gid\x12\x12\n" +
+	"\x04mode\x18\t \x01(\rR\x04mode\"u\n" +
 	"\aTimerfd\x12\x18\n" +
 	"\aclockid\x18\x01 \x01(\x05R\aclockid\x12\x14\n" +
 	"\x05ticks\x18\x02 \x01(\x04R\x05ticks\x12\x19\n" +

@@ -16,7 +16,12 @@ type PtyState struct {
 	Rows, Cols uint16
 	Locked     bool
 	Packet     bool
+	// Slave is the owner and mode of the slave's /dev/pts entry, when it was read.
+	Slave *PtsOwner
 }
+
+// PtsOwner is who owns a /dev/pts entry, and its permission bits.
+type PtsOwner struct{ Uid, Gid, Mode uint32 }
 
 // InspectPtyMaster reads a pty master: its index, and the termios, window size, lock and
 // packet mode of its terminal (termios ioctls on a master act on the slave).
@@ -41,7 +46,29 @@ func InspectPtyMaster(fd int) (*PtyState, error) {
 	if v, err := unix.IoctlGetInt(fd, unix.TIOCGPKT); err == nil {
 		s.Packet = v != 0
 	}
+	// The entry in gocr's /dev/pts, when it is this pty's (a container may have its own).
+	var st unix.Stat_t
+	if unix.Stat(PtsPath(s.Index), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && isPtsDevice(st.Rdev, s.Index) {
+		s.Slave = &PtsOwner{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode & 0o7777}
+	}
 	return s, nil
+}
+
+// isPtsDevice says whether rdev is pty slave index (Unix98 ptys: majors 136 to 143).
+func isPtsDevice(rdev uint64, index int) bool {
+	major, minor := unix.Major(rdev), unix.Minor(rdev)
+	return major >= 136 && major <= 143 && int((major-136)*256+minor) == index
+}
+
+// SetPtsOwner gives the slave entry of pty index its owner and mode.
+func SetPtsOwner(index int, o *PtsOwner) error {
+	if err := unix.Chown(PtsPath(index), int(o.Uid), int(o.Gid)); err != nil {
+		return &os.PathError{Op: "chown", Path: PtsPath(index), Err: err}
+	}
+	if err := unix.Chmod(PtsPath(index), o.Mode); err != nil {
+		return &os.PathError{Op: "chmod", Path: PtsPath(index), Err: err}
+	}
+	return nil
 }
 
 // OpenPtyMaster opens /dev/ptmx until it gets the pty with index want (holding the others
