@@ -505,6 +505,11 @@ func (ft *fileTable) unixSocket(f *openFile, ino uint32, unsupported func(kind, 
 		return unsupported(fmt.Sprintf("unix socket %s bound to a relative path", f.img.Path), err.Error())
 	}
 	u := &imagepb.UnixSocket{Ino: s.Ino, Type: int32(s.Type), State: int32(s.State), PeerIno: s.Peer, Name: s.Name, Shutdown: uint32(s.Shutdown)}
+	if s.Name != "" && s.Name[0] == '/' {
+		// sock_diag gives the device as the kernel's (major << 20 | minor).
+		st, err := linux.Lstat(s.Name)
+		u.NameRemoved = err != nil || st.Ino != uint64(s.VfsIno) || linux.KernelDev(st.Dev) != s.VfsDev
+	}
 	f.img.UnixSocket = u
 	switch s.Type {
 	case linux.SockStream, linux.SockDgram, linux.SockSeqpacket:
@@ -602,6 +607,12 @@ func (ft *fileTable) checkPeers() error {
 		}
 		what := "fd " + strconv.Itoa(f.fd)
 		peer := byIno[u.PeerIno]
+		if u.Type == linux.SockDgram && peer != nil && peer.img.UnixSocket.PeerIno == u.Ino && u.Name != "" && peer.img.UnixSocket.Name != "" {
+			// Bound datagram sockets connected to each other: each is bound and connected to
+			// the other's name again (a socketpair would have no names).
+			u.ConnectTo = peer.img.UnixSocket.Name
+			continue
+		}
 		if u.Type == linux.SockDgram && (peer == nil || peer.img.UnixSocket.PeerIno != u.Ino) {
 			// Connected one way to a bound socket: connected to its name again at restore.
 			if peer != nil {

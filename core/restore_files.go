@@ -480,15 +480,9 @@ func (r *restorer) openUnixSocket(u *imagepb.UnixSocket, pairs map[uint32]int) (
 	case u.ConnectTo != "":
 		// Made unconnected, bound to its own name if it had one; connected once its queue is
 		// refilled (refillSockets).
-		if err := removeStaleSocket(u.Name); err != nil {
-			return -1, err
-		}
-		return linux.UnixListen(int(u.Type), u.Name, -1)
+		return bindUnix(u, -1)
 	case u.State == linux.SockListen:
-		if err := removeStaleSocket(u.Name); err != nil {
-			return -1, err
-		}
-		return linux.UnixListen(int(u.Type), u.Name, int(u.Backlog))
+		return bindUnix(u, int(u.Backlog))
 	case u.PeerIno != 0:
 		if fd, ok := pairs[u.Ino]; ok {
 			delete(pairs, u.Ino)
@@ -515,11 +509,42 @@ func (r *restorer) openUnixSocket(u *imagepb.UnixSocket, pairs map[uint32]int) (
 		r.orphans[u.Ino] = b
 		return a, nil
 	default:
+		return bindUnix(u, -1)
+	}
+}
+
+// bindUnix makes a unix socket bound to u's name (listening with backlog >= 0). When the
+// socket's file had been removed, it is bound there all the same (the directories missing
+// are made, and what is at the path now is moved aside, for the moment) and its file removed
+// again.
+func bindUnix(u *imagepb.UnixSocket, backlog int) (int, error) {
+	if !u.NameRemoved {
 		if err := removeStaleSocket(u.Name); err != nil {
 			return -1, err
 		}
-		return linux.UnixListen(int(u.Type), u.Name, -1)
+		return linux.UnixListen(int(u.Type), u.Name, backlog)
 	}
+	made, err := makeMissingDirs(filepath.Dir(u.Name))
+	if err != nil {
+		return -1, fmt.Errorf("bind %s: make its directories: %w", u.Name, err)
+	}
+	defer removeDirs(made)
+	if _, err := linux.Lstat(u.Name); err == nil {
+		aside := filepath.Join(filepath.Dir(u.Name), fmt.Sprintf(".gocr-aside-%d-%d", os.Getpid(), u.Ino))
+		if err := os.Rename(u.Name, aside); err != nil {
+			return -1, fmt.Errorf("bind %s: move what is there aside: %w", u.Name, err)
+		}
+		defer os.Rename(aside, u.Name)
+	}
+	fd, err := linux.UnixListen(int(u.Type), u.Name, backlog)
+	if err != nil {
+		return -1, err
+	}
+	if err := linux.Unlink(u.Name); err != nil {
+		linux.Close(fd)
+		return -1, fmt.Errorf("remove %s again: %w", u.Name, err)
+	}
+	return fd, nil
 }
 
 // removeStaleSocket removes the socket file a dumped process left at a path it was bound to,

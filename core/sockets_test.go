@@ -633,3 +633,11 @@ func TestDumpRefusesAnOwnerOutside(t *testing.T) {
 		t.Fatalf("after the refused dump: %s", got)
 	}
 }
+
+// Unix sockets that need care to make again: datagram sockets connected to each other, a
+// listener whose file and directory were removed, a socket whose file was replaced by a FIFO.
+func TestRestoreUnixSocketOddities(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "unixodd")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

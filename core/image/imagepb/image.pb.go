@@ -2816,7 +2816,10 @@ type UnixSocket struct {
 	// A datagram socket connected one way, not as a pair, to the socket bound at this name:
 	// one of the dumped trees, or one outside them (syslog's /dev/log). It is connected to the
 	// name again.
-	ConnectTo     string `protobuf:"bytes,9,opt,name=connect_to,json=connectTo,proto3" json:"connect_to,omitempty"`
+	ConnectTo string `protobuf:"bytes,9,opt,name=connect_to,json=connectTo,proto3" json:"connect_to,omitempty"`
+	// The file it was bound to was removed (another file may be at its path now): the restore
+	// binds it there and removes its file again.
+	NameRemoved   bool `protobuf:"varint,10,opt,name=name_removed,json=nameRemoved,proto3" json:"name_removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2912,6 +2915,13 @@ func (x *UnixSocket) GetConnectTo() string {
 		return x.ConnectTo
 	}
 	return ""
+}
+
+func (x *UnixSocket) GetNameRemoved() bool {
+	if x != nil {
+		return x.NameRemoved
+	}
+	return false
 }
 
 type EpollItem struct {
@@ -5516,7 +5526,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\r \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x0e \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\xe2\x01\n" +
+	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\x85\x02\n" +
 	"\n" +
 	"UnixSocket\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +
@@ -5528,7 +5538,9 @@ const file_image_proto_rawDesc = "" +
 	"\x05queue\x18\a \x03(\fR\x05queue\x12\x1a\n" +
 	"\bshutdown\x18\b \x01(\rR\bshutdown\x12\x1d\n" +
 	"\n" +
-	"connect_to\x18\t \x01(\tR\tconnectTo\"b\n" +
+	"connect_to\x18\t \x01(\tR\tconnectTo\x12!\n" +
+	"\fname_removed\x18\n" +
+	" \x01(\bR\vnameRemoved\"b\n" +
 	"\tEpollItem\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +

@@ -24,10 +24,12 @@ type unixDiagReq struct {
 // What unix_diag is asked to show (UDIAG_SHOW_*), and its attributes (UNIX_DIAG_*).
 const (
 	udiagShowName     = 0x01
+	udiagShowVfs      = 0x02
 	udiagShowPeer     = 0x04
 	udiagShowIcons    = 0x08
 	udiagShowRqlen    = 0x10
 	unixDiagName      = 0
+	unixDiagVfs       = 1
 	unixDiagPeer      = 2
 	unixDiagIcons     = 3
 	unixDiagRqlen     = 4
@@ -47,6 +49,8 @@ type UnixSocket struct {
 	WQueue   uint32 // backlog, for a listener
 	Icons    []uint32
 	Shutdown uint8 // RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2
+	// VfsIno and VfsDev are the inode and device of the file it was bound to (0: none).
+	VfsIno, VfsDev uint32
 }
 
 // Socket states (include/net/tcp_states.h).
@@ -64,7 +68,7 @@ func UnixDiag(ino uint32) (*UnixSocket, error) {
 	}
 	defer unix.Close(fd)
 	req := unixDiagReq{Family: unix.AF_UNIX, States: ^uint32(0), Ino: ino,
-		Show: udiagShowName | udiagShowPeer | udiagShowIcons | udiagShowRqlen, Cookie: [2]uint32{^uint32(0), ^uint32(0)}}
+		Show: udiagShowName | udiagShowVfs | udiagShowPeer | udiagShowIcons | udiagShowRqlen, Cookie: [2]uint32{^uint32(0), ^uint32(0)}}
 	msg := make([]byte, unix.NLMSG_HDRLEN+int(unsafe.Sizeof(req)))
 	binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
 	binary.LittleEndian.PutUint16(msg[4:], sockDiagByFamily)
@@ -119,6 +123,10 @@ func parseUnixDiag(b []byte) (*UnixSocket, error) {
 					v = v[:i]
 				}
 				s.Name = string(v)
+			}
+		case unixDiagVfs:
+			if len(v) >= 8 {
+				s.VfsIno, s.VfsDev = binary.LittleEndian.Uint32(v), binary.LittleEndian.Uint32(v[4:])
 			}
 		case unixDiagPeer:
 			if len(v) >= 4 {

@@ -785,3 +785,7 @@ func Futimens(fd int, atimeNs, mtimeNs int64) error {
 	}
 	return nil
 }
+
+// KernelDev turns a device number as stat gives it into the kernel's own encoding (major <<
+// 20 | minor), which sock_diag reports.
+func KernelDev(dev uint64) uint32 { return unix.Major(dev)<<20 | unix.Minor(dev) }
