@@ -278,3 +278,11 @@ func TestRestoreMemfdFlags(t *testing.T) {
 	p, dir := testutil.StartReady(t, "memfds")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// A private file mapping keeps its pages' relation to the file: the page the process wrote is
+// its own copy, and what the file is written with shows through the others.
+func TestRestorePrivateFileMappingPages(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "cowfile")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}
