@@ -201,7 +201,13 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 	pagesIn := func(name string) (uint64, error) {
 		return r.installTemp(p, r.pages[name])
 	}
-	var shmemFills []*imagepb.VMA
+	// shmemFills are the shared memory objects this process makes and fills through the
+	// mapping at base, which starts at object offset 0 and covers it whole.
+	type shmemFill struct {
+		id   uint32
+		base uint64
+	}
+	var shmemFills []shmemFill
 	for _, v := range img.Vmas {
 		what := fmt.Sprintf("map %#x-%#x", v.Start, v.End)
 		length := v.End - v.Start
@@ -268,17 +274,39 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 		case imagepb.VMAKind_VMA_KIND_ANON_SHARED:
 			owner, ok := r.shmem[v.ShmemId]
 			if !ok {
-				if v.Pgoff != 0 {
-					return &UnsupportedError{Pid: p.t.Pid, What: what, Kind: "shared anonymous memory first mapped at an offset"}
+				s := r.shmemByID(v.ShmemId)
+				size := uint64(0)
+				if s != nil {
+					size = s.Size
 				}
-				if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, linux.MapShared|linux.MapAnonymous|linux.MapFixedNoreplace, ^uint64(0), 0); err != nil {
-					return err
+				if v.Pgoff == 0 && length >= size {
+					if _, err := r.call(p, what, linux.SysMmap, v.Start, length, fill, linux.MapShared|linux.MapAnonymous|linux.MapFixedNoreplace, ^uint64(0), 0); err != nil {
+						return err
+					}
+					shmemFills = append(shmemFills, shmemFill{id: v.ShmemId, base: v.Start})
+				} else {
+					// The mapping is a part of the object (mapped at an offset, or shorter than
+					// what other mappings see): gocr makes and fills the whole object, and the
+					// process maps its part.
+					obj, err := r.makeShmem(s)
+					if err != nil {
+						return fmt.Errorf("%s: %w", what, err)
+					}
+					fd, err := r.installTemp(p, obj)
+					linux.Close(obj)
+					if err != nil {
+						return err
+					}
+					_, err = r.call(p, what, linux.SysMmap, v.Start, length, fill, linux.MapShared|linux.MapFixedNoreplace, fd, v.Pgoff)
+					r.call(p, "close shared object", linux.SysClose, fd)
+					if err != nil {
+						return err
+					}
 				}
 				if r.shmem == nil {
 					r.shmem = map[uint32]shmemOwner{}
 				}
 				r.shmem[v.ShmemId] = shmemOwner{pid: int32(p.t.Pid), start: v.Start, end: v.End}
-				shmemFills = append(shmemFills, v)
 			} else {
 				path := fmt.Sprintf("/proc/%d/map_files/%x-%x", owner.pid, owner.start, owner.end)
 				fd, err := openIn(path, linux.ORdwr)
@@ -319,27 +347,25 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			srcs = srcs[k:]
 		}
 	}
-	for _, v := range shmemFills {
-		s := r.shmemByID(v.ShmemId)
-		if s == nil || len(s.Runs) == 0 {
-			continue
-		}
-		fd, err := pagesIn(s.PagesFile)
-		if err != nil {
-			return err
-		}
-		var segs []seg
-		for _, run := range s.Runs {
-			lo, hi := run.Vaddr, run.Vaddr+run.NrPages*linux.PageSize
-			hi = min(hi, v.End-v.Start)
-			if hi > lo {
-				segs = append(segs, seg{v.Start + lo, hi - lo})
+	for _, sf := range shmemFills {
+		s := r.shmemByID(sf.id)
+		if s != nil && len(s.Runs) > 0 {
+			fd, err := pagesIn(s.PagesFile)
+			if err != nil {
+				return err
 			}
-		}
-		err = r.fill(p, fd, segs, 0)
-		r.call(p, "close shared memory file", linux.SysClose, fd)
-		if err != nil {
-			return fmt.Errorf("fill shared memory at %#x: %w", v.Start, err)
+			var segs []seg
+			for _, run := range s.Runs {
+				lo, hi := run.Vaddr, min(run.Vaddr+run.NrPages*linux.PageSize, s.Size)
+				if hi > lo {
+					segs = append(segs, seg{sf.base + lo, hi - lo})
+				}
+			}
+			err = r.fill(p, fd, segs, 0)
+			r.call(p, "close shared memory file", linux.SysClose, fd)
+			if err != nil {
+				return fmt.Errorf("fill shared memory at %#x: %w", sf.base, err)
+			}
 		}
 	}
 	// Final protection and advice.
@@ -587,4 +613,36 @@ func (r *restorer) fill(p *procRestore, fd uint64, segs []seg, off uint64) error
 		}
 	}
 	return nil
+}
+
+// makeShmem makes a shared anonymous memory object (what MAP_SHARED|MAP_ANONYMOUS makes:
+// "/dev/zero (deleted)") of s's size in gocr, fills it with s's content, and returns an fd of
+// it, for processes that map only a part of it.
+func (r *restorer) makeShmem(s *imagepb.SharedMemory) (int, error) {
+	if s == nil || s.Size == 0 {
+		return -1, fmt.Errorf("shared memory object of no size")
+	}
+	b, err := linux.MmapSharedAnon(int(s.Size))
+	if err != nil {
+		return -1, err
+	}
+	defer linux.Munmap(b)
+	fd, err := linux.MapFileOf(b)
+	if err != nil {
+		return -1, err
+	}
+	var off int64 // the runs are one after the other in the pages file
+	for _, run := range s.Runs {
+		lo, n := run.Vaddr, run.NrPages*linux.PageSize
+		if lo+n > s.Size {
+			linux.Close(fd)
+			return -1, fmt.Errorf("shared memory run past its size")
+		}
+		if err := linux.PreadFull(r.pages[s.PagesFile], b[lo:lo+n], off); err != nil {
+			linux.Close(fd)
+			return -1, fmt.Errorf("read shared memory: %w", err)
+		}
+		off += int64(n)
+	}
+	return fd, nil
 }

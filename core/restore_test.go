@@ -286,3 +286,12 @@ func TestRestorePrivateFileMappingPages(t *testing.T) {
 	p, dir := testutil.StartReady(t, "cowfile")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// Shared anonymous memory that the first process of the tree maps only from an offset on
+// (it unmapped the start, its child did not) comes back whole and shared: the child still
+// sees the first page, and what each writes the other reads.
+func TestRestoreSharedMemoryMappedAtAnOffset(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "shmoff")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

@@ -3,6 +3,7 @@ package linux
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"unsafe"
@@ -789,3 +790,33 @@ func Futimens(fd int, atimeNs, mtimeNs int64) error {
 // KernelDev turns a device number as stat gives it into the kernel's own encoding (major <<
 // 20 | minor), which sock_diag reports.
 func KernelDev(dev uint64) uint32 { return unix.Major(dev)<<20 | unix.Minor(dev) }
+
+// MmapSharedAnon maps size bytes of new shared anonymous memory in gocr.
+func MmapSharedAnon(size int) ([]byte, error) {
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	return b, os.NewSyscallError("mmap", err)
+}
+
+// Munmap unmaps what MmapSharedAnon mapped.
+func Munmap(b []byte) error { return os.NewSyscallError("munmap", unix.Munmap(b)) }
+
+// MapFileOf opens the file behind gocr's mapping b (/proc/self/map_files), read-write.
+func MapFileOf(b []byte) (int, error) {
+	start := uintptr(unsafe.Pointer(&b[0]))
+	return Open(fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+uintptr(len(b))), unix.O_RDWR|unix.O_CLOEXEC, 0)
+}
+
+// PreadFull reads len(b) bytes at off.
+func PreadFull(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := Pread(fd, b, off)
+		if err != nil {
+			return os.NewSyscallError("pread", err)
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
+}

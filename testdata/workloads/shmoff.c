@@ -1,0 +1,66 @@
+// shmoff: shared anonymous memory that the parent maps only from an offset on.
+// usage: shmoff DIR
+// The parent maps three shared anonymous pages ('A', 'B', 'C') and forks; the parent unmaps
+// page 0 (its mapping starts at offset 4096 of the object), the child page 2: no process maps
+// the whole object. The child copies, every 2 ms, byte 0 (of page 0, which only it maps) to
+// byte 4098 and byte 4097 to byte 4099. The parent creates DIR/ready; on each SIGUSR1 it
+// writes a new byte at 4097, waits, and appends to DIR/report "ok" when the child copied it
+// and page 0's 'A', with page 2 (only the parent's) intact.
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t usr1;
+static void on_usr1(int sig) { usr1++; }
+
+static void nap(long ms) {
+	struct timespec ts = {0, ms * 1000 * 1000};
+	nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv) {
+	if (argc < 2)
+		return 2;
+	volatile char *m = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return 3;
+	memset((char *)m, 'A', 4096);
+	memset((char *)m + 4096, 'B', 4096);
+	memset((char *)m + 8192, 'C', 4096);
+	if (fork() == 0) {
+		munmap((char *)m + 8192, 4096);
+		for (;;) {
+			m[4098] = m[0];
+			m[4099] = m[4097];
+			nap(2);
+		}
+	}
+	munmap((void *)m, 4096);
+	volatile char *obj = m; // obj[i] for i >= 4096 only
+	struct sigaction act = {0};
+	act.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &act, NULL);
+	char path[512];
+	snprintf(path, sizeof path, "%s/report", argv[1]);
+	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	snprintf(path, sizeof path, "%s/ready", argv[1]);
+	nap(10);
+	close(open(path, O_WRONLY | O_CREAT, 0644));
+	char x = 'a';
+	for (int seen = 0;;) {
+		while (usr1 == seen)
+			nap(2);
+		seen = usr1;
+		obj[4097] = ++x;
+		nap(30);
+		if (obj[4099] == x && obj[4098] == 'A' && obj[4096] == 'B' && obj[8191] == 'B' && obj[8192] == 'C' && obj[12287] == 'C')
+			dprintf(rfd, "ok\n");
+		else
+			dprintf(rfd, "bad: copied %c (want %c), page 0 %c, page 1 %c, page 2 %c\n", obj[4099], x, obj[4098], obj[4096], obj[8192]);
+	}
+}
