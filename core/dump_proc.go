@@ -46,7 +46,7 @@ func (d *dumper) collect(p *procDump) error {
 	p.entry = &imagepb.ProcessEntry{
 		Pid: d.vpid(pid), Ppid: d.vpid(stat.PPid), Pgid: d.vpid(stat.PGid), Sid: d.vpid(stat.Sid),
 		Threads: []int32{d.vpid(pid)}, Comm: stat.Comm, Exe: exe, CttyRdev: stat.TtyNr, Tpgid: d.vpid(stat.Tpgid),
-		Stopped: p.t.WasStopped,
+		Stopped: p.t.WasStopped, StopSignal: int32(p.t.StopSig),
 	}
 	for _, th := range p.threads {
 		p.entry.Threads = append(p.entry.Threads, d.vpid(th.t.Pid))

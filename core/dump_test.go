@@ -414,3 +414,18 @@ func TestDumpStoppedProcess(t *testing.T) {
 	testutil.WaitFor(t, "it to go on", func() bool { return lastInt(t, log) >= at+10 })
 	checkSequence(t, log, at+10)
 }
+
+// A job stopped by SIGTSTP (Ctrl-Z) is stopped again by SIGTSTP, not SIGSTOP, after a dump
+// that leaves it and after a restore: its parent, waiting as a shell does, sees SIGTSTP.
+func TestStoppedBySIGTSTP(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "tstp")
+	kids := testutil.Children(p.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("children %v", kids)
+	}
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+	if st, _ := testutil.ProcState(kids[0]); st != "T" {
+		t.Fatalf("the restored job is %q, want stopped", st)
+	}
+}

@@ -1054,7 +1054,11 @@ func (r *restorer) releaseAll() error {
 	for _, pid := range r.order {
 		p := r.procs[pid]
 		if r.opts.LeaveStopped || p.entry.Stopped {
-			if err := linux.Kill(p.host, linux.SIGSTOP); err != nil {
+			sig := linux.SIGSTOP
+			if !r.opts.LeaveStopped {
+				sig = procfs.StopSignal(p.host, int(p.entry.StopSignal)) // SIGTSTP where it can
+			}
+			if err := linux.Kill(p.host, sig); err != nil {
 				return fmt.Errorf("restore pid %d: %w", pid, err)
 			}
 		}

@@ -73,6 +73,9 @@ func (c *Checkpoint) validate() error {
 		if !isRoot[p.Pid] && pids[p.Ppid] == nil {
 			return corrupt(TreeName, "process %d: parent %d is not in the image", p.Pid, p.Ppid)
 		}
+		if s := p.StopSignal; s != 0 && (s < 19 || s > 22) {
+			return corrupt(TreeName, "process %d: stop signal %d", p.Pid, s)
+		}
 		if p.Zombie {
 			// Made again from its parent, which a root is not; a zombie has no children.
 			ws := p.ExitStatus

@@ -1386,12 +1386,15 @@ type ProcessEntry struct {
 	// process group.
 	CttyRdev uint64 `protobuf:"varint,8,opt,name=ctty_rdev,json=cttyRdev,proto3" json:"ctty_rdev,omitempty"`
 	Tpgid    int32  `protobuf:"varint,9,opt,name=tpgid,proto3" json:"tpgid,omitempty"`
-	// The process was stopped (SIGSTOP, SIGTSTP...): it is restored stopped.
+	// The process was stopped (SIGSTOP, SIGTSTP...): it is restored stopped, by stop_signal
+	// (0: not known, SIGSTOP).
 	Stopped bool `protobuf:"varint,10,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	// A zombie: dead, not reaped by its parent yet. It has no proc-PID.img; it is made again
 	// and ends with exit_status (a wait status: the exit code << 8, or the signal).
-	Zombie        bool  `protobuf:"varint,11,opt,name=zombie,proto3" json:"zombie,omitempty"`
-	ExitStatus    int32 `protobuf:"varint,12,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	Zombie     bool  `protobuf:"varint,11,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitStatus int32 `protobuf:"varint,12,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	// The signal that stopped it: SIGSTOP 19, SIGTSTP 20, SIGTTIN 21 or SIGTTOU 22.
+	StopSignal    int32 `protobuf:"varint,13,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1506,6 +1509,13 @@ func (x *ProcessEntry) GetZombie() bool {
 func (x *ProcessEntry) GetExitStatus() int32 {
 	if x != nil {
 		return x.ExitStatus
+	}
+	return 0
+}
+
+func (x *ProcessEntry) GetStopSignal() int32 {
+	if x != nil {
+		return x.StopSignal
 	}
 	return 0
 }
@@ -5369,7 +5379,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03CPU\x12\x1f\n" +
 	"\vxstate_size\x18\x01 \x01(\rR\n" +
 	"xstateSize\x12\x1c\n" +
-	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xa0\x02\n" +
+	"\txfeatures\x18\x02 \x01(\x04R\txfeatures\"\xc1\x02\n" +
 	"\fProcessEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -5384,7 +5394,9 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\bR\astopped\x12\x16\n" +
 	"\x06zombie\x18\v \x01(\bR\x06zombie\x12\x1f\n" +
 	"\vexit_status\x18\f \x01(\x05R\n" +
-	"exitStatus\"\xba\t\n" +
+	"exitStatus\x12\x1f\n" +
+	"\vstop_signal\x18\r \x01(\x05R\n" +
+	"stopSignal\"\xba\t\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +

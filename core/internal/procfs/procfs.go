@@ -642,3 +642,56 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// Job-control stop signals (SIGSTOP and those a terminal sends).
+const (
+	sigStop = 19
+	sigTstp = 20
+	sigTtin = 21
+	sigTtou = 22
+)
+
+// StopSignal is the signal that stops pid again as sig did: sig itself when it is SIGTSTP,
+// SIGTTIN or SIGTTOU, its action is the default one, and its process group is not orphaned
+// (the kernel drops those signals for an orphaned group, and the process would run); else
+// SIGSTOP.
+func StopSignal(pid, sig int) int {
+	if sig != sigTstp && sig != sigTtin && sig != sigTtou {
+		return sigStop
+	}
+	st, err := ReadStatus(pid)
+	if err != nil || (st.SigCgt|st.SigIgn)&(1<<(sig-1)) != 0 {
+		return sigStop
+	}
+	if orphaned, err := OrphanedGroup(pid); err != nil || orphaned {
+		return sigStop
+	}
+	return sig
+}
+
+// OrphanedGroup says whether pid's process group is orphaned: no member has a parent in
+// another group of the same session.
+func OrphanedGroup(pid int) (bool, error) {
+	me, err := ReadStat(pid)
+	if err != nil {
+		return false, err
+	}
+	ents, err := os.ReadDir(Root)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		q, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := ReadStat(q)
+		if err != nil || st.PGid != me.PGid {
+			continue
+		}
+		if parent, err := ReadStat(st.PPid); err == nil && parent.PGid != me.PGid && parent.Sid == me.Sid {
+			return false, nil
+		}
+	}
+	return true, nil
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/procfs"
 )
 
 // Errors a caller tells apart.
@@ -33,8 +34,10 @@ type Tracee struct {
 	// Children created by injected clone/fork calls, in order.
 	NewChildren []int
 	// WasStopped: the thread was in a job-control stop (SIGSTOP) when seized. It was woken
-	// with SIGCONT to be worked on, and is stopped again when let go.
+	// with SIGCONT to be worked on, and is stopped again when let go. StopSig is the signal
+	// that stopped it (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU; 0: not known).
 	WasStopped bool
+	StopSig    int
 
 	affinity *linux.CPUSet // the mask to put back after Pin
 	// safe, when set, is where injected syscalls run from: SafeReturnCode, with the stack
@@ -197,7 +200,18 @@ func Seize(pid int, stopped bool) (*Tracee, error) {
 		return nil, err
 	}
 	t := &Tracee{Pid: pid, WasStopped: stopped}
+	trapped := false
 	if stopped {
+		// PTRACE_SEIZE of a stopped thread returns once it is in a trap that reports its
+		// group stop, with the signal that stopped it: take it now, before SIGCONT ends the
+		// group stop. (Nothing to take: it was continued meanwhile; the loop below waits.)
+		// (TrapCause is only for SIGTRAP stops: the event is read from the status itself.)
+		if wpid, ws, err := linux.Wait4(pid, linux.WNOHANG); err == nil && wpid == pid && ws.Stopped() && int(ws>>16)&0xff == linux.EventStop {
+			trapped = true
+			if sig := int(ws.StopSignal()); sig == linux.SIGSTOP || sig == linux.SIGTSTP || sig == linux.SIGTTIN || sig == linux.SIGTTOU {
+				t.StopSig = sig
+			}
+		}
 		if err := linux.Kill(pid, linux.SIGCONT); err != nil {
 			_ = linux.Detach(pid, 0)
 			return nil, err
@@ -207,7 +221,7 @@ func Seize(pid int, stopped bool) (*Tracee, error) {
 		_ = linux.Detach(pid, 0)
 		return nil, err
 	}
-	for {
+	for !trapped {
 		_, ws, err := linux.Wait4(pid, 0)
 		if err != nil {
 			_ = linux.Detach(pid, 0)
@@ -464,7 +478,11 @@ func (t *Tracee) Release(regs linux.Regs, mask uint64, sameThread, stop bool) er
 		}
 	}
 	if stop || t.WasStopped {
-		if err := linux.Kill(t.Pid, linux.SIGSTOP); err != nil {
+		stopSig := linux.SIGSTOP
+		if t.WasStopped && !stop {
+			stopSig = procfs.StopSignal(t.Pid, t.StopSig)
+		}
+		if err := linux.Kill(t.Pid, stopSig); err != nil {
 			return err
 		}
 	}
