@@ -641,3 +641,11 @@ func TestRestoreUnixSocketOddities(t *testing.T) {
 	p, dir := testutil.StartReady(t, "unixodd")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// A listener without SO_REUSEADDR whose port its accepted connection shares comes back even
+// when the restore makes the connection first: the listener still accepts.
+func TestRestoreListenerSharingItsPort(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "tcpreuse")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

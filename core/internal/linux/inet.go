@@ -374,9 +374,10 @@ func MakeInet(s *InetSocket) (int, error) {
 	if err := s.setOpts(fd); err != nil {
 		return fail(err)
 	}
-	if s.Local.IsValid() && (s.Local.Port() != 0 || !s.Local.Addr().IsUnspecified()) {
-		// Connections restored on the same port would stop the bind: reuse for the bind,
-		// then put the option back as it was.
+	bound := s.Local.IsValid() && (s.Local.Port() != 0 || !s.Local.Addr().IsUnspecified())
+	if bound {
+		// Connections restored on the same port would stop the bind, and the listen (which
+		// checks the port again): reuse for both, then put the option back as it was.
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		if err := unix.Bind(fd, sockaddr(s.Family, s.Local)); err != nil {
 			if errors.Is(err, unix.EADDRINUSE) {
@@ -384,7 +385,6 @@ func MakeInet(s *InetSocket) (int, error) {
 			}
 			return fail(fmt.Errorf("bind %s: %w", s.Local, err))
 		}
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, s.Opts["SO_REUSEADDR"])
 	}
 	switch {
 	case s.State == 10:
@@ -395,6 +395,9 @@ func MakeInet(s *InetSocket) (int, error) {
 		if err := unix.Connect(fd, sockaddr(s.Family, s.Peer)); err != nil {
 			return fail(fmt.Errorf("connect %s: %w", s.Peer, err))
 		}
+	}
+	if bound {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, s.Opts["SO_REUSEADDR"])
 	}
 	if s.Shutdown != 0 {
 		// The kernel marks an unconnected socket shut down too, and says ENOTCONN.
