@@ -33,6 +33,9 @@ func (r *restorer) installTemp(p *procRestore, ours int) (uint64, error) {
 
 // installFds closes whatever the stub left open and installs every dumped fd at its number.
 func (r *restorer) installFds(p *procRestore) error {
+	if err := r.openOwnTTY(p); err != nil {
+		return err
+	}
 	fds := p.img.Fds
 	maxFd := int32(2)
 	for _, f := range fds {

@@ -112,6 +112,9 @@ func (r *restorer) openFiles() error {
 			if r.c.Tree.ShellJob && f.Rdev == r.c.Tree.CttyRdev {
 				path = r.opts.TTY // the terminal of the restore takes the old one's place
 			}
+			if f.Rdev == devTTY && !r.c.Tree.ShellJob {
+				continue // its process's controlling terminal, not gocr's: opened there (openOwnTTY)
+			}
 			fd, err = linux.Open(path, flags|linux.OCloexec|linux.ONoctty, 0)
 		case imagepb.FileKind_FILE_KIND_EVENTFD:
 			fd, err = linux.Eventfd(f.EventfdCount, f.EventfdSemaphore, linux.OCloexec)
@@ -887,6 +890,40 @@ func removeDirs(dirs []string) error {
 		if err := os.Remove(d); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// devTTY is /dev/tty's device number (5, 0): an open of it is of the opener's controlling
+// terminal.
+const devTTY = 5 << 8
+
+// openOwnTTY opens /dev/tty files inside the first process that holds one, once its session
+// has its controlling terminal again, and takes the description for the others.
+func (r *restorer) openOwnTTY(p *procRestore) error {
+	for _, fd := range p.img.Fds {
+		f := r.fileByID(fd.FileId)
+		if f == nil || f.Kind != imagepb.FileKind_FILE_KIND_CHAR_DEVICE || f.Rdev != devTTY {
+			continue
+		}
+		if _, ok := r.files[f.Id]; ok {
+			continue
+		}
+		a, err := p.arg(scratchArg, cstring("/dev/tty"))
+		if err != nil {
+			return err
+		}
+		flags := uint64(f.Flags) &^ (linux.OCreat | linux.OExcl | linux.OTrunc | linux.OCloexec)
+		got, err := r.call(p, "open /dev/tty", linux.SysOpenat, atFdcwd, a, flags|linux.ONoctty|linux.OCloexec)
+		if err != nil {
+			return err
+		}
+		ours, err := linux.PidfdGetfdOf(p.host, int(got))
+		r.call(p, "close", linux.SysClose, got)
+		if err != nil {
+			return fmt.Errorf("take /dev/tty: %w", err)
+		}
+		r.files[f.Id] = ours
 	}
 	return nil
 }

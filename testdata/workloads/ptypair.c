@@ -1,7 +1,7 @@
 // ptypair: a pty pair owned by the tree, like a terminal emulator and its shell.
 // usage: ptypair LOGFILE
 // The parent opens a pty master; the child starts a session with the slave as its controlling
-// terminal, turns echo off, and answers each line N with "got N echo=E fg=F" (E: the ECHO
+// terminal, turns echo off, and answers each line N, through /dev/tty, with "got N echo=E fg=F" (E: the ECHO
 // flag, F: 1 when it is the terminal's foreground group). The parent sends N, waits for the
 // answer (sending N again if none comes in 50 ms: lines in the terminal's queues are not kept
 // across a checkpoint) and logs it to LOGFILE.
@@ -31,12 +31,15 @@ int main(int argc, char **argv) {
 		tcgetattr(0, &t);
 		t.c_lflag &= ~ECHO;
 		tcsetattr(0, TCSANOW, &t);
+		// It answers through /dev/tty, as programs that talk to their terminal do.
+		int tty = open("/dev/tty", O_WRONLY);
+		if (tty < 0)
+			return 6;
 		char line[64];
 		while (fgets(line, sizeof line, stdin)) {
 			tcgetattr(0, &t);
 			long n = atol(line);
-			printf("got %ld echo=%d fg=%d\n", n, (t.c_lflag & ECHO) != 0, tcgetpgrp(0) == getpgrp());
-			fflush(stdout);
+			dprintf(tty, "got %ld echo=%d fg=%d\n", n, (t.c_lflag & ECHO) != 0, tcgetpgrp(0) == getpgrp());
 		}
 		return 4;
 	}

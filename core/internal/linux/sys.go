@@ -823,3 +823,13 @@ func PreadFull(fd int, b []byte, off int64) error {
 	}
 	return nil
 }
+
+// PidfdGetfdOf takes a dup of fd of process pid (close-on-exec in gocr).
+func PidfdGetfdOf(pid, fd int) (int, error) {
+	pidfd, err := PidfdOpenFlags(pid, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pidfd)
+	return PidfdGetfd(pidfd, fd)
+}
