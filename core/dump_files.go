@@ -431,6 +431,9 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	case s.Protocol == linux.IPProtoMPTCP && s.State != 10 && s.State != 7:
 		return unsupported(fmt.Sprintf("multipath TCP connection %s -> %s", s.Local, s.Peer),
 			"an MPTCP connection cannot be taken by TCP repair; listeners and their plain-TCP connections can. For a Go program: GODEBUG=multipathtcp=0, or dial without MPTCP")
+	case linux.IsTCP(s.Protocol) && s.Ended:
+		return unsupported(fmt.Sprintf("TCP socket %s whose connection has ended (closed or reset, the fd still open)", s.Local),
+			"the restore would make a socket that was never connected; close it before the dump")
 	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}

@@ -649,3 +649,16 @@ func TestRestoreListenerSharingItsPort(t *testing.T) {
 	p, dir := testutil.StartReady(t, "tcpreuse")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// A TCP socket whose connection was reset, still open in the process, would come back as a
+// socket that was never connected: the dump refuses it by name and the process goes on.
+func TestDumpRefusesAnEndedTCPConnection(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "tcpended")
+	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	var ue *core.UnsupportedError
+	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "whose connection has ended") {
+		t.Fatalf("dump: %v, want a refusal naming pid %d", err, p.Pid)
+	}
+	running(t, p.Pid, filepath.Join(dir, "count.log"))
+}

@@ -21,6 +21,7 @@ type InetSocket struct {
 	Peer     netip.AddrPort // zero when not connected
 	Backlog  uint32         // listeners: the listen(2) backlog
 	Pending  uint32         // listeners: connections not accepted yet
+	Ended    bool           // TCP: closed after a connection, or an attempt, ended
 	// Opts are the integer options of inetOpts, by name, as getsockopt read them; and
 	// SO_RCVBUF and SO_SNDBUF when they were set (SO_BUF_LOCK has their bit).
 	Opts       map[string]int
@@ -164,6 +165,9 @@ func InspectInet(fd int) (*InetSocket, error) {
 		if s.State == 10 { // for a listener, tcp_get_info puts the backlogs here
 			s.Pending, s.Backlog = info.Unacked, info.Sacked
 		}
+		// Closed, but segments went out or came in: a connection (or its attempt) that ended,
+		// not a socket that was only bound.
+		s.Ended = s.State == 7 && (info.Segs_out > 0 || info.Segs_in > 0)
 	} else if s.Peer.IsValid() {
 		s.State = 1
 	}
