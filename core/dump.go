@@ -327,6 +327,9 @@ func (d *dumper) run(ctx context.Context) error {
 	if err := d.checkEpolls(); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	if err := d.checkFdTables(); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
 	d.warnOutsidePipes()
 	if err := d.checkPidfds(); err != nil {
 		return fmt.Errorf("dump: %w", err)
@@ -518,6 +521,25 @@ func epollUsable(fds []*imagepb.Fd, ep *imagepb.OpenFile) (holds, usable bool) {
 		}
 	}
 	return holds, true
+}
+
+// checkFdTables refuses processes that share one fd table (clone with CLONE_FILES, not
+// threads): the restore would give each its own, and an fd one of them opens later would no
+// longer be the other's.
+func (d *dumper) checkFdTables() error {
+	for _, pid := range d.order {
+		st, err := procfs.ReadStat(pid)
+		if err != nil || d.procs[st.PPid] == nil {
+			continue
+		}
+		if same, err := linux.SameFdTable(st.PPid, pid); err != nil {
+			return fmt.Errorf("pid %d: %w", pid, err)
+		} else if same {
+			return &UnsupportedError{Pid: pid, What: "fd table", Kind: fmt.Sprintf("fd table shared with its parent %d (clone with CLONE_FILES)", st.PPid),
+				Hint: "the restore would give each process its own"}
+		}
+	}
+	return nil
 }
 
 // checkPidfds refuses a pidfd of a process outside the dumped trees: the restore makes

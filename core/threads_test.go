@@ -328,3 +328,18 @@ func TestRestoreTSyncFilterAndThreadTimer(t *testing.T) {
 		return st == "" || st == "Z"
 	})
 }
+
+// Two processes sharing one fd table (clone with CLONE_FILES, not threads) would come back
+// with a table each: the dump refuses it by name, and both go on.
+func TestDumpRefusesASharedFdTable(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "sharedfds")
+	kids := testutil.Children(p.Pid)
+	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	var ue *core.UnsupportedError
+	if len(kids) != 1 || !errors.As(err, &ue) || ue.Pid != kids[0] || !strings.Contains(err.Error(), "fd table shared with its parent") {
+		t.Fatalf("dump: %v, want a refusal naming the child %v", err, kids)
+	}
+	running(t, p.Pid, filepath.Join(dir, "count.log"))
+	running(t, kids[0], filepath.Join(dir, "child.log"))
+}

@@ -257,8 +257,18 @@ func PidfdGetfd(pidfd, targetfd int) (int, error) {
 
 const (
 	kcmpFile     = 0 // KCMP_FILE, linux/kcmp.h
+	kcmpFiles    = 2 // KCMP_FILES
 	kcmpEpollTfd = 7 // KCMP_EPOLL_TFD
 )
+
+// SameFdTable says whether processes a and b share one fd table (clone with CLONE_FILES).
+func SameFdTable(a, b int) (bool, error) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(a), uintptr(b), kcmpFiles, 0, 0, 0)
+	if e != 0 {
+		return false, os.NewSyscallError("kcmp(KCMP_FILES)", e)
+	}
+	return r == 0, nil
+}
 
 // kcmpEpollSlot is struct kcmp_epoll_slot: an epoll fd, a watched fd number, and which of
 // the items with that number.
