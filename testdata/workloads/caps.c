@@ -25,12 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "report.h"
+
 #ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9) // Linux 6.3
 #endif
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
 
 static int capset3(unsigned long long eff, unsigned long long prm, unsigned long long inh) {
 	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
@@ -43,7 +43,7 @@ static const unsigned long long eff = B(CAP_NET_BIND_SERVICE), prm = B(CAP_NET_B
 				inh = B(CAP_NET_BIND_SERVICE) | B(CAP_NET_RAW);
 static const int secbits = SECBIT_KEEP_CAPS | SECBIT_NO_CAP_AMBIENT_RAISE;
 
-static char status0[1024], report[2048];
+static char status0[1024];
 static int has_loginuid;
 
 // The capability lines of /proc/self/status.
@@ -68,11 +68,6 @@ static long readnum(const char *path) {
 	return strtol(b, NULL, 10);
 }
 
-static void bad(const char *what, long got, long want) {
-	char b[128];
-	snprintf(b, sizeof b, " %s=%ld(want %ld)", what, got, want);
-	strncat(report, b, sizeof report - strlen(report) - 1);
-}
 
 static void check(void) {
 	char now[1024];
@@ -87,31 +82,29 @@ static void check(void) {
 	}
 	int sb = prctl(PR_GET_SECUREBITS);
 	if (sb != secbits)
-		bad("securebits", sb, secbits);
+		badv("securebits", sb, secbits);
 	long oom = readnum("/proc/self/oom_score_adj");
 	if (oom != 345)
-		bad("oom_score_adj", oom, 345);
+		badv("oom_score_adj", oom, 345);
 	if (has_loginuid && readnum("/proc/self/loginuid") != 4242)
-		bad("loginuid", readnum("/proc/self/loginuid"), 4242);
+		badv("loginuid", readnum("/proc/self/loginuid"), 4242);
 	int regs = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
 	if (regs != MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
-		bad("membarrier registrations", regs, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+		badv("membarrier registrations", regs, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
-		bad("membarrier private expedited(errno)", errno, 0);
+		badv("membarrier private expedited(errno)", errno, 0);
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(1023), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int));
 	if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EADDRINUSE)
-		bad("bind port 1023(errno)", errno, 0);
+		badv("bind port 1023(errno)", errno, 0);
 	close(s);
 }
 
 int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
-	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	int rfd = report_open(argv[1]);
 	int fd = open("/proc/self/oom_score_adj", O_WRONLY);
 	if (fd < 0 || write(fd, "345", 3) != 3)
 		return 3;
@@ -132,22 +125,5 @@ int main(int argc, char **argv) {
 		return 7;
 	}
 	caplines(status0, sizeof status0);
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 8;
-	}
-	dprintf(rfd, "ready\n"); // uid 1000 may not create files in DIR
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	report_loop(rfd, NULL, check);
 }

@@ -15,15 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
 
-static char report[1024];
-static void bad(const char *what, long got, long want) {
-	char b[128];
-	snprintf(b, sizeof b, " %s=%ld(want %ld)", what, got, want);
-	strncat(report, b, sizeof report - strlen(report) - 1);
-}
+
 
 #define MIB (1 << 20)
 static int sparse, mapped;
@@ -31,34 +25,33 @@ static char *map;
 static const struct timespec mtime = {981173106, 700000000};
 
 static void check(void) {
-	report[0] = 0;
 	struct stat st;
 	fstat(sparse, &st);
 	if (st.st_uid != 1234 || st.st_gid != 5678)
-		bad("sparse owner", st.st_uid * 100000L + st.st_gid, 1234 * 100000L + 5678);
+		badv("sparse owner", st.st_uid * 100000L + st.st_gid, 1234 * 100000L + 5678);
 	if ((st.st_mode & 07777) != 0640)
-		bad("sparse mode", st.st_mode & 07777, 0640);
+		badv("sparse mode", st.st_mode & 07777, 0640);
 	if (st.st_size != MIB + 4)
-		bad("sparse size", st.st_size, MIB + 4);
+		badv("sparse size", st.st_size, MIB + 4);
 	if (st.st_mtim.tv_sec != mtime.tv_sec || st.st_mtim.tv_nsec != mtime.tv_nsec)
-		bad("sparse mtime(ms)", st.st_mtim.tv_sec * 1000L + st.st_mtim.tv_nsec / 1000000, mtime.tv_sec * 1000L + mtime.tv_nsec / 1000000);
+		badv("sparse mtime(ms)", st.st_mtim.tv_sec * 1000L + st.st_mtim.tv_nsec / 1000000, mtime.tv_sec * 1000L + mtime.tv_nsec / 1000000);
 	if (st.st_blocks * 512 >= MIB / 2)
-		bad("sparse bytes allocated (a hole was filled)", st.st_blocks * 512, 8192);
+		badv("sparse bytes allocated (a hole was filled)", st.st_blocks * 512, 8192);
 	if (st.st_nlink != 0)
-		bad("sparse links", st.st_nlink, 0);
+		badv("sparse links", st.st_nlink, 0);
 	char b[5] = {0};
 	if (pread(sparse, b, 4, 0) != 4 || strcmp(b, "head"))
-		bad("sparse head", 0, 1);
+		badv("sparse head", 0, 1);
 	if (pread(sparse, b, 4, MIB) != 4 || strcmp(b, "tail"))
-		bad("sparse tail", 0, 1);
+		badv("sparse tail", 0, 1);
 	if (pread(sparse, b, 4, 4096) != 4 || memcmp(b, "\0\0\0\0", 4))
-		bad("sparse hole reads zeros", 0, 1);
+		badv("sparse hole reads zeros", 0, 1);
 	// The shared mapping and the file are one: what one holds, the other reads.
 	if (pread(mapped, b, 4, 8192) != 4 || memcmp(b, map + 8192, 4) || memcmp(b, "page", 4))
-		bad("mapped content", 0, 1);
+		badv("mapped content", 0, 1);
 	map[100] = 'Z';
 	if (pread(mapped, b, 1, 100) != 1 || b[0] != 'Z')
-		bad("mapping writes reach the file", 0, 1);
+		badv("mapping writes reach the file", 0, 1);
 	map[100] = 'a';
 }
 
@@ -83,25 +76,6 @@ int main(int argc, char **argv) {
 		return 6;
 	memset(map, 'a', 4096);
 	memcpy(map + 8192, "page", 4);
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 7;
-	}
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	int rfd = report_open(argv[1]);
+	report_loop(rfd, argv[1], check);
 }

@@ -22,10 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
 
-static char dir[512], report[2048];
+
+static char dir[512];
 static pid_t parent, child;
 
 static int open_in(const char *name) {
@@ -39,10 +39,6 @@ static int lock(int fd, int cmd, short type, off_t start, off_t len) {
 	return fcntl(fd, cmd, &fl);
 }
 
-static void bad(const char *what) {
-	strncat(report, " ", sizeof report - strlen(report) - 1);
-	strncat(report, what, sizeof report - strlen(report) - 1);
-}
 
 // flock_state: 2 when an exclusive flock is held, 1 when only shared ones, 0 when none.
 static int flock_state(const char *name) {
@@ -83,7 +79,6 @@ static void expect(const char *what, const char *name, off_t start, off_t len, i
 // probe checks every lock, from a new process: closing an fd of a file drops the POSIX locks
 // its process holds on it, so the parent may not open and close the files itself.
 static void probe(void) {
-	report[0] = 0;
 	if (flock_state("a") != 1)
 		bad("a: two shared flocks");
 	if (flock_state("b") != 2)
@@ -148,27 +143,5 @@ int main(int argc, char **argv) {
 	read(ready[0], &x, 1);
 	close(b); // the child's copy of the description holds the flock
 	close(d); // and the OFD lock
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	char path[600];
-	snprintf(path, sizeof path, "%s/report", dir);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		kill(child, SIGKILL);
-		return 5;
-	}
-	snprintf(path, sizeof path, "%s/ready", dir);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	report_loop(report_open(dir), dir, check);
 }

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "report.h"
+
 #ifndef MFD_NOEXEC_SEAL
 #define MFD_NOEXEC_SEAL 0x0008U
 #endif
@@ -21,15 +23,7 @@
 #define F_SEAL_EXEC 0x0020
 #endif
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
 
-static char report[1024];
-static void bad(const char *what, long got, long want) {
-	char b[128];
-	snprintf(b, sizeof b, " %s=%#lx(want %#lx)", what, got, want);
-	strncat(report, b, sizeof report - strlen(report) - 1);
-}
 
 struct m {
 	const char *name;
@@ -46,7 +40,6 @@ struct m {
 #define N (sizeof ms / sizeof ms[0])
 
 static void check(void) {
-	report[0] = 0;
 	for (size_t i = 0; i < N; i++) {
 		struct m *m = &ms[i];
 		struct stat st;
@@ -54,28 +47,28 @@ static void check(void) {
 		char what[64];
 		snprintf(what, sizeof what, "%s mode", m->name);
 		if (st.st_mode != m->st.st_mode)
-			bad(what, st.st_mode, m->st.st_mode);
+			badv(what, st.st_mode, m->st.st_mode);
 		snprintf(what, sizeof what, "%s owner", m->name);
 		if (st.st_uid != m->st.st_uid || st.st_gid != m->st.st_gid)
-			bad(what, st.st_uid * 100000L + st.st_gid, m->st.st_uid * 100000L + m->st.st_gid);
+			badv(what, st.st_uid * 100000L + st.st_gid, m->st.st_uid * 100000L + m->st.st_gid);
 		snprintf(what, sizeof what, "%s size", m->name);
 		if (st.st_size != m->st.st_size)
-			bad(what, st.st_size, m->st.st_size);
+			badv(what, st.st_size, m->st.st_size);
 		snprintf(what, sizeof what, "%s seals", m->name);
 		int seals = fcntl(m->fd, F_GET_SEALS);
 		if (seals != m->want_seals)
-			bad(what, seals, m->want_seals);
+			badv(what, seals, m->want_seals);
 		char b[16] = {0};
 		snprintf(what, sizeof what, "%s content", m->name);
 		if (pread(m->fd, b, strlen(m->name), 0) != (ssize_t)strlen(m->name) || strcmp(b, m->name))
-			bad(what, 0, 1);
+			badv(what, 0, 1);
 		char link[64], got[128] = {0}, want[128];
 		snprintf(link, sizeof link, "/proc/self/fd/%d", m->fd);
 		readlink(link, got, sizeof got - 1);
 		snprintf(want, sizeof want, "/memfd:%s (deleted)", m->name);
 		snprintf(what, sizeof what, "%s name", m->name);
 		if (strcmp(got, want))
-			bad(what, 0, 1);
+			badv(what, 0, 1);
 	}
 }
 
@@ -96,21 +89,6 @@ int main(int argc, char **argv) {
 		fstat(m->fd, &m->st);
 		m->want_seals = fcntl(m->fd, F_GET_SEALS);
 	}
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	int rfd = report_open(argv[1]);
+	report_loop(rfd, argv[1], check);
 }

@@ -14,14 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
 
-static char report[1024], dir[512];
-static void bad(const char *what) {
-	strncat(report, " ", sizeof report - strlen(report) - 1);
-	strncat(report, what, sizeof report - strlen(report) - 1);
-}
+
+static char dir[512];
 
 static int pfile, pdir, plink, status, gone;
 static char gonepath[700];
@@ -29,7 +25,6 @@ static char gonepath[700];
 static int flags_are(int fd, int want) { return (fcntl(fd, F_GETFL) & (O_PATH | O_ACCMODE | O_NOFOLLOW)) == want; }
 
 static void check(void) {
-	report[0] = 0;
 	struct stat st;
 	char b[700];
 	if (!flags_are(pfile, O_PATH) || fstat(pfile, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 5)
@@ -83,25 +78,6 @@ int main(int argc, char **argv) {
 	snprintf(path, sizeof path, "%s/sub", dir);
 	if (pfile < 0 || pdir < 0 || plink < 0 || status < 0 || gone < 0 || rmdir(path) < 0)
 		return 3;
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	snprintf(path, sizeof path, "%s/report", dir);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 4;
-	}
-	snprintf(path, sizeof path, "%s/ready", dir);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	int rfd = report_open(dir);
+	report_loop(rfd, dir, check);
 }

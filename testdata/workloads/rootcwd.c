@@ -14,20 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
 
-static char report[1024];
-static void bad(const char *what) {
-	strncat(report, " ", sizeof report - strlen(report) - 1);
-	strncat(report, what, sizeof report - strlen(report) - 1);
-}
+
 
 static int jail;
 static char gone[600];
 
 static void check(void) {
-	report[0] = 0;
 	char cwd[512];
 	struct stat st;
 	if (jail) {
@@ -58,8 +52,7 @@ int main(int argc, char **argv) {
 	if (argc < 3)
 		return 2;
 	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	int rfd = report_open(argv[1]);
 	if (!strcmp(argv[2], "chroot")) {
 		jail = 1;
 		snprintf(path, sizeof path, "%s/jail", argv[1]);
@@ -82,22 +75,5 @@ int main(int argc, char **argv) {
 			return 4;
 		snprintf(gone, sizeof gone, "%s (deleted)", deeper);
 	}
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 5;
-	}
-	dprintf(rfd, "ready\n");
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	report_loop(rfd, NULL, check);
 }

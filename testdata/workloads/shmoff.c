@@ -15,12 +15,29 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
+
 
 static void nap(long ms) {
 	struct timespec ts = {0, ms * 1000 * 1000};
 	nanosleep(&ts, NULL);
+}
+
+static volatile char *obj; // obj[i] for i >= 4096 only, in the parent
+static char x = 'a';
+
+// check writes a new byte at 4097 and waits for the child to copy it.
+static void check(void) {
+	obj[4097] = ++x;
+	nap(30);
+	if (obj[4099] != x)
+		badv("byte the child copied", obj[4099], x);
+	if (obj[4098] != 'A')
+		badv("page 0, copied by the child", obj[4098], 'A');
+	if (obj[4096] != 'B' || obj[8191] != 'B')
+		badv("page 1", obj[4096], 'B');
+	if (obj[8192] != 'C' || obj[12287] != 'C')
+		badv("page 2", obj[8192], 'C');
 }
 
 int main(int argc, char **argv) {
@@ -41,26 +58,7 @@ int main(int argc, char **argv) {
 		}
 	}
 	munmap((void *)m, 4096);
-	volatile char *obj = m; // obj[i] for i >= 4096 only
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
+	obj = m;
 	nap(10);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	char x = 'a';
-	for (int seen = 0;;) {
-		while (usr1 == seen)
-			nap(2);
-		seen = usr1;
-		obj[4097] = ++x;
-		nap(30);
-		if (obj[4099] == x && obj[4098] == 'A' && obj[4096] == 'B' && obj[8191] == 'B' && obj[8192] == 'C' && obj[12287] == 'C')
-			dprintf(rfd, "ok\n");
-		else
-			dprintf(rfd, "bad: copied %c (want %c), page 0 %c, page 1 %c, page 2 %c\n", obj[4099], x, obj[4098], obj[4096], obj[8192]);
-	}
+	report_loop(report_open(argv[1]), argv[1], check);
 }

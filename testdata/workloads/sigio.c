@@ -17,35 +17,29 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1, rt_fd = -1, io_count;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
+
+static volatile sig_atomic_t rt_fd = -1, io_count;
 static void on_rt(int sig, siginfo_t *si, void *uc) { rt_fd = si->si_fd; }
 static void on_io(int sig) { io_count++; }
 
-static char report[1024];
-static void bad(const char *what, long got, long want) {
-	char b[128];
-	snprintf(b, sizeof b, " %s=%ld(want %ld)", what, got, want);
-	strncat(report, b, sizeof report - strlen(report) - 1);
-}
 
 static int p[2], s[2], tid, owner_type = F_OWNER_TID, owner;
 
 static void check(void) {
-	report[0] = 0;
 	struct f_owner_ex o;
 	if (fcntl(p[0], F_GETOWN_EX, &o) < 0 || o.type != F_OWNER_PID || o.pid != getpid())
-		bad("pipe owner", o.pid, getpid());
+		badv("pipe owner", o.pid, getpid());
 	if (fcntl(p[0], F_GETSIG) != SIGRTMIN + 1)
-		bad("pipe F_GETSIG", fcntl(p[0], F_GETSIG), SIGRTMIN + 1);
+		badv("pipe F_GETSIG", fcntl(p[0], F_GETSIG), SIGRTMIN + 1);
 	if (!(fcntl(p[0], F_GETFL) & O_ASYNC))
-		bad("pipe O_ASYNC", 0, 1);
+		badv("pipe O_ASYNC", 0, 1);
 	if (fcntl(s[0], F_GETOWN_EX, &o) < 0 || o.type != owner_type || o.pid != owner)
-		bad("socket owner (type*1000000+pid)", o.type * 1000000 + o.pid, owner_type * 1000000 + owner);
+		badv("socket owner (type*1000000+pid)", o.type * 1000000 + o.pid, owner_type * 1000000 + owner);
 	if (fcntl(s[0], F_GETSIG) != 0)
-		bad("socket F_GETSIG", fcntl(s[0], F_GETSIG), 0);
+		badv("socket F_GETSIG", fcntl(s[0], F_GETSIG), 0);
 	if (!(fcntl(s[0], F_GETFL) & O_ASYNC))
-		bad("socket O_ASYNC", 0, 1);
+		badv("socket O_ASYNC", 0, 1);
 	rt_fd = -1;
 	int before = io_count;
 	char c;
@@ -56,9 +50,9 @@ static void check(void) {
 		nanosleep(&ts, NULL);
 	}
 	if (rt_fd != p[0])
-		bad("SIGRTMIN+1 si_fd", rt_fd, p[0]);
+		badv("SIGRTMIN+1 si_fd", rt_fd, p[0]);
 	if (io_count == before && owner == tid)
-		bad("SIGIO from the socket", 0, 1);
+		badv("SIGIO from the socket", 0, 1);
 	read(p[0], &c, 1);
 	recv(s[0], &c, 1, 0);
 }
@@ -76,8 +70,6 @@ int main(int argc, char **argv) {
 	act.sa_flags = 0;
 	act.sa_handler = on_io;
 	sigaction(SIGIO, &act, NULL);
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
 	owner = tid;
 	if (argc > 2 && !strcmp(argv[2], "outside"))
 		owner_type = F_OWNER_PID, owner = getppid();
@@ -86,23 +78,6 @@ int main(int argc, char **argv) {
 	    fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_ASYNC) < 0 || fcntl(s[0], F_SETOWN_EX, &o) < 0 ||
 	    fcntl(s[0], F_SETFL, fcntl(s[0], F_GETFL) | O_ASYNC) < 0)
 		return 4;
-	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 5;
-	}
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	int rfd = report_open(argv[1]);
+	report_loop(rfd, argv[1], check);
 }

@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
+
 
 struct intopt {
 	const char *name;
@@ -99,58 +99,51 @@ static int geti(int fd, int level, int opt) {
 	return v;
 }
 
-static char report[4096];
-static void bad(const char *what, long got, long want) {
-	char b[160];
-	snprintf(b, sizeof b, " %s=%ld(want %ld)", what, got, want);
-	strncat(report, b, sizeof report - strlen(report) - 1);
-}
 
 static void check(void) {
-	report[0] = 0;
 	for (size_t i = 0; i < N(opts); i++)
 		if (geti(*opts[i].fd, opts[i].level, opts[i].opt) != opts[i].want)
-			bad(opts[i].name, geti(*opts[i].fd, opts[i].level, opts[i].opt), opts[i].want);
+			badv(opts[i].name, geti(*opts[i].fd, opts[i].level, opts[i].opt), opts[i].want);
 	for (size_t i = 0; l6 >= 0 && i < N(opts6); i++)
 		if (geti(*opts6[i].fd, opts6[i].level, opts6[i].opt) != opts6[i].want)
-			bad(opts6[i].name, geti(*opts6[i].fd, opts6[i].level, opts6[i].opt), opts6[i].want);
+			badv(opts6[i].name, geti(*opts6[i].fd, opts6[i].level, opts6[i].opt), opts6[i].want);
 	struct linger lg;
 	socklen_t n = sizeof lg;
 	getsockopt(l, SOL_SOCKET, SO_LINGER, &lg, &n);
 	if (!lg.l_onoff || lg.l_linger != 7)
-		bad("l:SO_LINGER", lg.l_onoff * 1000 + lg.l_linger, 1007);
+		badv("l:SO_LINGER", lg.l_onoff * 1000 + lg.l_linger, 1007);
 	n = sizeof lg;
 	getsockopt(c, SOL_SOCKET, SO_LINGER, &lg, &n);
 	if (!lg.l_onoff || lg.l_linger != 0)
-		bad("c:SO_LINGER", lg.l_onoff * 1000 + lg.l_linger, 1000);
+		badv("c:SO_LINGER", lg.l_onoff * 1000 + lg.l_linger, 1000);
 	struct timeval tv;
 	n = sizeof tv;
 	getsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, &n);
 	if (tv.tv_sec != 2 || tv.tv_usec != 500000)
-		bad("s:SO_RCVTIMEO(us)", tv.tv_sec * 1000000L + tv.tv_usec, 2500000);
+		badv("s:SO_RCVTIMEO(us)", tv.tv_sec * 1000000L + tv.tv_usec, 2500000);
 	n = sizeof tv;
 	getsockopt(u, SOL_SOCKET, SO_SNDTIMEO, &tv, &n);
 	if (tv.tv_sec != 0 || tv.tv_usec != 500000)
-		bad("u:SO_SNDTIMEO(us)", tv.tv_sec * 1000000L + tv.tv_usec, 500000);
+		badv("u:SO_SNDTIMEO(us)", tv.tv_sec * 1000000L + tv.tv_usec, 500000);
 	char dev[32] = {0};
 	n = sizeof dev;
 	if (getsockopt(l, SOL_SOCKET, SO_BINDTODEVICE, dev, &n) < 0 || strcmp(dev, "lo"))
-		bad("l:SO_BINDTODEVICE(is lo)", 0, 1);
+		badv("l:SO_BINDTODEVICE(is lo)", 0, 1);
 	struct sock_filter got[16];
 	n = N(got);
 	if (getsockopt(u, SOL_SOCKET, SO_GET_FILTER, got, &n) < 0 || n != N(filter) || memcmp(got, filter, sizeof filter))
-		bad("u:SO_GET_FILTER(instructions)", n, N(filter));
+		badv("u:SO_GET_FILTER(instructions)", n, N(filter));
 	// The UDP socket was shut down for writing: sending fails with EPIPE.
 	errno = 0;
 	if (send(u, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0 || errno != EPIPE)
-		bad("u:send after SHUT_WR(errno)", errno, EPIPE);
+		badv("u:send after SHUT_WR(errno)", errno, EPIPE);
 	// The connection carries bytes both ways (s is corked: 1 byte waits for uncorking).
 	char b[8];
 	if (send(c, "ping", 4, 0) != 4 || recv(s, b, 4, MSG_WAITALL) != 4 || memcmp(b, "ping", 4))
-		bad("c->s ping", 0, 1);
+		badv("c->s ping", 0, 1);
 	if (send(s, "p", 1, 0) != 1 || setsockopt(s, IPPROTO_TCP, TCP_CORK, &(int){0}, sizeof(int)) < 0 ||
 	    recv(c, b, 1, 0) != 1 || setsockopt(s, IPPROTO_TCP, TCP_CORK, &(int){1}, sizeof(int)) < 0)
-		bad("s->c pong", 0, 1);
+		badv("s->c pong", 0, 1);
 }
 
 static int set(struct intopt *o) {
@@ -216,26 +209,6 @@ int main(int argc, char **argv) {
 		opts[i].want = geti(*opts[i].fd, opts[i].level, opts[i].opt);
 	for (size_t i = 0; i < N(opts6); i++)
 		opts6[i].want = l6 < 0 ? 0 : geti(*opts6[i].fd, opts6[i].level, opts6[i].opt);
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 11;
-	}
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	int rfd = report_open(argv[1]);
+	report_loop(rfd, argv[1], check);
 }

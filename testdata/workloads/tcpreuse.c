@@ -16,48 +16,38 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
+
+static int l, c, a;
+static struct sockaddr_in sa = {.sin_family = AF_INET};
+
+static void check(void) {
+	char b;
+	int c2 = socket(AF_INET, SOCK_STREAM, 0), a2 = -1;
+	if (send(c, "x", 1, 0) != 1 || recv(a, &b, 1, 0) != 1 || b != 'x')
+		bad("the connection");
+	else if (connect(c2, (struct sockaddr *)&sa, sizeof sa) || (a2 = accept(l, NULL, NULL)) < 0)
+		badv("the listener (errno)", errno, 0);
+	close(c2);
+	close(a2);
+}
 
 int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
-	char path[512];
-	snprintf(path, sizeof path, "%s/report", argv[1]);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int rfd = report_open(argv[1]);
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	socklen_t len = sizeof sa;
 	if (bind(l, (struct sockaddr *)&sa, sizeof sa) || listen(l, 4) || getsockname(l, (struct sockaddr *)&sa, &len))
 		return 3;
-	int c = socket(AF_INET, SOCK_STREAM, 0);
+	c = socket(AF_INET, SOCK_STREAM, 0);
 	if (connect(c, (struct sockaddr *)&sa, sizeof sa))
 		return 4;
-	int a = accept(l, NULL, NULL);
+	a = accept(l, NULL, NULL);
 	if (a < 0 || dup2(l, 20) != 20)
 		return 5;
 	close(l);
 	l = 20;
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		char b;
-		int c2 = socket(AF_INET, SOCK_STREAM, 0), a2 = -1;
-		if (send(c, "x", 1, 0) != 1 || recv(a, &b, 1, 0) != 1 || b != 'x')
-			dprintf(rfd, "bad: the connection\n");
-		else if (connect(c2, (struct sockaddr *)&sa, sizeof sa) || (a2 = accept(l, NULL, NULL)) < 0)
-			dprintf(rfd, "bad: the listener (errno %d)\n", errno);
-		else
-			dprintf(rfd, "ok\n");
-		close(c2);
-		close(a2);
-	}
+	report_loop(rfd, argv[1], check);
 }

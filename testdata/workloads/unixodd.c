@@ -18,14 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
-static void on_usr1(int sig) { usr1++; }
+#include "report.h"
 
-static char dir[400], report[1024];
-static void bad(const char *what) {
-	strncat(report, " ", sizeof report - strlen(report) - 1);
-	strncat(report, what, sizeof report - strlen(report) - 1);
-}
+
+static char dir[400];
 
 static struct sockaddr_un addr(const char *name) {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -42,7 +38,6 @@ static int named(int fd, const char *name) {
 }
 
 static void check(void) {
-	report[0] = 0;
 	char m[8] = {0};
 	if (send(a, "ab", 2, 0) != 2 || recv(b, m, sizeof m, MSG_DONTWAIT) != 2 || strcmp(m, "ab"))
 		bad("cycle: a to b");
@@ -94,25 +89,6 @@ int main(int argc, char **argv) {
 	fifo = open(st.sun_path, O_RDWR | O_NONBLOCK);
 	if (fifo < 0)
 		return 6;
-	struct sigaction act = {0};
-	act.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &act, NULL);
-	snprintf(path, sizeof path, "%s/report", dir);
-	int rfd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	check();
-	if (report[0]) {
-		dprintf(rfd, "bad before the dump:%s\n", report);
-		return 7;
-	}
-	snprintf(path, sizeof path, "%s/ready", dir);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (int seen = 0;;) {
-		while (usr1 == seen) {
-			struct timespec ts = {0, 2 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-		seen = usr1;
-		check();
-		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
-	}
+	int rfd = report_open(dir);
+	report_loop(rfd, dir, check);
 }
