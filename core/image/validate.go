@@ -172,6 +172,10 @@ func (c *Checkpoint) validate() error {
 			if u == nil || (u.Type != 1 && u.Type != 2 && u.Type != 5) || (u.State != 1 && u.State != 7 && u.State != 10) || u.Shutdown > 3 {
 				return corrupt(TreeName, "file %d: bad unix socket", f.Id)
 			}
+			// A removed name is bound again, and what is at its path moved aside for the time.
+			if u.NameRemoved && (!strings.HasPrefix(u.Name, "/") || path.Clean(u.Name) != u.Name) {
+				return corrupt(TreeName, "file %d: removed socket name %q", f.Id, u.Name)
+			}
 		case imagepb.FileKind_FILE_KIND_EPOLL:
 			if len(f.EpollItems) > maxFds {
 				return corrupt(TreeName, "file %d: %d epoll items", f.Id, len(f.EpollItems))
@@ -198,6 +202,13 @@ func (c *Checkpoint) validate() error {
 		if f.Deleted {
 			if err := c.ghostData(f.DataFile, f.Size, f.Ghost, FileDataName(f.Id)); err != nil {
 				return err
+			}
+		}
+	}
+	for _, f := range t.Files {
+		for _, it := range f.EpollItems {
+			if it.FileId != 0 && files[it.FileId] == nil {
+				return corrupt(TreeName, "file %d: epoll item on file %d, not in the image", f.Id, it.FileId)
 			}
 		}
 	}

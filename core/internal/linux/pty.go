@@ -65,7 +65,7 @@ func SetPtsOwner(index int, o *PtsOwner) error {
 	if err := unix.Chown(PtsPath(index), int(o.Uid), int(o.Gid)); err != nil {
 		return &os.PathError{Op: "chown", Path: PtsPath(index), Err: err}
 	}
-	if err := unix.Chmod(PtsPath(index), o.Mode); err != nil {
+	if err := unix.Chmod(PtsPath(index), o.Mode&0o7777); err != nil {
 		return &os.PathError{Op: "chmod", Path: PtsPath(index), Err: err}
 	}
 	return nil
