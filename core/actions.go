@@ -23,6 +23,9 @@ type actions struct {
 	scripts []string
 	out     io.Writer
 	dir     string
+	// notify, when set, is told each stage after the scripts, as the CRIU RPC's notify
+	// callbacks are; an error from it counts as a failed script's.
+	notify func(stage string, pid int) error
 }
 
 // run runs every script for one stage, in order, and stops at the first that fails.
@@ -39,6 +42,11 @@ func (a actions) run(ctx context.Context, stage string, rootPid int) error {
 		}
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("action script %s at %s: %w", s, stage, err)
+		}
+	}
+	if a.notify != nil {
+		if err := a.notify(stage, rootPid); err != nil {
+			return fmt.Errorf("notify %s: %w", stage, err)
 		}
 	}
 	return nil

@@ -74,6 +74,9 @@ type DumpOptions struct {
 	// ScriptOutput.
 	ActionScripts []string
 	ScriptOutput  io.Writer
+	// Notify, when set, is called at each of those stages after the scripts, with the root's
+	// pid; an error stops the operation as a failed script does.
+	Notify func(stage string, pid int) error
 	// GhostLimit bounds the size of a deleted file whose content is saved in the image (an
 	// open or mapped file that no path leads to any more; memfds are not bounded), as CRIU's
 	// --ghost-limit: a larger one is refused by name. 0 means DefaultGhostLimit; negative, no
@@ -135,7 +138,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: pid %d: %w", pid, ErrNoProcess)
 		}
 	}
-	acts := actions{scripts: opts.ActionScripts, out: opts.ScriptOutput, dir: opts.Dir}
+	acts := actions{scripts: opts.ActionScripts, out: opts.ScriptOutput, dir: opts.Dir, notify: opts.Notify}
 	if err := acts.run(ctx, "pre-dump", opts.Roots[0]); err != nil {
 		return nil, fmt.Errorf("dump: %w", err)
 	}

@@ -45,6 +45,9 @@ type RestoreOptions struct {
 	// their output to ScriptOutput.
 	ActionScripts []string
 	ScriptOutput  io.Writer
+	// Notify, when set, is called at each of those stages after the scripts, with the root's
+	// pid; an error stops the operation as a failed script does.
+	Notify func(stage string, pid int) error
 	// NoCgroups leaves the restored processes in gocr's cgroups instead of putting them
 	// back into theirs (CRIU's --manage-cgroups=none).
 	NoCgroups bool
@@ -113,7 +116,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if c.Tree.ShellJob && (!opts.ShellJob || opts.TTY == "") {
 		return nil, fmt.Errorf("restore: the image is a shell job: restore it with --shell-job from a terminal: %w", ErrBadArgs)
 	}
-	acts := actions{scripts: opts.ActionScripts, out: opts.ScriptOutput, dir: opts.Dir}
+	acts := actions{scripts: opts.ActionScripts, out: opts.ScriptOutput, dir: opts.Dir, notify: opts.Notify}
 	if err := acts.run(ctx, "pre-restore", int(c.Tree.Roots[0])); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
