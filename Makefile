@@ -1,7 +1,9 @@
 # gocr: see README.md.
 GO ?= go
 
-.PHONY: build setup demo demo-gpu test bench bench-gpu fuzz generate
+.PHONY: build install setup demo demo-gpu test bench bench-gpu fuzz generate
+
+PREFIX ?= /usr/local
 
 export PATH := $(PATH):/usr/local/go/bin
 
@@ -11,6 +13,13 @@ build:
 	$(GO) build -o bin/gocr-plugin-devmap ./plugins/devmap/gocr-plugin-devmap
 	$(GO) build -o bin/gocr-plugin-amdgpu ./plugins/amdgpu/gocr-plugin-amdgpu
 	$(GO) build -o bin/gocr-kfdemu ./plugins/amdgpu/gocr-kfdemu
+
+# gocr and its plugins in $(PREFIX)/bin, and a criu link to gocr, which then takes CRIU's
+# command line (see docs/criu.md). `make install PREFIX=/opt/gocr` to keep a real criu.
+install: build
+	install -d $(PREFIX)/bin
+	install -m 0755 bin/gocr bin/gocr-plugin-aio bin/gocr-plugin-devmap bin/gocr-plugin-amdgpu $(PREFIX)/bin/
+	ln -sf gocr $(PREFIX)/bin/criu
 
 # What the demo and the tests need, installed when missing (apt).
 setup:

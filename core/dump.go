@@ -49,6 +49,10 @@ type DumpOptions struct {
 	Final FinalState
 	// Overwrite allows replacing an image already in Dir.
 	Overwrite bool
+	// IntoDir writes the image into Dir, an existing directory, as CRIU does: the directory
+	// stays the same one (a caller may hold it open) with its other files (a log); an image
+	// there is replaced. Without it, the image directory takes Dir's place whole.
+	IntoDir bool
 	// NoSync skips fsync of the image. Only sensible with LeaveRunning or LeaveStopped.
 	NoSync bool
 	// Progress, if set, is called as work advances (from any goroutine).
@@ -147,7 +151,11 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dump: %w", err)
 	}
-	w, err := image.Create(opts.Dir, opts.Overwrite)
+	create := func() (*image.Writer, error) { return image.Create(opts.Dir, opts.Overwrite) }
+	if opts.IntoDir {
+		create = func() (*image.Writer, error) { return image.CreateIn(opts.Dir) }
+	}
+	w, err := create()
 	if err != nil {
 		host.Close(false)
 		return nil, fmt.Errorf("dump: %w", err)

@@ -18,6 +18,7 @@ type dumpOptions struct {
 	leaveRunning bool
 	leaveStopped bool
 	overwrite    bool
+	intoDir      bool
 	noSync       bool
 	checkOnly    bool
 	tcpEstab     bool
@@ -71,6 +72,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVarP(&opts.leaveRunning, "leave-running", "R", false, "let the tree go on running after the dump")
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the tree stopped (SIGSTOP) after the dump")
 	f.BoolVar(&opts.overwrite, "overwrite", false, "replace an image already in the directory")
+	f.BoolVar(&opts.intoDir, "into-dir", false, "write into the existing directory as CRIU does: it stays the same, with its other files (a log); an image there is replaced")
 	f.BoolVar(&opts.noSync, "no-sync", false, "do not fsync the image (faster; unsafe when the tree is killed)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "collect and check everything but memory, write a small check-only image, leave the tree running")
 	f.BoolVar(&opts.tcpEstab, "tcp-established", false, "also take established TCP connections whose peer is outside the dump (TCP repair, as CRIU)")
@@ -143,7 +145,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	prog := newProgress(opts.errOut, "dump")
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
-		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
+		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
 		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
 		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,

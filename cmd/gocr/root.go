@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -85,7 +86,14 @@ func Main() int {
 		return exitFailure
 	}
 	pidinit.RunIfInit()
-	return run(os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "criu" {
+		var done bool
+		if args, done = criuArgs(args, os.Stdout); done {
+			return exitOK
+		}
+	}
+	return run(args, os.Stdout, os.Stderr)
 }
 
 func run(args []string, out, errOut io.Writer) int {

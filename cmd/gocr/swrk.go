@@ -279,13 +279,9 @@ func (s *swrk) dump(ctx context.Context, req *rpc.CriuReq, ok *rpc.CriuResp) *rp
 		pid = s.peer // CRIU dumps the client itself then
 	}
 	// The client holds the directory open (images_dir_fd) and reads it through that fd: the
-	// image is written beside it, and its files moved in, so the directory stays the same.
-	tmp := filepath.Join(filepath.Dir(dir), fmt.Sprintf(".%s.swrk-%d", filepath.Base(dir), os.Getpid()))
-	os.RemoveAll(tmp)
-	defer os.RemoveAll(tmp)
-	d := core.DumpOptions{Roots: []int{pid}, Dir: tmp, TCPEstablished: opts.GetTcpEstablished(), ShellJob: opts.GetShellJob(),
-		TrackMem: opts.GetTrackMem(), SkipInFlight: opts.GetTcpSkipInFlight(), Notify: s.notifier(typ, opts.GetNotifyScripts()),
-		Overwrite: true}
+	// image goes into it (IntoDir), so the directory stays the same.
+	d := core.DumpOptions{Roots: []int{pid}, Dir: dir, IntoDir: true, TCPEstablished: opts.GetTcpEstablished(), ShellJob: opts.GetShellJob(),
+		TrackMem: opts.GetTrackMem(), SkipInFlight: opts.GetTcpSkipInFlight(), Notify: s.notifier(typ, opts.GetNotifyScripts())}
 	switch {
 	case typ == rpc.CriuReqType_PRE_DUMP:
 		d.PreDump = true
@@ -303,11 +299,7 @@ func (s *swrk) dump(ctx context.Context, req *rpc.CriuReq, ok *rpc.CriuResp) *rp
 		}
 		d.Parent = p
 	}
-	_, err = core.Dump(ctx, d)
-	if err == nil {
-		err = moveImage(tmp, dir)
-	}
-	if err != nil {
+	if _, err := core.Dump(ctx, d); err != nil {
 		s.logTo(opts, dir, "%s of pid %d failed: %v", strings.ToLower(typ.String()), pid, err)
 		return fail(typ, err)
 	}
@@ -369,27 +361,4 @@ func featurePresent(name string) bool {
 		}
 	}
 	return false
-}
-
-// moveImage moves the files of the image in from into the directory to, the index last
-// (what is there already of an earlier image is replaced, as CRIU's dump into the same
-// directory does).
-func moveImage(from, to string) error {
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		return err
-	}
-	os.Remove(filepath.Join(to, "index.img")) // no image while the files change
-	for _, e := range ents {
-		if e.Name() == "index.img" {
-			continue
-		}
-		if err := os.Rename(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
-			return fmt.Errorf("move the image into %s: %w", to, err)
-		}
-	}
-	if err := os.Rename(filepath.Join(from, "index.img"), filepath.Join(to, "index.img")); err != nil {
-		return fmt.Errorf("move the image into %s: %w", to, err)
-	}
-	return nil
 }

@@ -176,3 +176,54 @@ func TestSwrkBadRequests(t *testing.T) {
 		t.Errorf("swrk after the client closed: %v, want status 0", err)
 	}
 }
+
+// gocr run as criu (a link) takes CRIU's command line, as OpenJDK CRaC runs it: `criu dump -t
+// PID -D DIR --shell-job -v4 -o dump4.log` into a directory that exists, its log beside the
+// image; `criu restore -D DIR -d -o restore.log`; `criu --version`; `criu check`.
+func TestCriuCommandLine(t *testing.T) {
+	testutil.RequireRoot(t)
+	link := filepath.Join(t.TempDir(), "criu")
+	if err := os.Symlink(gocrBin, link); err != nil {
+		t.Fatal(err)
+	}
+	criuRun := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(link, args...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	if out, code := criuRun("--version"); code != 0 || !strings.HasPrefix(out, "Version: 4.") {
+		t.Fatalf("criu --version: %d %q", code, out)
+	}
+	if out, code := criuRun("check"); code != 0 {
+		t.Fatalf("criu check: %d %s", code, out)
+	}
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := t.TempDir() // exists, as CRaC makes it
+	if out, code := criuRun("dump", "--bogus", "-t", strconv.Itoa(p.Pid), "-D", img); code != 2 || !strings.Contains(out, "--bogus") {
+		t.Fatalf("criu dump --bogus: %d %q, want a usage error naming it", code, out)
+	}
+	if out, code := criuRun("dump", "-t", strconv.Itoa(p.Pid), "-D", img, "--shell-job", "-v4", "-o", "dump4.log"); code != 0 {
+		t.Fatalf("criu dump: %d %s", code, out)
+	}
+	p.Reap()
+	stopped := lastCount(log)
+	if out, code := criuRun("restore", "-D", img, "--shell-job", "-d", "-v4", "-o", "restore.log", "--pidfile", filepath.Join(img, "pid")); code != 0 {
+		t.Fatalf("criu restore: %d %s", code, out)
+	}
+	testutil.Adopt(t, p.Pid)
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= stopped+10 })
+	for _, name := range []string{"dump4.log", "restore.log", "index.img"} {
+		if st, err := os.Stat(filepath.Join(img, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s in the images directory: %v", name, err)
+		}
+	}
+}

@@ -42,6 +42,26 @@ type Writer struct {
 	entries map[string]*imagepb.FileEntry
 	files   []*os.File          // kept open until Commit syncs them
 	raw     map[string]*os.File // written by others (plugins), checksummed at Commit
+	// into: the files are moved into dir at Commit, which stays the same directory (see
+	// CreateIn), instead of the whole directory taking dir's place.
+	into bool
+}
+
+// CreateIn starts an image to be written into the existing directory dir, as CRIU writes
+// its images: the directory stays the one a caller may hold open, and files in it that are
+// not the image's (a log) stay; an image already there is replaced. The files are written
+// beside it and moved in at Commit, the index last, so that dir never holds an index of a
+// half-written image.
+func CreateIn(dir string) (*Writer, error) {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("images directory %s: not a directory (%v)", dir, err)
+	}
+	w, err := Create(filepath.Join(dir, ".gocr-new"), false)
+	if err != nil {
+		return nil, err
+	}
+	w.dir, w.into = filepath.Clean(dir), true
+	return w, nil
 }
 
 // Create starts an image to appear at dir. dir may not exist yet or be empty; an existing
@@ -300,6 +320,9 @@ func (w *Writer) Commit(idx *imagepb.Index, sync bool) error {
 			return err
 		}
 	}
+	if w.into {
+		return w.moveIn(sync)
+	}
 	// Replace an old image (allowed by Create) by moving it aside first.
 	var old string
 	if _, err := os.Stat(filepath.Join(w.dir, IndexName)); err == nil {
@@ -318,6 +341,33 @@ func (w *Writer) Commit(idx *imagepb.Index, sync bool) error {
 	}
 	if sync {
 		return syncDir(filepath.Dir(w.dir))
+	}
+	return nil
+}
+
+// moveIn moves the committed files into w.dir: the old index first out of the way, the new
+// one last.
+func (w *Writer) moveIn(sync bool) error {
+	if err := os.Remove(filepath.Join(w.dir, IndexName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the old image's index: %w", err)
+	}
+	ents, err := os.ReadDir(w.tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() != IndexName {
+			if err := os.Rename(filepath.Join(w.tmp, e.Name()), filepath.Join(w.dir, e.Name())); err != nil {
+				return fmt.Errorf("put image in place: %w", err)
+			}
+		}
+	}
+	if err := os.Rename(filepath.Join(w.tmp, IndexName), filepath.Join(w.dir, IndexName)); err != nil {
+		return fmt.Errorf("put image in place: %w", err)
+	}
+	os.Remove(w.tmp)
+	if sync {
+		return syncDir(w.dir)
 	}
 	return nil
 }
