@@ -21,6 +21,11 @@ func writeSample(t testing.TB, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	writeSampleWith(t, w)
+}
+
+func writeSampleWith(t testing.TB, w *Writer) {
+	t.Helper()
 	pages, _ := w.CreateData(PagesName(100), 0)
 	pages.Write(make([]byte, 3*4096))
 	pages.Close()
@@ -217,4 +222,43 @@ func FuzzImage(f *testing.F) {
 			c.VerifyData()
 		}
 	})
+}
+
+// An image written into a directory (CreateIn, as CRIU writes) leaves the directory the same
+// one, with its other files, and replaces an image there; it reads back whole.
+func TestCreateIn(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "dump.log"), []byte("log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		w, err := CreateIn(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeSampleWith(t, w)
+		if _, err := Open(dir); err != nil {
+			t.Fatalf("image %d: %v", i, err)
+		}
+	}
+	after, err := os.Stat(dir)
+	if err != nil || !os.SameFile(before, after) {
+		t.Fatalf("the directory was replaced (%v)", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "dump.log")); err != nil || string(b) != "log" {
+		t.Errorf("the log: %q, %v", b, err)
+	}
+	if _, err := CreateIn(filepath.Join(dir, "none")); err == nil {
+		t.Error("CreateIn of a directory that does not exist: no error")
+	}
 }
