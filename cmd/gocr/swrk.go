@@ -155,7 +155,7 @@ var (
 	dumpOpts = []string{"images_dir_fd", "images_dir", "pid", "leave_running", "leave_stopped", "tcp_established", "shell_job",
 		"file_locks", "log_level", "log_file", "work_dir_fd", "notify_scripts", "parent_img", "track_mem", "ghost_limit",
 		"tcp_skip_in_flight", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats", "pre_dump_mode", "network_lock"}
-	restoreOpts = []string{"images_dir_fd", "images_dir", "leave_stopped", "tcp_established", "shell_job", "file_locks", "log_level",
+	restoreOpts = []string{"images_dir_fd", "images_dir", "inherit_fd", "leave_stopped", "tcp_established", "shell_job", "file_locks", "log_level",
 		"log_file", "work_dir_fd", "notify_scripts", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats"}
 )
 
@@ -328,6 +328,14 @@ func (s *swrk) restore(ctx context.Context, req *rpc.CriuReq, ok *rpc.CriuResp) 
 			return fail(typ, fmt.Errorf("shell_job: swrk's stdin is no terminal: %w", err))
 		}
 		r.ShellJob, r.TTY = true, tty
+	}
+	for _, in := range opts.GetInheritFd() {
+		// The fd is swrk's own (the client passed it at the start, as to criu swrk): it takes
+		// the place of the file the key names (pipe:[INODE], as the dump saw it).
+		if r.InheritFds == nil {
+			r.InheritFds = map[string]int{}
+		}
+		r.InheritFds[in.GetKey()] = int(in.GetFd())
 	}
 	if opts.GetManageCgroupsMode() == rpc.CriuCgMode_IGNORE {
 		r.NoCgroups = true

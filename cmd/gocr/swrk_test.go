@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,5 +227,59 @@ func TestCriuCommandLine(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(img, name)); err != nil || st.Size() == 0 {
 			t.Errorf("%s in the images directory: %v", name, err)
 		}
+	}
+}
+
+// A process whose stdout is a pipe to its client (as a container's is to runc) is restored
+// with inherit_fd: the new pipe the client hands in takes the old one's place, and the lines
+// go on there, counting on.
+func TestSwrkInheritFd(t *testing.T) {
+	testutil.RequireRoot(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(testutil.Build(t, "ticker"))
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	p := &testutil.Proc{Pid: cmd.Process.Pid, Cmd: cmd}
+	t.Cleanup(p.Kill)
+	lines := bufio.NewScanner(r)
+	last := 0
+	for last < 5 && lines.Scan() {
+		last, _ = strconv.Atoi(lines.Text())
+	}
+	key, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", p.Pid))
+	c := criu.MakeCriu()
+	c.SetCriuPath(gocrBin)
+	img := imagesDir(t, filepath.Join(t.TempDir(), "img"))
+	if err := c.Dump(&rpc.CriuOpts{ImagesDirFd: ptr(int32(img.Fd())), Pid: ptr(int32(p.Pid))}, nil); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	for lines.Scan() { // what was written before the dump
+		last, _ = strconv.Atoi(lines.Text())
+	}
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	c.AddInheritFd(key, w2)
+	if err := c.Restore(&rpc.CriuOpts{ImagesDirFd: ptr(int32(img.Fd()))}, nil); err != nil {
+		t.Fatalf("restore with inherit_fd %s: %v", key, err)
+	}
+	testutil.Adopt(t, p.Pid)
+	w2.Close()
+	lines = bufio.NewScanner(r2)
+	if !lines.Scan() {
+		t.Fatal("nothing on the new pipe")
+	}
+	if n, _ := strconv.Atoi(lines.Text()); n != last+1 {
+		t.Fatalf("the first line on the new pipe is %q, want %d (the count goes on)", lines.Text(), last+1)
 	}
 }
