@@ -52,8 +52,9 @@ int main(int argc, char **argv) {
 	}
 	usleep(20000);
 	close(open_in(argv[1], "ready"));
+	// Not pause: a SIGUSR1 taken between the test and the pause would leave it waiting.
 	while (!usr1)
-		pause();
+		usleep(2000);
 	posix_lock(p, F_SETLK, F_UNLCK, 10, 10);
 	int r = open_in(argv[1], "report");
 	lseek(r, 0, SEEK_END);

@@ -43,8 +43,8 @@ int main(int argc, char **argv) {
 	char path[512];
 	snprintf(path, sizeof path, "%s/ready", argv[1]);
 	close(open(path, O_WRONLY | O_CREAT, 0644));
-	while (!usr1)
-		pause();
+	while (!usr1) // not pause: a signal taken between the test and pause() would be missed
+		usleep(2000);
 	struct pollfd p = {pfd, POLLIN, 0};
 	int exited = poll(&p, 1, 0);
 	syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);

@@ -85,8 +85,8 @@ int main(int argc, char **argv) {
 	usleep(30000);
 	close(open(path, O_WRONLY | O_CREAT, 0644));
 	for (int seen = 0;;) {
-		while (usr1 == seen)
-			pause();
+		while (usr1 == seen) // not pause: a signal taken before it would be missed
+			usleep(2000);
 		seen = usr1;
 		int before = ticks;
 		usleep(100000);
