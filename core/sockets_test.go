@@ -662,3 +662,16 @@ func TestDumpRefusesAnEndedTCPConnection(t *testing.T) {
 	}
 	running(t, p.Pid, filepath.Join(dir, "count.log"))
 }
+
+// A socket with an eBPF filter (SO_ATTACH_BPF) cannot be read back: the dump refuses it by
+// name and the process goes on.
+func TestDumpRefusesAnEBPFSocketFilter(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "bpffilter")
+	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
+	var ue *core.UnsupportedError
+	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "eBPF filter") {
+		t.Fatalf("dump: %v, want a refusal naming pid %d", err, p.Pid)
+	}
+	running(t, p.Pid, filepath.Join(dir, "count.log"))
+}
