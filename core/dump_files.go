@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +34,8 @@ type fileTable struct {
 	ghostLimit int64
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
 	repaired []repairedSocket
+	// peeked are gocr's fds of files in flight in unix sockets' queues.
+	peeked []int
 	// shutdowns are how the TCP and UDP sockets are shut down, by family and protocol, then
 	// inode (read once, when the first socket of the kind is met).
 	shutdowns map[[2]int]map[uint32]uint8
@@ -133,6 +137,10 @@ func (ft *fileTable) close() {
 			f.dup = -1
 		}
 	}
+	for _, fd := range ft.peeked {
+		linux.Close(fd)
+	}
+	ft.peeked = nil
 }
 
 // Character devices the core reopens by path: the memory devices (/dev/null, /dev/zero...)
@@ -526,12 +534,15 @@ func (ft *fileTable) unixSocket(f *openFile, ino uint32, unsupported func(kind, 
 		u.Backlog = s.WQueue
 		return nil
 	}
-	q, err := linux.PeekQueue(f.dup)
+	q, rights, err := linux.PeekQueue(f.dup)
 	if errors.Is(err, linux.ErrQueuedFds) {
-		return unsupported(fmt.Sprintf("unix socket %s with file descriptors in flight", f.img.Path), "")
+		return unsupported(fmt.Sprintf("unix stream socket %s with file descriptors in flight", f.img.Path), "")
 	}
 	if err != nil {
 		return fmt.Errorf("peek socket %s: %w", f.img.Path, err)
+	}
+	if err := ft.inFlight(u, rights); err != nil {
+		return fmt.Errorf("socket %s: fds in flight: %w", f.img.Path, err)
 	}
 	if s.Type == linux.SockStream && len(q) > 1 {
 		var all []byte
@@ -747,6 +758,40 @@ func sortedPipes(m map[uint64]*pipeDump) []uint64 {
 		}
 	}
 	return out
+}
+
+// inFlight records the files queued messages carry (gocr's peeked fds of them, kept open
+// until the dump ends, as the other files' dups are).
+func (ft *fileTable) inFlight(u *imagepb.UnixSocket, rights [][]int) error {
+	any := false
+	for _, fds := range rights {
+		any = any || len(fds) > 0
+	}
+	if !any {
+		return nil
+	}
+	ft.peeked = append(ft.peeked, slices.Concat(rights...)...)
+	self, err := linux.PidfdOpenFlags(os.Getpid(), 0)
+	if err != nil {
+		return err
+	}
+	defer linux.Close(self)
+	for _, fds := range rights {
+		q := &imagepb.QueuedFds{}
+		for _, fd := range fds {
+			info, err := procfs.ReadFdInfo(os.Getpid(), fd)
+			if err != nil {
+				return err
+			}
+			of, _, err := ft.add(os.Getpid(), self, fd, info)
+			if err != nil {
+				return err
+			}
+			q.FileIds = append(q.FileIds, of.img.Id)
+		}
+		u.QueueFds = append(u.QueueFds, q)
+	}
+	return nil
 }
 
 // repairedSocket is a connection in repair mode, and the SO_REUSEADDR it goes back to.

@@ -586,11 +586,11 @@ func (r *restorer) refillSockets() error {
 		if u == nil || len(u.Queue) == 0 {
 			continue
 		}
-		var send func(m []byte) error
+		from, to := -1, "" // the peer that sends them again, and the name it sends to
 		if peer := byIno[u.PeerIno]; peer != nil && peer.UnixSocket.PeerIno == u.Ino {
-			send = func(m []byte) error { return linux.Send(r.files[peer.Id], m) }
+			from = r.files[peer.Id]
 		} else if end, ok := r.orphans[u.Ino]; ok {
-			send = func(m []byte) error { return linux.Send(end, m) }
+			from = end
 		} else if u.Type == linux.SockDgram && u.Name != "" {
 			if temp < 0 {
 				var err error
@@ -598,12 +598,27 @@ func (r *restorer) refillSockets() error {
 					return err
 				}
 			}
-			send = func(m []byte) error { return linux.SendTo(temp, u.Name, m) }
+			from, to = temp, u.Name
 		} else {
 			return fmt.Errorf("socket %d: %d queued messages but no peer to send them from", u.Ino, len(u.Queue))
 		}
-		for _, m := range u.Queue {
-			if err := send(m); err != nil {
+		for i, m := range u.Queue {
+			var fds []int // the files in flight with it
+			if i < len(u.QueueFds) {
+				for _, id := range u.QueueFds[i].FileIds {
+					fds = append(fds, r.files[id])
+				}
+			}
+			var err error
+			switch {
+			case len(fds) > 0:
+				err = linux.SendRights(from, to, m, fds)
+			case to != "":
+				err = linux.SendTo(from, to, m)
+			default:
+				err = linux.Send(from, m)
+			}
+			if err != nil {
 				return fmt.Errorf("socket %d: refill its queue: %w", u.Ino, err)
 			}
 		}

@@ -675,3 +675,13 @@ func TestDumpRefusesAnEBPFSocketFilter(t *testing.T) {
 	}
 	running(t, p.Pid, filepath.Join(dir, "count.log"))
 }
+
+// Files in flight on unix datagram and seqpacket sockets (sent with SCM_RIGHTS, not received
+// yet, held by no fd any more: a pipe's read end with bytes in the pipe, a file at offset 3)
+// come back in flight with their messages: received after the restore, they hold what they
+// held.
+func TestRestoreFdsInFlight(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "scmrights")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}

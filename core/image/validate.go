@@ -211,6 +211,21 @@ func (c *Checkpoint) validate() error {
 				return corrupt(TreeName, "file %d: epoll item on file %d, not in the image", f.Id, it.FileId)
 			}
 		}
+		if u := f.UnixSocket; u != nil {
+			if len(u.QueueFds) > len(u.Queue) || (len(u.QueueFds) > 0 && u.Type == 1) {
+				return corrupt(TreeName, "file %d: fds in flight without their messages", f.Id)
+			}
+			for _, q := range u.QueueFds {
+				for _, id := range q.FileIds {
+					if files[id] == nil {
+						return corrupt(TreeName, "file %d: a file in flight, %d, not in the image", f.Id, id)
+					}
+				}
+				if len(q.FileIds) > 253 {
+					return corrupt(TreeName, "file %d: more than 253 fds in one message", f.Id)
+				}
+			}
+		}
 	}
 	socks := map[uint32]*imagepb.UnixSocket{}
 	for _, f := range t.Files {

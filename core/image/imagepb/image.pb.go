@@ -2829,7 +2829,10 @@ type UnixSocket struct {
 	ConnectTo string `protobuf:"bytes,9,opt,name=connect_to,json=connectTo,proto3" json:"connect_to,omitempty"`
 	// The file it was bound to was removed (another file may be at its path now): the restore
 	// binds it there and removes its file again.
-	NameRemoved   bool `protobuf:"varint,10,opt,name=name_removed,json=nameRemoved,proto3" json:"name_removed,omitempty"`
+	NameRemoved bool `protobuf:"varint,10,opt,name=name_removed,json=nameRemoved,proto3" json:"name_removed,omitempty"`
+	// The files in flight with each queued message (SCM_RIGHTS), by index of queue: datagram
+	// and seqpacket sockets only. Sent again with the messages.
+	QueueFds      []*QueuedFds `protobuf:"bytes,11,rep,name=queue_fds,json=queueFds,proto3" json:"queue_fds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2934,6 +2937,58 @@ func (x *UnixSocket) GetNameRemoved() bool {
 	return false
 }
 
+func (x *UnixSocket) GetQueueFds() []*QueuedFds {
+	if x != nil {
+		return x.QueueFds
+	}
+	return nil
+}
+
+// QueuedFds are the open files a queued message carries, in order.
+type QueuedFds struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileIds       []uint32               `protobuf:"varint,1,rep,packed,name=file_ids,json=fileIds,proto3" json:"file_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedFds) Reset() {
+	*x = QueuedFds{}
+	mi := &file_image_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedFds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedFds) ProtoMessage() {}
+
+func (x *QueuedFds) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedFds.ProtoReflect.Descriptor instead.
+func (*QueuedFds) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *QueuedFds) GetFileIds() []uint32 {
+	if x != nil {
+		return x.FileIds
+	}
+	return nil
+}
+
 type EpollItem struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tfd    int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"`
@@ -2948,7 +3003,7 @@ type EpollItem struct {
 
 func (x *EpollItem) Reset() {
 	*x = EpollItem{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3015,7 @@ func (x *EpollItem) String() string {
 func (*EpollItem) ProtoMessage() {}
 
 func (x *EpollItem) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3028,7 @@ func (x *EpollItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollItem.ProtoReflect.Descriptor instead.
 func (*EpollItem) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EpollItem) GetTfd() int32 {
@@ -3018,7 +3073,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3085,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3098,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Pipe) GetId() uint32 {
@@ -3096,7 +3151,7 @@ type SharedMemory struct {
 
 func (x *SharedMemory) Reset() {
 	*x = SharedMemory{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3163,7 @@ func (x *SharedMemory) String() string {
 func (*SharedMemory) ProtoMessage() {}
 
 func (x *SharedMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3176,7 @@ func (x *SharedMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedMemory.ProtoReflect.Descriptor instead.
 func (*SharedMemory) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SharedMemory) GetId() uint32 {
@@ -3181,7 +3236,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3248,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3261,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PageRun) GetVaddr() uint64 {
@@ -3294,7 +3349,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3361,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3374,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Process) GetPid() int32 {
@@ -3614,7 +3669,7 @@ type RemovedDir struct {
 
 func (x *RemovedDir) Reset() {
 	*x = RemovedDir{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3626,7 +3681,7 @@ func (x *RemovedDir) String() string {
 func (*RemovedDir) ProtoMessage() {}
 
 func (x *RemovedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3639,7 +3694,7 @@ func (x *RemovedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovedDir.ProtoReflect.Descriptor instead.
 func (*RemovedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemovedDir) GetMode() uint32 {
@@ -3675,7 +3730,7 @@ type Cgroup struct {
 
 func (x *Cgroup) Reset() {
 	*x = Cgroup{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3687,7 +3742,7 @@ func (x *Cgroup) String() string {
 func (*Cgroup) ProtoMessage() {}
 
 func (x *Cgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3700,7 +3755,7 @@ func (x *Cgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
 func (*Cgroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Cgroup) GetControllers() string {
@@ -3727,7 +3782,7 @@ type UffdTracker struct {
 
 func (x *UffdTracker) Reset() {
 	*x = UffdTracker{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3739,7 +3794,7 @@ func (x *UffdTracker) String() string {
 func (*UffdTracker) ProtoMessage() {}
 
 func (x *UffdTracker) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3752,7 +3807,7 @@ func (x *UffdTracker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UffdTracker.ProtoReflect.Descriptor instead.
 func (*UffdTracker) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UffdTracker) GetFd() int32 {
@@ -3791,7 +3846,7 @@ type Sched struct {
 
 func (x *Sched) Reset() {
 	*x = Sched{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3803,7 +3858,7 @@ func (x *Sched) String() string {
 func (*Sched) ProtoMessage() {}
 
 func (x *Sched) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3816,7 +3871,7 @@ func (x *Sched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sched.ProtoReflect.Descriptor instead.
 func (*Sched) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Sched) GetPolicy() uint32 {
@@ -3894,7 +3949,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3906,7 +3961,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3919,7 +3974,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -4000,7 +4055,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4012,7 +4067,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4025,7 +4080,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Thread) GetTid() int32 {
@@ -4148,7 +4203,7 @@ type Regs struct {
 
 func (x *Regs) Reset() {
 	*x = Regs{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4215,7 @@ func (x *Regs) String() string {
 func (*Regs) ProtoMessage() {}
 
 func (x *Regs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4228,7 @@ func (x *Regs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Regs.ProtoReflect.Descriptor instead.
 func (*Regs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Regs) GetR15() uint64 {
@@ -4379,7 +4434,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4446,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4459,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -4454,7 +4509,7 @@ type SigInfo struct {
 
 func (x *SigInfo) Reset() {
 	*x = SigInfo{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4466,7 +4521,7 @@ func (x *SigInfo) String() string {
 func (*SigInfo) ProtoMessage() {}
 
 func (x *SigInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4479,7 +4534,7 @@ func (x *SigInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigInfo.ProtoReflect.Descriptor instead.
 func (*SigInfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SigInfo) GetSigno() int32 {
@@ -4514,7 +4569,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +4581,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +4594,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -4574,7 +4629,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4641,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4654,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -4648,7 +4703,7 @@ type MM struct {
 
 func (x *MM) Reset() {
 	*x = MM{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4660,7 +4715,7 @@ func (x *MM) String() string {
 func (*MM) ProtoMessage() {}
 
 func (x *MM) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4673,7 +4728,7 @@ func (x *MM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MM.ProtoReflect.Descriptor instead.
 func (*MM) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MM) GetStartCode() uint64 {
@@ -4816,7 +4871,7 @@ type VMA struct {
 
 func (x *VMA) Reset() {
 	*x = VMA{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4828,7 +4883,7 @@ func (x *VMA) String() string {
 func (*VMA) ProtoMessage() {}
 
 func (x *VMA) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4841,7 +4896,7 @@ func (x *VMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMA.ProtoReflect.Descriptor instead.
 func (*VMA) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VMA) GetStart() uint64 {
@@ -4981,7 +5036,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4993,7 +5048,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5006,7 +5061,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -5041,7 +5096,7 @@ type RLimit struct {
 
 func (x *RLimit) Reset() {
 	*x = RLimit{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5053,7 +5108,7 @@ func (x *RLimit) String() string {
 func (*RLimit) ProtoMessage() {}
 
 func (x *RLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5066,7 +5121,7 @@ func (x *RLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RLimit.ProtoReflect.Descriptor instead.
 func (*RLimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RLimit) GetResource() int32 {
@@ -5109,7 +5164,7 @@ type Creds struct {
 
 func (x *Creds) Reset() {
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5121,7 +5176,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5134,7 +5189,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -5219,7 +5274,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5231,7 +5286,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5244,7 +5299,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Rseq) GetAbiPointer() uint64 {
@@ -5538,7 +5593,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\r \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x0e \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\x85\x02\n" +
+	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\xbc\x02\n" +
 	"\n" +
 	"UnixSocket\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +
@@ -5552,7 +5607,10 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"connect_to\x18\t \x01(\tR\tconnectTo\x12!\n" +
 	"\fname_removed\x18\n" +
-	" \x01(\bR\vnameRemoved\"b\n" +
+	" \x01(\bR\vnameRemoved\x125\n" +
+	"\tqueue_fds\x18\v \x03(\v2\x18.gocr.image.v1.QueuedFdsR\bqueueFds\"&\n" +
+	"\tQueuedFds\x12\x19\n" +
+	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"b\n" +
 	"\tEpollItem\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
@@ -5857,7 +5915,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
 	(FileKind)(0),         // 1: gocr.image.v1.FileKind
@@ -5888,37 +5946,38 @@ var file_image_proto_goTypes = []any{
 	(*InetSocket)(nil),    // 26: gocr.image.v1.InetSocket
 	(*TCPConn)(nil),       // 27: gocr.image.v1.TCPConn
 	(*UnixSocket)(nil),    // 28: gocr.image.v1.UnixSocket
-	(*EpollItem)(nil),     // 29: gocr.image.v1.EpollItem
-	(*Pipe)(nil),          // 30: gocr.image.v1.Pipe
-	(*SharedMemory)(nil),  // 31: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),       // 32: gocr.image.v1.PageRun
-	(*Process)(nil),       // 33: gocr.image.v1.Process
-	(*RemovedDir)(nil),    // 34: gocr.image.v1.RemovedDir
-	(*Cgroup)(nil),        // 35: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 36: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 37: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 38: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 39: gocr.image.v1.Thread
-	(*Regs)(nil),          // 40: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 41: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 42: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 43: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 44: gocr.image.v1.ITimer
-	(*MM)(nil),            // 45: gocr.image.v1.MM
-	(*VMA)(nil),           // 46: gocr.image.v1.VMA
-	(*Fd)(nil),            // 47: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 48: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 49: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 50: gocr.image.v1.Rseq
-	nil,                   // 51: gocr.image.v1.InetSocket.OptionsEntry
+	(*QueuedFds)(nil),     // 29: gocr.image.v1.QueuedFds
+	(*EpollItem)(nil),     // 30: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 31: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 32: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 33: gocr.image.v1.PageRun
+	(*Process)(nil),       // 34: gocr.image.v1.Process
+	(*RemovedDir)(nil),    // 35: gocr.image.v1.RemovedDir
+	(*Cgroup)(nil),        // 36: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 37: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 38: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 39: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 40: gocr.image.v1.Thread
+	(*Regs)(nil),          // 41: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 42: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 43: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 44: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 45: gocr.image.v1.ITimer
+	(*MM)(nil),            // 46: gocr.image.v1.MM
+	(*VMA)(nil),           // 47: gocr.image.v1.VMA
+	(*Fd)(nil),            // 48: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 49: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 50: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 51: gocr.image.v1.Rseq
+	nil,                   // 52: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
 	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
 	16, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
 	17, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	30, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	31, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	31, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	32, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
 	15, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
 	14, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
 	13, // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
@@ -5931,7 +5990,7 @@ var file_image_proto_depIdxs = []int32{
 	11, // 15: gocr.image.v1.SysvMsgQueue.messages:type_name -> gocr.image.v1.SysvMsg
 	18, // 16: gocr.image.v1.SavedFile.ghost:type_name -> gocr.image.v1.Ghost
 	1,  // 17: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	29, // 18: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	30, // 18: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
 	28, // 19: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
 	26, // 20: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
 	24, // 21: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
@@ -5943,39 +6002,40 @@ var file_image_proto_depIdxs = []int32{
 	18, // 27: gocr.image.v1.OpenFile.ghost:type_name -> gocr.image.v1.Ghost
 	19, // 28: gocr.image.v1.Ghost.extents:type_name -> gocr.image.v1.Extent
 	2,  // 29: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	51, // 30: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	52, // 30: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
 	27, // 31: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	32, // 32: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	40, // 33: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	41, // 34: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	42, // 35: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	43, // 36: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	44, // 37: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	45, // 38: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	46, // 39: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	32, // 40: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	47, // 41: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	48, // 42: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	49, // 43: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	50, // 44: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	39, // 45: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	38, // 46: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	22, // 47: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	37, // 48: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	36, // 49: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	35, // 50: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	34, // 51: gocr.image.v1.Process.cwd_removed:type_name -> gocr.image.v1.RemovedDir
-	40, // 52: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	42, // 53: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	43, // 54: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	50, // 55: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	37, // 56: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 57: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	58, // [58:58] is the sub-list for method output_type
-	58, // [58:58] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	29, // 32: gocr.image.v1.UnixSocket.queue_fds:type_name -> gocr.image.v1.QueuedFds
+	33, // 33: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	41, // 34: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	42, // 35: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	43, // 36: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	44, // 37: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	45, // 38: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	46, // 39: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	47, // 40: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	33, // 41: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	48, // 42: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	49, // 43: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	50, // 44: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	51, // 45: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	40, // 46: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	39, // 47: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	22, // 48: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	38, // 49: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	37, // 50: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	36, // 51: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	35, // 52: gocr.image.v1.Process.cwd_removed:type_name -> gocr.image.v1.RemovedDir
+	41, // 53: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	43, // 54: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	44, // 55: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	51, // 56: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	38, // 57: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	3,  // 58: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5989,7 +6049,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -151,52 +151,82 @@ func parseUnixDiag(b []byte) (*UnixSocket, error) {
 }
 
 // PeekQueue returns the messages queued on a socket without taking them: each datagram
-// (or, for a stream, the whole byte stream) in order. It uses SO_PEEK_OFF and puts the old
-// value back. Queued fds (SCM_RIGHTS) make it fail with ErrQueuedFds.
-func PeekQueue(fd int) ([][]byte, error) {
+// (or, for a stream, the whole byte stream) in order, and the fds each carries (SCM_RIGHTS:
+// new fds of gocr's, close-on-exec, for the caller to close). It uses SO_PEEK_OFF and puts
+// the old value back. Fds in a stream's queue make it fail with ErrQueuedFds (where they are
+// in the byte stream is not kept).
+func PeekQueue(fd int) ([][]byte, [][]int, error) {
 	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
-		return nil, os.NewSyscallError("getsockopt(SO_PEEK_OFF)", err)
+		return nil, nil, os.NewSyscallError("getsockopt(SO_PEEK_OFF)", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return nil, os.NewSyscallError("setsockopt(SO_PEEK_OFF)", err)
+		return nil, nil, os.NewSyscallError("setsockopt(SO_PEEK_OFF)", err)
 	}
 	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
+	typ, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	var out [][]byte
+	var rights [][]int
+	fail := func(err error) ([][]byte, [][]int, error) {
+		for _, fds := range rights {
+			for _, f := range fds {
+				unix.Close(f)
+			}
+		}
+		return nil, nil, err
+	}
 	buf := make([]byte, 1<<20)
-	oob := make([]byte, unix.CmsgSpace(64*4))
+	oob := make([]byte, unix.CmsgSpace(253*4)) // SCM_MAX_FD
 	for {
-		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EAGAIN || (err == nil && n == 0 && oobn == 0) {
-			return out, nil
+			return out, rights, nil
 		}
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, os.NewSyscallError("recvmsg(MSG_PEEK)", err)
+			return fail(os.NewSyscallError("recvmsg(MSG_PEEK)", err))
 		}
+		var fds []int
 		if oobn > 0 {
 			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
 				for _, cm := range cms {
-					if fds, err := unix.ParseUnixRights(&cm); err == nil {
-						for _, f := range fds {
-							unix.Close(f)
-						}
-						return nil, ErrQueuedFds
+					if got, err := unix.ParseUnixRights(&cm); err == nil {
+						fds = append(fds, got...)
 					}
 				}
 			}
 		}
-		if flags&unix.MSG_TRUNC != 0 {
-			return nil, fmt.Errorf("a queued message is larger than %d bytes", len(buf))
+		rights = append(rights, fds)
+		if len(fds) > 0 && typ == unix.SOCK_STREAM {
+			return fail(ErrQueuedFds)
+		}
+		if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+			return fail(fmt.Errorf("a queued message is larger than %d bytes, or carries more than 253 fds", len(buf)))
 		}
 		out = append(out, append([]byte(nil), buf[:n]...))
 	}
 }
 
-// ErrQueuedFds means file descriptors are in flight on a socket.
-var ErrQueuedFds = fmt.Errorf("file descriptors in flight (SCM_RIGHTS)")
+// SendRights sends one message with fds (SCM_RIGHTS) on a connected socket, or to the socket
+// bound at name when it is not "".
+func SendRights(fd int, name string, b []byte, fds []int) error {
+	var to unix.Sockaddr
+	if name != "" {
+		to = unixAddr(name)
+	}
+	for {
+		err := unix.Sendmsg(fd, b, unix.UnixRights(fds...), to, unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		return os.NewSyscallError("sendmsg(SCM_RIGHTS)", err)
+	}
+}
+
+// ErrQueuedFds means file descriptors are in flight in a stream socket's queue.
+var ErrQueuedFds = fmt.Errorf("file descriptors in flight (SCM_RIGHTS) in a stream")
 
 // Socketpair makes a connected pair of unix sockets of type typ (close-on-exec).
 func Socketpair(typ int) (int, int, error) {
