@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
@@ -151,6 +153,15 @@ func (d *dumper) collect(p *procDump) error {
 		Uids: status.Uids, Gids: status.Gids, Groups: status.Groups,
 		CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff, CapBnd: status.CapBnd, CapAmb: status.CapAmb,
 		NoNewPrivs: status.NoNewPrivs, Securebits: p.securebits,
+	}
+	for _, th := range p.threads {
+		if c := th.img.Creds; c != nil {
+			// The thread's securebits are not read: the process's.
+			c.Securebits = p.securebits
+			if proto.Equal(c, img.Creds) {
+				th.img.Creds = nil
+			}
+		}
 	}
 	if img.OomScoreAdj, err = procfs.ReadInt(pid, "oom_score_adj"); err != nil {
 		return fmt.Errorf("read oom_score_adj: %w", err)
@@ -435,6 +446,12 @@ func collectThread(pid int, th *threadDump) error {
 	if img.Sched, err = readSched(tid); err != nil {
 		return err
 	}
+	st, err := procfs.ReadStatus(tid)
+	if err != nil {
+		return err
+	}
+	img.Creds = &imagepb.Creds{Uids: st.Uids, Gids: st.Gids, Groups: st.Groups,
+		CapInh: st.CapInh, CapPrm: st.CapPrm, CapEff: st.CapEff, CapBnd: st.CapBnd, CapAmb: st.CapAmb, NoNewPrivs: st.NoNewPrivs}
 	comm, err := procfs.ReadFile(pid, fmt.Sprintf("task/%d/comm", tid))
 	if err != nil {
 		return err

@@ -124,11 +124,15 @@ func (r *restorer) restoreState(p *procRestore) error {
 	if err := r.restoreSeccomp(p); err != nil {
 		return err
 	}
-	if err := r.restoreCreds(p); err != nil {
+	if err := r.restoreCreds(p, p.img.Creds); err != nil {
 		return err
 	}
 	for _, th := range p.threads {
-		if err := r.restoreCreds(th.view(p)); err != nil {
+		c := p.img.Creds
+		if th.img.Creds != nil {
+			c = th.img.Creds // its own
+		}
+		if err := r.restoreCreds(th.view(p), c); err != nil {
 			return fmt.Errorf("thread %d: %w", th.img.Tid, err)
 		}
 		if err := r.queueThreadSignals(p, th); err != nil {
@@ -489,8 +493,7 @@ func (r *restorer) writeOwnFile(p *procRestore, path, s string) error {
 // uid away from 0 clears the capabilities: where the image has others than what the change
 // alone leaves, the bounding set is cut first, the permitted set kept across the change
 // (PR_SET_KEEPCAPS), and the sets, ambient capabilities and securebits set after it.
-func (r *restorer) restoreCreds(p *procRestore) error {
-	c := p.img.Creds
+func (r *restorer) restoreCreds(p *procRestore, c *imagepb.Creds) error {
 	caps := r.capsDiffer(c)
 	if caps {
 		for cp := 0; cp <= r.own.lastCap; cp++ {

@@ -414,6 +414,9 @@ func (c *Checkpoint) validateProcess(pe *imagepb.ProcessEntry, files map[uint32]
 		if !validSched(th.Sched) {
 			return corrupt(name, "thread %d: bad scheduling policy, nice value, priority or CPU mask", th.Tid)
 		}
+		if c := th.Creds; c != nil && (len(c.Uids) != 4 || len(c.Gids) != 4 || len(c.Groups) > 65536) {
+			return corrupt(name, "thread %d: bad credentials", th.Tid)
+		}
 		for _, si := range th.Pending {
 			if si.Signo < 1 || si.Signo > maxSig || len(si.Info) != 128 {
 				return corrupt(name, "thread %d: bad pending signal %d", th.Tid, si.Signo)

@@ -3,7 +3,8 @@
 // It drops CAP_SYS_BOOT and CAP_MKNOD from its bounding set, keeps CAP_NET_BIND_SERVICE
 // (effective, inheritable, ambient), CAP_NET_RAW (permitted, inheritable) and CAP_CHOWN
 // (permitted) across setresuid(1000), sets securebits, an oom_score_adj of 345, an audit
-// login uid of 4242 (where the kernel has one) and a membarrier registration, then writes
+// login uid of 4242 (where the kernel has one) and a membarrier registration; a second thread
+// then empties its own effective set (capabilities are per thread). It writes
 // "ready" to DIR/report. On each SIGUSR1 it reads all of them again, binds port 1023 (which needs
 // CAP_NET_BIND_SERVICE) and issues a private expedited membarrier (which needs the
 // registration), and appends to DIR/report "ok", or "bad:" and what differs.
@@ -15,6 +16,7 @@
 #include <linux/membarrier.h>
 #include <linux/securebits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,12 +45,16 @@ static const unsigned long long eff = B(CAP_NET_BIND_SERVICE), prm = B(CAP_NET_B
 				inh = B(CAP_NET_BIND_SERVICE) | B(CAP_NET_RAW);
 static const int secbits = SECBIT_KEEP_CAPS | SECBIT_NO_CAP_AMBIENT_RAISE;
 
-static char status0[1024];
+static char status0[1024], thread0[1024];
+static volatile int thread_tid;
 static int has_loginuid;
 
-// The capability lines of /proc/self/status.
-static void caplines(char *out, size_t n) {
-	FILE *f = fopen("/proc/self/status", "r");
+// The capability lines of /proc/self/status, or of the thread tid's.
+static void caplines_of(int tid, char *out, size_t n) {
+	char path[64] = "/proc/self/status";
+	if (tid)
+		snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+	FILE *f = fopen(path, "r");
 	char line[256];
 	out[0] = 0;
 	while (f && fgets(line, sizeof line, f))
@@ -56,6 +62,17 @@ static void caplines(char *out, size_t n) {
 			strncat(out, line, n - strlen(out) - 1);
 	if (f)
 		fclose(f);
+}
+
+static void caplines(char *out, size_t n) { caplines_of(0, out, n); }
+
+static void *thread(void *arg) {
+	capset3(0, prm, inh);
+	caplines_of(syscall(SYS_gettid), thread0, sizeof thread0);
+	thread_tid = syscall(SYS_gettid);
+	for (;;)
+		pause();
+	return NULL;
 }
 
 static long readnum(const char *path) {
@@ -80,6 +97,9 @@ static void check(void) {
 				*c = ' ';
 		strncat(report, now, sizeof report - strlen(report) - 1);
 	}
+	caplines_of(thread_tid, now, sizeof now);
+	if (strcmp(now, thread0))
+		bad("the second thread's capabilities differ");
 	int sb = prctl(PR_GET_SECUREBITS);
 	if (sb != secbits)
 		badv("securebits", sb, secbits);
@@ -125,5 +145,9 @@ int main(int argc, char **argv) {
 		return 7;
 	}
 	caplines(status0, sizeof status0);
+	pthread_t t;
+	pthread_create(&t, NULL, thread, NULL);
+	while (!thread_tid)
+		usleep(1000);
 	report_loop(rfd, NULL, check);
 }

@@ -4049,6 +4049,9 @@ type Thread struct {
 	Rseq          *Rseq        `protobuf:"bytes,10,opt,name=rseq,proto3" json:"rseq,omitempty"`
 	Comm          string       `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
 	Sched         *Sched       `protobuf:"bytes,12,opt,name=sched,proto3" json:"sched,omitempty"`
+	// The thread's own credentials, when they differ from its process's (capset and the raw
+	// setresuid syscall are per thread).
+	Creds         *Creds `protobuf:"bytes,13,opt,name=creds,proto3" json:"creds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4163,6 +4166,13 @@ func (x *Thread) GetComm() string {
 func (x *Thread) GetSched() *Sched {
 	if x != nil {
 		return x.Sched
+	}
+	return nil
+}
+
+func (x *Thread) GetCreds() *Creds {
+	if x != nil {
+		return x.Creds
 	}
 	return nil
 }
@@ -5717,7 +5727,7 @@ const file_image_proto_rawDesc = "" +
 	"notify_tid\x18\x06 \x01(\x05R\tnotifyTid\x12\x19\n" +
 	"\bvalue_ns\x18\a \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\b \x01(\x03R\n" +
-	"intervalNs\"\xb2\x03\n" +
+	"intervalNs\"\xde\x03\n" +
 	"\x06Thread\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12'\n" +
 	"\x04regs\x18\x02 \x01(\v2\x13.gocr.image.v1.RegsR\x04regs\x12\x16\n" +
@@ -5733,7 +5743,8 @@ const file_image_proto_rawDesc = "" +
 	"\x04rseq\x18\n" +
 	" \x01(\v2\x13.gocr.image.v1.RseqR\x04rseq\x12\x12\n" +
 	"\x04comm\x18\v \x01(\tR\x04comm\x12*\n" +
-	"\x05sched\x18\f \x01(\v2\x14.gocr.image.v1.SchedR\x05sched\"\xf9\x03\n" +
+	"\x05sched\x18\f \x01(\v2\x14.gocr.image.v1.SchedR\x05sched\x12*\n" +
+	"\x05creds\x18\r \x01(\v2\x14.gocr.image.v1.CredsR\x05creds\"\xf9\x03\n" +
 	"\x04Regs\x12\x10\n" +
 	"\x03r15\x18\x01 \x01(\x04R\x03r15\x12\x10\n" +
 	"\x03r14\x18\x02 \x01(\x04R\x03r14\x12\x10\n" +
@@ -6030,12 +6041,13 @@ var file_image_proto_depIdxs = []int32{
 	44, // 55: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
 	51, // 56: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
 	38, // 57: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	3,  // 58: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	50, // 58: gocr.image.v1.Thread.creds:type_name -> gocr.image.v1.Creds
+	3,  // 59: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
