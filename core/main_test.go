@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -128,5 +129,16 @@ func askTwice(t *testing.T, p *testutil.Proc, report string, first int) {
 	restore(t, img)
 	if got := ask(t, p.Pid, report, first+2); got != "ok" {
 		t.Fatalf("after the restore: %s", got)
+	}
+}
+
+// refusedAtDump dumps the tree of root and checks that the dump fails with an
+// UnsupportedError naming pid and saying want.
+func refusedAtDump(t *testing.T, root, pid int, want string) {
+	t.Helper()
+	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{root}, Dir: filepath.Join(t.TempDir(), "img")})
+	var ue *core.UnsupportedError
+	if !errors.As(err, &ue) || ue.Pid != pid || !strings.Contains(err.Error(), want) {
+		t.Fatalf("dump: %v, want a refusal naming pid %d and saying %q", err, pid, want)
 	}
 }

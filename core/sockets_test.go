@@ -624,11 +624,7 @@ func TestRestoreSignalDrivenIO(t *testing.T) {
 func TestDumpRefusesAnOwnerOutside(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "sigio", "outside")
-	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
-	var ue *core.UnsupportedError
-	if want := fmt.Sprintf("O_ASYNC signals go to %d, outside the dumped trees", os.Getpid()); !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), want) {
-		t.Fatalf("dump: %v, want a refusal naming pid %d and saying %q", err, p.Pid, want)
-	}
+	refusedAtDump(t, p.Pid, p.Pid, fmt.Sprintf("O_ASYNC signals go to %d, outside the dumped trees", os.Getpid()))
 	if got := ask(t, p.Pid, filepath.Join(dir, "report"), 1); got != "ok" {
 		t.Fatalf("after the refused dump: %s", got)
 	}
@@ -655,11 +651,7 @@ func TestRestoreListenerSharingItsPort(t *testing.T) {
 func TestDumpRefusesAnEndedTCPConnection(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "tcpended")
-	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
-	var ue *core.UnsupportedError
-	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "whose connection has ended") {
-		t.Fatalf("dump: %v, want a refusal naming pid %d", err, p.Pid)
-	}
+	refusedAtDump(t, p.Pid, p.Pid, "whose connection has ended")
 	running(t, p.Pid, filepath.Join(dir, "count.log"))
 }
 
@@ -668,11 +660,7 @@ func TestDumpRefusesAnEndedTCPConnection(t *testing.T) {
 func TestDumpRefusesAnEBPFSocketFilter(t *testing.T) {
 	testutil.RequireRoot(t)
 	p, dir := testutil.StartReady(t, "bpffilter")
-	_, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "img")})
-	var ue *core.UnsupportedError
-	if !errors.As(err, &ue) || ue.Pid != p.Pid || !strings.Contains(err.Error(), "eBPF filter") {
-		t.Fatalf("dump: %v, want a refusal naming pid %d", err, p.Pid)
-	}
+	refusedAtDump(t, p.Pid, p.Pid, "eBPF filter")
 	running(t, p.Pid, filepath.Join(dir, "count.log"))
 }
 

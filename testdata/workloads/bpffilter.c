@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "report.h"
+
 int main(int argc, char **argv) {
 	if (argc < 2)
 		return 2;
@@ -31,14 +33,5 @@ int main(int argc, char **argv) {
 	if (pfd < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_BPF, &pfd, sizeof pfd) < 0)
 		return 3;
 	close(pfd);
-	char path[512];
-	snprintf(path, sizeof path, "%s/count.log", argv[1]);
-	int log = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	for (long n = 1;; n++) {
-		dprintf(log, "%ld\n", n);
-		struct timespec ts = {0, 5 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
+	count_forever(argv[1], "count.log", 1);
 }

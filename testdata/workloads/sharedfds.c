@@ -11,16 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void count(const char *dir, const char *name) {
-	char path[512];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	int log = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	for (long n = 1;; n++) {
-		dprintf(log, "%ld\n", n);
-		struct timespec ts = {0, 5 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
-}
+#include "report.h"
 
 int main(int argc, char **argv) {
 	if (argc < 2)
@@ -30,10 +21,7 @@ int main(int argc, char **argv) {
 	if (pid < 0)
 		return 3;
 	if (pid == 0)
-		count(argv[1], "child.log");
+		count_forever(argv[1], "child.log", 0);
 	usleep(20000);
-	char path[512];
-	snprintf(path, sizeof path, "%s/ready", argv[1]);
-	close(open(path, O_WRONLY | O_CREAT, 0644));
-	count(argv[1], "count.log");
+	count_forever(argv[1], "count.log", 1);
 }

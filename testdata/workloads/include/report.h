@@ -1,4 +1,5 @@
-// report.h: the loop of the workloads that check their own state when asked.
+// report.h: the loops of the workloads: one that checks its own state when asked, and a
+// counter.
 //
 // A workload sets its state up, opens DIR/report with report_open, and calls report_loop with
 // a check function that calls bad or badv for each thing that differs from what it set up.
@@ -35,13 +36,13 @@ __attribute__((unused)) static void badv(const char *what, long got, long want) 
 	bad(b);
 }
 
-static int report_open(const char *dir) {
+__attribute__((unused)) static int report_open(const char *dir) {
 	char path[600];
 	snprintf(path, sizeof path, "%s/report", dir);
 	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
-static void report_loop(int rfd, const char *dir, void (*check)(void)) {
+__attribute__((unused)) static void report_loop(int rfd, const char *dir, void (*check)(void)) {
 	struct sigaction act = {0};
 	act.sa_handler = report_on_usr1;
 	sigaction(SIGUSR1, &act, NULL);
@@ -67,6 +68,23 @@ static void report_loop(int rfd, const char *dir, void (*check)(void)) {
 		report[0] = 0;
 		check();
 		dprintf(rfd, report[0] ? "bad:%s\n" : "ok\n", report);
+	}
+}
+
+// count_forever appends 1, 2, 3... to DIR/NAME every 5 ms, as counter.c does; with ready,
+// DIR/ready is made first.
+__attribute__((unused)) static void count_forever(const char *dir, const char *name, int ready) {
+	char path[600];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	int log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (ready) {
+		snprintf(path, sizeof path, "%s/ready", dir);
+		close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+	}
+	for (long n = 1;; n++) {
+		dprintf(log, "%ld\n", n);
+		struct timespec ts = {0, 5 * 1000 * 1000};
+		nanosleep(&ts, NULL);
 	}
 }
 
