@@ -536,7 +536,8 @@ func (ft *fileTable) unixSocket(f *openFile, ino uint32, unsupported func(kind, 
 	}
 	q, rights, err := linux.PeekQueue(f.dup)
 	if errors.Is(err, linux.ErrQueuedFds) {
-		return unsupported(fmt.Sprintf("unix stream socket %s with file descriptors in flight", f.img.Path), "")
+		return unsupported(fmt.Sprintf("unix stream socket %s with file descriptors in flight", f.img.Path),
+			"the kernel does not show where in the byte stream they were sent; let the program receive them first")
 	}
 	if err != nil {
 		return fmt.Errorf("peek socket %s: %w", f.img.Path, err)

@@ -673,3 +673,15 @@ func TestRestoreFdsInFlight(t *testing.T) {
 	p, dir := testutil.StartReady(t, "scmrights")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// Fds in flight on a stream socket are refused by name: the kernel does not show where in the
+// byte stream they were sent (a peek gives them with the bytes before too), and a read must
+// get them with their own bytes. The process goes on.
+func TestDumpRefusesFdsInFlightOnAStream(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "scmrights", "stream")
+	refusedAtDump(t, p.Pid, p.Pid, "unix stream socket")
+	if got := ask(t, p.Pid, filepath.Join(dir, "report"), 1); got != "ok" {
+		t.Fatalf("after the refused dump: %s", got)
+	}
+}
