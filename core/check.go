@@ -144,39 +144,6 @@ func Check(dir string) (*CheckReport, error) {
 	for _, mf := range c.Tree.MappedFiles {
 		checkMappedFile(mf, add)
 	}
-	for _, pe := range c.Tree.Processes {
-		if pe.Zombie {
-			continue
-		}
-		if _, err := os.Stat(c.Procs[pe.Pid].Mm.Exe); err != nil {
-			add(c.Procs[pe.Pid].Mm.Exe, "", "binary of pid %d is missing", pe.Pid)
-		}
-	}
-	bound := map[string]bool{} // names the tree's own sockets bind again
-	for _, f := range c.Tree.Files {
-		if u := f.UnixSocket; u != nil && u.Name != "" {
-			bound[u.Name] = true
-		}
-	}
-	for _, f := range c.Tree.Files {
-		if u := f.UnixSocket; u != nil && u.ConnectTo != "" && !bound[u.ConnectTo] && u.ConnectTo[0] == '/' {
-			if st, err := os.Stat(u.ConnectTo); err != nil || st.Mode()&os.ModeSocket == 0 {
-				add(u.ConnectTo, "start what listens there first", "socket a datagram socket of the tree is connected to is missing")
-			}
-		}
-		if _, _, ok := c.TreeProcPath(f.Path); ok {
-			continue // made with its process
-		}
-		switch f.Kind {
-		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY,
-			imagepb.FileKind_FILE_KIND_FIFO, imagepb.FileKind_FILE_KIND_CHAR_DEVICE, imagepb.FileKind_FILE_KIND_OPATH:
-			if !f.Deleted {
-				if _, err := os.Lstat(f.Path); err != nil {
-					add(f.Path, "", "open file is missing")
-				}
-			}
-		}
-	}
 	rep.Problems = uniqProblems(rep.Problems)
 	if len(rep.Problems) > 0 {
 		return rep, &CheckFailedError{Report: rep}

@@ -75,6 +75,48 @@ func environmentProblems(c *image.Checkpoint, add func(what, hint, format string
 		}
 	}
 	memoryCgroupProblems(c, add)
+	missingFileProblems(c, owner, add)
+}
+
+// missingFileProblems finds the binaries, open files and sockets connected to that are not
+// here any more.
+func missingFileProblems(c *image.Checkpoint, owner map[uint32]string, add func(what, hint, format string, args ...any)) {
+	for _, pe := range c.Tree.Processes {
+		if p := c.Procs[pe.Pid]; !pe.Zombie && p != nil && p.Mm.ExeSavedFileId == 0 {
+			if _, err := os.Stat(p.Mm.Exe); err != nil {
+				add(p.Mm.Exe, "install it again, or restore where it is", "binary of pid %d is missing", pe.Pid)
+			}
+		}
+	}
+	bound := map[string]bool{} // names the tree's own sockets bind again
+	for _, f := range c.Tree.Files {
+		if u := f.UnixSocket; u != nil && u.Name != "" {
+			bound[u.Name] = true
+		}
+	}
+	for _, f := range c.Tree.Files {
+		if owner[f.Id] == "" {
+			owner[f.Id] = "a message in flight" // held by no process: sent on a socket
+		}
+		if u := f.UnixSocket; u != nil && u.ConnectTo != "" && !bound[u.ConnectTo] && u.ConnectTo[0] == '/' {
+			if st, err := os.Stat(u.ConnectTo); err != nil || st.Mode()&os.ModeSocket == 0 {
+				add(u.ConnectTo, "start what listens there first", "socket %s is connected to is missing", owner[f.Id])
+			}
+		}
+		if _, _, ok := c.TreeProcPath(f.Path); ok || f.Deleted {
+			continue // made with its process, or from the image
+		}
+		if c.Tree.ShellJob && f.Rdev == c.Tree.CttyRdev && f.Kind == imagepb.FileKind_FILE_KIND_CHAR_DEVICE {
+			continue // the job's terminal: the restoring gocr's takes its place
+		}
+		switch f.Kind {
+		case imagepb.FileKind_FILE_KIND_REGULAR, imagepb.FileKind_FILE_KIND_DIRECTORY,
+			imagepb.FileKind_FILE_KIND_FIFO, imagepb.FileKind_FILE_KIND_CHAR_DEVICE, imagepb.FileKind_FILE_KIND_OPATH:
+			if _, err := os.Lstat(f.Path); err != nil {
+				add(f.Path, "put it back, or restore where it is", "open file of %s is missing", owner[f.Id])
+			}
+		}
+	}
 }
 
 // capSysResource is CAP_SYS_RESOURCE's bit.

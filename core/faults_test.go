@@ -139,3 +139,21 @@ func TestRestoreRefusesALowerOOMScoreAdj(t *testing.T) {
 	defer os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
 	testutil.Refused(t, core.RestoreOptions{Dir: img}, "its oom_score_adj 0 is lower than gocr's 100, which needs CAP_SYS_RESOURCE", p.Pid)
 }
+
+// A file the image's processes had open that is gone since is named, with the process and
+// fd that held it, by check mode and by the restore before anything is made.
+func TestRestoreRefusesAMissingOpenFile(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "pathfds")
+	fd := -1
+	for n := 3; n < 20 && fd < 0; n++ {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.Pid, n)); l == filepath.Join(dir, "file") {
+			fd = n
+		}
+	}
+	img := dumpTree(t, p)
+	if err := os.Remove(filepath.Join(dir, "file")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Refused(t, core.RestoreOptions{Dir: img}, fmt.Sprintf("open file of pid %d fd %d is missing", p.Pid, fd), p.Pid)
+}
