@@ -15,6 +15,7 @@ import (
 	criu "github.com/checkpoint-restore/go-criu/v8"
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 
+	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/internal/testutil"
 )
 
@@ -172,6 +173,20 @@ func TestSwrkBadRequests(t *testing.T) {
 	}
 	if resp := ask(marshal(&rpc.CriuReq{Type: rpc.CriuReqType_VERSION.Enum()})); !resp.GetSuccess() || resp.GetVersion().GetMajorNumber() != 4 {
 		t.Errorf("VERSION after the bad requests: %v", resp)
+	}
+	// FEATURE_CHECK answers truly: memory tracking as the probe finds it, no lazy pages.
+	resp := ask(marshal(&rpc.CriuReq{Type: rpc.CriuReqType_FEATURE_CHECK.Enum(), Features: &rpc.CriuFeatures{MemTrack: ptr(true), LazyPages: ptr(true)}}))
+	uffd := false
+	for _, f := range core.Features() {
+		if strings.HasPrefix(f.Name, "userfaultfd write-protect") {
+			uffd = f.Present
+		}
+	}
+	if f := resp.GetFeatures(); !resp.GetSuccess() || f.GetMemTrack() != uffd || f.GetLazyPages() || f.LazyPages == nil {
+		t.Errorf("FEATURE_CHECK: %v, want mem_track %v and lazy_pages false", resp, uffd)
+	}
+	if resp := ask(marshal(&rpc.CriuReq{Type: rpc.CriuReqType_CHECK.Enum()})); !resp.GetSuccess() {
+		t.Errorf("CHECK: %v", resp)
 	}
 	cln.Close()
 	if err := cmd.Wait(); err != nil {
