@@ -36,9 +36,9 @@ type fileTable struct {
 	repaired []repairedSocket
 	// peeked are gocr's fds of files in flight in unix sockets' queues.
 	peeked []int
-	// shutdowns are how the TCP and UDP sockets are shut down, by family and protocol, then
+	// diags are what sock_diag tells of the TCP and UDP sockets, by family and protocol, then
 	// inode (read once, when the first socket of the kind is met).
-	shutdowns map[[2]int]map[uint32]uint8
+	diags map[[2]int]map[uint32]linux.InetDiag
 	// lock is the network lock holding the connections' packets back ("" until one is
 	// taken); see package netlock. lockErr says why there is none where nftables cannot be
 	// used here.
@@ -428,9 +428,15 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	if err != nil {
 		return err
 	}
-	if s.State == 7 || linux.IsUDP(s.Protocol) { // connections in other states are not shut down
-		if s.Shutdown, err = ft.inetShutdown(s.Family, s.Protocol, uint32(f.img.Ino)); err != nil {
+	if s.State == 7 || s.State == linux.TCPSynSent || linux.IsUDP(s.Protocol) {
+		// Connections in other states are not shut down, and have their peer.
+		d, err := ft.inetDiag(s.Family, s.Protocol, uint32(f.img.Ino))
+		if err != nil {
 			return fmt.Errorf("socket %s: %w", f.img.Path, err)
+		}
+		s.Shutdown = d.Shutdown
+		if s.State == linux.TCPSynSent {
+			s.Peer = d.Peer
 		}
 	}
 	switch {
@@ -442,7 +448,9 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 	case linux.IsTCP(s.Protocol) && s.Ended:
 		return unsupported(fmt.Sprintf("TCP socket %s whose connection has ended (closed or reset, the fd still open)", s.Local),
 			"the restore would make a socket that was never connected; close it before the dump")
-	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1:
+	case s.State == linux.TCPSynSent && (!s.Peer.IsValid() || s.Peer.Port() == 0):
+		return unsupported(fmt.Sprintf("connecting TCP socket %s whose peer sock_diag does not give", s.Local), "")
+	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1 && s.State != linux.TCPSynSent:
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}
 	in := inetToImage(s)
@@ -798,17 +806,17 @@ func (ft *fileTable) inFlight(u *imagepb.UnixSocket, rights [][]int) error {
 // repairedSocket is a connection in repair mode, and the SO_REUSEADDR it goes back to.
 type repairedSocket struct{ fd, reuseAddr int }
 
-// inetShutdown says how the TCP or UDP socket with inode ino is shut down, from sock_diag
-// in the tree's network namespace.
-func (ft *fileTable) inetShutdown(family, protocol int, ino uint32) (uint8, error) {
+// inetDiag is what sock_diag tells of the TCP or UDP socket with inode ino, read in the
+// tree's network namespace.
+func (ft *fileTable) inetDiag(family, protocol int, ino uint32) (linux.InetDiag, error) {
 	key := [2]int{family, protocol}
-	if ft.shutdowns[key] == nil {
+	if ft.diags[key] == nil {
 		read := func() error {
-			m, err := linux.InetShutdowns(family, protocol)
-			if ft.shutdowns == nil {
-				ft.shutdowns = map[[2]int]map[uint32]uint8{}
+			m, err := linux.InetDiags(family, protocol)
+			if ft.diags == nil {
+				ft.diags = map[[2]int]map[uint32]linux.InetDiag{}
 			}
-			ft.shutdowns[key] = m
+			ft.diags[key] = m
 			return err
 		}
 		var err error
@@ -818,10 +826,10 @@ func (ft *fileTable) inetShutdown(family, protocol int, ino uint32) (uint8, erro
 			err = ft.inNetns(read)
 		}
 		if err != nil {
-			return 0, err
+			return linux.InetDiag{}, err
 		}
 	}
-	return ft.shutdowns[key][ino], nil
+	return ft.diags[key][ino], nil
 }
 
 // unixDiag looks a unix socket up by inode, in the tree's network namespace.

@@ -685,3 +685,40 @@ func TestDumpRefusesFdsInFlightOnAStream(t *testing.T) {
 		t.Fatalf("after the refused dump: %s", got)
 	}
 }
+
+// A TCP connect in progress (SYN_SENT, to a server whose accept queue is full) comes back
+// connecting, from the same local port: once the server has room, the connection is made.
+func TestRestoreConnectInProgress(t *testing.T) {
+	testutil.RequireRoot(t)
+	l, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(l)
+	if err := syscall.Bind(l, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(l, 0); err != nil { // room for one connection not accepted
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(l)
+	port := sa.(*syscall.SockaddrInet4).Port
+	filler, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	p, dir := testutil.StartReady(t, "synsent", strconv.Itoa(port))
+	report := filepath.Join(dir, "report")
+	askTwice(t, p, report, 0)
+	// Room in the server's queue: the restored socket's next SYN gets through.
+	a, _, err := syscall.Accept(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(a)
+	os.WriteFile(filepath.Join(dir, "expect-connected"), nil, 0o644)
+	if got := ask(t, p.Pid, report, 3); got != "ok" {
+		t.Fatalf("once the server had room: %s", got)
+	}
+}

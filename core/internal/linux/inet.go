@@ -131,6 +131,9 @@ const IPProtoMPTCP = 262
 // IsTCP says whether protocol is TCP or multipath TCP: both have TCP states and options.
 func IsTCP(protocol int) bool { return protocol == unix.IPPROTO_TCP || protocol == IPProtoMPTCP }
 
+// TCPSynSent is TCP_SYN_SENT: a connect in progress.
+const TCPSynSent = 2
+
 // IsUDP says whether protocol is UDP.
 func IsUDP(protocol int) bool { return protocol == unix.IPPROTO_UDP }
 
@@ -397,6 +400,15 @@ func MakeInet(s *InetSocket) (int, error) {
 		}
 	case s.Protocol == unix.IPPROTO_UDP && s.Peer.IsValid():
 		if err := unix.Connect(fd, sockaddr(s.Family, s.Peer)); err != nil {
+			return fail(fmt.Errorf("connect %s: %w", s.Peer, err))
+		}
+	case s.State == TCPSynSent:
+		// The connection is tried again: a new SYN, as a retransmission would have sent
+		// (the socket is non-blocking here; the process's own flags come after).
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return fail(err)
+		}
+		if err := unix.Connect(fd, sockaddr(s.Family, s.Peer)); err != nil && err != unix.EINPROGRESS {
 			return fail(fmt.Errorf("connect %s: %w", s.Peer, err))
 		}
 	}

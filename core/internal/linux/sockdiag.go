@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"unsafe"
 
@@ -334,10 +335,17 @@ const (
 	inetDiagShutdown  = 8
 )
 
-// InetShutdowns gives, by inode, how every TCP or UDP socket of the family and protocol in
-// this network namespace is shut down (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2), when it is: what
-// getsockopt does not tell.
-func InetShutdowns(family, protocol int) (map[uint32]uint8, error) {
+// InetDiag is what sock_diag tells of a TCP or UDP socket that getsockopt and getpeername do
+// not: how it is shut down (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2) and the peer of a connection
+// not established yet (SYN_SENT: getpeername says ENOTCONN).
+type InetDiag struct {
+	Shutdown uint8
+	Peer     netip.AddrPort
+}
+
+// InetDiags gives, by inode, what sock_diag tells of every TCP or UDP socket of the family
+// and protocol in this network namespace.
+func InetDiags(family, protocol int) (map[uint32]InetDiag, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
@@ -352,7 +360,7 @@ func InetShutdowns(family, protocol int) (map[uint32]uint8, error) {
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto(sock_diag)", err)
 	}
-	out := map[uint32]uint8{}
+	out := map[uint32]InetDiag{}
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
@@ -382,16 +390,25 @@ func InetShutdowns(family, protocol int) (map[uint32]uint8, error) {
 					return nil, fmt.Errorf("sock_diag: short answer")
 				}
 				ino := binary.LittleEndian.Uint32(data[68:])
+				// struct inet_diag_sockid at 4: sport, dport (big endian), src[16], dst[16].
+				var d InetDiag
+				port := binary.BigEndian.Uint16(data[6:])
+				if family == unix.AF_INET {
+					d.Peer = netip.AddrPortFrom(netip.AddrFrom4([4]byte(data[24:28])), port)
+				} else {
+					d.Peer = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[24:40])), port)
+				}
 				for a := data[inetDiagMsgLength:]; len(a) >= 4; {
 					al, at := int(binary.LittleEndian.Uint16(a)), binary.LittleEndian.Uint16(a[2:])
 					if al < 4 || al > len(a) {
 						return nil, fmt.Errorf("sock_diag: bad attribute")
 					}
-					if at == inetDiagShutdown && al >= 5 && a[4] != 0 {
-						out[ino] = a[4]
+					if at == inetDiagShutdown && al >= 5 {
+						d.Shutdown = a[4]
 					}
 					a = a[min((al+3)&^3, len(a)):]
 				}
+				out[ino] = d
 			}
 			b = b[min((l+3)&^3, len(b)):]
 		}
