@@ -394,6 +394,10 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 		} else if major >= 136 && major <= 143 {
 			// A pty slave: a pair of the tree's own if its master is dumped too (fixPtys).
 			f.img.PtyIndex = int32((major-136)*256 + minor)
+			if p, ok := strings.CutSuffix(link, " (deleted)"); ok {
+				// Its master was closed: the /dev/pts entry is gone, the fd is hung up.
+				f.img.Path, f.img.Deleted = p, true
+			}
 		}
 		if !reopenableCharDev(st.Rdev) {
 			return nil, false, unsupported("character device "+link, "devices other than /dev/null-like ones and terminals need a plugin")
@@ -711,8 +715,8 @@ func (ft *fileTable) pipe(pid, fd, dup int, ino uint64, flags uint32) (*pipeDump
 func (ft *fileTable) writeData(w *image.Writer, tree *imagepb.Tree) error {
 	for _, f := range ft.all {
 		tree.Files = append(tree.Files, f.img)
-		if !f.img.Deleted {
-			continue
+		if !f.img.Deleted || (f.img.Kind != imagepb.FileKind_FILE_KIND_REGULAR && f.img.Kind != imagepb.FileKind_FILE_KIND_MEMFD) {
+			continue // (a hung-up pty slave is deleted too, with nothing to save)
 		}
 		name := image.FileDataName(f.img.Id)
 		df, err := w.CreateData(name, 0)

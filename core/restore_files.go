@@ -108,6 +108,10 @@ func (r *restorer) openFiles() error {
 		case imagepb.FileKind_FILE_KIND_PTY_SLAVE:
 			fd, err = linux.Open(linux.PtsPath(int(f.PtyIndex)), flags|linux.OCloexec|linux.ONoctty, 0)
 		case imagepb.FileKind_FILE_KIND_CHAR_DEVICE:
+			if f.Deleted {
+				fd, err = linux.HungUpPtySlave(flags)
+				break
+			}
 			path := f.Path
 			if r.c.Tree.ShellJob && f.Rdev == r.c.Tree.CttyRdev {
 				path = r.opts.TTY // the terminal of the restore takes the old one's place

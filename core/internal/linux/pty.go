@@ -141,3 +141,22 @@ const (
 	TIOCSCTTY = unix.TIOCSCTTY
 	TIOCSPGRP = unix.TIOCSPGRP
 )
+
+// HungUpPtySlave gives a pty slave whose master is closed, as a process holds one after its
+// terminal went away: a read gives end-of-file, a write fails with EIO. (Another pty index than the dumped one:
+// that one is gone.)
+func HungUpPtySlave(flags int) (int, error) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: "/dev/ptmx", Err: err}
+	}
+	defer unix.Close(m)
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		return -1, os.NewSyscallError("ioctl(TIOCSPTLCK)", err)
+	}
+	idx, err := unix.IoctlGetUint32(m, unix.TIOCGPTN)
+	if err != nil {
+		return -1, os.NewSyscallError("ioctl(TIOCGPTN)", err)
+	}
+	return Open(PtsPath(int(idx)), flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+}
