@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -63,8 +64,9 @@ func (s *server) PreDump(req *servicepb.DumpRequest, stream servicepb.Gocr_PreDu
 }
 
 func (s *server) dump(req *servicepb.DumpRequest, stream grpc.ServerStreamingServer[servicepb.Event], pre bool) error {
+	progress, done := progressTo(stream)
 	opts := core.DumpOptions{Dir: req.Dir, TCPEstablished: req.TcpEstablished, ShellJob: req.ShellJob, TrackMem: req.TrackMem,
-		Parent: req.Parent, Overwrite: req.Overwrite, IntoDir: req.IntoDir, PreDump: pre, Progress: progressTo(stream)}
+		Parent: req.Parent, Overwrite: req.Overwrite, IntoDir: req.IntoDir, PreDump: pre, Progress: progress}
 	for _, p := range req.Pids {
 		opts.Roots = append(opts.Roots, int(p))
 	}
@@ -75,6 +77,7 @@ func (s *server) dump(req *servicepb.DumpRequest, stream grpc.ServerStreamingSer
 		opts.Final = core.LeaveRunning
 	}
 	st, err := core.Dump(stream.Context(), opts)
+	done()
 	if err != nil {
 		return toStatus(err)
 	}
@@ -84,8 +87,10 @@ func (s *server) dump(req *servicepb.DumpRequest, stream grpc.ServerStreamingSer
 
 func (s *server) Restore(req *servicepb.RestoreRequest, stream servicepb.Gocr_RestoreServer) error {
 	// The restored roots are the service's children: reaped when they end, whoever asked.
+	progress, done := progressTo(stream)
 	res, err := core.Restore(context.WithoutCancel(stream.Context()), core.RestoreOptions{Dir: req.Dir, LeaveStopped: req.LeaveStopped,
-		NewPidns: req.NewPidns, Progress: progressTo(stream)})
+		NewPidns: req.NewPidns, Progress: progress})
+	done()
 	if err != nil {
 		return toStatus(err)
 	}
@@ -125,20 +130,38 @@ func (s *server) Check(ctx context.Context, req *servicepb.CheckRequest) (*servi
 }
 
 // progressTo sends core's progress reports on the stream (dropped when the client is slow:
-// the next one says as much).
-func progressTo(stream grpc.ServerStreamingServer[servicepb.Event]) func(core.Progress) {
+// the next one says as much). done ends it, once the operation returned, before the result
+// is sent (a stream takes one sender at a time).
+func progressTo(stream grpc.ServerStreamingServer[servicepb.Event]) (report func(core.Progress), done func()) {
 	events := make(chan *servicepb.Event, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		for ev := range events {
 			stream.Send(ev)
 		}
 	}()
-	return func(p core.Progress) {
+	var mu sync.Mutex
+	closed := false
+	report = func(p core.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
 		select {
 		case events <- &servicepb.Event{Event: &servicepb.Event_Progress{Progress: &servicepb.Progress{Stage: p.Stage, Done: p.Done, Total: p.Total}}}:
 		default:
 		}
 	}
+	done = func() {
+		mu.Lock()
+		closed = true
+		close(events)
+		mu.Unlock()
+		<-finished
+	}
+	return report, done
 }
 
 // Error reasons, in ErrorInfo.reason.
