@@ -454,11 +454,11 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 			"the restore would make a socket that was never connected; close it before the dump")
 	case s.State == linux.TCPSynSent && (!s.Peer.IsValid() || s.Peer.Port() == 0):
 		return unsupported(fmt.Sprintf("connecting TCP socket %s whose peer sock_diag does not give", s.Local), "")
-	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1 && s.State != linux.TCPSynSent:
+	case s.Protocol == 6 && s.State != 10 && s.State != 7 && s.State != 1 && s.State != linux.TCPSynSent && !halfClosed(s.State):
 		return unsupported(fmt.Sprintf("TCP connection %s -> %s in state %d", s.Local, s.Peer, s.State), "only listening, bound and established TCP sockets are handled")
 	}
 	in := inetToImage(s)
-	if s.Protocol == 6 && s.State == 1 {
+	if s.Protocol == 6 && (s.State == 1 || halfClosed(s.State)) {
 		// Nothing may reach the socket from now on: not while its queues are read, and not
 		// once it is gone with a killed tree (the kernel would answer with a reset).
 		if ft.lock == "" && ft.lockErr == nil {
@@ -483,6 +483,19 @@ func (ft *fileTable) inetSocket(f *openFile, unsupported func(kind, hint string)
 			Mss: c.MSS, SndWscale: uint32(c.SndWscale), RcvWscale: uint32(c.RcvWscale), Timestamps: c.Timestamps, Sack: c.Sack,
 			Tsval: c.TSVal, SndWl1: c.Window.SndWl1, SndWnd: c.Window.SndWnd, MaxWindow: c.Window.MaxWindow,
 			RcvWnd: c.Window.RcvWnd, RcvWup: c.Window.RcvWup}
+		// A FIN takes one sequence number: the connection is made before it (see TCPConn).
+		switch s.State {
+		case linux.TCPFinWait1, linux.TCPFinWait2:
+			in.Tcp.SendSeq--
+			in.Tcp.FinSent = true
+		case linux.TCPCloseWait:
+			in.Tcp.RecvSeq--
+			in.Tcp.FinReceived = true
+			// The window was last advertised at most up to the new rcv_nxt.
+			if int32(in.Tcp.RcvWup-in.Tcp.RecvSeq) > 0 {
+				in.Tcp.RcvWup = in.Tcp.RecvSeq
+			}
+		}
 	}
 	f.img.Kind = imagepb.FileKind_FILE_KIND_INET_SOCKET
 	f.img.InetSocket = in
@@ -614,6 +627,11 @@ func (ft *fileTable) checkPeers() error {
 	}
 	for _, f := range ft.all {
 		in := f.img.InetSocket
+		if in != nil && in.Tcp != nil && (in.Tcp.FinSent || in.Tcp.FinReceived) && !ends[[2]string{in.Peer, in.Local}] {
+			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd),
+				Kind: fmt.Sprintf("half-closed TCP connection %s -> %s with its other end outside the dumped trees", in.Local, in.Peer),
+				Hint: "its FIN could not be made again; dump the other end's tree too (-t PID,PID)"}
+		}
 		if in == nil || in.Tcp == nil || ft.tcpEstablished || ends[[2]string{in.Peer, in.Local}] {
 			continue
 		}
@@ -805,6 +823,12 @@ func (ft *fileTable) inFlight(u *imagepb.UnixSocket, rights [][]int) error {
 		u.QueueFds = append(u.QueueFds, q)
 	}
 	return nil
+}
+
+// halfClosed says whether a TCP state is one of those gocr makes again by shutting one end
+// of an established connection down (both ends in the dumped trees).
+func halfClosed(state int) bool {
+	return state == linux.TCPFinWait1 || state == linux.TCPFinWait2 || state == linux.TCPCloseWait
 }
 
 // repairedSocket is a connection in repair mode, and the SO_REUSEADDR it goes back to.

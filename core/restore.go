@@ -540,6 +540,9 @@ func (r *restorer) run(ctx context.Context) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
+	if err := r.closeHalves(); err != nil {
+		return err
+	}
 	if err := r.acts.run(ctx, "post-restore", int(r.c.Tree.Roots[0])); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}

@@ -946,3 +946,17 @@ func (r *restorer) openOwnTTY(p *procRestore) error {
 	}
 	return nil
 }
+
+// closeHalves shuts down for writing the TCP connections that had sent their FIN: the FIN
+// goes out again, to the other end in the tree (made established before its FIN), and both
+// come to the states they had (FIN_WAIT2, CLOSE_WAIT).
+func (r *restorer) closeHalves() error {
+	for _, f := range r.c.Tree.Files {
+		if in := f.InetSocket; in != nil && in.Tcp != nil && in.Tcp.FinSent {
+			if err := linux.Shutdown(r.files[f.Id], 1); err != nil {
+				return fmt.Errorf("restore: TCP connection %s -> %s: send its FIN again: %w", in.Local, in.Peer, err)
+			}
+		}
+	}
+	return nil
+}

@@ -722,3 +722,36 @@ func TestRestoreConnectInProgress(t *testing.T) {
 		t.Fatalf("once the server had room: %s", got)
 	}
 }
+
+// A half-closed TCP connection with both ends in the tree (one shut down for writing, in
+// FIN_WAIT2; the other in CLOSE_WAIT, its end-of-file read) comes back half-closed: the same
+// states, end-of-file one way, bytes the other.
+func TestRestoreHalfClosedTCP(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "tcphalf")
+	askTwice(t, p, filepath.Join(dir, "report"), 0)
+}
+
+// A half-closed TCP connection whose other end is outside the tree is refused by name: its
+// FIN could not be made again (the peer will not send its part twice). The process goes on.
+func TestDumpRefusesHalfClosedTCPToOutside(t *testing.T) {
+	testutil.RequireRoot(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conns := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			conns <- c
+			io.Copy(io.Discard, c) // to its end-of-file; the connection stays open
+		}
+	}()
+	p, dir := testutil.StartReady(t, "tcphalf", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	defer func() { (<-conns).Close() }()
+	refusedAtDump(t, p.Pid, p.Pid, "half-closed TCP connection")
+	if got := ask(t, p.Pid, filepath.Join(dir, "report"), 1); got != "ok" {
+		t.Fatalf("after the refused dump: %s", got)
+	}
+}

@@ -154,7 +154,7 @@ func (c *Checkpoint) validate() error {
 			if in.Protocol == 262 && in.State != 10 && in.State != 7 { // multipath TCP: listeners and bound sockets
 				return corrupt(TreeName, "file %d: multipath TCP socket in state %d", f.Id, in.State)
 			}
-			if in.Protocol == 6 && in.State == 1 && (in.Tcp == nil || in.Local == "" || in.Peer == "") {
+			if in.Protocol == 6 && (in.State == 1 || in.State == 4 || in.State == 5 || in.State == 8) && (in.Tcp == nil || in.Local == "" || in.Peer == "") {
 				return corrupt(TreeName, "file %d: established TCP connection without its state", f.Id)
 			}
 			for _, a := range []string{in.Local, in.Peer} {

@@ -2663,11 +2663,16 @@ type TCPConn struct {
 	Sack       bool   `protobuf:"varint,9,opt,name=sack,proto3" json:"sack,omitempty"`
 	Tsval      uint32 `protobuf:"varint,10,opt,name=tsval,proto3" json:"tsval,omitempty"`
 	// struct tcp_repair_window.
-	SndWl1        uint32 `protobuf:"varint,11,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"`
-	SndWnd        uint32 `protobuf:"varint,12,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
-	MaxWindow     uint32 `protobuf:"varint,13,opt,name=max_window,json=maxWindow,proto3" json:"max_window,omitempty"`
-	RcvWnd        uint32 `protobuf:"varint,14,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
-	RcvWup        uint32 `protobuf:"varint,15,opt,name=rcv_wup,json=rcvWup,proto3" json:"rcv_wup,omitempty"`
+	SndWl1    uint32 `protobuf:"varint,11,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"`
+	SndWnd    uint32 `protobuf:"varint,12,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
+	MaxWindow uint32 `protobuf:"varint,13,opt,name=max_window,json=maxWindow,proto3" json:"max_window,omitempty"`
+	RcvWnd    uint32 `protobuf:"varint,14,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
+	RcvWup    uint32 `protobuf:"varint,15,opt,name=rcv_wup,json=rcvWup,proto3" json:"rcv_wup,omitempty"`
+	// Half-closed: this end sent its FIN (FIN_WAIT1/2), or got its peer's (CLOSE_WAIT). The
+	// sequence numbers above are then before the FIN: the connection is made established and
+	// the end that sent it shuts down for writing again, its peer in the dumped trees too.
+	FinSent       bool `protobuf:"varint,16,opt,name=fin_sent,json=finSent,proto3" json:"fin_sent,omitempty"`
+	FinReceived   bool `protobuf:"varint,17,opt,name=fin_received,json=finReceived,proto3" json:"fin_received,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2805,6 +2810,20 @@ func (x *TCPConn) GetRcvWup() uint32 {
 		return x.RcvWup
 	}
 	return 0
+}
+
+func (x *TCPConn) GetFinSent() bool {
+	if x != nil {
+		return x.FinSent
+	}
+	return false
+}
+
+func (x *TCPConn) GetFinReceived() bool {
+	if x != nil {
+		return x.FinReceived
+	}
+	return false
 }
 
 // UnixSocket is an AF_UNIX socket as sock_diag shows it, with the messages in its receive
@@ -5579,7 +5598,7 @@ const file_image_proto_rawDesc = "" +
 	"congestion\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x9a\x03\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xd8\x03\n" +
 	"\aTCPConn\x12\x19\n" +
 	"\bsend_seq\x18\x01 \x01(\rR\asendSeq\x12\x19\n" +
 	"\brecv_seq\x18\x02 \x01(\rR\arecvSeq\x12\x1d\n" +
@@ -5603,7 +5622,9 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\r \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x0e \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\"\xbc\x02\n" +
+	"\arcv_wup\x18\x0f \x01(\rR\x06rcvWup\x12\x19\n" +
+	"\bfin_sent\x18\x10 \x01(\bR\afinSent\x12!\n" +
+	"\ffin_received\x18\x11 \x01(\bR\vfinReceived\"\xbc\x02\n" +
 	"\n" +
 	"UnixSocket\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\rR\x03ino\x12\x12\n" +

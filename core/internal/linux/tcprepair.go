@@ -65,6 +65,13 @@ func TCPRepairOffQuiet(fd int) error {
 	return setRepair(fd, 0) // kernels before 4.19
 }
 
+// TCP states of half-closed connections (include/net/tcp_states.h).
+const (
+	TCPFinWait1  = 4
+	TCPFinWait2  = 5
+	TCPCloseWait = 8
+)
+
 // TCPDumpConn puts the socket into repair mode (it stays there: closing it then sends
 // nothing to the peer; TCPRepairOff lets it go on) and reads its connection state.
 func TCPDumpConn(fd int) (*TCPConn, error) {
