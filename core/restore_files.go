@@ -536,7 +536,11 @@ func bindUnix(u *imagepb.UnixSocket, backlog int) (int, error) {
 		return -1, fmt.Errorf("bind %s: make its directories: %w", u.Name, err)
 	}
 	defer removeDirs(made)
-	if _, err := linux.Lstat(u.Name); err == nil {
+	if st, err := linux.Lstat(u.Name); err == nil {
+		// Only what a program makes where its socket was (a FIFO, another socket) is moved.
+		if t := st.Mode & linux.SIFMT; t != linux.SIFIFO && t != linux.SIFSOCK {
+			return -1, fmt.Errorf("bind %s: a file that is not a FIFO or a socket is in the way", u.Name)
+		}
 		aside := filepath.Join(filepath.Dir(u.Name), fmt.Sprintf(".gocr-aside-%d-%d", os.Getpid(), u.Ino))
 		if err := os.Rename(u.Name, aside); err != nil {
 			return -1, fmt.Errorf("bind %s: move what is there aside: %w", u.Name, err)
