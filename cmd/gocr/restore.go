@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +25,8 @@ type restoreOptions struct {
 	inheritFds   []string
 	newPidns     bool
 	json         bool
+	execCmd      bool
+	command      []string // with execCmd: what gocr execs once the tree runs
 }
 
 func newCmdRestore(g *globalOptions, runF func(*restoreOptions) error) *cobra.Command {
@@ -37,8 +41,18 @@ is checked before anything is created; if the restore fails, every process it ma
 killed and nothing is left behind.`,
 		Example: `  gocr restore -D /var/lib/ckpt/job1
   gocr restore -d -D /tmp/img
-  gocr restore --leave-stopped -d -D /tmp/img && gocr resume -t 4121`,
-		Args: noArgs,
+  gocr restore --leave-stopped -d -D /tmp/img && gocr resume -t 4121
+  gocr restore -D /tmp/img --exec-cmd -- /usr/bin/waiter   # waiter is the root's parent`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if opts.execCmd {
+				if len(args) == 0 {
+					return usageError{fmt.Errorf("restore: --exec-cmd: give the command after --")}
+				}
+				opts.command = args
+				return nil
+			}
+			return noArgs(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.dir == "" {
 				return usageError{fmt.Errorf("restore: from where? give the images directory with -D DIR")}
@@ -68,6 +82,7 @@ killed and nothing is left behind.`,
 	f.BoolVar(&opts.newPidns, "new-pidns", false, "restore into a pid namespace of its own, where the tree's pids are free whatever runs here; a gocr init is its pid 1 (a tree dumped with its own pid namespace always gets a new one)")
 	f.StringVar(&opts.pidfile, "pidfile", "", "write the restored root's PID to this file (one line per root), as CRIU")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
+	f.BoolVar(&opts.execCmd, "exec-cmd", false, "once the tree runs, exec the command given after -- in gocr's place, as CRIU does: it is the root's parent (implies -d)")
 	return cmd
 }
 
@@ -158,6 +173,16 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		}
 		fmt.Fprintf(opts.out, "restored %d process(es) (root %v), %s of memory, in %s; %s\n",
 			s.Processes, res.Roots, humanBytes(s.Bytes), s.Total.Round(1e5), state)
+	}
+	if opts.execCmd {
+		// The exec'd program takes gocr's process, and with it the restored roots.
+		bin, err := exec.LookPath(opts.command[0])
+		if err == nil {
+			// Not a child subreaper any more (the restore made gocr one), as the program was not.
+			syscall.RawSyscall(syscall.SYS_PRCTL, 36 /* PR_SET_CHILD_SUBREAPER */, 0, 0)
+			err = syscall.Exec(bin, opts.command, os.Environ())
+		}
+		return fmt.Errorf("restore: the tree runs (root %v), but --exec-cmd %s failed: %w", res.Roots, opts.command[0], err)
 	}
 	if opts.detach || opts.leaveStopped {
 		return nil

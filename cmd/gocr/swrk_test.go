@@ -298,3 +298,38 @@ func TestSwrkInheritFd(t *testing.T) {
 		t.Fatalf("the first line on the new pipe is %q, want %d (the count goes on)", lines.Text(), last+1)
 	}
 }
+
+// `criu restore ... --exec-cmd -- CMD`, as CRaC restores: once the tree runs, gocr execs CMD
+// in its place, and CMD, the root's parent, reaps it.
+func TestCriuRestoreExecCmd(t *testing.T) {
+	testutil.RequireRoot(t)
+	link := filepath.Join(t.TempDir(), "criu")
+	if err := os.Symlink(gocrBin, link); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := t.TempDir()
+	if out, err := exec.Command(link, "dump", "-t", strconv.Itoa(p.Pid), "-D", img, "-o", "dump.log").CombinedOutput(); err != nil {
+		t.Fatalf("criu dump: %v %s", err, out)
+	}
+	p.Reap()
+	at := lastCount(log)
+	reaped := filepath.Join(t.TempDir(), "reaped")
+	cmd := exec.Command(link, "restore", "-D", img, "-v1", "--exec-cmd", "--", testutil.Build(t, "reaper"), reaped)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) > at })
+	if ppid, _, _, _ := testutil.Stat(p.Pid); ppid != cmd.Process.Pid {
+		t.Fatalf("the restored root's parent is %d, want %d (the exec'd command)", ppid, cmd.Process.Pid)
+	}
+	syscall.Kill(p.Pid, syscall.SIGKILL)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the exec'd command: %v", err)
+	}
+	if got, want := strings.TrimSpace(testutil.ReadFile(reaped)), fmt.Sprintf("%d 137", p.Pid); got != want {
+		t.Fatalf("the exec'd command reaped %q, want %q", got, want)
+	}
+}
