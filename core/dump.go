@@ -197,6 +197,9 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		d.files.repairOff()
 	}
 	d.files.close()
+	for _, mem := range d.attached {
+		linux.ShmDetach(mem)
+	}
 	if err != nil {
 		w.Abort()
 		if rerr := d.thread.Do(func() error { return d.release(false) }); rerr != nil {
@@ -222,6 +225,11 @@ type dumper struct {
 	shmem  map[[2]uint64]*imagepb.SharedMemory
 	// shmemSrc says where each shared memory object can be read from.
 	shmemSrc []shmemSource
+	// ownNs are gocr's namespace links (its tracer thread's), by kind.
+	ownNs map[string]string
+	// attached are the System V segments gocr attached to read them (none of the tree's
+	// processes attaches them), detached when the dump ends.
+	attached [][]byte
 	// mapped holds the files mapped by the processes, by device and inode.
 	mapped map[[2]uint64]*imagepb.MappedFile
 	// saved holds the mapped files without a path, by device and inode.

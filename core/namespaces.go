@@ -26,6 +26,19 @@ var namespaceKinds = []string{"mnt", "pid", "net", "ipc", "uts", "user", "cgroup
 // which reads its files, sockets, IPC objects, clocks and credentials from its own view.
 var ownNamespaces = map[string]bool{"pid": true, "uts": true, "net": true, "ipc": true}
 
+// threadNsLinks reads the namespace links of the calling thread.
+func threadNsLinks() (map[string]string, error) {
+	out := map[string]string{}
+	for _, ns := range namespaceKinds {
+		l, err := os.Readlink("/proc/thread-self/ns/" + ns)
+		if err != nil {
+			continue // a kernel without this kind of namespace
+		}
+		out[ns] = l
+	}
+	return out, nil
+}
+
 // nsLinks reads the namespace links of pid (kinds this kernel lacks are left out).
 func nsLinks(pid int) (map[string]string, error) {
 	out := map[string]string{}
@@ -45,10 +58,18 @@ func nsLinks(pid int) (map[string]string, error) {
 // treeNamespaces reads which namespaces the root has of its own, refuses the kinds gocr does
 // not make again, and records the rest in the tree. It runs before anything is frozen.
 func (d *dumper) treeNamespaces() error {
-	ours, err := nsLinks(os.Getpid())
+	// gocr's namespaces are those of its tracer thread (before it joins the tree's): not
+	// /proc/PID's, the main thread's, which a program using gocr may have moved elsewhere.
+	var ours map[string]string
+	err := d.thread.Do(func() error {
+		var err error
+		ours, err = threadNsLinks()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("dump: gocr's own namespaces: %w", err)
 	}
+	d.ownNs = ours
 	d.nsRoot = nil
 	for _, root := range d.opts.Roots {
 		links, err := nsLinks(root)
@@ -174,8 +195,11 @@ func (d *dumper) collectIPC() error {
 			found = found || int(s.Id) == id
 		}
 		if !found {
-			return &UnsupportedError{Pid: root, What: "IPC namespace", Kind: fmt.Sprintf("System V shared memory segment %d, attached by no process of the tree", id),
-				Hint: "attach it in a process of the tree, or remove it (ipcrm -m)"}
+			// Attached by no process: gocr attaches it (in the namespace, from this thread)
+			// to read it, until the dump ends.
+			if err := d.addUnattachedShm(id); err != nil {
+				return &UnsupportedError{Pid: root, What: "IPC namespace", Kind: fmt.Sprintf("System V shared memory segment %d, attached by no process of the tree: %v", id, err)}
+			}
 		}
 	}
 	if ids, err = linux.SysvList("sem"); err != nil {
@@ -214,10 +238,7 @@ func (d *dumper) collectIPC() error {
 func (d *dumper) checkNamespaces(pid int) error {
 	want := d.nsRoot
 	if want == nil {
-		var err error
-		if want, err = nsLinks(os.Getpid()); err != nil {
-			return err
-		}
+		want = d.ownNs
 	}
 	links, err := nsLinks(pid)
 	if err != nil {
@@ -463,4 +484,27 @@ func sysvIds(i *imagepb.SysvIds) linux.SysvIds {
 
 func sysvIdsImage(i linux.SysvIds) *imagepb.SysvIds {
 	return &imagepb.SysvIds{Id: i.ID, Key: i.Key, Mode: i.Mode, Uid: i.Uid, Gid: i.Gid}
+}
+
+// addUnattachedShm records a System V segment of the tree's IPC namespace that no process
+// attaches: gocr attaches it read-only to take its content with the other shared memory
+// (detached when the dump ends), and the restore makes it again, attached by nobody.
+func (d *dumper) addUnattachedShm(id int) error {
+	info, err := linux.ShmStat(id)
+	if err != nil {
+		return err
+	}
+	mem, err := linux.ShmAttachReadOnly(id)
+	if err != nil {
+		return err
+	}
+	d.attached = append(d.attached, mem)
+	start := linux.AddrOf(mem)
+	s := &imagepb.SharedMemory{Id: uint32(len(d.shmem) + 1), Size: uint64(len(mem))}
+	d.shmem[[2]uint64{0, uint64(id)}] = s
+	d.tree.Shmem = append(d.tree.Shmem, s)
+	d.shmemSrc = append(d.shmemSrc, shmemSource{shm: s, pid: os.Getpid(), start: start, end: start + uint64(len(mem))})
+	d.tree.SysvShm = append(d.tree.SysvShm, &imagepb.SysvShm{Id: int32(id), Key: info.Key, Size: info.Size,
+		Mode: info.Mode & 0o777, Uid: info.Uid, Gid: info.Gid, ShmemId: s.Id})
+	return nil
 }

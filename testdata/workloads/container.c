@@ -1,11 +1,12 @@
 // container: a small service for a container of its own namespaces (network, IPC, UTS, pid).
 // usage: container DIR PORT
 // It brings its loopback link up, makes a System V semaphore set (values 3 and 7) and a message
-// queue holding "hello" (type 1) and "world" (type 2), forks a helper it talks to over a unix
+// queue holding "hello" (type 1) and "world" (type 2), a shared memory segment holding
+// "unattached" that it detaches (no process attaches it), forks a helper it talks to over a unix
 // socketpair, and serves 127.0.0.1:PORT: each connection gets "pong N\n", N its count of
 // connections. Every 5 ms it logs its counter to DIR/root.log after a byte went to the helper
 // and came back. On SIGUSR1 it checks its semaphores, its queue and its host name and writes
-// "ok" or what is wrong to DIR/report.
+// "ok" or what is wrong to DIR/report (it attaches the segment to check it, and detaches it).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -18,6 +19,7 @@
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,7 +28,7 @@
 #define MSG_COPY 040000
 #endif
 
-static int semid, msqid;
+static int semid, msqid, shmid;
 static const char *dir;
 static volatile sig_atomic_t asked;
 
@@ -50,6 +52,13 @@ static void report(void) {
 		snprintf(buf, sizeof buf, "second message is not world of type 2");
 	else if (strcmp(host, "box-gocr") != 0)
 		snprintf(buf, sizeof buf, "host name %s", host);
+	else {
+		char *p = shmat(shmid, NULL, SHM_RDONLY);
+		if (p == (void *)-1 || strcmp(p, "unattached") != 0)
+			snprintf(buf, sizeof buf, "the unattached segment (%s)", p == (void *)-1 ? "gone" : "changed");
+		if (p != (void *)-1)
+			shmdt(p);
+	}
 	char path[512];
 	snprintf(path, sizeof path, "%s/report", dir);
 	FILE *f = fopen(path, "w");
@@ -86,6 +95,12 @@ int main(int argc, char **argv) {
 	} m1 = {1, "hello"}, m2 = {2, "world"};
 	if (msqid < 0 || msgsnd(msqid, &m1, 5, 0) != 0 || msgsnd(msqid, &m2, 5, 0) != 0)
 		return 7;
+	shmid = shmget(0x5678, 8192, IPC_CREAT | 0600);
+	char *p = shmid < 0 ? (void *)-1 : shmat(shmid, NULL, 0);
+	if (p == (void *)-1)
+		return 10;
+	strcpy(p, "unattached");
+	shmdt(p);
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0)
 		return 8;

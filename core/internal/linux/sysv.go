@@ -267,3 +267,16 @@ func MsgCreate(ids SysvIds, qbytes uint64, msgs []Msg) error {
 	var d2 msqidDs
 	return setIds("msgctl", unix.SYS_MSGCTL, int(got), ids, unsafe.Pointer(&d2), &d2.Perm, false)
 }
+
+// ShmAttachReadOnly attaches System V segment id read-only in gocr (in the calling thread's
+// IPC namespace).
+func ShmAttachReadOnly(id int) ([]byte, error) {
+	b, err := unix.SysvShmAttach(id, 0, unix.SHM_RDONLY)
+	return b, os.NewSyscallError("shmat", err)
+}
+
+// ShmDetach detaches what ShmAttachReadOnly attached.
+func ShmDetach(b []byte) error { return os.NewSyscallError("shmdt", unix.SysvShmDetach(b)) }
+
+// AddrOf is the address of a mapping of gocr's.
+func AddrOf(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }
