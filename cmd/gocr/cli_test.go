@@ -13,31 +13,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rogpeppe/go-internal/testscript"
+
 	"github.com/gocr/gocr/internal/testutil"
 )
 
 var gocrBin string
 
 func TestMain(m *testing.M) {
+	// In a testscript (testdata/script), "gocr" runs this binary as the CLI, and "criu" as
+	// the CLI named criu.
+	os.Exit(testscript.RunMain(setup{m}, map[string]func() int{
+		"gocr": Main,
+		"criu": func() int { os.Args[0] = "criu"; return Main() },
+	}))
+}
+
+// setup builds the gocr binary the other tests run, around the tests.
+type setup struct{ m *testing.M }
+
+func (s setup) Run() int {
 	if err := testutil.SetSubreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	dir, err := os.MkdirTemp("", "gocr-cli-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	gocrBin = filepath.Join(dir, "gocr")
 	if out, err := exec.Command("go", "build", "-o", gocrBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build gocr: %v\n%s", err, out)
-		os.Exit(1)
+		return 1
 	}
-	code := m.Run()
+	code := s.m.Run()
 	testutil.ReapOrphans()
 	testutil.Cleanup()
 	os.RemoveAll(dir)
-	os.Exit(code)
+	return code
 }
 
 // gocr runs the CLI and returns stdout, stderr and the exit code.
@@ -485,4 +499,10 @@ func TestCLINewPidns(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+15 {
 		t.Fatalf("gocr restore --new-pidns exited with %v, want status 143\n%s", err, errb.String())
 	}
+}
+
+// The CLI's usage, its refusals of bad command lines and their exit codes, as a user types
+// them (testdata/script/*.txtar: no root needed, nothing traced).
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{Dir: "testdata/script"})
 }
