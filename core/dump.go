@@ -81,6 +81,10 @@ type DumpOptions struct {
 	// Notify, when set, is called at each of those stages after the scripts, with the root's
 	// pid; an error stops the operation as a failed script does.
 	Notify func(stage string, pid int) error
+	// LinkRemap takes files whose name was removed, while other names lead to them, through
+	// a hard link made next to the old name and removed at restore (CRIU's --link-remap);
+	// without it they are refused.
+	LinkRemap bool
 	// GhostLimit bounds the size of a deleted file whose content is saved in the image (an
 	// open or mapped file that no path leads to any more; memfds are not bounded), as CRIU's
 	// --ghost-limit: a larger one is refused by name. 0 means DefaultGhostLimit; negative, no
@@ -181,7 +185,7 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: %w", err)
 		}
 	}
-	d.files.tcpEstablished, d.files.skipInFlight = opts.TCPEstablished, opts.SkipInFlight
+	d.files.tcpEstablished, d.files.skipInFlight, d.files.linkRemap = opts.TCPEstablished, opts.SkipInFlight, opts.LinkRemap
 	switch {
 	case opts.GhostLimit == 0:
 		d.files.ghostLimit = DefaultGhostLimit
@@ -202,6 +206,9 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	}
 	if err != nil {
 		w.Abort()
+		for _, l := range d.files.remaps {
+			os.Remove(l) // no image needs them
+		}
 		if rerr := d.thread.Do(func() error { return d.release(false) }); rerr != nil {
 			err = fmt.Errorf("%w (and letting the tree go failed: %v)", err, rerr)
 		}

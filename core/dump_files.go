@@ -32,6 +32,10 @@ type fileTable struct {
 	skipInFlight bool
 	// ghostLimit bounds the deleted files saved in the image (0: no bound).
 	ghostLimit int64
+	// linkRemap allows files whose name was removed, but that have other names, to be taken
+	// through a hard link made for them (CRIU's --link-remap).
+	linkRemap bool
+	remaps    []string // the links made (removed again if the dump fails)
 	// repaired are our dups of sockets left in TCP repair mode by the dump.
 	repaired []repairedSocket
 	// peeked are gocr's fds of files in flight in unix sockets' queues.
@@ -376,6 +380,19 @@ func (ft *fileTable) add(pid, pidfd, fd int, info *procfs.FdInfo) (*openFile, bo
 			if err := ft.ghostCheck(f.img.Path, st.Size, unsupported); err != nil {
 				return nil, false, err
 			}
+		} else if p, ok := strings.CutSuffix(link, " (deleted)"); ok {
+			// Its name was removed, but other names lead to it: its content is not saved
+			// (the restored file must be the same one), it is reached through a link.
+			if !ft.linkRemap {
+				return nil, false, unsupported(fmt.Sprintf("file %s, its name removed while %d other links remain", p, st.Nlink),
+					"dump with --link-remap: a hard link to it is made next to it, and removed at restore")
+			}
+			remap, err := linkRemap(pid, fd, p, st)
+			if err != nil {
+				return nil, false, fmt.Errorf("link-remap %s: %w", p, err)
+			}
+			ft.remaps = append(ft.remaps, remap)
+			f.img.Path, f.img.LinkRemap = remap, true
 		}
 	case linux.SIFDIR:
 		f.img.Kind = imagepb.FileKind_FILE_KIND_DIRECTORY
@@ -872,4 +889,14 @@ func (ft *fileTable) unixDiag(ino uint32) (*linux.UnixSocket, error) {
 		return err
 	})
 	return s, err
+}
+
+// linkRemap makes a hard link to the file fd of pid refers to, whose name path was removed,
+// in path's directory (the same file system), and returns it.
+func linkRemap(pid, fd int, path string, st linux.Stat) (string, error) {
+	remap := filepath.Join(filepath.Dir(path), fmt.Sprintf(".gocr-link-remap-%d-%d", st.Dev, st.Ino))
+	if err := linux.LinkFd(procfs.Path(pid, "fd/"+strconv.Itoa(fd)), remap); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	return remap, nil
 }

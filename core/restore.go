@@ -191,6 +191,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 		return nil, err
 	}
 	r.thread.Do(func() error { r.removeSysvShm(false); return nil }) // in the tree's IPC namespace
+	for _, f := range c.Tree.Files {
+		if f.LinkRemap {
+			os.Remove(f.Path) // the link the dump made: the process holds the file now
+		}
+	}
 	res := &Restored{Stats: *r.stats}
 	if r.init != 0 {
 		res.Roots = []int{r.init}

@@ -295,3 +295,29 @@ func TestRestoreSharedMemoryMappedAtAnOffset(t *testing.T) {
 	p, dir := testutil.StartReady(t, "shmoff")
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
+
+// A file open under a name that was removed while another name leads to it is refused at
+// dump by name, the process left running; with LinkRemap (--link-remap) it is taken through a
+// hard link made for it, and comes back the same file (same inode as its other name), the
+// link removed.
+func TestLinkRemap(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "linkremap")
+	refusedAtDump(t, p.Pid, p.Pid, "its name removed while 1 other links remain")
+	report := filepath.Join(dir, "report")
+	if got := ask(t, p.Pid, report, 1); got != "ok" {
+		t.Fatalf("after the refused dump: %s", got)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, LinkRemap: true}); err != nil {
+		t.Fatalf("dump with LinkRemap: %v", err)
+	}
+	waitReaped(t, p)
+	restore(t, img)
+	if got := ask(t, p.Pid, report, 2); got != "ok" {
+		t.Fatalf("after the restore: %s", got)
+	}
+	if links, _ := filepath.Glob(filepath.Join(dir, ".gocr-link-remap-*")); len(links) > 0 {
+		t.Errorf("the link-remap link is still there: %v", links)
+	}
+}

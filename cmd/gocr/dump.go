@@ -19,6 +19,7 @@ type dumpOptions struct {
 	leaveStopped bool
 	overwrite    bool
 	intoDir      bool
+	linkRemap    bool
 	noSync       bool
 	checkOnly    bool
 	tcpEstab     bool
@@ -82,6 +83,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
 	f.BoolVar(&opts.skipInFlight, "skip-in-flight", false, "dump listening sockets with connections not accepted yet, dropping those (their clients see a reset), as CRIU")
+	f.BoolVar(&opts.linkRemap, "link-remap", false, "take files whose name was removed, while other names lead to them, through a hard link made next to the old name and removed at restore (as CRIU)")
 	f.StringVar(&opts.ghostLimit, "ghost-limit", "", "largest deleted file whose content goes into the image, as CRIU (bytes, or with K, M, G; default 64M; 0: no limit)")
 	f.StringVar(&opts.parent, "prev-images-dir", "", "an earlier image of the tree taken with --track-mem (relative paths from -D, as CRIU): dump only the pages written since")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON")
@@ -145,7 +147,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	prog := newProgress(opts.errOut, "dump")
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
-		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
+		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, LinkRemap: opts.linkRemap, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
 		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
 		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,

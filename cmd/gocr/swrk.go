@@ -154,7 +154,7 @@ func (s *swrk) handle(ctx context.Context, req *rpc.CriuReq) *rpc.CriuResp {
 var (
 	dumpOpts = []string{"images_dir_fd", "images_dir", "pid", "leave_running", "leave_stopped", "tcp_established", "shell_job",
 		"file_locks", "log_level", "log_file", "work_dir_fd", "notify_scripts", "parent_img", "track_mem", "ghost_limit",
-		"tcp_skip_in_flight", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats", "pre_dump_mode", "network_lock"}
+		"tcp_skip_in_flight", "link_remap", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats", "pre_dump_mode", "network_lock"}
 	restoreOpts = []string{"images_dir_fd", "images_dir", "inherit_fd", "leave_stopped", "tcp_established", "shell_job", "file_locks", "log_level",
 		"log_file", "work_dir_fd", "notify_scripts", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats"}
 )
@@ -281,7 +281,7 @@ func (s *swrk) dump(ctx context.Context, req *rpc.CriuReq, ok *rpc.CriuResp) *rp
 	// The client holds the directory open (images_dir_fd) and reads it through that fd: the
 	// image goes into it (IntoDir), so the directory stays the same.
 	d := core.DumpOptions{Roots: []int{pid}, Dir: dir, IntoDir: true, TCPEstablished: opts.GetTcpEstablished(), ShellJob: opts.GetShellJob(),
-		TrackMem: opts.GetTrackMem(), SkipInFlight: opts.GetTcpSkipInFlight(), Notify: s.notifier(typ, opts.GetNotifyScripts())}
+		TrackMem: opts.GetTrackMem(), SkipInFlight: opts.GetTcpSkipInFlight(), LinkRemap: opts.GetLinkRemap(), Notify: s.notifier(typ, opts.GetNotifyScripts())}
 	switch {
 	case typ == rpc.CriuReqType_PRE_DUMP:
 		d.PreDump = true

@@ -1577,7 +1577,10 @@ type OpenFile struct {
 	// Who gets the signals of signal-driven I/O (F_SETOWN_EX, F_SETSIG), when set.
 	Owner *FileOwner `protobuf:"bytes,33,opt,name=owner,proto3" json:"owner,omitempty"`
 	// For a deleted file: its owner, times and data ranges.
-	Ghost         *Ghost `protobuf:"bytes,34,opt,name=ghost,proto3" json:"ghost,omitempty"`
+	Ghost *Ghost `protobuf:"bytes,34,opt,name=ghost,proto3" json:"ghost,omitempty"`
+	// path is a hard link the dump made to the file, whose own name was removed while other
+	// names remained (--link-remap): opened through it, and removed, at restore.
+	LinkRemap     bool `protobuf:"varint,35,opt,name=link_remap,json=linkRemap,proto3" json:"link_remap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1848,6 +1851,13 @@ func (x *OpenFile) GetGhost() *Ghost {
 		return x.Ghost
 	}
 	return nil
+}
+
+func (x *OpenFile) GetLinkRemap() bool {
+	if x != nil {
+		return x.LinkRemap
+	}
+	return false
 }
 
 // Ghost is what a deleted file's content is given besides its bytes when it is made again.
@@ -5480,7 +5490,7 @@ const file_image_proto_rawDesc = "" +
 	"\vexit_status\x18\f \x01(\x05R\n" +
 	"exitStatus\x12\x1f\n" +
 	"\vstop_signal\x18\r \x01(\x05R\n" +
-	"stopSignal\"\xba\t\n" +
+	"stopSignal\"\xd9\t\n" +
 	"\bOpenFile\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.gocr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -5523,7 +5533,9 @@ const file_image_proto_rawDesc = "" +
 	"\x0enetlink_socket\x18\x1f \x01(\v2\x1c.gocr.image.v1.NetlinkSocketR\rnetlinkSocket\x12\x1b\n" +
 	"\tpidfd_pid\x18  \x01(\x05R\bpidfdPid\x12.\n" +
 	"\x05owner\x18! \x01(\v2\x18.gocr.image.v1.FileOwnerR\x05owner\x12*\n" +
-	"\x05ghost\x18\" \x01(\v2\x14.gocr.image.v1.GhostR\x05ghost\"\xaa\x01\n" +
+	"\x05ghost\x18\" \x01(\v2\x14.gocr.image.v1.GhostR\x05ghost\x12\x1d\n" +
+	"\n" +
+	"link_remap\x18# \x01(\bR\tlinkRemap\"\xaa\x01\n" +
 	"\x05Ghost\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x19\n" +

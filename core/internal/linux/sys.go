@@ -843,3 +843,11 @@ func PidfdGetfdOf(pid, fd int) (int, error) {
 	defer unix.Close(pidfd)
 	return PidfdGetfd(pidfd, fd)
 }
+
+// LinkFd makes a hard link at newpath to the file the /proc fd link procFd leads to.
+func LinkFd(procFd, newpath string) error {
+	if err := unix.Linkat(unix.AT_FDCWD, procFd, unix.AT_FDCWD, newpath, unix.AT_SYMLINK_FOLLOW); err != nil {
+		return &os.LinkError{Op: "link", Old: procFd, New: newpath, Err: err}
+	}
+	return nil
+}
