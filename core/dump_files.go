@@ -644,16 +644,16 @@ func (ft *fileTable) checkPeers() error {
 	}
 	for _, f := range ft.all {
 		in := f.img.InetSocket
-		if in != nil && in.Tcp != nil && (in.Tcp.FinSent || in.Tcp.FinReceived) && !ends[[2]string{in.Peer, in.Local}] {
+		if in != nil && in.Tcp != nil && in.Tcp.FinReceived && in.Family != 2 && !ends[[2]string{in.Peer, in.Local}] {
 			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd),
-				Kind: fmt.Sprintf("half-closed TCP connection %s -> %s with its other end outside the dumped trees", in.Local, in.Peer),
-				Hint: "its FIN could not be made again; dump the other end's tree too (-t PID,PID)"}
+				Kind: fmt.Sprintf("IPv6 TCP connection %s -> %s in CLOSE_WAIT with its other end outside the dumped trees", in.Local, in.Peer),
+				Hint: "the peer's FIN is made again for IPv4 only; dump the other end's tree too (-t PID,PID)"}
 		}
 		if in == nil || in.Tcp == nil || ft.tcpEstablished || ends[[2]string{in.Peer, in.Local}] {
 			continue
 		}
 		return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd),
-			Kind: fmt.Sprintf("established TCP connection %s -> %s with its other end outside the dumped trees", in.Local, in.Peer),
+			Kind: fmt.Sprintf("TCP connection %s -> %s with its other end outside the dumped trees", in.Local, in.Peer),
 			Hint: "dump with --tcp-established to take it with TCP repair"}
 	}
 	byIno := map[uint32]*openFile{}

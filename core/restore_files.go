@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -955,11 +956,31 @@ func (r *restorer) openOwnTTY(p *procRestore) error {
 // goes out again, to the other end in the tree (made established before its FIN), and both
 // come to the states they had (FIN_WAIT2, CLOSE_WAIT).
 func (r *restorer) closeHalves() error {
+	senders := map[[2]string]bool{} // the ends that send their FIN again, by addresses
 	for _, f := range r.c.Tree.Files {
 		if in := f.InetSocket; in != nil && in.Tcp != nil && in.Tcp.FinSent {
+			senders[[2]string{in.Local, in.Peer}] = true
+			// A peer outside had it already: it acknowledges this one again.
 			if err := linux.Shutdown(r.files[f.Id], 1); err != nil {
 				return fmt.Errorf("restore: TCP connection %s -> %s: send its FIN again: %w", in.Local, in.Peer, err)
 			}
+		}
+	}
+	// A peer outside the tree will not send its FIN twice: it is made here, as it came.
+	for _, f := range r.c.Tree.Files {
+		in := f.InetSocket
+		if in == nil || in.Tcp == nil || !in.Tcp.FinReceived || senders[[2]string{in.Peer, in.Local}] {
+			continue
+		}
+		local, err1 := netip.ParseAddrPort(in.Local)
+		peer, err2 := netip.ParseAddrPort(in.Peer)
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("restore: TCP connection %s -> %s: %w", in.Local, in.Peer, err)
+		}
+		c := in.Tcp
+		una := c.SendSeq - uint32(len(c.SendQueue)) // what the peer had acknowledged
+		if err := linux.InjectFIN(local, peer, c.RecvSeq, una, uint16(min(c.SndWnd>>c.SndWscale, 0xffff))); err != nil {
+			return fmt.Errorf("restore: TCP connection %s -> %s: make its peer's FIN again: %w", in.Local, in.Peer, err)
 		}
 	}
 	return nil

@@ -732,9 +732,10 @@ func TestRestoreHalfClosedTCP(t *testing.T) {
 	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
 
-// A half-closed TCP connection whose other end is outside the tree is refused by name: its
-// FIN could not be made again (the peer will not send its part twice). The process goes on.
-func TestDumpRefusesHalfClosedTCPToOutside(t *testing.T) {
+// A half-closed TCP connection whose other end is outside the tree (this end shut down for
+// writing, FIN_WAIT2) is refused by name without TCPEstablished, the process going on; with
+// it, it comes back in FIN_WAIT2 (its FIN sent again, which the peer acknowledges again).
+func TestHalfClosedTCPToOutside(t *testing.T) {
 	testutil.RequireRoot(t)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -750,8 +751,59 @@ func TestDumpRefusesHalfClosedTCPToOutside(t *testing.T) {
 	}()
 	p, dir := testutil.StartReady(t, "tcphalf", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 	defer func() { (<-conns).Close() }()
-	refusedAtDump(t, p.Pid, p.Pid, "half-closed TCP connection")
-	if got := ask(t, p.Pid, filepath.Join(dir, "report"), 1); got != "ok" {
+	refusedAtDump(t, p.Pid, p.Pid, "with its other end outside the dumped trees")
+	report := filepath.Join(dir, "report")
+	if got := ask(t, p.Pid, report, 1); got != "ok" {
 		t.Fatalf("after the refused dump: %s", got)
 	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, TCPEstablished: true}); err != nil {
+		t.Fatalf("dump with TCPEstablished: %v", err)
+	}
+	waitReaped(t, p)
+	restore(t, img)
+	if got := ask(t, p.Pid, report, 2); got != "ok" {
+		t.Fatalf("after the restore: %s", got)
+	}
+}
+
+// A server holding a connection its client closed (CLOSE_WAIT, the client outside the tree,
+// --tcp-established) comes back in CLOSE_WAIT: end-of-file again, and what it sends still
+// reaches the client, whose reading side is open (its FIN is made again from a raw socket).
+func TestRestoreCloseWaitToOutside(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	p := testutil.Start(t, testutil.Build(t, "closewait"), dir)
+	testutil.WaitFor(t, "the port", func() bool { return len(testutil.Lines(filepath.Join(dir, "port"))) > 0 })
+	c, err := net.Dial("tcp4", "127.0.0.1:"+testutil.Lines(filepath.Join(dir, "port"))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).CloseWrite()
+	testutil.WaitFor(t, "closewait to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	lines := bufio.NewScanner(c)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	report := filepath.Join(dir, "report")
+	check := func(n int, stage string) {
+		t.Helper()
+		if got := ask(t, p.Pid, report, n); got != "ok" {
+			t.Fatalf("%s: %s", stage, got)
+		}
+		if !lines.Scan() || lines.Text() != "after" {
+			t.Fatalf("%s: the client read %q, %v", stage, lines.Text(), lines.Err())
+		}
+	}
+	opts := core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "running"), TCPEstablished: true, Final: core.LeaveRunning}
+	if _, err := core.Dump(t.Context(), opts); err != nil {
+		t.Fatalf("dump leaving it running: %v", err)
+	}
+	check(1, "after a dump leaving it running")
+	opts.Dir, opts.Final = filepath.Join(t.TempDir(), "img"), core.Kill
+	if _, err := core.Dump(t.Context(), opts); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	waitReaped(t, p)
+	restore(t, opts.Dir)
+	check(2, "after the restore")
 }

@@ -1,7 +1,9 @@
 package linux
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"unsafe"
 
@@ -224,4 +226,50 @@ func TCPRestoreConn(family int, local, peer unix.Sockaddr, c *TCPConn, opts func
 		return fail(os.NewSyscallError("setsockopt(TCP_REPAIR_WINDOW)", e))
 	}
 	return fd, nil
+}
+
+// InjectFIN makes a restored TCP connection get the FIN its peer had sent before the dump:
+// a FIN|ACK from peer to local, crafted with a raw socket (IPv4), with the sequence number
+// the connection expects (seq), acknowledging up to ack, advertising window (already
+// scaled down). Linux takes it as the peer's FIN: the socket goes to CLOSE_WAIT and reads
+// end-of-file after its queue, as before; it acknowledges it to the real peer, which had its
+// acknowledgement already.
+func InjectFIN(local, peer netip.AddrPort, seq, ack uint32, window uint16) error {
+	if !local.Addr().Unmap().Is4() || !peer.Addr().Unmap().Is4() {
+		return fmt.Errorf("a FIN can be made again for IPv4 connections only")
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return os.NewSyscallError("socket(SOCK_RAW)", err)
+	}
+	defer unix.Close(fd)
+	src, dst := peer.Addr().Unmap().As4(), local.Addr().Unmap().As4()
+	p := make([]byte, 40)
+	// IPv4 header: the kernel fills in the total length, id and checksum.
+	p[0], p[8], p[9] = 0x45, 64, unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(p[6:], 0x4000) // don't fragment
+	copy(p[12:16], src[:])
+	copy(p[16:20], dst[:])
+	t := p[20:]
+	binary.BigEndian.PutUint16(t[0:], peer.Port())
+	binary.BigEndian.PutUint16(t[2:], local.Port())
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12], t[13] = 5<<4, 0x11 // header of 20 bytes; FIN, ACK
+	binary.BigEndian.PutUint16(t[14:], window)
+	// The TCP checksum covers a pseudo-header: addresses, protocol, TCP length.
+	sum := uint32(0)
+	for _, b := range [][]byte{src[:], dst[:], {0, unix.IPPROTO_TCP, 0, 20}, t} {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(t[16:], ^uint16(sum))
+	if err := unix.Sendto(fd, p, 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
+		return os.NewSyscallError("sendto(SOCK_RAW)", err)
+	}
+	return nil
 }
