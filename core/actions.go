@@ -18,6 +18,7 @@ import (
 //	             leaves the tree running (and the image in place)
 //	pre-restore  before anything is made; a failure stops the restore
 //	post-restore every process is in place, before any runs; a failure undoes the restore
+//	pre-resume   right after post-restore, as CRIU has it; the same
 //	post-resume  the tree runs; a failure is reported, the tree goes on
 type actions struct {
 	scripts []string

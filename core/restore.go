@@ -551,6 +551,9 @@ func (r *restorer) run(ctx context.Context) error {
 	if err := r.acts.run(ctx, "post-restore", int(r.c.Tree.Roots[0])); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	if err := r.acts.run(ctx, "pre-resume", int(r.c.Tree.Roots[0])); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	if err := r.thread.Do(r.releaseAll); err != nil {
 		return err
 	}

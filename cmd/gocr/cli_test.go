@@ -443,7 +443,7 @@ func TestCLIActionScripts(t *testing.T) {
 	}
 	testutil.Adopt(t, p.Pid)
 	want := []string{"pre-dump " + pid, "pre-dump " + pid, "post-dump " + pid, "pre-restore " + pid, "post-restore " + pid,
-		"pre-restore " + pid, "post-restore " + pid, "post-resume " + pid}
+		"pre-restore " + pid, "post-restore " + pid, "pre-resume " + pid, "post-resume " + pid}
 	if got := testutil.Lines(record); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("stages run:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
