@@ -291,11 +291,3 @@ func TestRestoreCapabilitiesAndProcessAttributes(t *testing.T) {
 	}
 	askTwice(t, p, report, 1)
 }
-
-// A pty slave whose master was closed (its /dev/pts entry gone) comes back hung up: a read
-// gives end-of-file and a write fails with EIO, as before.
-func TestRestoreHungUpPtySlave(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "hungpty")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}

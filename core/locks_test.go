@@ -142,13 +142,3 @@ func TestRestoreFileLockTaken(t *testing.T) {
 		t.Fatal("a process was left behind")
 	}
 }
-
-// File locks in combination: two shared flocks on two descriptions of one file; an exclusive
-// flock and an OFD lock held only through a description a child inherited; POSIX locks taken
-// through two fds of one file; flock, POSIX (parent's and child's) and two OFD read locks on
-// one file. Each is probed from new descriptions after the restore.
-func TestRestoreLockCombinations(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "lockcombos")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}

@@ -236,15 +236,6 @@ func TestRestoreTwoTreesSharingAPipe(t *testing.T) {
 	checkSequence(t, log, at+50)
 }
 
-// Deleted files a process holds come back as they were: owner, mode, size, modification
-// time, holes (a sparse file's gap takes no blocks), content; a deleted file mapped shared
-// is still one with its mapping.
-func TestRestoreDeletedFilesExactly(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "ghost")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
 // A process in a chroot comes back in it, in the same directory; a process whose working
 // directory was removed comes back in a removed directory of the same path and mode.
 func TestRestoreChrootAndRemovedCwd(t *testing.T) {
@@ -261,39 +252,6 @@ func TestRestoreChrootAndRemovedCwd(t *testing.T) {
 			askTwice(t, p, report, 1)
 		})
 	}
-}
-
-// O_PATH fds (of a file, a directory, and with O_NOFOLLOW of a symlink), a process's own /proc
-// files, and a deleted file whose directory was removed too come back as they were.
-func TestRestorePathFds(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "pathfds")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
-// memfds come back with their name, mode (0777, 0666 under MFD_NOEXEC_SEAL, or one set with
-// fchmod), owner, seals, size and content.
-func TestRestoreMemfdFlags(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "memfds")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
-// A private file mapping keeps its pages' relation to the file: the page the process wrote is
-// its own copy, and what the file is written with shows through the others.
-func TestRestorePrivateFileMappingPages(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "cowfile")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
-// Shared anonymous memory that the first process of the tree maps only from an offset on
-// (it unmapped the start, its child did not) comes back whole and shared: the child still
-// sees the first page, and what each writes the other reads.
-func TestRestoreSharedMemoryMappedAtAnOffset(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "shmoff")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
 
 // A file open under a name that was removed while another name leads to it is refused at

@@ -599,26 +599,6 @@ func TestRestorePipeToOutside(t *testing.T) {
 	}
 }
 
-// TCP, UDP and IPv6 sockets keep the options servers set (keepalive and its timers, linger,
-// buffer sizes, TOS, TTL, reuse on a connection, a bound device, a BPF filter, timeouts...),
-// a UDP socket shut down for writing stays so, and the connection still carries bytes: after
-// a dump that leaves the tree running (repair mode must not clear SO_REUSEADDR) and after a
-// restore.
-func TestRestoreSocketOptions(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "sockopts")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
-// Signal-driven I/O: a pipe owned by the process with F_SETSIG, a socket owned by a thread
-// (F_SETOWN_EX), both O_ASYNC, still signal their owner when data comes, with the fd in
-// si_fd.
-func TestRestoreSignalDrivenIO(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "sigio")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
 // A file whose O_ASYNC signals go to a process outside the dumped tree is refused by name at
 // dump (the restore could not name that process), and the tree goes on.
 func TestDumpRefusesAnOwnerOutside(t *testing.T) {
@@ -628,22 +608,6 @@ func TestDumpRefusesAnOwnerOutside(t *testing.T) {
 	if got := ask(t, p.Pid, filepath.Join(dir, "report"), 1); got != "ok" {
 		t.Fatalf("after the refused dump: %s", got)
 	}
-}
-
-// Unix sockets that need care to make again: datagram sockets connected to each other, a
-// listener whose file and directory were removed, a socket whose file was replaced by a FIFO.
-func TestRestoreUnixSocketOddities(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "unixodd")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
-// A listener without SO_REUSEADDR whose port its accepted connection shares comes back even
-// when the restore makes the connection first: the listener still accepts.
-func TestRestoreListenerSharingItsPort(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "tcpreuse")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
 
 // A TCP socket whose connection was reset, still open in the process, would come back as a
@@ -662,16 +626,6 @@ func TestDumpRefusesAnEBPFSocketFilter(t *testing.T) {
 	p, dir := testutil.StartReady(t, "bpffilter")
 	refusedAtDump(t, p.Pid, p.Pid, "eBPF filter")
 	running(t, p.Pid, filepath.Join(dir, "count.log"))
-}
-
-// Files in flight on unix datagram and seqpacket sockets (sent with SCM_RIGHTS, not received
-// yet, held by no fd any more: a pipe's read end with bytes in the pipe, a file at offset 3)
-// come back in flight with their messages: received after the restore, they hold what they
-// held.
-func TestRestoreFdsInFlight(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "scmrights")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
 
 // Fds in flight on a stream socket are refused by name: the kernel does not show where in the
@@ -721,15 +675,6 @@ func TestRestoreConnectInProgress(t *testing.T) {
 	if got := ask(t, p.Pid, report, 3); got != "ok" {
 		t.Fatalf("once the server had room: %s", got)
 	}
-}
-
-// A half-closed TCP connection with both ends in the tree (one shut down for writing, in
-// FIN_WAIT2; the other in CLOSE_WAIT, its end-of-file read) comes back half-closed: the same
-// states, end-of-file one way, bytes the other.
-func TestRestoreHalfClosedTCP(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "tcphalf")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
 }
 
 // A half-closed TCP connection whose other end is outside the tree (this end shut down for

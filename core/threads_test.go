@@ -256,14 +256,6 @@ func TestRestoreChildOfAThread(t *testing.T) {
 	}
 }
 
-// An epoll instance watching an fd number the process no longer holds (the file lives on in a
-// dup) comes back watching the file under that number: the item still fires, with its data.
-func TestRestoreEpollOfAClosedFd(t *testing.T) {
-	testutil.RequireRoot(t)
-	p, dir := testutil.StartReady(t, "epollgone")
-	askTwice(t, p, filepath.Join(dir, "report"), 0)
-}
-
 // When that number holds another file now, no restore could watch it again: the dump refuses
 // it by name, before any image is written, and the process goes on as it was.
 func TestDumpRefusesEpollOfAClosedFd(t *testing.T) {
