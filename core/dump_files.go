@@ -644,11 +644,6 @@ func (ft *fileTable) checkPeers() error {
 	}
 	for _, f := range ft.all {
 		in := f.img.InetSocket
-		if in != nil && in.Tcp != nil && in.Tcp.FinReceived && in.Family != 2 && !ends[[2]string{in.Peer, in.Local}] {
-			return &UnsupportedError{Pid: f.pid, What: "fd " + strconv.Itoa(f.fd),
-				Kind: fmt.Sprintf("IPv6 TCP connection %s -> %s in CLOSE_WAIT with its other end outside the dumped trees", in.Local, in.Peer),
-				Hint: "the peer's FIN is made again for IPv4 only; dump the other end's tree too (-t PID,PID)"}
-		}
 		if in == nil || in.Tcp == nil || ft.tcpEstablished || ends[[2]string{in.Peer, in.Local}] {
 			continue
 		}

@@ -713,42 +713,54 @@ func TestHalfClosedTCPToOutside(t *testing.T) {
 }
 
 // A server holding a connection its client closed (CLOSE_WAIT, the client outside the tree,
-// --tcp-established) comes back in CLOSE_WAIT: end-of-file again, and what it sends still
-// reaches the client, whose reading side is open (its FIN is made again from a raw socket).
+// --tcp-established), over IPv4 and IPv6, comes back in CLOSE_WAIT: end-of-file again, and
+// what it sends still reaches the client, whose reading side is open (its FIN is made again
+// from a raw socket).
 func TestRestoreCloseWaitToOutside(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	p := testutil.Start(t, testutil.Build(t, "closewait"), dir)
-	testutil.WaitFor(t, "the port", func() bool { return len(testutil.Lines(filepath.Join(dir, "port"))) > 0 })
-	c, err := net.Dial("tcp4", "127.0.0.1:"+testutil.Lines(filepath.Join(dir, "port"))[0])
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct{ name, network, host, arg string }{{"IPv4", "tcp4", "127.0.0.1", "4"}, {"IPv6", "tcp6", "[::1]", "6"}} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.arg == "6" {
+				if l, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				} else {
+					l.Close()
+				}
+			}
+			dir := t.TempDir()
+			p := testutil.Start(t, testutil.Build(t, "closewait"), dir, c.arg)
+			testutil.WaitFor(t, "the port", func() bool { return len(testutil.Lines(filepath.Join(dir, "port"))) > 0 })
+			conn, err := net.Dial(c.network, c.host+":"+testutil.Lines(filepath.Join(dir, "port"))[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.(*net.TCPConn).CloseWrite()
+			testutil.WaitFor(t, "closewait to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+			lines := bufio.NewScanner(conn)
+			conn.SetDeadline(time.Now().Add(20 * time.Second))
+			report := filepath.Join(dir, "report")
+			check := func(n int, stage string) {
+				t.Helper()
+				if got := ask(t, p.Pid, report, n); got != "ok" {
+					t.Fatalf("%s: %s", stage, got)
+				}
+				if !lines.Scan() || lines.Text() != "after" {
+					t.Fatalf("%s: the client read %q, %v", stage, lines.Text(), lines.Err())
+				}
+			}
+			opts := core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "running"), TCPEstablished: true, Final: core.LeaveRunning}
+			if _, err := core.Dump(t.Context(), opts); err != nil {
+				t.Fatalf("dump leaving it running: %v", err)
+			}
+			check(1, "after a dump leaving it running")
+			opts.Dir, opts.Final = filepath.Join(t.TempDir(), "img"), core.Kill
+			if _, err := core.Dump(t.Context(), opts); err != nil {
+				t.Fatalf("dump: %v", err)
+			}
+			waitReaped(t, p)
+			restore(t, opts.Dir)
+			check(2, "after the restore")
+		})
 	}
-	defer c.Close()
-	c.(*net.TCPConn).CloseWrite()
-	testutil.WaitFor(t, "closewait to be ready", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
-	lines := bufio.NewScanner(c)
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	report := filepath.Join(dir, "report")
-	check := func(n int, stage string) {
-		t.Helper()
-		if got := ask(t, p.Pid, report, n); got != "ok" {
-			t.Fatalf("%s: %s", stage, got)
-		}
-		if !lines.Scan() || lines.Text() != "after" {
-			t.Fatalf("%s: the client read %q, %v", stage, lines.Text(), lines.Err())
-		}
-	}
-	opts := core.DumpOptions{Roots: []int{p.Pid}, Dir: filepath.Join(t.TempDir(), "running"), TCPEstablished: true, Final: core.LeaveRunning}
-	if _, err := core.Dump(t.Context(), opts); err != nil {
-		t.Fatalf("dump leaving it running: %v", err)
-	}
-	check(1, "after a dump leaving it running")
-	opts.Dir, opts.Final = filepath.Join(t.TempDir(), "img"), core.Kill
-	if _, err := core.Dump(t.Context(), opts); err != nil {
-		t.Fatalf("dump: %v", err)
-	}
-	waitReaped(t, p)
-	restore(t, opts.Dir)
-	check(2, "after the restore")
 }

@@ -229,28 +229,49 @@ func TCPRestoreConn(family int, local, peer unix.Sockaddr, c *TCPConn, opts func
 }
 
 // InjectFIN makes a restored TCP connection get the FIN its peer had sent before the dump:
-// a FIN|ACK from peer to local, crafted with a raw socket (IPv4), with the sequence number
-// the connection expects (seq), acknowledging up to ack, advertising window (already
-// scaled down). Linux takes it as the peer's FIN: the socket goes to CLOSE_WAIT and reads
+// a FIN|ACK from peer to local, crafted with a raw socket, with the sequence number the
+// connection expects (seq), acknowledging up to ack, advertising window (already scaled
+// down). Linux takes it as the peer's FIN: the socket goes to CLOSE_WAIT and reads
 // end-of-file after its queue, as before; it acknowledges it to the real peer, which had its
 // acknowledgement already.
 func InjectFIN(local, peer netip.AddrPort, seq, ack uint32, window uint16) error {
-	if !local.Addr().Unmap().Is4() || !peer.Addr().Unmap().Is4() {
-		return fmt.Errorf("a FIN can be made again for IPv4 connections only")
+	v4 := local.Addr().Unmap().Is4() && peer.Addr().Unmap().Is4()
+	family, hdr := unix.AF_INET6, 40
+	if v4 {
+		family, hdr = unix.AF_INET, 20
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		return os.NewSyscallError("socket(SOCK_RAW)", err)
 	}
 	defer unix.Close(fd)
-	src, dst := peer.Addr().Unmap().As4(), local.Addr().Unmap().As4()
-	p := make([]byte, 40)
-	// IPv4 header: the kernel fills in the total length, id and checksum.
-	p[0], p[8], p[9] = 0x45, 64, unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(p[6:], 0x4000) // don't fragment
-	copy(p[12:16], src[:])
-	copy(p[16:20], dst[:])
-	t := p[20:]
+	p := make([]byte, hdr+20)
+	var src, dst []byte
+	var to unix.Sockaddr
+	if v4 {
+		s4, d4 := peer.Addr().Unmap().As4(), local.Addr().Unmap().As4()
+		src, dst = s4[:], d4[:]
+		// IPv4 header: the kernel fills in the total length, id and checksum.
+		p[0], p[8], p[9] = 0x45, 64, unix.IPPROTO_TCP
+		binary.BigEndian.PutUint16(p[6:], 0x4000) // don't fragment
+		copy(p[12:16], src)
+		copy(p[16:20], dst)
+		to = &unix.SockaddrInet4{Addr: d4}
+	} else {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_HDRINCL, 1); err != nil {
+			return os.NewSyscallError("setsockopt(IPV6_HDRINCL)", err)
+		}
+		s6, d6 := peer.Addr().As16(), local.Addr().As16()
+		src, dst = s6[:], d6[:]
+		// IPv6 header: version 6, payload length, next header TCP, hop limit.
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:], 20)
+		p[6], p[7] = unix.IPPROTO_TCP, 64
+		copy(p[8:24], src)
+		copy(p[24:40], dst)
+		to = &unix.SockaddrInet6{Addr: d6}
+	}
+	t := p[hdr:]
 	binary.BigEndian.PutUint16(t[0:], peer.Port())
 	binary.BigEndian.PutUint16(t[2:], local.Port())
 	binary.BigEndian.PutUint32(t[4:], seq)
@@ -259,7 +280,7 @@ func InjectFIN(local, peer netip.AddrPort, seq, ack uint32, window uint16) error
 	binary.BigEndian.PutUint16(t[14:], window)
 	// The TCP checksum covers a pseudo-header: addresses, protocol, TCP length.
 	sum := uint32(0)
-	for _, b := range [][]byte{src[:], dst[:], {0, unix.IPPROTO_TCP, 0, 20}, t} {
+	for _, b := range [][]byte{src, dst, {0, unix.IPPROTO_TCP, 0, 20}, t} {
 		for i := 0; i+1 < len(b); i += 2 {
 			sum += uint32(b[i])<<8 | uint32(b[i+1])
 		}
@@ -268,7 +289,7 @@ func InjectFIN(local, peer netip.AddrPort, seq, ack uint32, window uint16) error
 		sum = sum>>16 + sum&0xffff
 	}
 	binary.BigEndian.PutUint16(t[16:], ^uint16(sum))
-	if err := unix.Sendto(fd, p, 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
+	if err := unix.Sendto(fd, p, 0, to); err != nil {
 		return os.NewSyscallError("sendto(SOCK_RAW)", err)
 	}
 	return nil
