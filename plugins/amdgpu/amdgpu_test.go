@@ -78,6 +78,13 @@ func startJob(t testing.TB, boKiB int) *job {
 	dir := t.TempDir()
 	p := testutil.Start(t, testutil.Build(t, "gpujob"), dir, fmt.Sprint(boKiB))
 	j := &job{parent: p, dir: dir}
+	// The child is killed before the parent and the emulator, even when the set-up fails: a
+	// child left holding /dev/kfd would keep the emulator's file system busy.
+	t.Cleanup(func() {
+		for _, kid := range testutil.Children(p.Pid) {
+			testutil.KillAndReap(kid)
+		}
+	})
 	testutil.WaitForProcs(t, "gpujob to set up its GPUs", func() bool {
 		_, e1 := os.Stat(filepath.Join(dir, "parent.ready"))
 		_, e2 := os.Stat(filepath.Join(dir, "child.ready"))

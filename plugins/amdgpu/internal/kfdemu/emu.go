@@ -85,6 +85,7 @@ type Emulator struct {
 	dir      string
 	ownDir   bool
 	server   *fuse.Server
+	conn     uint32 // the FUSE connection's number (minor of the mount's device)
 	root     *rootNode
 	bound    []string // host paths bound over, innermost last
 	created  []string // host paths made to bind over, removed at Close
@@ -164,6 +165,9 @@ func Start(cfg Config) (*Emulator, error) {
 		return fail(fmt.Errorf("mount FUSE at %s: %w", mnt, err))
 	}
 	closeOnExecFuse()
+	if st, err := os.Stat(mnt); err == nil {
+		e.conn = unix.Minor(st.Sys().(*syscall.Stat_t).Dev)
+	}
 	if cfg.BindHost {
 		if err := e.bindHost(); err != nil {
 			return fail(err)
@@ -231,9 +235,7 @@ func (e *Emulator) Close() error {
 	}
 	e.created = nil
 	if e.server != nil {
-		if err := e.server.Unmount(); err != nil {
-			unix.Unmount(filepath.Join(e.dir, "dev"), unix.MNT_DETACH)
-		}
+		e.unmount()
 		e.server = nil
 	}
 	e.mu.Lock()
@@ -252,6 +254,44 @@ func (e *Emulator) Close() error {
 		os.RemoveAll(e.dir)
 	}
 	return errors.Join(errs...)
+}
+
+// unmount unmounts the FUSE file system and waits for its server to end. The server ends
+// only when the kernel ends the connection, which it does not while a process still holds
+// one of the emulated files: after unmountGrace the connection is aborted (through a fusectl
+// mounted for the moment), so that such a process gets ENOTCONN instead of the emulator
+// hanging its caller.
+func (e *Emulator) unmount() {
+	done := make(chan error, 1)
+	go func() { done <- e.server.Unmount() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			unix.Unmount(filepath.Join(e.dir, "dev"), unix.MNT_DETACH)
+		}
+		return
+	case <-time.After(unmountGrace):
+	}
+	if err := abortConnection(e.conn); err == nil {
+		<-done
+	}
+}
+
+const unmountGrace = 3 * time.Second
+
+// abortConnection aborts FUSE connection conn through /sys/fs/fuse/connections, mounting a
+// fusectl in a directory of its own when none is mounted there, and unmounting it after.
+func abortConnection(conn uint32) error {
+	dir, err := os.MkdirTemp("", "kfdemu-fusectl-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("fusectl", dir, "fusectl", 0, ""); err != nil {
+		return fmt.Errorf("mount fusectl: %w", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	return os.WriteFile(filepath.Join(dir, strconv.FormatUint(uint64(conn), 10), "abort"), []byte("1"), 0)
 }
 
 // closeOnExecFuse marks the FUSE device fds of this process close-on-exec (go-fuse opens
