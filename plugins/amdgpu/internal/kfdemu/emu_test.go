@@ -55,5 +55,3 @@ func TestCloseWhileFileHeld(t *testing.T) {
 		t.Fatal("Close hangs while a process holds /dev/kfd of the emulator")
 	}
 }
-
-
