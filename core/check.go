@@ -87,6 +87,9 @@ func Check(dir string) (*CheckReport, error) {
 	if c.Index.Kind == imagepb.Kind_KIND_PRE_DUMP {
 		add("image", "dump against it (--prev-images-dir) and check that image", "a pre-dump is not restored itself: its memory was read while the tree ran")
 	}
+	if c.Index.Kind == imagepb.Kind_KIND_TRACKED {
+		add("image", "write it into the live process with gocr apply, or restore a full image", "a tracked dump holds only the pages written since the memory tracking was reset")
+	}
 	if _, err := loadParents(c); err != nil {
 		add("parent image", "keep the images an incremental image was taken against where they were", "%v", err)
 	}

@@ -103,6 +103,11 @@ type DumpOptions struct {
 	// since are not dumped again but referred to (CRIU's --prev-images-dir). A relative
 	// path is taken from Dir, as CRIU does.
 	Parent string
+	// Tracked writes only the pages written since the processes' memory tracking was last
+	// reset (Track, or a dump with TrackMem), and of the mappings made since, all their
+	// pages: an image of kind tracked, for Apply or to be read, never restored itself. Every
+	// process must hold a tracker.
+	Tracked bool
 }
 
 // Progress reports how far an operation is.
@@ -131,6 +136,9 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	start := time.Now()
 	if len(opts.Roots) == 0 {
 		return nil, fmt.Errorf("dump: no process given: %w", ErrBadArgs)
+	}
+	if opts.Tracked && (opts.Parent != "" || opts.CheckOnly || opts.PreDump) {
+		return nil, fmt.Errorf("dump: a tracked dump stands alone: not with a parent image, check-only or pre-dump: %w", ErrBadArgs)
 	}
 	if opts.PreDump {
 		if opts.CheckOnly {
@@ -165,19 +173,9 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 		return nil, fmt.Errorf("dump: %w", err)
 	}
 	w.Sync = !opts.NoSync
-	d := &dumper{
-		opts:   opts,
-		w:      w,
-		thread: tracer.NewThread(),
-		procs:  map[int]*procDump{},
-		vpids:  map[int]int32{},
-		tree:   &imagepb.Tree{},
-		files:  newFileTable(),
-		shmem:  map[[2]uint64]*imagepb.SharedMemory{},
-		stats:  &DumpStats{},
-	}
+	d := newDumper(ctx, opts, w, host)
 	defer d.thread.Close()
-	d.host, d.ctx, svc.d, d.acts = host, ctx, d, acts
+	svc.d, d.acts = d, acts
 	if opts.Parent != "" {
 		if d.parent, d.parentRel, err = openParent(opts.Dir, opts.Parent); err != nil {
 			host.Close(false)
@@ -219,6 +217,23 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	}
 	d.stats.Total = time.Since(start)
 	return d.stats, nil
+}
+
+// newDumper is a dumper of opts's trees into w, with the plugins of host.
+func newDumper(ctx context.Context, opts DumpOptions, w *image.Writer, host *pluginhost.Host) *dumper {
+	return &dumper{
+		opts:   opts,
+		w:      w,
+		thread: tracer.NewThread(),
+		procs:  map[int]*procDump{},
+		vpids:  map[int]int32{},
+		tree:   &imagepb.Tree{},
+		files:  newFileTable(),
+		shmem:  map[[2]uint64]*imagepb.SharedMemory{},
+		stats:  &DumpStats{},
+		host:   host,
+		ctx:    ctx,
+	}
 }
 
 type dumper struct {
@@ -423,6 +438,9 @@ func (d *dumper) run(ctx context.Context) error {
 	}
 	if d.opts.PreDump {
 		idx.Kind = imagepb.Kind_KIND_PRE_DUMP
+	}
+	if d.opts.Tracked {
+		idx.Kind = imagepb.Kind_KIND_TRACKED
 	}
 	if d.parent != nil && idx.Parent == "" {
 		d.warn("nothing was taken from the parent image %s: its memory tracking is not the one running now (was it dumped with --track-mem, and is it the last such image?); this image is whole", d.opts.Parent)

@@ -16,6 +16,9 @@ import (
 // dump, a mapping tracked since the parent image contributes only the pages written since,
 // and refers to the parent for the others that hold data there.
 func (d *dumper) collectMemory(p *procDump) error {
+	if d.opts.Tracked && len(p.trackers) == 0 {
+		return fmt.Errorf("its memory is not tracked: reset the tracking first (gocr track -t PID, or a dump with --track-mem), then dump with --tracked: %w", ErrBadArgs)
+	}
 	pm, err := os.Open(procfs.Path(p.t.Pid, "pagemap"))
 	if err != nil {
 		return fmt.Errorf("open pagemap: %w", err)
@@ -39,25 +42,23 @@ func (d *dumper) collectMemory(p *procDump) error {
 			continue
 		}
 		direct := p.maps[i].Read
+		if d.opts.Tracked && trackable(v) && p.maps[i].HasFlag("uw") {
+			// Tracked since the reset: only what was written since and holds data now.
+			_, held, err := writtenHeld(int(pm.Fd()), v.Start, v.End)
+			if err != nil {
+				return err
+			}
+			for _, s := range held {
+				add(s.lo, s.hi, direct, false)
+			}
+			continue
+		}
 		if inParent, ok := d.sinceParent(p, i); ok {
 			// Written since the parent: what holds data now is dumped, a hole stays a hole;
 			// not written: as in the parent.
-			regions, err := linux.PagemapWritten(int(pm.Fd()), v.Start, v.End)
+			written, spans, err := writtenHeld(int(pm.Fd()), v.Start, v.End)
 			if err != nil {
-				return fmt.Errorf("scan written pages of %#x-%#x: %w", v.Start, v.End, err)
-			}
-			var written, spans []span
-			for _, w := range regions {
-				written = append(written, span{w.Start, w.End})
-				held, err := linux.PagemapScan(int(pm.Fd()), w.Start, w.End, linux.PageIsPresent|linux.PageIsSwapped, ret)
-				if err != nil {
-					return fmt.Errorf("scan pages of %#x-%#x: %w", w.Start, w.End, err)
-				}
-				for _, r := range held {
-					if r.Categories&linux.PageIsPFNZero == 0 {
-						spans = append(spans, span{r.Start, r.End})
-					}
-				}
+				return err
 			}
 			kept := subtract(inParent, written)
 			marked := map[uint64]bool{}
@@ -95,6 +96,34 @@ func (d *dumper) collectMemory(p *procDump) error {
 		}
 	}
 	return nil
+}
+
+// writtenHeld lists the pages of lo-hi written since the tracking was reset, and those of
+// them that hold data now (present or swapped, not the zero page).
+func writtenHeld(pm int, lo, hi uint64) (written, held []span, err error) {
+	const ret = linux.PageIsPresent | linux.PageIsSwapped | linux.PageIsFile | linux.PageIsPFNZero
+	regions, err := linux.PagemapWritten(pm, lo, hi)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan written pages of %#x-%#x: %w", lo, hi, err)
+	}
+	for _, w := range regions {
+		written = append(written, span{w.Start, w.End})
+		rs, err := linux.PagemapScan(pm, w.Start, w.End, linux.PageIsPresent|linux.PageIsSwapped, ret)
+		if err != nil {
+			return nil, nil, fmt.Errorf("scan pages of %#x-%#x: %w", w.Start, w.End, err)
+		}
+		for _, r := range rs {
+			if r.Categories&linux.PageIsPFNZero != 0 {
+				continue
+			}
+			if k := len(held); k > 0 && held[k-1].hi == r.Start {
+				held[k-1].hi = r.End
+			} else {
+				held = append(held, span{r.Start, r.End})
+			}
+		}
+	}
+	return written, held, nil
 }
 
 // chunk is a piece of memory on its way from a process to the image.

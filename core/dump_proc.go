@@ -73,12 +73,8 @@ func (d *dumper) collect(p *procDump) error {
 	if p.maps, err = procfs.ReadSmaps(pid); err != nil {
 		return fmt.Errorf("read smaps: %w", err)
 	}
-	for _, m := range p.maps {
-		if m.Path == "[vdso]" {
-			if err := p.t.FindSyscallInsn(m.Start, m.End); err != nil {
-				return err
-			}
-		}
+	if err := findSyscallInsn(p.t, p.maps); err != nil {
+		return err
 	}
 	switch status.Seccomp {
 	case 1:

@@ -110,6 +110,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if c.Index.Kind == imagepb.Kind_KIND_PRE_DUMP {
 		return nil, fmt.Errorf("restore: %s is a pre-dump: its memory was read while the tree ran on, so it is not consistent on its own; dump against it (--prev-images-dir) and restore that: %w", opts.Dir, ErrBadArgs)
 	}
+	if c.Index.Kind == imagepb.Kind_KIND_TRACKED {
+		return nil, fmt.Errorf("restore: %s is a tracked dump: it holds only the pages written since the memory tracking was reset, so it is not a whole process; write it into the live process with gocr apply, or restore a full image: %w", opts.Dir, ErrBadArgs)
+	}
 	if err := c.VerifyData(); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}

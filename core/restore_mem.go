@@ -475,15 +475,23 @@ type seg struct{ addr, len uint64 }
 type pageSource struct {
 	file           string
 	off, addr, len uint64
+	// ck is the image whose page file it is, and name the file's name there.
+	ck   *image.Checkpoint
+	name string
 }
 
 // pageSources says where every dumped page of process pid is: in this image's page file, or,
 // for runs marked in the parent, in the first image up the chain that holds them. The result
 // is ordered by file and offset, so that each file is read front to back.
 func (r *restorer) pageSources(pid int32) ([]pageSource, error) {
+	return pageSources(append([]*image.Checkpoint{r.c}, r.parents...), pid)
+}
+
+// pageSources is restorer.pageSources for an image and its parents, nearest first.
+func pageSources(chain []*image.Checkpoint, pid int32) ([]pageSource, error) {
 	var out []pageSource
 	var want []span // what the previous level left to the parents; nil at the top
-	for level, ck := range append([]*image.Checkpoint{r.c}, r.parents...) {
+	for level, ck := range chain {
 		proc := ck.Procs[pid]
 		if proc == nil {
 			return nil, fmt.Errorf("parent image %s does not hold the process: %w", ck.Dir, image.ErrCorrupt)
@@ -506,7 +514,7 @@ func (r *restorer) pageSources(pid int32) ([]pageSource, error) {
 				if run.InParent {
 					next = append(next, s)
 				} else {
-					out = append(out, pageSource{file: key, off: off + s.lo - lo, addr: s.lo, len: s.hi - s.lo})
+					out = append(out, pageSource{file: key, off: off + s.lo - lo, addr: s.lo, len: s.hi - s.lo, ck: ck, name: proc.PagesFile})
 				}
 			}
 			if !run.InParent {

@@ -1,12 +1,14 @@
 package core
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -340,4 +342,199 @@ func loadParents(c *image.Checkpoint) ([]*image.Checkpoint, error) {
 		ck = p
 	}
 	return out, nil
+}
+
+// TrackOptions are the options of Track.
+type TrackOptions struct {
+	// Roots are the PIDs whose trees are tracked (each process and all its descendants).
+	Roots []int
+	// Reset resets the tracking now, after reporting what was written: from here on only the
+	// pages the processes write are reported, and dumped by a dump with Tracked. A process
+	// without a tracker gets one. The tree is frozen for the length of the reset.
+	Reset bool
+}
+
+// TrackReport says what the processes wrote since their tracking was last reset (before
+// Track's own reset, when it made one).
+type TrackReport struct {
+	Processes []TrackedProcess
+}
+
+// TrackedProcess is what one process wrote.
+type TrackedProcess struct {
+	Pid int
+	// Tracked says the process holds a tracker: without one, nothing it writes is seen, and
+	// every mapping counts as written whole.
+	Tracked bool
+	// Mappings are its private anonymous mappings (heap and stacks too).
+	Mappings []TrackedMapping
+	// Pages written in all of them, Bytes the same in bytes.
+	Pages, Bytes uint64
+}
+
+// TrackedMapping is one mapping of a tracked process.
+type TrackedMapping struct {
+	Start, End uint64
+	Name       string // [heap], [stack] or "" (anonymous)
+	// Tracked says the mapping is tracked since the reset; if not (mapped since, or the
+	// process holds no tracker), all its pages that hold data count as written.
+	Tracked bool
+	// Written are the ranges [lo, hi) of written pages that hold data now.
+	Written [][2]uint64
+	Pages   uint64
+}
+
+// Track reports what the trees wrote since their memory tracking was last reset and, with
+// Reset, resets it (the "reset, run the function, see or dump what changed" of memory
+// tracking). A dump with Tracked then writes only what was written since.
+func Track(ctx context.Context, opts TrackOptions) (*TrackReport, error) {
+	if len(opts.Roots) == 0 {
+		return nil, fmt.Errorf("track: no process given: %w", ErrBadArgs)
+	}
+	var pids []int
+	for _, root := range opts.Roots {
+		if root <= 0 {
+			return nil, fmt.Errorf("track: pid %d: %w", root, ErrBadArgs)
+		}
+		if _, err := os.Stat(procfs.Path(root, "")); err != nil {
+			return nil, fmt.Errorf("track: pid %d: %w", root, ErrNoProcess)
+		}
+		queue := []int{root}
+		for len(queue) > 0 {
+			pid := queue[0]
+			queue = queue[1:]
+			pids = append(pids, pid)
+			kids, err := procfs.Children(pid)
+			if err != nil {
+				return nil, fmt.Errorf("track: pid %d: list children: %w", pid, err)
+			}
+			queue = append(queue, kids...)
+		}
+	}
+	rep := &TrackReport{}
+	for _, pid := range pids {
+		tp, err := trackedProcess(pid)
+		if err != nil {
+			return nil, fmt.Errorf("track: pid %d: %w", pid, err)
+		}
+		if tp != nil {
+			rep.Processes = append(rep.Processes, *tp)
+		}
+	}
+	if opts.Reset {
+		if err := resetTracking(ctx, opts.Roots); err != nil {
+			return nil, fmt.Errorf("track: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// trackedProcess reads what pid wrote since its tracking was reset (nil for a zombie).
+func trackedProcess(pid int) (*TrackedProcess, error) {
+	if st, err := procfs.ReadStat(pid); err != nil {
+		return nil, err
+	} else if st.State == 'Z' {
+		return nil, nil
+	}
+	trackers, err := findTrackers(pid)
+	if err != nil {
+		return nil, fmt.Errorf("look for a memory tracker: %w", err)
+	}
+	maps, err := procfs.ReadSmaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read smaps: %w", err)
+	}
+	pm, err := os.Open(procfs.Path(pid, "pagemap"))
+	if err != nil {
+		return nil, fmt.Errorf("open pagemap: %w", err)
+	}
+	defer pm.Close()
+	tp := &TrackedProcess{Pid: pid, Tracked: len(trackers) > 0}
+	for i := range maps {
+		m := &maps[i]
+		if m.Shared || !(m.Read || m.Write || m.Exec) || (m.Path != "" && m.Path != "[heap]" && m.Path != "[stack]") {
+			continue
+		}
+		tm := TrackedMapping{Start: m.Start, End: m.End, Name: m.Path, Tracked: tp.Tracked && m.HasFlag("uw")}
+		var held []span
+		if tm.Tracked {
+			_, held, err = writtenHeld(int(pm.Fd()), m.Start, m.End)
+		} else {
+			held, err = dataPages(int(pm.Fd()), m.Start, m.End)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range held {
+			tm.Written = append(tm.Written, [2]uint64{s.lo, s.hi})
+			tm.Pages += (s.hi - s.lo) / linux.PageSize
+		}
+		tp.Pages += tm.Pages
+		tp.Mappings = append(tp.Mappings, tm)
+	}
+	tp.Bytes = tp.Pages * linux.PageSize
+	return tp, nil
+}
+
+// dataPages lists the pages of the anonymous mapping lo-hi that hold data: present or
+// swapped, not the zero page.
+func dataPages(pm int, lo, hi uint64) ([]span, error) {
+	const ret = linux.PageIsPresent | linux.PageIsSwapped | linux.PageIsPFNZero
+	rs, err := linux.PagemapScan(pm, lo, hi, linux.PageIsPresent|linux.PageIsSwapped, ret)
+	if err != nil {
+		return nil, fmt.Errorf("scan pages of %#x-%#x: %w", lo, hi, err)
+	}
+	var out []span
+	for _, r := range rs {
+		if r.Categories&linux.PageIsPFNZero == 0 {
+			out = append(out, span{r.Start, r.End})
+		}
+	}
+	return out, nil
+}
+
+// resetTracking freezes the trees, gives each process a tracker where it has none (moving
+// the one it has, as a dump with TrackMem does, so that no image taken before trusts it),
+// write-protects the trackable memory again and lets the trees go. Nothing is written: the
+// files a dump would save (deleted mapped files) go to a scratch image, thrown away.
+func resetTracking(ctx context.Context, roots []int) error {
+	scratch, err := os.MkdirTemp("", "gocr-track-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	w, err := image.Create(filepath.Join(scratch, "img"), false)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	d := newDumper(ctx, DumpOptions{Roots: roots, Final: LeaveRunning, TrackMem: true, NoSync: true}, w, nil)
+	defer d.thread.Close()
+	err = d.resetTracking()
+	if err != nil {
+		if rerr := d.thread.Do(func() error { return d.release(false) }); rerr != nil {
+			err = fmt.Errorf("%w (and letting the tree go failed: %v)", err, rerr)
+		}
+		return err
+	}
+	return nil
+}
+
+func (d *dumper) resetTracking() error {
+	if err := d.freeze(); err != nil {
+		return err
+	}
+	for _, pid := range d.order {
+		p := d.procs[pid]
+		if err := d.thread.Do(func() error { return d.collect(p) }); err != nil {
+			return pidError(pid, err)
+		}
+		if err := d.armTracking(p); err != nil {
+			return pidError(pid, err)
+		}
+		if p.newTracker == nil {
+			return pidError(pid, fmt.Errorf("its memory cannot be tracked: %s", strings.Join(d.stats.Warnings, "; ")))
+		}
+	}
+	return d.thread.Do(d.finish)
 }

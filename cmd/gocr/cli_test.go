@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/internal/testutil"
 )
 
@@ -505,4 +507,58 @@ func TestCLINewPidns(t *testing.T) {
 // them (testdata/script/*.txtar: no root needed, nothing traced).
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{Dir: "testdata/script"})
+}
+
+// Memory tracking and apply as a user types them: reset, see what was written, dump only
+// that, and roll the process back to an image of itself.
+func TestCLITrackAndApply(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, f := range core.Features() {
+		if strings.HasPrefix(f.Name, "userfaultfd write-protect") && !f.Present {
+			t.Skipf("no %s here: %s", f.Name, f.Detail)
+		}
+	}
+	p, dir := testutil.StartReady(t, "trackpages")
+	pid := strconv.Itoa(p.Pid)
+	command := func(cmd, done string) {
+		t.Helper()
+		os.WriteFile(filepath.Join(dir, "cmd"), []byte(cmd+"\n"), 0o644)
+		syscall.Kill(p.Pid, syscall.SIGUSR2)
+		testutil.WaitFor(t, cmd, func() bool { _, err := os.Stat(filepath.Join(dir, done)); return err == nil })
+	}
+	base := filepath.Join(t.TempDir(), "base")
+	if out, e, code := gocr(t, "dump", "-t", pid, "-D", base, "-R"); code != 0 {
+		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
+	}
+	if out, e, code := gocr(t, "track", "-t", pid); code != 0 || !strings.Contains(out, "reset the memory tracking of 1 process") {
+		t.Fatalf("track: exit %d\n%s%s", code, out, e)
+	}
+	command("write 2 10 11 12 700", "done-2")
+	out, e, code := gocr(t, "track", "-t", pid, "--show")
+	if code != 0 || !regexp.MustCompile(`(?m)^ +[0-9a-f]+-[0-9a-f]+ +3$`).MatchString(out) || !regexp.MustCompile(`(?m)^ +[0-9a-f]+-[0-9a-f]+ +1$`).MatchString(out) {
+		t.Fatalf("track --show: exit %d, want the runs of pages 10-12 and 700\n%s%s", code, out, e)
+	}
+	delta := filepath.Join(t.TempDir(), "delta")
+	if _, e, code := gocr(t, "dump", "-t", pid, "-D", delta, "--tracked"); code != 2 || !strings.Contains(e, "--leave-running") {
+		t.Fatalf("dump --tracked that would kill the tree: exit %d, %s", code, e)
+	}
+	if out, e, code := gocr(t, "dump", "-t", pid, "-D", delta, "--tracked", "-R"); code != 0 {
+		t.Fatalf("dump --tracked: exit %d\n%s%s", code, out, e)
+	}
+	if _, e, code := gocr(t, "restore", "-D", delta); code != 2 || !strings.Contains(e, "gocr apply") {
+		t.Fatalf("restore of a tracked image: exit %d, %s", code, e)
+	}
+	if out, e, code := gocr(t, "apply", "-t", pid, "-D", base); code != 0 || !strings.Contains(out, "applied") {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, e)
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= 1 })
+	if got := testutil.Lines(report)[0]; got != "ok 1" {
+		t.Fatalf("after apply, the process says %q, want \"ok 1\" (its memory as at the dump)", got)
+	}
+	command("map", "done-map")
+	if _, e, code := gocr(t, "apply", "-t", pid, "-D", base); code != 7 || !strings.Contains(e, "no longer matches the image: mapping") {
+		t.Fatalf("apply onto a changed address space: exit %d, %s", code, e)
+	}
 }

@@ -25,6 +25,7 @@ type dumpOptions struct {
 	tcpEstab     bool
 	shellJob     bool
 	trackMem     bool
+	tracked      bool
 	preDump      bool
 	parent       string
 	ghostLimit   string
@@ -61,6 +62,9 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 			if opts.trackMem && !opts.leaveRunning && !opts.leaveStopped {
 				return usageError{fmt.Errorf("dump: --track-mem is for a tree that goes on: add --leave-running (or use gocr pre-dump)")}
 			}
+			if opts.tracked && !opts.leaveRunning && !opts.leaveStopped {
+				return usageError{fmt.Errorf("dump: a --tracked image holds only what was written since the reset and cannot be restored: add --leave-running (or --leave-stopped)")}
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -82,6 +86,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	// CRIU command lines work unchanged.
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
+	f.BoolVar(&opts.tracked, "tracked", false, "write only the pages written since the memory tracking was reset (gocr track): an image for gocr apply or gocr show, not restored itself")
 	f.BoolVar(&opts.skipInFlight, "skip-in-flight", false, "dump listening sockets with connections not accepted yet, dropping those (their clients see a reset), as CRIU")
 	f.BoolVar(&opts.linkRemap, "link-remap", false, "take files whose name was removed, while other names lead to them, through a hard link made next to the old name and removed at restore (as CRIU)")
 	f.StringVar(&opts.ghostLimit, "ghost-limit", "", "largest deleted file whose content goes into the image, as CRIU (bytes, or with K, M, G; default 64M; 0: no limit)")
@@ -109,7 +114,7 @@ restore the final dump.`
   gocr dump -t 4121 -D /ckpt/3 --prev-images-dir ../2`
 	// Flags a pre-dump refuses or implies are not listed in its help (they stay accepted, so
 	// that CRIU command lines with -R or --track-mem go through).
-	for _, name := range []string{"leave-stopped", "check-only", "leave-running", "track-mem"} {
+	for _, name := range []string{"leave-stopped", "check-only", "leave-running", "track-mem", "tracked"} {
 		cmd.Flags().MarkHidden(name)
 	}
 	run := cmd.RunE
@@ -148,7 +153,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, LinkRemap: opts.linkRemap, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Parent: opts.parent, GhostLimit: ghost,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Tracked: opts.tracked, Parent: opts.parent, GhostLimit: ghost,
 		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,
 	})

@@ -122,7 +122,7 @@ func (c *Checkpoint) checkIndex() error {
 		return fmt.Errorf("image format version %d, this gocr reads version %d: %w", idx.FormatVersion, FormatVersion, ErrVersion)
 	}
 	switch idx.Kind {
-	case imagepb.Kind_KIND_FULL, imagepb.Kind_KIND_CHECK_ONLY:
+	case imagepb.Kind_KIND_FULL, imagepb.Kind_KIND_CHECK_ONLY, imagepb.Kind_KIND_TRACKED:
 		if idx.Parent != "" {
 			return corrupt(IndexName, "a parent image for an image that is not incremental")
 		}

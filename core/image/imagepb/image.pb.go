@@ -34,6 +34,9 @@ const (
 	// A pre-dump: memory read while the tree went on, after its written pages were marked.
 	// Not consistent on its own: only the parent of a later dump, never restored itself.
 	Kind_KIND_PRE_DUMP Kind = 4
+	// A tracked dump: the pages written since the processes' memory tracking was last reset
+	// (gocr track), no others. Not restored itself; gocr apply writes it into a live process.
+	Kind_KIND_TRACKED Kind = 5
 )
 
 // Enum value maps for Kind.
@@ -44,6 +47,7 @@ var (
 		2: "KIND_CHECK_ONLY",
 		3: "KIND_INCREMENTAL",
 		4: "KIND_PRE_DUMP",
+		5: "KIND_TRACKED",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -51,6 +55,7 @@ var (
 		"KIND_CHECK_ONLY":  2,
 		"KIND_INCREMENTAL": 3,
 		"KIND_PRE_DUMP":    4,
+		"KIND_TRACKED":     5,
 	}
 )
 
@@ -5896,13 +5901,14 @@ const file_image_proto_rawDesc = "" +
 	"abiPointer\x12\x19\n" +
 	"\babi_size\x18\x02 \x01(\rR\aabiSize\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\rR\tsignature*i\n" +
+	"\tsignature\x18\x04 \x01(\rR\tsignature*{\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_FULL\x10\x01\x12\x13\n" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
 	"\x10KIND_INCREMENTAL\x10\x03\x12\x11\n" +
-	"\rKIND_PRE_DUMP\x10\x04*\xe6\x03\n" +
+	"\rKIND_PRE_DUMP\x10\x04\x12\x10\n" +
+	"\fKIND_TRACKED\x10\x05*\xe6\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +

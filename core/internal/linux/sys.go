@@ -66,9 +66,10 @@ const (
 
 // Kernel constants used to build injected calls.
 const (
-	ProtRead  = unix.PROT_READ
-	ProtWrite = unix.PROT_WRITE
-	ProtExec  = unix.PROT_EXEC
+	ProtRead     = unix.PROT_READ
+	ProtWrite    = unix.PROT_WRITE
+	ProtExec     = unix.PROT_EXEC
+	MadvDontneed = unix.MADV_DONTNEED
 
 	MapPrivate        = unix.MAP_PRIVATE
 	MapShared         = unix.MAP_SHARED
