@@ -246,7 +246,7 @@ func (d *dumper) applyProcess(pid int, c *image.Checkpoint, chain []*image.Check
 		}
 		stats.Dropped += n
 	}
-	files := map[*image.Checkpoint]map[string]*os.File{}
+	files := map[*image.Checkpoint]map[string]*image.DataReader{}
 	defer func() {
 		for _, m := range files {
 			for _, f := range m {
@@ -258,20 +258,20 @@ func (d *dumper) applyProcess(pid int, c *image.Checkpoint, chain []*image.Check
 	for _, s := range srcs {
 		byName := files[s.ck]
 		if byName == nil {
-			byName = map[string]*os.File{}
+			byName = map[string]*image.DataReader{}
 			files[s.ck] = byName
 		}
 		f := byName[s.name]
 		if f == nil {
-			if f, err = os.Open(s.ck.Path(s.name)); err != nil {
+			if f, err = s.ck.OpenData(s.name); err != nil {
 				return err
 			}
 			byName[s.name] = f
 		}
 		for done := uint64(0); done < s.len; {
 			n := min(s.len-done, uint64(len(buf)))
-			if _, err := f.ReadAt(buf[:n], int64(s.off+done)); err != nil {
-				return fmt.Errorf("read %s: %w", s.name, err)
+			if err := f.ReadFull(buf[:n], s.off+done); err != nil {
+				return err
 			}
 			if _, err := mem.WriteAt(buf[:n], int64(s.addr+done)); err != nil {
 				return fmt.Errorf("write %#x-%#x: %w", s.addr+done, s.addr+done+n, err)

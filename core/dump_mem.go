@@ -148,7 +148,13 @@ func (d *dumper) writeMemory(ctx context.Context) error {
 			continue
 		}
 		name := image.PagesName(d.vpid(pid))
-		df, err := d.w.CreateData(name, int64(p.pages*linux.PageSize))
+		var df *image.DataFile
+		var err error
+		if d.opts.Compress {
+			df, err = d.w.CreateCompressed(name)
+		} else {
+			df, err = d.w.CreateData(name, int64(p.pages*linux.PageSize))
+		}
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -181,7 +187,9 @@ func (d *dumper) writeMemory(ctx context.Context) error {
 			}
 			free <- c.buf
 		}
-		df.Close()
+		if cerr := df.Close(); werr == nil && cerr != nil {
+			werr = cerr
+		}
 		if werr != nil {
 			return fmt.Errorf("dump pid %d: write pages: %w", pid, werr)
 		}
@@ -191,6 +199,7 @@ func (d *dumper) writeMemory(ctx context.Context) error {
 		p.img.PagesFile = name
 		d.stats.Pages += p.pages
 		d.stats.Bytes += df.Size()
+		d.stats.Stored += df.Stored()
 	}
 	return d.writeShmem()
 }

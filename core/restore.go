@@ -237,6 +237,10 @@ type restorer struct {
 	// closed once their queues are refilled.
 	orphans map[uint32]int
 	pages   map[string]int // image data file -> our fd
+	// decoded are the compressed page files (same keys), read by gocr and written into the
+	// processes, as the kernel cannot read them from an fd.
+	decoded map[string]*image.DataReader
+	fillBuf []byte
 	saved   map[uint32]int // SavedFile id -> our fd of the recreated file
 	sysv    []int          // System V segments made
 	host    *pluginhost.Host
@@ -397,17 +401,25 @@ func (r *restorer) openAll() error {
 	if err := r.openFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	r.pages = map[string]int{}
+	r.pages, r.decoded = map[string]int{}, map[string]*image.DataReader{}
 	for level, ck := range append([]*image.Checkpoint{r.c}, r.parents...) {
 		for _, e := range ck.Index.Files {
 			if strings.HasPrefix(e.Name, "pages-") || (level == 0 && strings.HasPrefix(e.Name, "shmem-")) {
-				fd, err := linux.Open(ck.Path(e.Name), linux.ORdonly|linux.OCloexec, 0)
-				if err != nil {
-					return fmt.Errorf("restore: %w", err)
-				}
 				key := e.Name // pageSources' keys: names here, paths in the parents
 				if level > 0 {
 					key = ck.Path(e.Name)
+				}
+				if e.Compression != imagepb.Compression_COMPRESSION_NONE {
+					dr, err := ck.OpenData(e.Name)
+					if err != nil {
+						return fmt.Errorf("restore: %w", err)
+					}
+					r.decoded[key] = dr
+					continue
+				}
+				fd, err := linux.Open(ck.Path(e.Name), linux.ORdonly|linux.OCloexec, 0)
+				if err != nil {
+					return fmt.Errorf("restore: %w", err)
 				}
 				r.pages[key] = fd
 			}
@@ -440,6 +452,10 @@ func (r *restorer) closeFiles() {
 	for _, fd := range r.saved {
 		linux.Close(fd)
 	}
+	for _, dr := range r.decoded {
+		dr.Close()
+	}
+	r.decoded = nil
 	for _, fd := range r.orphans {
 		linux.Close(fd)
 	}

@@ -331,13 +331,20 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			for k < len(srcs) && srcs[k].file == srcs[0].file && srcs[k].off == srcs[k-1].off+srcs[k-1].len {
 				k++
 			}
-			fd, err := pagesIn(srcs[0].file)
-			if err != nil {
-				return err
-			}
 			segs := make([]seg, k)
 			for i, s := range srcs[:k] {
 				segs[i] = seg{s.addr, s.len}
+			}
+			if dr := r.decoded[srcs[0].file]; dr != nil {
+				if err := r.fillDecoded(p, dr, segs, srcs[0].off); err != nil {
+					return fmt.Errorf("fill memory: %w", err)
+				}
+				srcs = srcs[k:]
+				continue
+			}
+			fd, err := pagesIn(srcs[0].file)
+			if err != nil {
+				return err
 			}
 			err = r.fill(p, fd, segs, srcs[0].off)
 			r.call(p, "close page file", linux.SysClose, fd)
@@ -617,6 +624,37 @@ func (r *restorer) fill(p *procRestore, fd uint64, segs []seg, off uint64) error
 				segs[0].addr += got
 				segs[0].len -= got
 				got = 0
+			}
+		}
+	}
+	return nil
+}
+
+// fillDecoded is fill for a compressed page file: gocr decompresses the segments, stored one
+// after the other from raw offset off, and writes them into the process (its mappings are
+// writable while they are filled).
+func (r *restorer) fillDecoded(p *procRestore, dr *image.DataReader, segs []seg, off uint64) error {
+	if r.fillBuf == nil {
+		r.fillBuf = make([]byte, chunkSize)
+	}
+	for _, s := range segs {
+		for done := uint64(0); done < s.len; {
+			n := min(s.len-done, uint64(len(r.fillBuf)))
+			b := r.fillBuf[:n]
+			if err := dr.ReadFull(b, off); err != nil {
+				return err
+			}
+			if w, err := linux.ProcessVMWritev(p.t.Pid, b, s.addr+done); err != nil || w != len(b) {
+				return fmt.Errorf("write %#x-%#x: %d bytes written: %v", s.addr+done, s.addr+done+n, w, err)
+			}
+			done += n
+			off += n
+			r.stats.Bytes += n
+			if r.opts.Progress != nil {
+				r.opts.Progress(Progress{Stage: "memory", Done: r.stats.Bytes, Total: r.total})
+			}
+			if r.ctx.Err() != nil {
+				return fmt.Errorf("restore: %w", ErrInterrupted)
 			}
 		}
 	}

@@ -207,7 +207,8 @@ func TestApplyRollsBack(t *testing.T) {
 	j := startTrackJob(t)
 	j.write(2, []int{1, 2, 3})
 	base := filepath.Join(t.TempDir(), "base")
-	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{j.p.Pid}, Dir: base, Final: core.LeaveRunning, TrackMem: true}); err != nil {
+	// Compressed: apply reads it as the restore does.
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{j.p.Pid}, Dir: base, Final: core.LeaveRunning, TrackMem: true, Compress: true}); err != nil {
 		t.Fatal(err)
 	}
 	// Pages of the first half changed, and of the second half (zeros at the dump) written.

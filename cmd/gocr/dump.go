@@ -26,6 +26,7 @@ type dumpOptions struct {
 	shellJob     bool
 	trackMem     bool
 	tracked      bool
+	compress     bool
 	preDump      bool
 	parent       string
 	ghostLimit   string
@@ -87,6 +88,7 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolP("file-locks", "l", false, "accepted for CRIU command lines: gocr always handles file locks")
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
 	f.BoolVar(&opts.tracked, "tracked", false, "write only the pages written since the memory tracking was reset (gocr track): an image for gocr apply or gocr show, not restored itself")
+	f.BoolVar(&opts.compress, "compress", false, "store the memory compressed (zstd, fastest level, on every core); restore reads it as it is")
 	f.BoolVar(&opts.skipInFlight, "skip-in-flight", false, "dump listening sockets with connections not accepted yet, dropping those (their clients see a reset), as CRIU")
 	f.BoolVar(&opts.linkRemap, "link-remap", false, "take files whose name was removed, while other names lead to them, through a hard link made next to the old name and removed at restore (as CRIU)")
 	f.StringVar(&opts.ghostLimit, "ghost-limit", "", "largest deleted file whose content goes into the image, as CRIU (bytes, or with K, M, G; default 64M; 0: no limit)")
@@ -153,7 +155,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, LinkRemap: opts.linkRemap, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Tracked: opts.tracked, Parent: opts.parent, GhostLimit: ghost,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Tracked: opts.tracked, Compress: opts.compress, Parent: opts.parent, GhostLimit: ghost,
 		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,
 	})
@@ -168,7 +170,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	}
 	if opts.json {
 		return json.NewEncoder(opts.out).Encode(map[string]any{
-			"images_dir": opts.dir, "processes": stats.Processes, "pages": stats.Pages, "bytes": stats.Bytes,
+			"images_dir": opts.dir, "processes": stats.Processes, "pages": stats.Pages, "bytes": stats.Bytes, "stored": stats.Stored,
 			"seconds": stats.Total.Seconds(), "warnings": stats.Warnings,
 		})
 	}
@@ -176,8 +178,12 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 		fmt.Fprintf(opts.out, "checked %d process(es); check-only image in %s; the tree goes on running\n", stats.Processes, opts.dir)
 		return nil
 	}
-	fmt.Fprintf(opts.out, "dumped %d process(es), %s of memory, to %s in %s\n",
-		stats.Processes, humanBytes(stats.Bytes), opts.dir, stats.Total.Round(1e5))
+	stored := ""
+	if opts.compress {
+		stored = fmt.Sprintf(" (%s compressed)", humanBytes(stats.Stored))
+	}
+	fmt.Fprintf(opts.out, "dumped %d process(es), %s of memory%s, to %s in %s\n",
+		stats.Processes, humanBytes(stats.Bytes), stored, opts.dir, stats.Total.Round(1e5))
 	return nil
 }
 

@@ -151,6 +151,13 @@ func (c *Checkpoint) checkIndex() error {
 		if uint64(st.Size()) != e.Size {
 			return corrupt(e.Name, "size %d, index says %d", st.Size(), e.Size)
 		}
+		switch {
+		case e.Compression == imagepb.Compression_COMPRESSION_NONE && e.RawSize == 0:
+		case e.Compression == imagepb.Compression_COMPRESSION_ZSTD && e.ChunkSize != 0 && strings.HasPrefix(e.Name, "pages-") && e.RawSize <= 1<<47:
+			// Only page files are read through OpenData, which decompresses.
+		default:
+			return corrupt(IndexName, "%s: compression %d of raw size %d (only page files may be compressed, with zstd)", e.Name, e.Compression, e.RawSize)
+		}
 		if e.ChunkSize != 0 {
 			if e.ChunkSize < 1<<20 || e.ChunkSize > 1<<30 {
 				return corrupt(IndexName, "%s: chunk size %d", e.Name, e.ChunkSize)

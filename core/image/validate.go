@@ -334,8 +334,12 @@ func (c *Checkpoint) dataFile(name string, size uint64, want string) error {
 	if !ok {
 		return corrupt(name, "not listed in %s", IndexName)
 	}
-	if e.Size != size {
-		return corrupt(name, "holds %d bytes, metadata says %d", e.Size, size)
+	held := e.Size
+	if e.Compression == imagepb.Compression_COMPRESSION_ZSTD {
+		held = e.RawSize
+	}
+	if held != size {
+		return corrupt(name, "holds %d bytes, metadata says %d", held, size)
 	}
 	return nil
 }

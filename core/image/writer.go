@@ -12,11 +12,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gocr/gocr/core/image/imagepb"
@@ -165,8 +167,11 @@ type DataFile struct {
 	f       *os.File
 	crc     hash.Hash32 // of the chunk being written
 	chunks  []uint32
-	n       uint64
+	n       uint64 // stored
 	flushed uint64 // writeback started up to here
+	// enc compresses what is written (CreateCompressed); raw counts it.
+	enc *zstd.Encoder
+	raw uint64
 }
 
 // ChunkSize is the size of the checksummed chunks of data files.
@@ -188,8 +193,41 @@ func (w *Writer) CreateData(name string, size int64) (*DataFile, error) {
 	return &DataFile{w: w, name: name, f: f, crc: crc32.New(castagnoli)}, nil
 }
 
+// CreateCompressed starts the data file name, stored as a zstd stream of what is written
+// (page files: the restore and apply read them through OpenData). Fast level, on every core.
+func (w *Writer) CreateCompressed(name string) (*DataFile, error) {
+	d, err := w.CreateData(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	d.enc, err = zstd.NewWriter(storeWriter{d}, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.NumCPU()))
+	if err != nil {
+		d.f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// storeWriter is what a DataFile's encoder writes to: the file.
+type storeWriter struct{ d *DataFile }
+
+func (s storeWriter) Write(b []byte) (int, error) { return s.d.store(b) }
+
 // Write appends b.
 func (d *DataFile) Write(b []byte) (int, error) {
+	if d.enc == nil {
+		return d.store(b)
+	}
+	n, err := d.enc.Write(b)
+	d.raw += uint64(n)
+	if err != nil {
+		return n, fmt.Errorf("write %s: %w", d.name, err)
+	}
+	return n, nil
+}
+
+// store appends b to the file as it is stored.
+func (d *DataFile) store(b []byte) (int, error) {
 	n, err := d.f.Write(b)
 	for done := b[:n]; len(done) > 0; {
 		room := ChunkSize - d.n%ChunkSize
@@ -212,17 +250,33 @@ func (d *DataFile) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// Size is what was written so far.
-func (d *DataFile) Size() uint64 { return d.n }
+// Size is how much was written so far (before compression).
+func (d *DataFile) Size() uint64 {
+	if d.enc != nil {
+		return d.raw
+	}
+	return d.n
+}
 
-// Close records the file in the index.
+// Stored is how much was stored so far (after compression).
+func (d *DataFile) Stored() uint64 { return d.n }
+
+// Close ends the file (flushing a compressed one) and records it in the index; the file is
+// kept open until Commit syncs it.
 func (d *DataFile) Close() error {
+	e := &imagepb.FileEntry{Name: d.name, ChunkSize: ChunkSize}
+	var err error
+	if d.enc != nil {
+		err = d.enc.Close()
+		e.Compression, e.RawSize = imagepb.Compression_COMPRESSION_ZSTD, d.raw
+	}
 	if d.n%ChunkSize != 0 || d.n == 0 {
 		d.chunks = append(d.chunks, d.crc.Sum32())
 	}
-	d.w.entries[d.name] = &imagepb.FileEntry{Name: d.name, Size: d.n, ChunkSize: ChunkSize, ChunkCrc32C: d.chunks}
+	e.Size, e.ChunkCrc32C = d.n, d.chunks
+	d.w.entries[d.name] = e
 	d.w.files = append(d.w.files, d.f)
-	return nil
+	return err
 }
 
 // CreateRaw starts the raw file name for someone else to write (a plugin, through the fd it

@@ -86,6 +86,53 @@ func (Kind) EnumDescriptor() ([]byte, []int) {
 	return file_image_proto_rawDescGZIP(), []int{0}
 }
 
+type Compression int32
+
+const (
+	Compression_COMPRESSION_NONE Compression = 0
+	// A zstd stream (RFC 8878) of the raw data.
+	Compression_COMPRESSION_ZSTD Compression = 1
+)
+
+// Enum value maps for Compression.
+var (
+	Compression_name = map[int32]string{
+		0: "COMPRESSION_NONE",
+		1: "COMPRESSION_ZSTD",
+	}
+	Compression_value = map[string]int32{
+		"COMPRESSION_NONE": 0,
+		"COMPRESSION_ZSTD": 1,
+	}
+)
+
+func (x Compression) Enum() *Compression {
+	p := new(Compression)
+	*p = x
+	return p
+}
+
+func (x Compression) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compression) Descriptor() protoreflect.EnumDescriptor {
+	return file_image_proto_enumTypes[1].Descriptor()
+}
+
+func (Compression) Type() protoreflect.EnumType {
+	return &file_image_proto_enumTypes[1]
+}
+
+func (x Compression) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compression.Descriptor instead.
+func (Compression) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{1}
+}
+
 type FileKind int32
 
 const (
@@ -175,11 +222,11 @@ func (x FileKind) String() string {
 }
 
 func (FileKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_image_proto_enumTypes[1].Descriptor()
+	return file_image_proto_enumTypes[2].Descriptor()
 }
 
 func (FileKind) Type() protoreflect.EnumType {
-	return &file_image_proto_enumTypes[1]
+	return &file_image_proto_enumTypes[2]
 }
 
 func (x FileKind) Number() protoreflect.EnumNumber {
@@ -188,7 +235,7 @@ func (x FileKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FileKind.Descriptor instead.
 func (FileKind) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{1}
+	return file_image_proto_rawDescGZIP(), []int{2}
 }
 
 type LockKind int32
@@ -227,11 +274,11 @@ func (x LockKind) String() string {
 }
 
 func (LockKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_image_proto_enumTypes[2].Descriptor()
+	return file_image_proto_enumTypes[3].Descriptor()
 }
 
 func (LockKind) Type() protoreflect.EnumType {
-	return &file_image_proto_enumTypes[2]
+	return &file_image_proto_enumTypes[3]
 }
 
 func (x LockKind) Number() protoreflect.EnumNumber {
@@ -240,7 +287,7 @@ func (x LockKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LockKind.Descriptor instead.
 func (LockKind) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{3}
 }
 
 type VMAKind int32
@@ -307,11 +354,11 @@ func (x VMAKind) String() string {
 }
 
 func (VMAKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_image_proto_enumTypes[3].Descriptor()
+	return file_image_proto_enumTypes[4].Descriptor()
 }
 
 func (VMAKind) Type() protoreflect.EnumType {
-	return &file_image_proto_enumTypes[3]
+	return &file_image_proto_enumTypes[4]
 }
 
 func (x VMAKind) Number() protoreflect.EnumNumber {
@@ -320,7 +367,7 @@ func (x VMAKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VMAKind.Descriptor instead.
 func (VMAKind) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 // Index is index.img: the table of contents. Every other file of the image is named here with
@@ -427,8 +474,12 @@ type FileEntry struct {
 	Crc32C uint32 `protobuf:"varint,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	// Data files are checksummed by chunks of chunk_size bytes (the last one shorter), so that a
 	// reader can check them on several cores.
-	ChunkSize     uint64   `protobuf:"varint,4,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
-	ChunkCrc32C   []uint32 `protobuf:"varint,5,rep,packed,name=chunk_crc32c,json=chunkCrc32c,proto3" json:"chunk_crc32c,omitempty"`
+	ChunkSize   uint64   `protobuf:"varint,4,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	ChunkCrc32C []uint32 `protobuf:"varint,5,rep,packed,name=chunk_crc32c,json=chunkCrc32c,proto3" json:"chunk_crc32c,omitempty"`
+	// How the data is stored (page files only may be compressed); size and checksums are of
+	// the stored bytes, raw_size is the size of the data once decompressed.
+	Compression   Compression `protobuf:"varint,6,opt,name=compression,proto3,enum=gocr.image.v1.Compression" json:"compression,omitempty"`
+	RawSize       uint64      `protobuf:"varint,7,opt,name=raw_size,json=rawSize,proto3" json:"raw_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +547,20 @@ func (x *FileEntry) GetChunkCrc32C() []uint32 {
 		return x.ChunkCrc32C
 	}
 	return nil
+}
+
+func (x *FileEntry) GetCompression() Compression {
+	if x != nil {
+		return x.Compression
+	}
+	return Compression_COMPRESSION_NONE
+}
+
+func (x *FileEntry) GetRawSize() uint64 {
+	if x != nil {
+		return x.RawSize
+	}
+	return 0
 }
 
 // Tree is tree.img: the processes and the objects they share.
@@ -5386,14 +5451,16 @@ const file_image_proto_rawDesc = "" +
 	"\fgocr_version\x18\x04 \x01(\tR\vgocrVersion\x12*\n" +
 	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
 	"\x0ekernel_release\x18\x06 \x01(\tR\rkernelRelease\x12.\n" +
-	"\x05files\x18\a \x03(\v2\x18.gocr.image.v1.FileEntryR\x05files\"\x8d\x01\n" +
+	"\x05files\x18\a \x03(\v2\x18.gocr.image.v1.FileEntryR\x05files\"\xe6\x01\n" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
 	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\x12\x1d\n" +
 	"\n" +
 	"chunk_size\x18\x04 \x01(\x04R\tchunkSize\x12!\n" +
-	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\"\x80\x05\n" +
+	"\fchunk_crc32c\x18\x05 \x03(\rR\vchunkCrc32c\x12<\n" +
+	"\vcompression\x18\x06 \x01(\x0e2\x1a.gocr.image.v1.CompressionR\vcompression\x12\x19\n" +
+	"\braw_size\x18\a \x01(\x04R\arawSize\"\x80\x05\n" +
 	"\x04Tree\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\x05R\x05roots\x129\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x1b.gocr.image.v1.ProcessEntryR\tprocesses\x12-\n" +
@@ -5908,7 +5975,10 @@ const file_image_proto_rawDesc = "" +
 	"\x0fKIND_CHECK_ONLY\x10\x02\x12\x14\n" +
 	"\x10KIND_INCREMENTAL\x10\x03\x12\x11\n" +
 	"\rKIND_PRE_DUMP\x10\x04\x12\x10\n" +
-	"\fKIND_TRACKED\x10\x05*\xe6\x03\n" +
+	"\fKIND_TRACKED\x10\x05*9\n" +
+	"\vCompression\x12\x14\n" +
+	"\x10COMPRESSION_NONE\x10\x00\x12\x14\n" +
+	"\x10COMPRESSION_ZSTD\x10\x01*\xe6\x03\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FILE_KIND_REGULAR\x10\x01\x12\x17\n" +
@@ -5964,129 +6034,131 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_image_proto_goTypes = []any{
 	(Kind)(0),             // 0: gocr.image.v1.Kind
-	(FileKind)(0),         // 1: gocr.image.v1.FileKind
-	(LockKind)(0),         // 2: gocr.image.v1.LockKind
-	(VMAKind)(0),          // 3: gocr.image.v1.VMAKind
-	(*Index)(nil),         // 4: gocr.image.v1.Index
-	(*FileEntry)(nil),     // 5: gocr.image.v1.FileEntry
-	(*Tree)(nil),          // 6: gocr.image.v1.Tree
-	(*Namespaces)(nil),    // 7: gocr.image.v1.Namespaces
-	(*SysvIds)(nil),       // 8: gocr.image.v1.SysvIds
-	(*SysvSem)(nil),       // 9: gocr.image.v1.SysvSem
-	(*SysvMsgQueue)(nil),  // 10: gocr.image.v1.SysvMsgQueue
-	(*SysvMsg)(nil),       // 11: gocr.image.v1.SysvMsg
-	(*SysvShm)(nil),       // 12: gocr.image.v1.SysvShm
-	(*SavedFile)(nil),     // 13: gocr.image.v1.SavedFile
-	(*MappedFile)(nil),    // 14: gocr.image.v1.MappedFile
-	(*CPU)(nil),           // 15: gocr.image.v1.CPU
-	(*ProcessEntry)(nil),  // 16: gocr.image.v1.ProcessEntry
-	(*OpenFile)(nil),      // 17: gocr.image.v1.OpenFile
-	(*Ghost)(nil),         // 18: gocr.image.v1.Ghost
-	(*Extent)(nil),        // 19: gocr.image.v1.Extent
-	(*FileOwner)(nil),     // 20: gocr.image.v1.FileOwner
-	(*NetlinkSocket)(nil), // 21: gocr.image.v1.NetlinkSocket
-	(*FileLock)(nil),      // 22: gocr.image.v1.FileLock
-	(*Pty)(nil),           // 23: gocr.image.v1.Pty
-	(*Timerfd)(nil),       // 24: gocr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 25: gocr.image.v1.InotifyWatch
-	(*InetSocket)(nil),    // 26: gocr.image.v1.InetSocket
-	(*TCPConn)(nil),       // 27: gocr.image.v1.TCPConn
-	(*UnixSocket)(nil),    // 28: gocr.image.v1.UnixSocket
-	(*QueuedFds)(nil),     // 29: gocr.image.v1.QueuedFds
-	(*EpollItem)(nil),     // 30: gocr.image.v1.EpollItem
-	(*Pipe)(nil),          // 31: gocr.image.v1.Pipe
-	(*SharedMemory)(nil),  // 32: gocr.image.v1.SharedMemory
-	(*PageRun)(nil),       // 33: gocr.image.v1.PageRun
-	(*Process)(nil),       // 34: gocr.image.v1.Process
-	(*RemovedDir)(nil),    // 35: gocr.image.v1.RemovedDir
-	(*Cgroup)(nil),        // 36: gocr.image.v1.Cgroup
-	(*UffdTracker)(nil),   // 37: gocr.image.v1.UffdTracker
-	(*Sched)(nil),         // 38: gocr.image.v1.Sched
-	(*PosixTimer)(nil),    // 39: gocr.image.v1.PosixTimer
-	(*Thread)(nil),        // 40: gocr.image.v1.Thread
-	(*Regs)(nil),          // 41: gocr.image.v1.Regs
-	(*SigAction)(nil),     // 42: gocr.image.v1.SigAction
-	(*SigInfo)(nil),       // 43: gocr.image.v1.SigInfo
-	(*SigAltStack)(nil),   // 44: gocr.image.v1.SigAltStack
-	(*ITimer)(nil),        // 45: gocr.image.v1.ITimer
-	(*MM)(nil),            // 46: gocr.image.v1.MM
-	(*VMA)(nil),           // 47: gocr.image.v1.VMA
-	(*Fd)(nil),            // 48: gocr.image.v1.Fd
-	(*RLimit)(nil),        // 49: gocr.image.v1.RLimit
-	(*Creds)(nil),         // 50: gocr.image.v1.Creds
-	(*Rseq)(nil),          // 51: gocr.image.v1.Rseq
-	nil,                   // 52: gocr.image.v1.InetSocket.OptionsEntry
+	(Compression)(0),      // 1: gocr.image.v1.Compression
+	(FileKind)(0),         // 2: gocr.image.v1.FileKind
+	(LockKind)(0),         // 3: gocr.image.v1.LockKind
+	(VMAKind)(0),          // 4: gocr.image.v1.VMAKind
+	(*Index)(nil),         // 5: gocr.image.v1.Index
+	(*FileEntry)(nil),     // 6: gocr.image.v1.FileEntry
+	(*Tree)(nil),          // 7: gocr.image.v1.Tree
+	(*Namespaces)(nil),    // 8: gocr.image.v1.Namespaces
+	(*SysvIds)(nil),       // 9: gocr.image.v1.SysvIds
+	(*SysvSem)(nil),       // 10: gocr.image.v1.SysvSem
+	(*SysvMsgQueue)(nil),  // 11: gocr.image.v1.SysvMsgQueue
+	(*SysvMsg)(nil),       // 12: gocr.image.v1.SysvMsg
+	(*SysvShm)(nil),       // 13: gocr.image.v1.SysvShm
+	(*SavedFile)(nil),     // 14: gocr.image.v1.SavedFile
+	(*MappedFile)(nil),    // 15: gocr.image.v1.MappedFile
+	(*CPU)(nil),           // 16: gocr.image.v1.CPU
+	(*ProcessEntry)(nil),  // 17: gocr.image.v1.ProcessEntry
+	(*OpenFile)(nil),      // 18: gocr.image.v1.OpenFile
+	(*Ghost)(nil),         // 19: gocr.image.v1.Ghost
+	(*Extent)(nil),        // 20: gocr.image.v1.Extent
+	(*FileOwner)(nil),     // 21: gocr.image.v1.FileOwner
+	(*NetlinkSocket)(nil), // 22: gocr.image.v1.NetlinkSocket
+	(*FileLock)(nil),      // 23: gocr.image.v1.FileLock
+	(*Pty)(nil),           // 24: gocr.image.v1.Pty
+	(*Timerfd)(nil),       // 25: gocr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 26: gocr.image.v1.InotifyWatch
+	(*InetSocket)(nil),    // 27: gocr.image.v1.InetSocket
+	(*TCPConn)(nil),       // 28: gocr.image.v1.TCPConn
+	(*UnixSocket)(nil),    // 29: gocr.image.v1.UnixSocket
+	(*QueuedFds)(nil),     // 30: gocr.image.v1.QueuedFds
+	(*EpollItem)(nil),     // 31: gocr.image.v1.EpollItem
+	(*Pipe)(nil),          // 32: gocr.image.v1.Pipe
+	(*SharedMemory)(nil),  // 33: gocr.image.v1.SharedMemory
+	(*PageRun)(nil),       // 34: gocr.image.v1.PageRun
+	(*Process)(nil),       // 35: gocr.image.v1.Process
+	(*RemovedDir)(nil),    // 36: gocr.image.v1.RemovedDir
+	(*Cgroup)(nil),        // 37: gocr.image.v1.Cgroup
+	(*UffdTracker)(nil),   // 38: gocr.image.v1.UffdTracker
+	(*Sched)(nil),         // 39: gocr.image.v1.Sched
+	(*PosixTimer)(nil),    // 40: gocr.image.v1.PosixTimer
+	(*Thread)(nil),        // 41: gocr.image.v1.Thread
+	(*Regs)(nil),          // 42: gocr.image.v1.Regs
+	(*SigAction)(nil),     // 43: gocr.image.v1.SigAction
+	(*SigInfo)(nil),       // 44: gocr.image.v1.SigInfo
+	(*SigAltStack)(nil),   // 45: gocr.image.v1.SigAltStack
+	(*ITimer)(nil),        // 46: gocr.image.v1.ITimer
+	(*MM)(nil),            // 47: gocr.image.v1.MM
+	(*VMA)(nil),           // 48: gocr.image.v1.VMA
+	(*Fd)(nil),            // 49: gocr.image.v1.Fd
+	(*RLimit)(nil),        // 50: gocr.image.v1.RLimit
+	(*Creds)(nil),         // 51: gocr.image.v1.Creds
+	(*Rseq)(nil),          // 52: gocr.image.v1.Rseq
+	nil,                   // 53: gocr.image.v1.InetSocket.OptionsEntry
 }
 var file_image_proto_depIdxs = []int32{
 	0,  // 0: gocr.image.v1.Index.kind:type_name -> gocr.image.v1.Kind
-	5,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
-	16, // 2: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
-	17, // 3: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
-	31, // 4: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
-	32, // 5: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
-	15, // 6: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
-	14, // 7: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
-	13, // 8: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
-	12, // 9: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
-	7,  // 10: gocr.image.v1.Tree.namespaces:type_name -> gocr.image.v1.Namespaces
-	9,  // 11: gocr.image.v1.Namespaces.sysv_sem:type_name -> gocr.image.v1.SysvSem
-	10, // 12: gocr.image.v1.Namespaces.sysv_msg:type_name -> gocr.image.v1.SysvMsgQueue
-	8,  // 13: gocr.image.v1.SysvSem.ids:type_name -> gocr.image.v1.SysvIds
-	8,  // 14: gocr.image.v1.SysvMsgQueue.ids:type_name -> gocr.image.v1.SysvIds
-	11, // 15: gocr.image.v1.SysvMsgQueue.messages:type_name -> gocr.image.v1.SysvMsg
-	18, // 16: gocr.image.v1.SavedFile.ghost:type_name -> gocr.image.v1.Ghost
-	1,  // 17: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
-	30, // 18: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
-	28, // 19: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
-	26, // 20: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
-	24, // 21: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
-	25, // 22: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
-	23, // 23: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
-	22, // 24: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
-	21, // 25: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
-	20, // 26: gocr.image.v1.OpenFile.owner:type_name -> gocr.image.v1.FileOwner
-	18, // 27: gocr.image.v1.OpenFile.ghost:type_name -> gocr.image.v1.Ghost
-	19, // 28: gocr.image.v1.Ghost.extents:type_name -> gocr.image.v1.Extent
-	2,  // 29: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
-	52, // 30: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
-	27, // 31: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
-	29, // 32: gocr.image.v1.UnixSocket.queue_fds:type_name -> gocr.image.v1.QueuedFds
-	33, // 33: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
-	41, // 34: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
-	42, // 35: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
-	43, // 36: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
-	44, // 37: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
-	45, // 38: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
-	46, // 39: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
-	47, // 40: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
-	33, // 41: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
-	48, // 42: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
-	49, // 43: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
-	50, // 44: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
-	51, // 45: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
-	40, // 46: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
-	39, // 47: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
-	22, // 48: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
-	38, // 49: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
-	37, // 50: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
-	36, // 51: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
-	35, // 52: gocr.image.v1.Process.cwd_removed:type_name -> gocr.image.v1.RemovedDir
-	41, // 53: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
-	43, // 54: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
-	44, // 55: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
-	51, // 56: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
-	38, // 57: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
-	50, // 58: gocr.image.v1.Thread.creds:type_name -> gocr.image.v1.Creds
-	3,  // 59: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	6,  // 1: gocr.image.v1.Index.files:type_name -> gocr.image.v1.FileEntry
+	1,  // 2: gocr.image.v1.FileEntry.compression:type_name -> gocr.image.v1.Compression
+	17, // 3: gocr.image.v1.Tree.processes:type_name -> gocr.image.v1.ProcessEntry
+	18, // 4: gocr.image.v1.Tree.files:type_name -> gocr.image.v1.OpenFile
+	32, // 5: gocr.image.v1.Tree.pipes:type_name -> gocr.image.v1.Pipe
+	33, // 6: gocr.image.v1.Tree.shmem:type_name -> gocr.image.v1.SharedMemory
+	16, // 7: gocr.image.v1.Tree.cpu:type_name -> gocr.image.v1.CPU
+	15, // 8: gocr.image.v1.Tree.mapped_files:type_name -> gocr.image.v1.MappedFile
+	14, // 9: gocr.image.v1.Tree.saved_files:type_name -> gocr.image.v1.SavedFile
+	13, // 10: gocr.image.v1.Tree.sysv_shm:type_name -> gocr.image.v1.SysvShm
+	8,  // 11: gocr.image.v1.Tree.namespaces:type_name -> gocr.image.v1.Namespaces
+	10, // 12: gocr.image.v1.Namespaces.sysv_sem:type_name -> gocr.image.v1.SysvSem
+	11, // 13: gocr.image.v1.Namespaces.sysv_msg:type_name -> gocr.image.v1.SysvMsgQueue
+	9,  // 14: gocr.image.v1.SysvSem.ids:type_name -> gocr.image.v1.SysvIds
+	9,  // 15: gocr.image.v1.SysvMsgQueue.ids:type_name -> gocr.image.v1.SysvIds
+	12, // 16: gocr.image.v1.SysvMsgQueue.messages:type_name -> gocr.image.v1.SysvMsg
+	19, // 17: gocr.image.v1.SavedFile.ghost:type_name -> gocr.image.v1.Ghost
+	2,  // 18: gocr.image.v1.OpenFile.kind:type_name -> gocr.image.v1.FileKind
+	31, // 19: gocr.image.v1.OpenFile.epoll_items:type_name -> gocr.image.v1.EpollItem
+	29, // 20: gocr.image.v1.OpenFile.unix_socket:type_name -> gocr.image.v1.UnixSocket
+	27, // 21: gocr.image.v1.OpenFile.inet_socket:type_name -> gocr.image.v1.InetSocket
+	25, // 22: gocr.image.v1.OpenFile.timerfd:type_name -> gocr.image.v1.Timerfd
+	26, // 23: gocr.image.v1.OpenFile.inotify_watches:type_name -> gocr.image.v1.InotifyWatch
+	24, // 24: gocr.image.v1.OpenFile.pty:type_name -> gocr.image.v1.Pty
+	23, // 25: gocr.image.v1.OpenFile.locks:type_name -> gocr.image.v1.FileLock
+	22, // 26: gocr.image.v1.OpenFile.netlink_socket:type_name -> gocr.image.v1.NetlinkSocket
+	21, // 27: gocr.image.v1.OpenFile.owner:type_name -> gocr.image.v1.FileOwner
+	19, // 28: gocr.image.v1.OpenFile.ghost:type_name -> gocr.image.v1.Ghost
+	20, // 29: gocr.image.v1.Ghost.extents:type_name -> gocr.image.v1.Extent
+	3,  // 30: gocr.image.v1.FileLock.kind:type_name -> gocr.image.v1.LockKind
+	53, // 31: gocr.image.v1.InetSocket.options:type_name -> gocr.image.v1.InetSocket.OptionsEntry
+	28, // 32: gocr.image.v1.InetSocket.tcp:type_name -> gocr.image.v1.TCPConn
+	30, // 33: gocr.image.v1.UnixSocket.queue_fds:type_name -> gocr.image.v1.QueuedFds
+	34, // 34: gocr.image.v1.SharedMemory.runs:type_name -> gocr.image.v1.PageRun
+	42, // 35: gocr.image.v1.Process.regs:type_name -> gocr.image.v1.Regs
+	43, // 36: gocr.image.v1.Process.sigactions:type_name -> gocr.image.v1.SigAction
+	44, // 37: gocr.image.v1.Process.pending:type_name -> gocr.image.v1.SigInfo
+	45, // 38: gocr.image.v1.Process.altstack:type_name -> gocr.image.v1.SigAltStack
+	46, // 39: gocr.image.v1.Process.itimers:type_name -> gocr.image.v1.ITimer
+	47, // 40: gocr.image.v1.Process.mm:type_name -> gocr.image.v1.MM
+	48, // 41: gocr.image.v1.Process.vmas:type_name -> gocr.image.v1.VMA
+	34, // 42: gocr.image.v1.Process.pages:type_name -> gocr.image.v1.PageRun
+	49, // 43: gocr.image.v1.Process.fds:type_name -> gocr.image.v1.Fd
+	50, // 44: gocr.image.v1.Process.rlimits:type_name -> gocr.image.v1.RLimit
+	51, // 45: gocr.image.v1.Process.creds:type_name -> gocr.image.v1.Creds
+	52, // 46: gocr.image.v1.Process.rseq:type_name -> gocr.image.v1.Rseq
+	41, // 47: gocr.image.v1.Process.threads:type_name -> gocr.image.v1.Thread
+	40, // 48: gocr.image.v1.Process.posix_timers:type_name -> gocr.image.v1.PosixTimer
+	23, // 49: gocr.image.v1.Process.locks:type_name -> gocr.image.v1.FileLock
+	39, // 50: gocr.image.v1.Process.sched:type_name -> gocr.image.v1.Sched
+	38, // 51: gocr.image.v1.Process.tracker:type_name -> gocr.image.v1.UffdTracker
+	37, // 52: gocr.image.v1.Process.cgroups:type_name -> gocr.image.v1.Cgroup
+	36, // 53: gocr.image.v1.Process.cwd_removed:type_name -> gocr.image.v1.RemovedDir
+	42, // 54: gocr.image.v1.Thread.regs:type_name -> gocr.image.v1.Regs
+	44, // 55: gocr.image.v1.Thread.pending:type_name -> gocr.image.v1.SigInfo
+	45, // 56: gocr.image.v1.Thread.altstack:type_name -> gocr.image.v1.SigAltStack
+	52, // 57: gocr.image.v1.Thread.rseq:type_name -> gocr.image.v1.Rseq
+	39, // 58: gocr.image.v1.Thread.sched:type_name -> gocr.image.v1.Sched
+	51, // 59: gocr.image.v1.Thread.creds:type_name -> gocr.image.v1.Creds
+	4,  // 60: gocr.image.v1.VMA.kind:type_name -> gocr.image.v1.VMAKind
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -6099,7 +6171,7 @@ func file_image_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
