@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/core/internal/pluginhost"
@@ -295,4 +296,35 @@ func BenchmarkCompressed(b *testing.B) {
 			b.StartTimer()
 		}
 	})
+}
+
+// BenchmarkLazyRestore restores a process holding 2 GiB with LazyPages: "ms-running" is
+// until the restore returns with the tree running, "ms-all-in" until every page is in.
+func BenchmarkLazyRestore(b *testing.B) {
+	const mib = 2048
+	testutil.RequireRoot(b)
+	p, _ := testutil.StartReady(b, "lazymem", fmt.Sprint(mib))
+	dir := filepath.Join(b.TempDir(), "img")
+	if _, err := core.Dump(context.Background(), core.DumpOptions{Roots: []int{p.Pid}, Dir: dir, NoSync: true}); err != nil {
+		b.Fatal(err)
+	}
+	p.Reap()
+	b.SetBytes(mib << 20)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		res, err := core.Restore(context.Background(), core.RestoreOptions{Dir: dir, LazyPages: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		running := time.Since(t0)
+		if err := res.WaitPages(); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(running.Seconds()*1000, "ms-running")
+		b.ReportMetric(time.Since(t0).Seconds()*1000, "ms-all-in")
+		testutil.KillAndReap(res.Pids[0])
+		b.StartTimer()
+	}
 }

@@ -29,6 +29,10 @@ const StubName = "gocr-restore-stub"
 // RestoreOptions says what to restore and how to leave it.
 type RestoreOptions struct {
 	Dir string
+	// LazyPages starts the tree before its memory is in: private anonymous memory is served
+	// by gocr on first touch and copied in the background (see lazy.go); Restored.WaitPages
+	// says when every page is in. Parent images' pages too; not with compressed images.
+	LazyPages bool
 	// LeaveStopped leaves every restored process stopped (SIGSTOP); gocr resume goes on.
 	LeaveStopped bool
 	// Progress, if set, is called as work advances.
@@ -70,6 +74,27 @@ type Restored struct {
 	Stats RestoreStats
 	// Warnings are what the user should know of a restore that worked.
 	Warnings []string
+	lazy     *lazyServer
+}
+
+// WaitPages waits, after a restore with LazyPages, until every page is in the processes (nil
+// at once otherwise). An error means the pages could not all be served: the tree was killed.
+func (r *Restored) WaitPages() error {
+	if r.lazy == nil {
+		return nil
+	}
+	return r.lazy.wait()
+}
+
+// LazyStats says, during or after a lazy restore, how much memory was to be served and how
+// much is in.
+func (r *Restored) LazyStats() (copied, total uint64, elapsed time.Duration) {
+	if r.lazy == nil {
+		return 0, 0, 0
+	}
+	r.lazy.mu.Lock()
+	defer r.lazy.mu.Unlock()
+	return r.lazy.copied, r.lazy.total, r.lazy.elapsed
 }
 
 // RestoreStats are figures of a finished restore.
@@ -113,7 +138,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if c.Index.Kind == imagepb.Kind_KIND_TRACKED {
 		return nil, fmt.Errorf("restore: %s is a tracked dump: it holds only the pages written since the memory tracking was reset, so it is not a whole process; write it into the live process with gocr apply, or restore a full image: %w", opts.Dir, ErrBadArgs)
 	}
-	if err := c.VerifyData(); err != nil {
+	var skip func(string) bool
+	if opts.LazyPages {
+		skip = func(name string) bool { return strings.HasPrefix(name, "pages-") } // checked as they are used
+	}
+	if err := c.VerifyDataBut(skip); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if c.Tree.ShellJob && (!opts.ShellJob || opts.TTY == "") {
@@ -173,8 +202,25 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	if err == nil {
 		err = r.thread.Do(r.openAll)
 	}
+	if err == nil && opts.LazyPages {
+		r.lazy = newLazyServer()
+		r.lazy.kill = func() {
+			for _, p := range r.procs {
+				if p.host > 0 {
+					linux.Kill(p.host, linux.SIGKILL)
+				}
+			}
+		}
+	}
 	if err == nil {
 		err = r.run(ctx)
+	}
+	if r.lazy != nil {
+		if err != nil {
+			r.lazy.abort()
+		} else {
+			r.lazy.seal()
+		}
 	}
 	r.closeFiles()
 	r.removeRemovedDirs() // made for working directories, whatever happened
@@ -199,7 +245,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 			os.Remove(f.Path) // the link the dump made: the process holds the file now
 		}
 	}
-	res := &Restored{Stats: *r.stats}
+	res := &Restored{Stats: *r.stats, lazy: r.lazy, Warnings: r.warnings}
 	if r.init != 0 {
 		res.Roots = []int{r.init}
 	} else {
@@ -220,8 +266,19 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	return res, nil
 }
 
+func (r *restorer) warnf(format string, args ...any) {
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	r.warnings = append(r.warnings, fmt.Sprintf(format, args...))
+}
+
 type restorer struct {
 	c *image.Checkpoint
+	// lazy serves the memory of a restore with LazyPages (nil otherwise).
+	lazy *lazyServer
+	// warnings of a restore that worked (warnf; processes are restored concurrently).
+	warnMu   sync.Mutex
+	warnings []string
 	// parents are the images an incremental image refers to, nearest first.
 	parents []*image.Checkpoint
 	acts    actions
@@ -307,6 +364,8 @@ type procRestore struct {
 	scratch uint64
 	pidfd   uint64 // pidfd of gocr inside the process, -1 when none
 	threads []*threadRestore
+	// lazyUfd is gocr's fd of the process's userfaultfd in a lazy restore (-1: none).
+	lazyUfd int
 }
 
 // Layout of the scratch area mapped in every process while it is restored.
@@ -472,7 +531,7 @@ func (r *restorer) run(ctx context.Context) error {
 		isRoot[root] = true
 	}
 	for _, pe := range r.c.Tree.Processes {
-		r.procs[pe.Pid] = &procRestore{img: r.c.Procs[pe.Pid], entry: pe, pidfd: stubPidfd}
+		r.procs[pe.Pid] = &procRestore{img: r.c.Procs[pe.Pid], entry: pe, pidfd: stubPidfd, lazyUfd: -1}
 		if !isRoot[pe.Pid] {
 			children[pe.Ppid] = append(children[pe.Ppid], pe.Pid)
 		}
@@ -520,6 +579,10 @@ func (r *restorer) run(ctx context.Context) error {
 				return
 			}
 			if err := r.thread.Do(func() error { return r.installFds(p) }); err != nil {
+				errs <- fmt.Errorf("restore pid %d: %w", pid, err)
+				return
+			}
+			if err := r.thread.Do(func() error { return r.placeLazyCopy(p) }); err != nil {
 				errs <- fmt.Errorf("restore pid %d: %w", pid, err)
 				return
 			}

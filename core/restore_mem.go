@@ -226,8 +226,9 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 				flags |= linux.MapNoreserve
 			}
 			// Faulting pages in one by one during the fill costs more than populating a
-			// mapping that will be mostly filled anyway.
-			if 2*dumpedPages(img.Pages, v.Start, v.End) >= length/linux.PageSize {
+			// mapping that will be mostly filled anyway (not one to be served lazily: its
+			// pages must be missing).
+			if 2*dumpedPages(img.Pages, v.Start, v.End) >= length/linux.PageSize && !r.lazyVMA(v) {
 				flags |= linux.MapPopulate
 			}
 			fd := ^uint64(0)
@@ -324,6 +325,11 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 		srcs, err := r.pageSources(img.Pid)
 		if err != nil {
 			return err
+		}
+		if r.lazy != nil {
+			if srcs, err = r.registerLazy(p, srcs); err != nil {
+				return fmt.Errorf("lazy pages: %w", err)
+			}
 		}
 		// One preadv series per stretch of one page file read in order.
 		for len(srcs) > 0 {
@@ -626,6 +632,117 @@ func (r *restorer) fill(p *procRestore, fd uint64, segs []seg, off uint64) error
 				got = 0
 			}
 		}
+	}
+	return nil
+}
+
+// lazyVMA says whether a mapping's pages are served lazily: private anonymous memory (the
+// heap too) that is not locked (mlock would wait for its pages) and not a stack (gocr writes
+// into stacks while it restores).
+func (r *restorer) lazyVMA(v *imagepb.VMA) bool {
+	if r.lazy == nil || v.Path != "" || hasFlag(v, "lo") {
+		return false
+	}
+	return v.Kind == imagepb.VMAKind_VMA_KIND_ANON_PRIVATE || v.Kind == imagepb.VMAKind_VMA_KIND_HEAP
+}
+
+// registerLazy gives the process a userfaultfd, takes it, registers the lazy mappings on it
+// with their pages, and returns the page sources left to fill now.
+func (r *restorer) registerLazy(p *procRestore, srcs []pageSource) ([]pageSource, error) {
+	var vmas []span
+	for _, v := range p.img.Vmas {
+		if r.lazyVMA(v) {
+			vmas = append(vmas, span{v.Start, v.End})
+		}
+	}
+	if len(vmas) == 0 {
+		return srcs, nil
+	}
+	var now []pageSource
+	var later []lazyRange
+	for _, s := range srcs {
+		parts := []span{{s.addr, s.addr + s.len}}
+		for _, v := range vmas {
+			var in []span
+			var rest []span
+			for _, x := range parts {
+				lo, hi := max(x.lo, v.lo), min(x.hi, v.hi)
+				if lo >= hi {
+					rest = append(rest, x)
+					continue
+				}
+				in = append(in, span{lo, hi})
+				if x.lo < lo {
+					rest = append(rest, span{x.lo, lo})
+				}
+				if hi < x.hi {
+					rest = append(rest, span{hi, x.hi})
+				}
+			}
+			for _, x := range in {
+				f, err := r.lazy.file(s.ck, s.file, s.name)
+				if err != nil {
+					return nil, err
+				}
+				later = append(later, lazyRange{addr: x.lo, len: x.hi - x.lo, src: f, off: s.off + x.lo - s.addr})
+			}
+			parts = rest
+		}
+		for _, x := range parts {
+			now = append(now, pageSource{file: s.file, off: s.off + x.lo - s.addr, addr: x.lo, len: x.hi - x.lo, ck: s.ck, name: s.name})
+		}
+	}
+	sort.Slice(later, func(i, j int) bool { return later[i].addr < later[j].addr })
+	sort.SliceStable(now, func(i, j int) bool {
+		if now[i].file != now[j].file {
+			return now[i].file < now[j].file
+		}
+		return now[i].off < now[j].off
+	})
+	fd, err := r.call(p, "userfaultfd", linux.SysUserfaultfd, linux.OCloexec|linux.ONonblock)
+	if err != nil {
+		return nil, err
+	}
+	pidfd, err := linux.PidfdOpen(p.t.Pid)
+	if err != nil {
+		return nil, err
+	}
+	ours, err := linux.PidfdGetfd(pidfd, int(fd))
+	linux.Close(pidfd)
+	if _, cerr := r.call(p, "close userfaultfd", linux.SysClose, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := r.lazy.add(p.t.Pid, ours, vmas, later); err != nil {
+		linux.Close(ours)
+		return nil, err
+	}
+	p.lazyUfd = ours
+	return now, nil
+}
+
+// placeLazyCopy gives the process, once its fds are in place, a copy of its userfaultfd at
+// fd 2000-2999 (see lazy.go): should gocr die, its memory stays registered.
+func (r *restorer) placeLazyCopy(p *procRestore) error {
+	if p.lazyUfd <= 0 {
+		return nil
+	}
+	fd, err := r.installTemp(p, p.lazyUfd)
+	if err != nil {
+		return err
+	}
+	high, err := r.call(p, "move userfaultfd", linux.SysFcntl, fd, linux.FDupfdCloexec, lazyFdMin)
+	if _, cerr := r.call(p, "close", linux.SysClose, fd); err == nil {
+		err = cerr
+	}
+	if err == nil && high > lazyFdMax {
+		r.call(p, "close", linux.SysClose, high)
+		err = fmt.Errorf("fds %d-%d are all taken", lazyFdMin, lazyFdMax)
+	}
+	if err != nil {
+		r.warnf("pid %d: no copy of its userfaultfd in the process (%v): should gocr die before every page is in, its missing pages would read as zeros", p.t.Pid, err)
 	}
 	return nil
 }

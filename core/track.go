@@ -61,14 +61,30 @@ func findTrackers(pid int) ([]tracker, error) {
 	return out, nil
 }
 
-// isTracker says whether fd of the process is one of gocr's trackers (not dumped).
+// isTracker says whether fd of the process is one of gocr's trackers, or the idle copy of
+// its userfaultfd a lazy restore left (fd 2000-2999, missing mode, no mapping registered
+// any more): neither is dumped.
 func (p *procDump) isTracker(fd int) bool {
 	for _, t := range p.trackers {
 		if t.fd == fd {
 			return true
 		}
 	}
-	return false
+	if fd < lazyFdMin || fd > lazyFdMax {
+		return false
+	}
+	if link, _ := procfs.Link(p.t.Pid, "fd/"+strconv.Itoa(fd)); link != "anon_inode:[userfaultfd]" {
+		return false
+	}
+	if info, err := procfs.ReadFdInfo(p.t.Pid, fd); err != nil || info.UffdFeatures&linux.UffdFeatureWPAsync != 0 {
+		return false
+	}
+	for i := range p.maps {
+		if p.maps[i].HasFlag("um") {
+			return false // still registered: a lazy restore is serving it, or it is the process's own
+		}
+	}
+	return true
 }
 
 // trackable says whether a mapping's pages are tracked: private anonymous memory that can be

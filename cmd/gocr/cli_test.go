@@ -562,3 +562,26 @@ func TestCLITrackAndApply(t *testing.T) {
 		t.Fatalf("apply onto a changed address space: exit %d, %s", code, e)
 	}
 }
+
+// restore --lazy-pages -d: the tree runs at once, and gocr returns once every page is in.
+func TestCLILazyPages(t *testing.T) {
+	testutil.RequireRoot(t)
+	log := filepath.Join(t.TempDir(), "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if out, e, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", img); code != 0 {
+		t.Fatalf("dump: exit %d\n%s%s", code, out, e)
+	}
+	p.Reap()
+	at := lastCount(log)
+	if _, e, code := gocr(t, "restore", "-D", img, "--lazy-pages", "--exec-cmd", "--", "true"); code != 2 || !strings.Contains(e, "--exec-cmd") {
+		t.Fatalf("--lazy-pages with --exec-cmd: exit %d, %s", code, e)
+	}
+	out, e, code := gocr(t, "restore", "-d", "-D", img, "--lazy-pages")
+	if code != 0 || !strings.Contains(out, "every page is in") {
+		t.Fatalf("restore --lazy-pages -d: exit %d\n%s%s", code, out, e)
+	}
+	testutil.Adopt(t, p.Pid)
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
+}

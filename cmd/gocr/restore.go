@@ -17,6 +17,7 @@ type restoreOptions struct {
 	*globalOptions
 	dir          string
 	detach       bool
+	lazyPages    bool
 	leaveStopped bool
 	checkOnly    bool
 	shellJob     bool
@@ -57,6 +58,9 @@ killed and nothing is left behind.`,
 			if opts.dir == "" {
 				return usageError{fmt.Errorf("restore: from where? give the images directory with -D DIR")}
 			}
+			if opts.lazyPages && opts.execCmd {
+				return usageError{fmt.Errorf("restore: --lazy-pages needs gocr to stay and serve the memory: not with --exec-cmd")}
+			}
 			switch opts.cgroups {
 			case "soft", "none", "ignore":
 			default:
@@ -72,6 +76,7 @@ killed and nothing is left behind.`,
 	f.StringVarP(&opts.dir, "images-dir", "D", "", "directory of the image")
 	f.BoolVarP(&opts.detach, "restore-detached", "d", false, "return once the tree runs, do not wait for it")
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the restored tree stopped (see gocr resume)")
+	f.BoolVar(&opts.lazyPages, "lazy-pages", false, "start the tree before its memory is in: gocr serves each page on first touch and copies the rest in the background (with -d, gocr returns once every page is in)")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "only check whether a restore here would work; create nothing")
 	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "restore a shell job onto the terminal gocr runs on (as CRIU)")
 	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
@@ -106,7 +111,7 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	}
 	prog := newProgress(opts.errOut, "restore")
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
-		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, NewPidns: opts.newPidns}
+		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, NewPidns: opts.newPidns, LazyPages: opts.lazyPages}
 	for _, spec := range opts.inheritFds {
 		var fd int
 		var key string
@@ -174,6 +179,16 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		fmt.Fprintf(opts.out, "restored %d process(es) (root %v), %s of memory, in %s; %s\n",
 			s.Processes, res.Roots, humanBytes(s.Bytes), s.Total.Round(1e5), state)
 	}
+	if opts.lazyPages && (opts.detach || opts.leaveStopped) {
+		// gocr serves the memory: it stays until every page is in.
+		if err := res.WaitPages(); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		copied, _, took := res.LazyStats()
+		if !opts.json {
+			fmt.Fprintf(opts.out, "every page is in: %s served lazily in %s\n", humanBytes(copied), took.Round(1e5))
+		}
+	}
 	if opts.execCmd {
 		// The exec'd program takes gocr's process, and with it the restored roots.
 		bin, err := exec.LookPath(opts.command[0])
@@ -188,6 +203,9 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 		return nil
 	}
 	ws, err := res.Wait()
+	if perr := res.WaitPages(); perr != nil && err == nil {
+		return fmt.Errorf("restore: %w", perr)
+	}
 	if err != nil {
 		return fmt.Errorf("restore: wait for pid %d: %w", res.Roots[0], err)
 	}

@@ -1,0 +1,94 @@
+package core_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/gocr/gocr/core"
+	"github.com/gocr/gocr/core/image"
+	"github.com/gocr/gocr/internal/testutil"
+)
+
+// A process holding 1 GiB is restored lazily: it runs (its log goes on) while gocr has not
+// copied all its memory yet, it forks and drops memory meanwhile (the child checks all of
+// its memory, the dropped part reads as zeros), and once every page is in it checks every
+// byte.
+func TestLazyRestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	const mib = 1024
+	p, dir := testutil.StartReady(t, "lazymem", "1024")
+	log, report := filepath.Join(dir, "log"), filepath.Join(dir, "report")
+	testutil.WaitFor(t, "ticks", func() bool { return testutil.LastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	at := testutil.LastCount(log)
+	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, LazyPages: true})
+	if err != nil {
+		t.Fatalf("lazy restore: %v", err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	testutil.WaitFor(t, "a tick after the restore", func() bool { return testutil.LastCount(log) > at })
+	copied, total, _ := res.LazyStats()
+	if total < mib<<20 {
+		t.Fatalf("%d bytes to serve lazily, want the process's %d MiB", total, mib)
+	}
+	if copied >= total {
+		t.Errorf("the restored process ran only once all %d bytes were in: nothing was lazy", total)
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR2)
+	testutil.WaitFor(t, "the child's report", func() bool { return len(testutil.Lines(report)) >= 1 })
+	if got := testutil.Lines(report)[0]; got != "child ok" {
+		t.Fatalf("a child forked during the lazy restore says %q", got)
+	}
+	if err := res.WaitPages(); err != nil {
+		t.Fatalf("wait for the pages: %v", err)
+	}
+	if got := ask(t, p.Pid, report, 2); got != "ok" {
+		t.Fatalf("once every page is in, the process says %q", got)
+	}
+}
+
+// A page file damaged past what the restore itself reads: the lazy restore starts the tree,
+// finds the bad chunk when it comes to it, and kills the tree rather than let it run with
+// that memory missing; the error names the file.
+func TestLazyRestoreDamagedPages(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "lazymem", "256")
+	testutil.WaitFor(t, "ticks", func() bool { return testutil.LastCount(filepath.Join(dir, "log")) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	c, err := image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := c.Procs[int32(p.Pid)].PagesFile
+	f, err := os.OpenFile(c.Path(name), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xff, 0xee}, 200<<20)
+	f.Close()
+	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, LazyPages: true})
+	if err != nil {
+		t.Fatalf("lazy restore: %v (the damage is beyond what it reads before the tree runs)", err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	err = res.WaitPages()
+	if !errors.Is(err, image.ErrCorrupt) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("lazy restore of a damaged page file: %v, want an error naming %s and saying the tree was killed", err, name)
+	}
+	testutil.WaitFor(t, "the tree to be killed", func() bool {
+		st, _ := testutil.ProcState(p.Pid)
+		return st == "" || st == "Z"
+	})
+}
