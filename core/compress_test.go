@@ -76,18 +76,8 @@ func TestCompressedImageDamaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReaped(t, p)
-	// The index must list compression only for page files.
-	c, err := image.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := c.Procs[int32(p.Pid)].PagesFile
-	f, err := os.OpenFile(c.Path(name), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte("not zstd at all"), 0)
-	f.Close()
+	c, name := damagePages(t, img, p.Pid, 0, []byte("not zstd at all"))
+	var err error
 	refused := func(what string) {
 		t.Helper()
 		_, err = core.Restore(t.Context(), core.RestoreOptions{Dir: img})
@@ -123,4 +113,24 @@ func TestCompressedImageDamaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused("hostile")
+}
+
+// damagePages writes b at offset off of the page file of pid in the image, returning the
+// image (as it was opened) and the file's name.
+func damagePages(t *testing.T, img string, pid int, off int64, b []byte) (*image.Checkpoint, string) {
+	t.Helper()
+	c, err := image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := c.Procs[int32(pid)].PagesFile
+	f, err := os.OpenFile(c.Path(name), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return c, name
 }

@@ -190,10 +190,7 @@ func (s *lazyServer) finish(err error) {
 	close(s.done)
 }
 
-func unregister(fd int, r span) {
-	arg := [2]uint64{r.lo, r.hi - r.lo}
-	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), 0x8010aa01, uintptr(unsafe.Pointer(&arg)))
-}
+func unregister(fd int, r span) { linux.UffdUnregister(fd, r.lo, r.hi-r.lo) }
 
 // serve is the server's loop: events first, then a step of the background copy.
 func (s *lazyServer) serve() {

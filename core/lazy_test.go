@@ -2,7 +2,6 @@ package core_test
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -67,17 +66,7 @@ func TestLazyRestoreDamagedPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReaped(t, p)
-	c, err := image.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := c.Procs[int32(p.Pid)].PagesFile
-	f, err := os.OpenFile(c.Path(name), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte{0xff, 0xee}, 200<<20)
-	f.Close()
+	_, name := damagePages(t, img, p.Pid, 200<<20, []byte{0xff, 0xee})
 	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: img, LazyPages: true})
 	if err != nil {
 		t.Fatalf("lazy restore: %v (the damage is beyond what it reads before the tree runs)", err)

@@ -55,7 +55,11 @@ func UffdAPI(fd int, features uint64) error {
 // UffdRegisterWP registers [start, start+n) of the userfaultfd's process for write-protect
 // tracking.
 func UffdRegisterWP(fd int, start, n uint64) error {
-	arg := uffdioRegisterArg{Start: start, Len: n, Mode: uffdRegisterModeWP}
+	return uffdRegister(fd, start, n, uffdRegisterModeWP)
+}
+
+func uffdRegister(fd int, start, n, mode uint64) error {
+	arg := uffdioRegisterArg{Start: start, Len: n, Mode: mode}
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uffdioRegister, uintptr(unsafe.Pointer(&arg)))
 	if e != 0 {
 		return os.NewSyscallError("ioctl(UFFDIO_REGISTER)", e)
@@ -119,6 +123,7 @@ func PagemapTracked(pagemapFd int, start, end uint64) (bool, error) {
 
 // Lazy restore: userfaultfd in missing mode, served by gocr (linux/userfaultfd.h).
 const (
+	uffdioUnregister        = 0x8010aa01
 	uffdioWake              = 0x8010aa02
 	uffdioCopy              = 0xc028aa03
 	uffdioZeropage          = 0xc020aa04
@@ -165,10 +170,16 @@ func leUint64(b []byte) uint64 {
 // UffdRegisterMissing registers [start, start+n) of the userfaultfd's process: touching a
 // page that is not there waits for UffdCopy or UffdZeropage.
 func UffdRegisterMissing(fd int, start, n uint64) error {
-	arg := uffdioRegisterArg{Start: start, Len: n, Mode: uffdRegisterModeMissing}
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uffdioRegister, uintptr(unsafe.Pointer(&arg)))
+	return uffdRegister(fd, start, n, uffdRegisterModeMissing)
+}
+
+// UffdUnregister unregisters [start, start+n) (a range no longer registered is not an
+// error worth reporting: the caller ignores it).
+func UffdUnregister(fd int, start, n uint64) error {
+	arg := [2]uint64{start, n}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uffdioUnregister, uintptr(unsafe.Pointer(&arg)))
 	if e != 0 {
-		return os.NewSyscallError("ioctl(UFFDIO_REGISTER)", e)
+		return e
 	}
 	return nil
 }
