@@ -585,3 +585,22 @@ func TestCLILazyPages(t *testing.T) {
 	testutil.Adopt(t, p.Pid)
 	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
 }
+
+// The progress line gives bytes, rate and time left; it is drawn only on a terminal.
+func TestProgressLine(t *testing.T) {
+	var b bytes.Buffer
+	clock := time.Unix(1000, 0)
+	p := &progress{w: &b, tty: true, what: "dump", now: func() time.Time { return clock }}
+	p.update(core.Progress{Stage: "memory", Done: 0, Total: 1 << 30})
+	clock = clock.Add(time.Second)
+	p.update(core.Progress{Stage: "memory", Done: 256 << 20, Total: 1 << 30})
+	if got := b.String(); !strings.Contains(got, "dump: memory 256.0 MiB / 1.00 GiB (25%, 268 MB/s, 3s left)") {
+		t.Fatalf("progress line: %q", got)
+	}
+	var quiet bytes.Buffer
+	q := newProgress(&quiet, "dump", false) // not a terminal
+	q.update(core.Progress{Stage: "memory", Done: 1, Total: 2})
+	if quiet.Len() != 0 {
+		t.Fatalf("progress drawn where there is no terminal: %q", quiet.String())
+	}
+}

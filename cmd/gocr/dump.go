@@ -151,7 +151,7 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 			ghost = -1 // no limit
 		}
 	}
-	prog := newProgress(opts.errOut, "dump")
+	prog := newProgress(opts.errOut, "dump", opts.json)
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, LinkRemap: opts.linkRemap, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,

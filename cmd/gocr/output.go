@@ -35,7 +35,8 @@ func isCobraUsage(err error) bool {
 	return false
 }
 
-// progress draws a one-line progress report on a terminal, and nothing elsewhere.
+// progress draws a one-line progress report on a terminal (bytes done, MB/s, time left),
+// and nothing elsewhere or with --json.
 type progress struct {
 	mu    sync.Mutex
 	w     io.Writer
@@ -43,11 +44,14 @@ type progress struct {
 	what  string
 	last  time.Time
 	shown bool
+	start time.Time // of the stage being shown
+	stage string
+	now   func() time.Time
 }
 
-func newProgress(w io.Writer, what string) *progress {
-	p := &progress{w: w, what: what}
-	if f, ok := w.(*os.File); ok {
+func newProgress(w io.Writer, what string, json bool) *progress {
+	p := &progress{w: w, what: what, now: time.Now}
+	if f, ok := w.(*os.File); ok && !json {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
 		}
@@ -61,11 +65,21 @@ func (p *progress) update(pr core.Progress) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if time.Since(p.last) < 100*time.Millisecond && pr.Done < pr.Total {
+	now := p.now()
+	if pr.Stage != p.stage {
+		p.stage, p.start = pr.Stage, now
+	}
+	if now.Sub(p.last) < 100*time.Millisecond && pr.Done < pr.Total {
 		return
 	}
-	p.last = time.Now()
-	fmt.Fprintf(p.w, "\r%s: %s %s / %s (%d%%)  ", p.what, pr.Stage, humanBytes(pr.Done), humanBytes(pr.Total), pr.Done*100/pr.Total)
+	p.last = now
+	rate := ""
+	if secs := now.Sub(p.start).Seconds(); secs > 0 && pr.Done > 0 {
+		bps := float64(pr.Done) / secs
+		left := time.Duration(float64(pr.Total-min(pr.Done, pr.Total)) / bps * float64(time.Second))
+		rate = fmt.Sprintf(", %.0f MB/s, %s left", bps/1e6, left.Round(time.Second))
+	}
+	fmt.Fprintf(p.w, "\r%s: %s %s / %s (%d%%%s)  ", p.what, pr.Stage, humanBytes(pr.Done), humanBytes(pr.Total), pr.Done*100/pr.Total, rate)
 	p.shown = true
 }
 

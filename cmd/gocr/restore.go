@@ -109,7 +109,7 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	if checkOnly {
 		return checkRun(opts.globalOptions, opts.dir, opts.json)
 	}
-	prog := newProgress(opts.errOut, "restore")
+	prog := newProgress(opts.errOut, "restore", opts.json)
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
 		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, NewPidns: opts.newPidns, LazyPages: opts.lazyPages}
 	for _, spec := range opts.inheritFds {
