@@ -96,6 +96,25 @@ func (c *Client) Check(ctx context.Context, dir string) ([]string, error) {
 	return r.Problems, nil
 }
 
+// Track reports what the trees of pids wrote since their memory tracking was reset and,
+// with reset, resets it.
+func (c *Client) Track(ctx context.Context, pids []int32, reset bool) ([]*servicepb.TrackedProcess, error) {
+	r, err := c.api.Track(ctx, &servicepb.TrackRequest{Pids: pids, ResetTracking: reset})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return r.Processes, nil
+}
+
+// Apply writes the memory of the image in dir back into the live tree of pid.
+func (c *Client) Apply(ctx context.Context, pid int32, dir string) (*Result, error) {
+	r, err := c.api.Apply(ctx, &servicepb.ApplyRequest{Pid: pid, Dir: dir})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return r, nil
+}
+
 func wait(s grpc.ServerStreamingClient[servicepb.Event], err error, progress func(*Progress)) (*Result, error) {
 	if err != nil {
 		return nil, fromStatus(err)

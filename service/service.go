@@ -66,7 +66,7 @@ func (s *server) PreDump(req *servicepb.DumpRequest, stream servicepb.Gocr_PreDu
 func (s *server) dump(req *servicepb.DumpRequest, stream grpc.ServerStreamingServer[servicepb.Event], pre bool) error {
 	progress, done := progressTo(stream)
 	opts := core.DumpOptions{Dir: req.Dir, TCPEstablished: req.TcpEstablished, ShellJob: req.ShellJob, TrackMem: req.TrackMem,
-		Parent: req.Parent, Overwrite: req.Overwrite, IntoDir: req.IntoDir, PreDump: pre, Progress: progress}
+		Parent: req.Parent, Overwrite: req.Overwrite, IntoDir: req.IntoDir, PreDump: pre, Tracked: req.Tracked, Compress: req.Compress, Progress: progress}
 	for _, p := range req.Pids {
 		opts.Roots = append(opts.Roots, int(p))
 	}
@@ -89,7 +89,7 @@ func (s *server) Restore(req *servicepb.RestoreRequest, stream servicepb.Gocr_Re
 	// The restored roots are the service's children: reaped when they end, whoever asked.
 	progress, done := progressTo(stream)
 	res, err := core.Restore(context.WithoutCancel(stream.Context()), core.RestoreOptions{Dir: req.Dir, LeaveStopped: req.LeaveStopped,
-		NewPidns: req.NewPidns, Progress: progress})
+		NewPidns: req.NewPidns, LazyPages: req.LazyPages, Progress: progress})
 	done()
 	if err != nil {
 		return toStatus(err)
@@ -103,6 +103,36 @@ func (s *server) Restore(req *servicepb.RestoreRequest, stream servicepb.Gocr_Re
 		r.Pids = append(r.Pids, int32(p))
 	}
 	return stream.Send(&servicepb.Event{Event: &servicepb.Event_Result{Result: r}})
+}
+
+func (s *server) Track(ctx context.Context, req *servicepb.TrackRequest) (*servicepb.TrackReply, error) {
+	opts := core.TrackOptions{Reset: req.ResetTracking}
+	for _, p := range req.Pids {
+		opts.Roots = append(opts.Roots, int(p))
+	}
+	rep, err := core.Track(ctx, opts)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &servicepb.TrackReply{}
+	for _, p := range rep.Processes {
+		tp := &servicepb.TrackedProcess{Pid: int32(p.Pid), Tracked: p.Tracked, Pages: p.Pages}
+		for _, m := range p.Mappings {
+			for _, w := range m.Written {
+				tp.Written = append(tp.Written, &servicepb.Range{Start: w[0], End: w[1]})
+			}
+		}
+		out.Processes = append(out.Processes, tp)
+	}
+	return out, nil
+}
+
+func (s *server) Apply(ctx context.Context, req *servicepb.ApplyRequest) (*servicepb.Result, error) {
+	st, err := core.Apply(ctx, core.ApplyOptions{Root: int(req.Pid), Dir: req.Dir})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &servicepb.Result{Bytes: st.Pages * 4096, Seconds: st.Frozen.Seconds()}, nil
 }
 
 func (s *server) Check(ctx context.Context, req *servicepb.CheckRequest) (*servicepb.CheckReply, error) {

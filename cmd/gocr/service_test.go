@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/gocr/gocr/core"
 	"github.com/gocr/gocr/internal/testutil"
 	"github.com/gocr/gocr/service"
 	"github.com/gocr/gocr/service/servicepb"
@@ -97,4 +98,59 @@ func TestService(t *testing.T) {
 	if !errors.As(err, &se) || se.Reason != service.ReasonUnsupported || se.Pid != odd.Pid || se.What != "fd 4" {
 		t.Fatalf("dump of a packet socket: %v (%+v), want reason %s naming pid %d fd 4", err, se, service.ReasonUnsupported, odd.Pid)
 	}
+}
+
+// Memory through the service: reset the tracking, see the written pages, dump only them,
+// roll the process back with apply, and restore it lazily.
+func TestServiceMemory(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, f := range core.Features() {
+		if strings.HasPrefix(f.Name, "userfaultfd write-protect") && !f.Present {
+			t.Skipf("no %s here: %s", f.Name, f.Detail)
+		}
+	}
+	c := startService(t)
+	ctx := context.Background()
+	p, dir := testutil.StartReady(t, "trackpages")
+	pid := int32(p.Pid)
+	base := filepath.Join(t.TempDir(), "base")
+	if _, err := c.Dump(ctx, &servicepb.DumpRequest{Pids: []int32{pid}, Dir: base, LeaveRunning: true, Compress: true}, nil); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	if _, err := c.Track(ctx, []int32{pid}, true); err != nil {
+		t.Fatalf("track reset: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "cmd"), []byte("write 2 5 6 7\n"), 0o644)
+	syscall.Kill(p.Pid, syscall.SIGUSR2)
+	testutil.WaitFor(t, "the writes", func() bool { _, err := os.Stat(filepath.Join(dir, "done-2")); return err == nil })
+	procs, err := c.Track(ctx, []int32{pid}, false)
+	if err != nil || len(procs) != 1 || !procs[0].Tracked || procs[0].Pages < 3 {
+		t.Fatalf("track: %v, %v: want the process tracked with at least the 3 pages written", procs, err)
+	}
+	if _, err := c.Dump(ctx, &servicepb.DumpRequest{Pids: []int32{pid}, Dir: filepath.Join(t.TempDir(), "delta"), LeaveRunning: true, Tracked: true}, nil); err != nil {
+		t.Fatalf("tracked dump: %v", err)
+	}
+	if _, err := c.Apply(ctx, pid, base); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	report := filepath.Join(dir, "report")
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= 1 })
+	if got := testutil.Lines(report)[0]; got != "ok 1" {
+		t.Fatalf("after apply through the service: %q", got)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := c.Dump(ctx, &servicepb.DumpRequest{Pids: []int32{pid}, Dir: img}, nil); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	p.Reap()
+	if _, err := c.Restore(ctx, &servicepb.RestoreRequest{Dir: img, LazyPages: true}, nil); err != nil {
+		t.Fatalf("lazy restore: %v", err)
+	}
+	syscall.Kill(p.Pid, syscall.SIGUSR1)
+	testutil.WaitFor(t, "a report", func() bool { return len(testutil.Lines(report)) >= 2 })
+	if got := testutil.Lines(report)[1]; got != "ok 1" {
+		t.Fatalf("after a lazy restore through the service: %q", got)
+	}
+	syscall.Kill(p.Pid, syscall.SIGKILL) // the service reaps it
 }

@@ -39,9 +39,13 @@ type DumpRequest struct {
 	ShellJob       bool                   `protobuf:"varint,6,opt,name=shell_job,json=shellJob,proto3" json:"shell_job,omitempty"`
 	TrackMem       bool                   `protobuf:"varint,7,opt,name=track_mem,json=trackMem,proto3" json:"track_mem,omitempty"`
 	// An earlier image taken with track_mem: only what was written since goes in.
-	Parent        string `protobuf:"bytes,8,opt,name=parent,proto3" json:"parent,omitempty"`
-	Overwrite     bool   `protobuf:"varint,9,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
-	IntoDir       bool   `protobuf:"varint,10,opt,name=into_dir,json=intoDir,proto3" json:"into_dir,omitempty"`
+	Parent    string `protobuf:"bytes,8,opt,name=parent,proto3" json:"parent,omitempty"`
+	Overwrite bool   `protobuf:"varint,9,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
+	IntoDir   bool   `protobuf:"varint,10,opt,name=into_dir,json=intoDir,proto3" json:"into_dir,omitempty"`
+	// Only the pages written since the memory tracking was reset (gocr dump --tracked).
+	Tracked bool `protobuf:"varint,11,opt,name=tracked,proto3" json:"tracked,omitempty"`
+	// Page files compressed with zstd.
+	Compress      bool `protobuf:"varint,12,opt,name=compress,proto3" json:"compress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,11 +150,27 @@ func (x *DumpRequest) GetIntoDir() bool {
 	return false
 }
 
+func (x *DumpRequest) GetTracked() bool {
+	if x != nil {
+		return x.Tracked
+	}
+	return false
+}
+
+func (x *DumpRequest) GetCompress() bool {
+	if x != nil {
+		return x.Compress
+	}
+	return false
+}
+
 type RestoreRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Dir           string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
-	LeaveStopped  bool                   `protobuf:"varint,2,opt,name=leave_stopped,json=leaveStopped,proto3" json:"leave_stopped,omitempty"`
-	NewPidns      bool                   `protobuf:"varint,3,opt,name=new_pidns,json=newPidns,proto3" json:"new_pidns,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Dir          string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	LeaveStopped bool                   `protobuf:"varint,2,opt,name=leave_stopped,json=leaveStopped,proto3" json:"leave_stopped,omitempty"`
+	NewPidns     bool                   `protobuf:"varint,3,opt,name=new_pidns,json=newPidns,proto3" json:"new_pidns,omitempty"`
+	// Run at once, the service serving the memory until every page is in.
+	LazyPages     bool `protobuf:"varint,4,opt,name=lazy_pages,json=lazyPages,proto3" json:"lazy_pages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,6 +222,13 @@ func (x *RestoreRequest) GetLeaveStopped() bool {
 func (x *RestoreRequest) GetNewPidns() bool {
 	if x != nil {
 		return x.NewPidns
+	}
+	return false
+}
+
+func (x *RestoreRequest) GetLazyPages() bool {
+	if x != nil {
+		return x.LazyPages
 	}
 	return false
 }
@@ -521,11 +548,281 @@ func (x *CheckReply) GetProblems() []string {
 	return nil
 }
 
+type TrackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pids          []int32                `protobuf:"varint,1,rep,packed,name=pids,proto3" json:"pids,omitempty"`
+	ResetTracking bool                   `protobuf:"varint,2,opt,name=reset_tracking,json=resetTracking,proto3" json:"reset_tracking,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackRequest) Reset() {
+	*x = TrackRequest{}
+	mi := &file_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackRequest) ProtoMessage() {}
+
+func (x *TrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackRequest.ProtoReflect.Descriptor instead.
+func (*TrackRequest) Descriptor() ([]byte, []int) {
+	return file_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TrackRequest) GetPids() []int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
+func (x *TrackRequest) GetResetTracking() bool {
+	if x != nil {
+		return x.ResetTracking
+	}
+	return false
+}
+
+type TrackReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*TrackedProcess      `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackReply) Reset() {
+	*x = TrackReply{}
+	mi := &file_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackReply) ProtoMessage() {}
+
+func (x *TrackReply) ProtoReflect() protoreflect.Message {
+	mi := &file_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackReply.ProtoReflect.Descriptor instead.
+func (*TrackReply) Descriptor() ([]byte, []int) {
+	return file_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TrackReply) GetProcesses() []*TrackedProcess {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type TrackedProcess struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The process holds a tracker; without one every page counts as written.
+	Tracked bool   `protobuf:"varint,2,opt,name=tracked,proto3" json:"tracked,omitempty"`
+	Pages   uint64 `protobuf:"varint,3,opt,name=pages,proto3" json:"pages,omitempty"`
+	// Written pages that hold data, as [start, end) ranges.
+	Written       []*Range `protobuf:"bytes,4,rep,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackedProcess) Reset() {
+	*x = TrackedProcess{}
+	mi := &file_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackedProcess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackedProcess) ProtoMessage() {}
+
+func (x *TrackedProcess) ProtoReflect() protoreflect.Message {
+	mi := &file_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackedProcess.ProtoReflect.Descriptor instead.
+func (*TrackedProcess) Descriptor() ([]byte, []int) {
+	return file_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TrackedProcess) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *TrackedProcess) GetTracked() bool {
+	if x != nil {
+		return x.Tracked
+	}
+	return false
+}
+
+func (x *TrackedProcess) GetPages() uint64 {
+	if x != nil {
+		return x.Pages
+	}
+	return 0
+}
+
+func (x *TrackedProcess) GetWritten() []*Range {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+type Range struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Range) Reset() {
+	*x = Range{}
+	mi := &file_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Range) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Range) ProtoMessage() {}
+
+func (x *Range) ProtoReflect() protoreflect.Message {
+	mi := &file_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Range.ProtoReflect.Descriptor instead.
+func (*Range) Descriptor() ([]byte, []int) {
+	return file_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Range) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *Range) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+type ApplyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Dir           string                 `protobuf:"bytes,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyRequest) Reset() {
+	*x = ApplyRequest{}
+	mi := &file_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRequest) ProtoMessage() {}
+
+func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
+func (*ApplyRequest) Descriptor() ([]byte, []int) {
+	return file_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ApplyRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ApplyRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
 var File_service_proto protoreflect.FileDescriptor
 
 const file_service_proto_rawDesc = "" +
 	"\n" +
-	"\rservice.proto\x12\x0fgocr.service.v1\"\xb1\x02\n" +
+	"\rservice.proto\x12\x0fgocr.service.v1\"\xe7\x02\n" +
 	"\vDumpRequest\x12\x12\n" +
 	"\x04pids\x18\x01 \x03(\x05R\x04pids\x12\x10\n" +
 	"\x03dir\x18\x02 \x01(\tR\x03dir\x12#\n" +
@@ -537,11 +834,15 @@ const file_service_proto_rawDesc = "" +
 	"\x06parent\x18\b \x01(\tR\x06parent\x12\x1c\n" +
 	"\toverwrite\x18\t \x01(\bR\toverwrite\x12\x19\n" +
 	"\binto_dir\x18\n" +
-	" \x01(\bR\aintoDir\"d\n" +
+	" \x01(\bR\aintoDir\x12\x18\n" +
+	"\atracked\x18\v \x01(\bR\atracked\x12\x1a\n" +
+	"\bcompress\x18\f \x01(\bR\bcompress\"\x83\x01\n" +
 	"\x0eRestoreRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12#\n" +
 	"\rleave_stopped\x18\x02 \x01(\bR\fleaveStopped\x12\x1b\n" +
-	"\tnew_pidns\x18\x03 \x01(\bR\bnewPidns\"|\n" +
+	"\tnew_pidns\x18\x03 \x01(\bR\bnewPidns\x12\x1d\n" +
+	"\n" +
+	"lazy_pages\x18\x04 \x01(\bR\tlazyPages\"|\n" +
 	"\x05Event\x127\n" +
 	"\bprogress\x18\x01 \x01(\v2\x19.gocr.service.v1.ProgressH\x00R\bprogress\x121\n" +
 	"\x06result\x18\x02 \x01(\v2\x17.gocr.service.v1.ResultH\x00R\x06resultB\a\n" +
@@ -561,12 +862,31 @@ const file_service_proto_rawDesc = "" +
 	"\n" +
 	"CheckReply\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x1a\n" +
-	"\bproblems\x18\x02 \x03(\tR\bproblems2\x94\x02\n" +
+	"\bproblems\x18\x02 \x03(\tR\bproblems\"I\n" +
+	"\fTrackRequest\x12\x12\n" +
+	"\x04pids\x18\x01 \x03(\x05R\x04pids\x12%\n" +
+	"\x0ereset_tracking\x18\x02 \x01(\bR\rresetTracking\"K\n" +
+	"\n" +
+	"TrackReply\x12=\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1f.gocr.service.v1.TrackedProcessR\tprocesses\"\x84\x01\n" +
+	"\x0eTrackedProcess\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x18\n" +
+	"\atracked\x18\x02 \x01(\bR\atracked\x12\x14\n" +
+	"\x05pages\x18\x03 \x01(\x04R\x05pages\x120\n" +
+	"\awritten\x18\x04 \x03(\v2\x16.gocr.service.v1.RangeR\awritten\"/\n" +
+	"\x05Range\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"2\n" +
+	"\fApplyRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\tR\x03dir2\x9a\x03\n" +
 	"\x04Gocr\x12>\n" +
 	"\x04Dump\x12\x1c.gocr.service.v1.DumpRequest\x1a\x16.gocr.service.v1.Event0\x01\x12A\n" +
 	"\aPreDump\x12\x1c.gocr.service.v1.DumpRequest\x1a\x16.gocr.service.v1.Event0\x01\x12D\n" +
 	"\aRestore\x12\x1f.gocr.service.v1.RestoreRequest\x1a\x16.gocr.service.v1.Event0\x01\x12C\n" +
-	"\x05Check\x12\x1d.gocr.service.v1.CheckRequest\x1a\x1b.gocr.service.v1.CheckReplyB(Z&github.com/gocr/gocr/service/servicepbb\x06proto3"
+	"\x05Check\x12\x1d.gocr.service.v1.CheckRequest\x1a\x1b.gocr.service.v1.CheckReply\x12C\n" +
+	"\x05Track\x12\x1d.gocr.service.v1.TrackRequest\x1a\x1b.gocr.service.v1.TrackReply\x12?\n" +
+	"\x05Apply\x12\x1d.gocr.service.v1.ApplyRequest\x1a\x17.gocr.service.v1.ResultB(Z&github.com/gocr/gocr/service/servicepbb\x06proto3"
 
 var (
 	file_service_proto_rawDescOnce sync.Once
@@ -580,7 +900,7 @@ func file_service_proto_rawDescGZIP() []byte {
 	return file_service_proto_rawDescData
 }
 
-var file_service_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_service_proto_goTypes = []any{
 	(*DumpRequest)(nil),    // 0: gocr.service.v1.DumpRequest
 	(*RestoreRequest)(nil), // 1: gocr.service.v1.RestoreRequest
@@ -589,23 +909,34 @@ var file_service_proto_goTypes = []any{
 	(*Result)(nil),         // 4: gocr.service.v1.Result
 	(*CheckRequest)(nil),   // 5: gocr.service.v1.CheckRequest
 	(*CheckReply)(nil),     // 6: gocr.service.v1.CheckReply
+	(*TrackRequest)(nil),   // 7: gocr.service.v1.TrackRequest
+	(*TrackReply)(nil),     // 8: gocr.service.v1.TrackReply
+	(*TrackedProcess)(nil), // 9: gocr.service.v1.TrackedProcess
+	(*Range)(nil),          // 10: gocr.service.v1.Range
+	(*ApplyRequest)(nil),   // 11: gocr.service.v1.ApplyRequest
 }
 var file_service_proto_depIdxs = []int32{
-	3, // 0: gocr.service.v1.Event.progress:type_name -> gocr.service.v1.Progress
-	4, // 1: gocr.service.v1.Event.result:type_name -> gocr.service.v1.Result
-	0, // 2: gocr.service.v1.Gocr.Dump:input_type -> gocr.service.v1.DumpRequest
-	0, // 3: gocr.service.v1.Gocr.PreDump:input_type -> gocr.service.v1.DumpRequest
-	1, // 4: gocr.service.v1.Gocr.Restore:input_type -> gocr.service.v1.RestoreRequest
-	5, // 5: gocr.service.v1.Gocr.Check:input_type -> gocr.service.v1.CheckRequest
-	2, // 6: gocr.service.v1.Gocr.Dump:output_type -> gocr.service.v1.Event
-	2, // 7: gocr.service.v1.Gocr.PreDump:output_type -> gocr.service.v1.Event
-	2, // 8: gocr.service.v1.Gocr.Restore:output_type -> gocr.service.v1.Event
-	6, // 9: gocr.service.v1.Gocr.Check:output_type -> gocr.service.v1.CheckReply
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3,  // 0: gocr.service.v1.Event.progress:type_name -> gocr.service.v1.Progress
+	4,  // 1: gocr.service.v1.Event.result:type_name -> gocr.service.v1.Result
+	9,  // 2: gocr.service.v1.TrackReply.processes:type_name -> gocr.service.v1.TrackedProcess
+	10, // 3: gocr.service.v1.TrackedProcess.written:type_name -> gocr.service.v1.Range
+	0,  // 4: gocr.service.v1.Gocr.Dump:input_type -> gocr.service.v1.DumpRequest
+	0,  // 5: gocr.service.v1.Gocr.PreDump:input_type -> gocr.service.v1.DumpRequest
+	1,  // 6: gocr.service.v1.Gocr.Restore:input_type -> gocr.service.v1.RestoreRequest
+	5,  // 7: gocr.service.v1.Gocr.Check:input_type -> gocr.service.v1.CheckRequest
+	7,  // 8: gocr.service.v1.Gocr.Track:input_type -> gocr.service.v1.TrackRequest
+	11, // 9: gocr.service.v1.Gocr.Apply:input_type -> gocr.service.v1.ApplyRequest
+	2,  // 10: gocr.service.v1.Gocr.Dump:output_type -> gocr.service.v1.Event
+	2,  // 11: gocr.service.v1.Gocr.PreDump:output_type -> gocr.service.v1.Event
+	2,  // 12: gocr.service.v1.Gocr.Restore:output_type -> gocr.service.v1.Event
+	6,  // 13: gocr.service.v1.Gocr.Check:output_type -> gocr.service.v1.CheckReply
+	8,  // 14: gocr.service.v1.Gocr.Track:output_type -> gocr.service.v1.TrackReply
+	4,  // 15: gocr.service.v1.Gocr.Apply:output_type -> gocr.service.v1.Result
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_service_proto_init() }
@@ -623,7 +954,7 @@ func file_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_service_proto_rawDesc), len(file_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,8 @@ const (
 	Gocr_PreDump_FullMethodName = "/gocr.service.v1.Gocr/PreDump"
 	Gocr_Restore_FullMethodName = "/gocr.service.v1.Gocr/Restore"
 	Gocr_Check_FullMethodName   = "/gocr.service.v1.Gocr/Check"
+	Gocr_Track_FullMethodName   = "/gocr.service.v1.Gocr/Track"
+	Gocr_Apply_FullMethodName   = "/gocr.service.v1.Gocr/Apply"
 )
 
 // GocrClient is the client API for Gocr service.
@@ -46,6 +48,11 @@ type GocrClient interface {
 	// Check says whether an image could be restored here, or, with no dir, which kernel
 	// features are missing.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckReply, error)
+	// Track reports what the trees wrote since their memory tracking was reset and, with
+	// reset, resets it (gocr track).
+	Track(ctx context.Context, in *TrackRequest, opts ...grpc.CallOption) (*TrackReply, error)
+	// Apply writes an image's memory back into the live tree it was taken from (gocr apply).
+	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*Result, error)
 }
 
 type gocrClient struct {
@@ -123,6 +130,26 @@ func (c *gocrClient) Check(ctx context.Context, in *CheckRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *gocrClient) Track(ctx context.Context, in *TrackRequest, opts ...grpc.CallOption) (*TrackReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrackReply)
+	err := c.cc.Invoke(ctx, Gocr_Track_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gocrClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*Result, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Result)
+	err := c.cc.Invoke(ctx, Gocr_Apply_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GocrServer is the server API for Gocr service.
 // All implementations must embed UnimplementedGocrServer
 // for forward compatibility.
@@ -136,6 +163,11 @@ type GocrServer interface {
 	// Check says whether an image could be restored here, or, with no dir, which kernel
 	// features are missing.
 	Check(context.Context, *CheckRequest) (*CheckReply, error)
+	// Track reports what the trees wrote since their memory tracking was reset and, with
+	// reset, resets it (gocr track).
+	Track(context.Context, *TrackRequest) (*TrackReply, error)
+	// Apply writes an image's memory back into the live tree it was taken from (gocr apply).
+	Apply(context.Context, *ApplyRequest) (*Result, error)
 	mustEmbedUnimplementedGocrServer()
 }
 
@@ -157,6 +189,12 @@ func (UnimplementedGocrServer) Restore(*RestoreRequest, grpc.ServerStreamingServ
 }
 func (UnimplementedGocrServer) Check(context.Context, *CheckRequest) (*CheckReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedGocrServer) Track(context.Context, *TrackRequest) (*TrackReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Track not implemented")
+}
+func (UnimplementedGocrServer) Apply(context.Context, *ApplyRequest) (*Result, error) {
+	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
 }
 func (UnimplementedGocrServer) mustEmbedUnimplementedGocrServer() {}
 func (UnimplementedGocrServer) testEmbeddedByValue()              {}
@@ -230,6 +268,42 @@ func _Gocr_Check_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gocr_Track_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GocrServer).Track(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gocr_Track_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GocrServer).Track(ctx, req.(*TrackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gocr_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GocrServer).Apply(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gocr_Apply_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GocrServer).Apply(ctx, req.(*ApplyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gocr_ServiceDesc is the grpc.ServiceDesc for Gocr service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +314,14 @@ var Gocr_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Check",
 			Handler:    _Gocr_Check_Handler,
+		},
+		{
+			MethodName: "Track",
+			Handler:    _Gocr_Track_Handler,
+		},
+		{
+			MethodName: "Apply",
+			Handler:    _Gocr_Apply_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
