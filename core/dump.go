@@ -15,6 +15,7 @@ import (
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pagesrv"
 	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 	"github.com/gocr/gocr/core/internal/tracer"
@@ -111,6 +112,12 @@ type DumpOptions struct {
 	// Compress stores the page files compressed with zstd (fastest level, on every core);
 	// restore, apply and check read them transparently.
 	Compress bool
+	// PageServer (HOST:PORT) sends the image, once complete, to a page server (ServePages,
+	// gocr page-server) holding PageServerToken; the tree's final state is applied only once
+	// the server has it whole. Dir then keeps a local copy, or, if "", the image is written
+	// to a temporary directory removed after.
+	PageServer      string
+	PageServerToken []byte
 }
 
 // Progress reports how far an operation is.
@@ -149,6 +156,14 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 			return nil, fmt.Errorf("dump: a pre-dump cannot be check-only: %w", ErrBadArgs)
 		}
 		opts.Final, opts.TrackMem = LeaveRunning, true
+	}
+	if opts.PageServer != "" && opts.Dir == "" {
+		tmp, err := os.MkdirTemp("", "gocr-push-")
+		if err != nil {
+			return nil, fmt.Errorf("dump: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		opts.Dir = filepath.Join(tmp, "img")
 	}
 	for _, pid := range opts.Roots {
 		if pid <= 0 {
@@ -453,6 +468,12 @@ func (d *dumper) run(ctx context.Context) error {
 		return fmt.Errorf("dump: write image: %w", err)
 	}
 	d.stats.Commit = time.Since(t3)
+	if d.opts.PageServer != "" {
+		if err := pagesrv.Push(d.opts.PageServer, d.opts.PageServerToken, d.opts.Dir); err != nil {
+			os.RemoveAll(d.opts.Dir) // a half-sent image is not an image of the dump
+			return fmt.Errorf("dump: %w (the tree goes on running)", err)
+		}
+	}
 	d.stats.Processes = len(d.order)
 	if err := d.acts.run(ctx, "post-dump", d.order[0]); err != nil {
 		return fmt.Errorf("dump: %w (the image in %s is complete; the tree goes on running)", err, d.opts.Dir)

@@ -604,3 +604,46 @@ func TestProgressLine(t *testing.T) {
 		t.Fatalf("progress drawn where there is no terminal: %q", quiet.String())
 	}
 }
+
+// A dump sent to a page server as a user types it: the server refuses to start without a
+// token, receives the image, and the restore from it works.
+func TestCLIPageServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	tmp := t.TempDir()
+	token := filepath.Join(tmp, "token")
+	os.WriteFile(token, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
+	dst := filepath.Join(tmp, "dst")
+	if _, e, code := gocr(t, "page-server", "--port", "27123", "-D", dst); code != 2 || !strings.Contains(e, "--auth-token-file") {
+		t.Fatalf("page-server without a token: exit %d, %s", code, e)
+	}
+	srv := exec.Command(gocrBin, "page-server", "--address", "127.0.0.1", "--port", "0", "-D", dst, "--auth-token-file", token)
+	stderr, _ := srv.StderrPipe()
+	var out bytes.Buffer
+	srv.Stdout = &out
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	line := make([]byte, 256)
+	n, _ := stderr.Read(line)
+	addr := regexp.MustCompile(`listening on (\S+)`).FindSubmatch(line[:n])
+	if addr == nil {
+		t.Fatalf("page-server says %q", line[:n])
+	}
+	log := filepath.Join(tmp, "count.log")
+	p := testutil.Start(t, testutil.Build(t, "counter"), log)
+	testutil.WaitFor(t, "counter", func() bool { return lastCount(log) >= 3 })
+	if o, e, code := gocr(t, "dump", "-t", strconv.Itoa(p.Pid), "--page-server", string(addr[1]), "--auth-token-file", token); code != 0 || !strings.Contains(o, "page server") {
+		t.Fatalf("dump --page-server: exit %d\n%s%s", code, o, e)
+	}
+	p.Reap()
+	if err := srv.Wait(); err != nil || !strings.Contains(out.String(), "received an image") {
+		t.Fatalf("page-server: %v, %q", err, out.String())
+	}
+	at := lastCount(log)
+	if o, e, code := gocr(t, "restore", "-d", "-D", dst); code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", code, o, e)
+	}
+	testutil.Adopt(t, p.Pid)
+	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
+}

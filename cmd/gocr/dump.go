@@ -27,6 +27,8 @@ type dumpOptions struct {
 	trackMem     bool
 	tracked      bool
 	compress     bool
+	pageServer   string
+	tokenFile    string
 	preDump      bool
 	parent       string
 	ghostLimit   string
@@ -51,8 +53,8 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 			if len(opts.pids) == 0 {
 				return usageError{fmt.Errorf("dump: which tree? give its root with -t PID")}
 			}
-			if opts.dir == "" {
-				return usageError{fmt.Errorf("dump: where to? give an images directory with -D DIR")}
+			if opts.dir == "" && opts.pageServer == "" {
+				return usageError{fmt.Errorf("dump: where to? give an images directory with -D DIR (or a page server with --page-server HOST:PORT)")}
 			}
 			if opts.checkOnly && opts.leaveStopped {
 				return usageError{fmt.Errorf("dump: --check-only always leaves the tree running")}
@@ -89,6 +91,8 @@ interrupted, the tree goes on running as it was and no image is left in DIR.`,
 	f.BoolVar(&opts.trackMem, "track-mem", false, "leave memory tracking on, so that a later dump with --prev-images-dir takes only what changed (as CRIU)")
 	f.BoolVar(&opts.tracked, "tracked", false, "write only the pages written since the memory tracking was reset (gocr track): an image for gocr apply or gocr show, not restored itself")
 	f.BoolVar(&opts.compress, "compress", false, "store the memory compressed (zstd, fastest level, on every core); restore reads it as it is")
+	f.StringVar(&opts.pageServer, "page-server", "", "send the image to a gocr page-server at HOST:PORT (as CRIU); -D then keeps a local copy")
+	f.StringVar(&opts.tokenFile, "auth-token-file", "", "with --page-server: the secret the page server holds")
 	f.BoolVar(&opts.skipInFlight, "skip-in-flight", false, "dump listening sockets with connections not accepted yet, dropping those (their clients see a reset), as CRIU")
 	f.BoolVar(&opts.linkRemap, "link-remap", false, "take files whose name was removed, while other names lead to them, through a hard link made next to the old name and removed at restore (as CRIU)")
 	f.StringVar(&opts.ghostLimit, "ghost-limit", "", "largest deleted file whose content goes into the image, as CRIU (bytes, or with K, M, G; default 64M; 0: no limit)")
@@ -151,11 +155,18 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 			ghost = -1 // no limit
 		}
 	}
+	var token []byte
+	if opts.pageServer != "" {
+		var err error
+		if token, err = readToken(opts.tokenFile); err != nil {
+			return err
+		}
+	}
 	prog := newProgress(opts.errOut, "dump", opts.json)
 	opts.log.Debug("dump", "pids", opts.pids, "dir", opts.dir, "final", final)
 	stats, err := core.Dump(cmd.Context(), core.DumpOptions{
 		Roots: opts.pids, Dir: opts.dir, Final: final, Overwrite: opts.overwrite, IntoDir: opts.intoDir, LinkRemap: opts.linkRemap, NoSync: opts.noSync, CheckOnly: opts.checkOnly, TCPEstablished: opts.tcpEstab, ShellJob: opts.shellJob,
-		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Tracked: opts.tracked, Compress: opts.compress, Parent: opts.parent, GhostLimit: ghost,
+		Plugins: opts.plugins, PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, TrackMem: opts.trackMem, PreDump: opts.preDump, Tracked: opts.tracked, Compress: opts.compress, PageServer: opts.pageServer, PageServerToken: token, Parent: opts.parent, GhostLimit: ghost,
 		ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, SkipInFlight: opts.skipInFlight,
 		Progress: prog.update,
 	})
@@ -182,8 +193,12 @@ func dumpRun(cmd *cobra.Command, opts *dumpOptions) error {
 	if opts.compress {
 		stored = fmt.Sprintf(" (%s compressed)", humanBytes(stats.Stored))
 	}
+	where := opts.dir
+	if opts.pageServer != "" {
+		where = "page server " + opts.pageServer
+	}
 	fmt.Fprintf(opts.out, "dumped %d process(es), %s of memory%s, to %s in %s\n",
-		stats.Processes, humanBytes(stats.Bytes), stored, opts.dir, stats.Total.Round(1e5))
+		stats.Processes, humanBytes(stats.Bytes), stored, where, stats.Total.Round(1e5))
 	return nil
 }
 

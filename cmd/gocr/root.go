@@ -52,7 +52,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	cmd.PersistentFlags().StringArrayVar(&g.actionScripts, "action-script", nil, "run this script at each stage of a dump or restore, with CRTOOLS_SCRIPT_ACTION set (as CRIU; repeatable)")
 	cmd.PersistentFlags().DurationVar(&g.pluginTimeout, "plugin-timeout", 0, "bound each plugin call by this long (default 30s; saving many GiB of device memory takes longer)")
 	cmd.PersistentFlags().StringSliceVar(&g.pluginDirs, "plugin-dir", nil, "look for plugins here too (also $GOCR_PLUGIN_DIR, and gocr's own directory)")
-	cmd.AddCommand(newCmdDump(g, nil), newCmdPreDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdTrack(g, nil), newCmdApply(g, nil), newCmdCheck(g, nil), newCmdSwrk(g), newCmdService(g))
+	cmd.AddCommand(newCmdDump(g, nil), newCmdPreDump(g, nil), newCmdShow(g, nil), newCmdRestore(g, nil), newCmdResume(g, nil), newCmdTrack(g, nil), newCmdApply(g, nil), newCmdCheck(g, nil), newCmdSwrk(g), newCmdService(g), newCmdPageServer(g))
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	return cmd
 }

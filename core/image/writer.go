@@ -349,6 +349,46 @@ func (w *Writer) Commit(idx *imagepb.Index, sync bool) error {
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
 	}
+	return w.commitIndex(b, sync, nil)
+}
+
+// CreateReceived starts the file name of an image received whole from elsewhere (a page
+// server's client): its bytes are written as they come, and CommitReceived checks them all
+// against the index that comes last.
+func (w *Writer) CreateReceived(name string) (*os.File, error) {
+	f, err := w.create(name)
+	if err != nil {
+		return nil, err
+	}
+	w.entries[name] = &imagepb.FileEntry{Name: name}
+	w.files = append(w.files, f)
+	return f, nil
+}
+
+// CommitReceived puts a received image in place once its index (as encoded) says what the
+// files written are, every one of them, with their sizes and checksums: anything else, and
+// nothing is put in place (Abort removes it).
+func (w *Writer) CommitReceived(index []byte, sync bool) error {
+	return w.commitIndex(index, sync, func() error {
+		c, err := Open(w.tmp)
+		if err != nil {
+			return err
+		}
+		if len(c.Index.Files) != len(w.entries) {
+			return corrupt(IndexName, "lists %d files, %d were sent", len(c.Index.Files), len(w.entries))
+		}
+		for _, e := range c.Index.Files {
+			if w.entries[e.Name] == nil {
+				return corrupt(IndexName, "lists %s, which was not sent", e.Name)
+			}
+		}
+		return c.VerifyData()
+	})
+}
+
+// commitIndex writes the index, syncs and closes every file, runs check (if any) on the
+// whole image in its temporary place, and puts it in place.
+func (w *Writer) commitIndex(b []byte, sync bool, check func() error) error {
 	f, err := os.OpenFile(filepath.Join(w.tmp, IndexName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -369,6 +409,11 @@ func (w *Writer) Commit(idx *imagepb.Index, sync bool) error {
 		}
 	}
 	w.files = nil
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
 	if sync {
 		if err := syncDir(w.tmp); err != nil {
 			return err
