@@ -5,16 +5,20 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gocr/gocr/core/image"
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
+	"github.com/gocr/gocr/core/internal/pagesrv"
 )
 
 // Lazy restore (RestoreOptions.LazyPages): the private anonymous memory of the restored
@@ -45,9 +49,42 @@ const (
 // lazyFile is a page file mapped into gocr.
 type lazyFile struct {
 	name     string
-	data     []byte
+	data     []byte // mapped; nil for a file of a remote page server
 	e        *imagepb.FileEntry
 	verified []bool // by checksum chunk
+	// remote serves the file (a lazy restore from a page server): each checksum chunk is
+	// fetched whole on its first use, checked, and kept in chunks.
+	remote *pagesrv.Client
+	chunks map[uint64][]byte
+}
+
+// bytes returns the file's bytes from off, n of them at most (fewer at the end of a chunk
+// of a remote file), checked against the index's checksums.
+func (f *lazyFile) bytes(off, n uint64) ([]byte, error) {
+	cs := f.e.ChunkSize
+	if f.remote == nil {
+		if err := f.verify(off, n); err != nil {
+			return nil, err
+		}
+		return f.data[off : off+n], nil
+	}
+	c := off / cs
+	chunk := f.chunks[c]
+	if chunk == nil {
+		if c >= uint64(len(f.e.ChunkCrc32C)) {
+			return nil, fmt.Errorf("image file %s: no chunk at %d: %w", f.name, off, image.ErrCorrupt)
+		}
+		chunk = make([]byte, min(cs, f.e.Size-c*cs))
+		if err := f.remote.ReadAt(f.name, chunk, c*cs); err != nil {
+			return nil, err
+		}
+		if got := crc32.Checksum(chunk, castagnoli); got != f.e.ChunkCrc32C[c] {
+			return nil, fmt.Errorf("image file %s (from the page server): checksum %08x at bytes %d-%d, index says %08x: %w", f.name, got, c*cs, c*cs+uint64(len(chunk)), f.e.ChunkCrc32C[c], image.ErrCorrupt)
+		}
+		f.chunks[c] = chunk
+	}
+	lo := off - c*cs
+	return chunk[lo:min(uint64(len(chunk)), lo+n)], nil
 }
 
 // lazyRange is a stretch of memory still to be copied, and where its content is.
@@ -67,6 +104,10 @@ type lazyUffd struct {
 
 type lazyServer struct {
 	files map[string]*lazyFile
+	// remote is the page server the pages come from (nil: the image's own files), and
+	// tmpDir the directory its metadata was fetched into, removed at the end ("": none).
+	remote *pagesrv.Client
+	tmpDir string
 
 	mu     sync.Mutex
 	uffds  []*lazyUffd
@@ -99,12 +140,17 @@ func (s *lazyServer) file(ck *image.Checkpoint, key, name string) (*lazyFile, er
 	if e.Compression != imagepb.Compression_COMPRESSION_NONE {
 		return nil, fmt.Errorf("page file %s is compressed: lazy pages need a plain image (dump without --compress): %w", name, ErrBadArgs)
 	}
+	f := &lazyFile{name: name, e: e, verified: make([]bool, len(e.ChunkCrc32C))}
+	if s.remote != nil {
+		f.remote, f.chunks = s.remote, map[uint64][]byte{}
+		s.files[key] = f
+		return f, nil
+	}
 	fd, err := linux.Open(ck.Path(name), linux.ORdonly|linux.OCloexec, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer linux.Close(fd)
-	f := &lazyFile{name: name, e: e, verified: make([]bool, len(e.ChunkCrc32C))}
 	if e.Size > 0 {
 		if f.data, err = unix.Mmap(fd, 0, int(e.Size), unix.PROT_READ, unix.MAP_SHARED); err != nil {
 			return nil, os.NewSyscallError("mmap "+name, err)
@@ -186,6 +232,13 @@ func (s *lazyServer) finish(err error) {
 		if f.data != nil {
 			unix.Munmap(f.data)
 		}
+	}
+	s.files = nil
+	if s.remote != nil {
+		s.remote.Close()
+	}
+	if s.tmpDir != "" {
+		os.RemoveAll(s.tmpDir)
 	}
 	close(s.done)
 }
@@ -322,11 +375,12 @@ func (s *lazyServer) copy(u *lazyUffd, addr, n uint64) error {
 	}
 	r := u.pending[i]
 	n = min(n, r.addr+r.len-addr)
-	off := r.off + addr - r.addr
-	if err := s.verify(r.src, off, n); err != nil {
+	src, err := r.src.bytes(r.off+addr-r.addr, n)
+	if err != nil {
 		return err
 	}
-	done, err := linux.UffdCopy(u.fd, uintptr(addr), unsafe.Pointer(&r.src.data[off]), n)
+	n = uint64(len(src))
+	done, err := linux.UffdCopy(u.fd, uintptr(addr), unsafe.Pointer(&src[0]), n)
 	switch {
 	case err == nil:
 	case err == unix.EAGAIN:
@@ -350,7 +404,7 @@ func (s *lazyServer) copy(u *lazyUffd, addr, n uint64) error {
 }
 
 // verify checks the checksums of the chunks of f that [off, off+n) is in, once each.
-func (s *lazyServer) verify(f *lazyFile, off, n uint64) error {
+func (f *lazyFile) verify(off, n uint64) error {
 	cs := f.e.ChunkSize
 	for c := off / cs; c <= (off+n-1)/cs && c < uint64(len(f.verified)); c++ {
 		if f.verified[c] {
@@ -394,4 +448,80 @@ func cutRanges(rs []lazyRange, lo, hi uint64) (kept, cut []lazyRange) {
 		}
 	}
 	return kept, cut
+}
+
+// pageReader reads a page file gocr writes into the processes itself (compressed, or on a
+// page server).
+type pageReader interface {
+	ReadFull(b []byte, off uint64) error
+	Close() error
+}
+
+// remotePages is a page file on the page server of a lazy restore.
+type remotePages struct {
+	cl   *pagesrv.Client
+	name string
+}
+
+func (p remotePages) ReadFull(b []byte, off uint64) error { return p.cl.ReadAt(p.name, b, off) }
+func (p remotePages) Close() error                        { return nil } // the lazy server closes the session
+
+// fetchImage opens a session with the page server at addr and fetches the metadata of the
+// image it serves into dir (a temporary directory if ""): every file but the page files,
+// which are left as holes of their size, to be read from the server.
+func fetchImage(addr string, token []byte, dir string) (*pagesrv.Client, string, error) {
+	cl, err := pagesrv.Fetch(addr, token)
+	if err != nil {
+		return nil, "", err
+	}
+	fail := func(err error) (*pagesrv.Client, string, error) {
+		cl.Close()
+		return nil, "", err
+	}
+	b, err := cl.Index()
+	if err != nil {
+		return fail(err)
+	}
+	idx := &imagepb.Index{}
+	if err := proto.Unmarshal(b, idx); err != nil {
+		return fail(fmt.Errorf("page server %s: a bad index: %v: %w", addr, err, image.ErrCorrupt))
+	}
+	if idx.Parent != "" {
+		return fail(fmt.Errorf("page server %s: the image is incremental: a lazy restore from a page server takes a whole image (dump without --prev-images-dir): %w", addr, ErrBadArgs))
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "gocr-lazy-"); err != nil {
+			return fail(err)
+		}
+		dir = filepath.Join(dir, "img")
+	}
+	w, err := image.Create(dir, false)
+	if err != nil {
+		return fail(err)
+	}
+	for _, e := range idx.Files {
+		f, err := w.CreateReceived(e.Name)
+		if err == nil {
+			if strings.HasPrefix(e.Name, "pages-") {
+				if e.Compression != imagepb.Compression_COMPRESSION_NONE {
+					err = fmt.Errorf("page server %s: %s is compressed: a lazy restore takes a plain image: %w", addr, e.Name, ErrBadArgs)
+				} else {
+					err = f.Truncate(int64(e.Size)) // a hole: read from the server
+				}
+			} else {
+				err = cl.GetFile(e.Name, e.Size, f)
+			}
+		}
+		if err != nil {
+			w.Abort()
+			return fail(err)
+		}
+	}
+	// The page files are holes here: only the metadata can be checked now; the pages are
+	// checked chunk by chunk as they come.
+	if err := w.CommitReceivedBut(b, false, func(name string) bool { return strings.HasPrefix(name, "pages-") }); err != nil {
+		w.Abort()
+		return fail(err)
+	}
+	return cl, dir, nil
 }

@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -75,6 +76,97 @@ func TestLazyRestoreDamagedPages(t *testing.T) {
 	err = res.WaitPages()
 	if !errors.Is(err, image.ErrCorrupt) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("lazy restore of a damaged page file: %v, want an error naming %s and saying the tree was killed", err, name)
+	}
+	testutil.WaitFor(t, "the tree to be killed", func() bool {
+		st, _ := testutil.ProcState(p.Pid)
+		return st == "" || st == "Z"
+	})
+}
+
+// A lazy restore from a page server serving the image over loopback: the metadata comes at
+// once, the pages as they are needed; the process runs, forks, and checks every byte.
+func TestLazyRestoreFromPageServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "lazymem", "512")
+	log, report := filepath.Join(dir, "log"), filepath.Join(dir, "report")
+	testutil.WaitFor(t, "ticks", func() bool { return testutil.LastCount(log) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	addr, served := servePages(t, img, nil)
+	if _, err := core.Restore(t.Context(), core.RestoreOptions{PageServer: addr, PageServerToken: pageToken}); !errors.Is(err, core.ErrBadArgs) {
+		t.Fatalf("restore from a page server without lazy pages: %v", err)
+	}
+	addr, served = servePages(t, img, nil)
+	at := testutil.LastCount(log)
+	res, err := core.Restore(t.Context(), core.RestoreOptions{LazyPages: true, PageServer: addr, PageServerToken: pageToken})
+	if err != nil {
+		t.Fatalf("lazy restore from the page server: %v", err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	testutil.WaitFor(t, "a tick after the restore", func() bool { return testutil.LastCount(log) > at })
+	syscall.Kill(p.Pid, syscall.SIGUSR2)
+	testutil.WaitFor(t, "the child's report", func() bool { return len(testutil.Lines(report)) >= 1 })
+	if got := testutil.Lines(report)[0]; got != "child ok" {
+		t.Fatalf("a child forked during the lazy restore says %q", got)
+	}
+	if err := res.WaitPages(); err != nil {
+		t.Fatalf("wait for the pages: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("page server: %v", err)
+	}
+	if got := ask(t, p.Pid, report, 2); got != "ok" {
+		t.Fatalf("once every page is in, the process says %q", got)
+	}
+}
+
+// cutWrites is a connection that dies after writing limit bytes: a page server killed.
+type cutWrites struct {
+	net.Conn
+	left int
+}
+
+func (c *cutWrites) Write(b []byte) (int, error) {
+	if len(b) > c.left {
+		c.Conn.Close()
+		return 0, errors.New("killed")
+	}
+	c.left -= len(b)
+	return c.Conn.Write(b)
+}
+
+type cutWritesListener struct{ net.Listener }
+
+func (l cutWritesListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &cutWrites{Conn: c, left: 100 << 20}, nil
+}
+
+// The page server dies while the pages come: the tree is killed, and the error says why.
+func TestLazyRestorePageServerDies(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "lazymem", "512")
+	testutil.WaitFor(t, "ticks", func() bool { return testutil.LastCount(filepath.Join(dir, "log")) >= 3 })
+	img := filepath.Join(t.TempDir(), "img")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: img, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	addr, _ := servePages(t, img, func(l net.Listener) net.Listener { return cutWritesListener{l} })
+	res, err := core.Restore(t.Context(), core.RestoreOptions{LazyPages: true, PageServer: addr, PageServerToken: pageToken})
+	if err != nil {
+		t.Fatalf("lazy restore: %v (the server dies later)", err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	err = res.WaitPages()
+	if err == nil || !strings.Contains(err.Error(), "page server") || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("lazy restore whose page server dies: %v, want an error naming the page server and saying the tree was killed", err)
 	}
 	testutil.WaitFor(t, "the tree to be killed", func() bool {
 		st, _ := testutil.ProcState(p.Pid)

@@ -41,7 +41,7 @@ func ServePages(ctx context.Context, opts PageServerOptions) error {
 			}
 			return fmt.Errorf("page server: %w", err)
 		}
-		err = pagesrv.Receive(c, opts.Token, opts.Dir)
+		err = pagesrv.Serve(c, opts.Token, opts.Dir)
 		if errors.Is(err, pagesrv.ErrAuth) {
 			if opts.Refused != nil {
 				opts.Refused(c.RemoteAddr().String(), err)

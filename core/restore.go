@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/gocr/gocr/core/image/imagepb"
 	"github.com/gocr/gocr/core/internal/linux"
 	"github.com/gocr/gocr/core/internal/netlock"
+	"github.com/gocr/gocr/core/internal/pagesrv"
 	"github.com/gocr/gocr/core/internal/pluginhost"
 	"github.com/gocr/gocr/core/internal/procfs"
 	"github.com/gocr/gocr/core/internal/tracer"
@@ -33,6 +35,12 @@ type RestoreOptions struct {
 	// by gocr on first touch and copied in the background (see lazy.go); Restored.WaitPages
 	// says when every page is in. Parent images' pages too; not with compressed images.
 	LazyPages bool
+	// PageServer (HOST:PORT, with LazyPages) takes the image from a page server serving it
+	// (gocr page-server -D DIR on the machine that holds it), holding PageServerToken: its
+	// metadata is fetched into Dir (a temporary directory if ""), its pages as they are
+	// needed. An image without parents, not compressed.
+	PageServer      string
+	PageServerToken []byte
 	// LeaveStopped leaves every restored process stopped (SIGSTOP); gocr resume goes on.
 	LeaveStopped bool
 	// Progress, if set, is called as work advances.
@@ -125,6 +133,31 @@ func (r *Restored) Wait() (syscall.WaitStatus, error) {
 // checked; if anything fails later, every process created so far is killed and reaped.
 func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	start := time.Now()
+	var remote *pagesrv.Client
+	tmpDir := ""
+	if opts.PageServer != "" {
+		if !opts.LazyPages {
+			return nil, fmt.Errorf("restore: from a page server, the pages come lazily: add --lazy-pages: %w", ErrBadArgs)
+		}
+		given := opts.Dir
+		var err error
+		if remote, opts.Dir, err = fetchImage(opts.PageServer, opts.PageServerToken, opts.Dir); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		if given == "" {
+			tmpDir = filepath.Dir(opts.Dir)
+		}
+	}
+	defer func() {
+		if tmpDir != "" { // not handed to the lazy server
+			os.RemoveAll(tmpDir)
+		}
+	}()
+	defer func() {
+		if remote != nil { // not handed to the lazy server
+			remote.Close()
+		}
+	}()
 	c, err := image.Open(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
@@ -194,16 +227,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 			r.total += run.NrPages * linux.PageSize
 		}
 	}
-	if err == nil {
-		// The tree's own namespaces first (the tracer thread joins them), then the files,
-		// sockets and objects the processes will share, made there.
-		err = r.thread.Do(r.prepareNamespaces)
-	}
-	if err == nil {
-		err = r.thread.Do(r.openAll)
-	}
 	if err == nil && opts.LazyPages {
 		r.lazy = newLazyServer()
+		r.lazy.remote, remote = remote, nil // the lazy server closes it
+		r.lazy.tmpDir, tmpDir = tmpDir, ""
 		r.lazy.kill = func() {
 			for _, p := range r.procs {
 				if p.host > 0 {
@@ -211,6 +238,14 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 				}
 			}
 		}
+	}
+	if err == nil {
+		// The tree's own namespaces first (the tracer thread joins them), then the files,
+		// sockets and objects the processes will share, made there.
+		err = r.thread.Do(r.prepareNamespaces)
+	}
+	if err == nil {
+		err = r.thread.Do(r.openAll)
 	}
 	if err == nil {
 		err = r.run(ctx)
@@ -294,9 +329,9 @@ type restorer struct {
 	// closed once their queues are refilled.
 	orphans map[uint32]int
 	pages   map[string]int // image data file -> our fd
-	// decoded are the compressed page files (same keys), read by gocr and written into the
-	// processes, as the kernel cannot read them from an fd.
-	decoded map[string]*image.DataReader
+	// decoded are the compressed page files and those of a page server (same keys), read by
+	// gocr and written into the processes, as the kernel cannot read them from an fd.
+	decoded map[string]pageReader
 	fillBuf []byte
 	saved   map[uint32]int // SavedFile id -> our fd of the recreated file
 	sysv    []int          // System V segments made
@@ -460,13 +495,17 @@ func (r *restorer) openAll() error {
 	if err := r.openFiles(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	r.pages, r.decoded = map[string]int{}, map[string]*image.DataReader{}
+	r.pages, r.decoded = map[string]int{}, map[string]pageReader{}
 	for level, ck := range append([]*image.Checkpoint{r.c}, r.parents...) {
 		for _, e := range ck.Index.Files {
 			if strings.HasPrefix(e.Name, "pages-") || (level == 0 && strings.HasPrefix(e.Name, "shmem-")) {
 				key := e.Name // pageSources' keys: names here, paths in the parents
 				if level > 0 {
 					key = ck.Path(e.Name)
+				}
+				if r.lazy != nil && r.lazy.remote != nil && strings.HasPrefix(e.Name, "pages-") {
+					r.decoded[key] = remotePages{r.lazy.remote, e.Name}
+					continue
 				}
 				if e.Compression != imagepb.Compression_COMPRESSION_NONE {
 					dr, err := ck.OpenData(e.Name)

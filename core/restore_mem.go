@@ -750,7 +750,7 @@ func (r *restorer) placeLazyCopy(p *procRestore) error {
 // fillDecoded is fill for a compressed page file: gocr decompresses the segments, stored one
 // after the other from raw offset off, and writes them into the process (its mappings are
 // writable while they are filled).
-func (r *restorer) fillDecoded(p *procRestore, dr *image.DataReader, segs []seg, off uint64) error {
+func (r *restorer) fillDecoded(p *procRestore, dr pageReader, segs []seg, off uint64) error {
 	if r.fillBuf == nil {
 		r.fillBuf = make([]byte, chunkSize)
 	}

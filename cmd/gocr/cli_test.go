@@ -637,13 +637,28 @@ func TestCLIPageServer(t *testing.T) {
 		t.Fatalf("dump --page-server: exit %d\n%s%s", code, o, e)
 	}
 	p.Reap()
-	if err := srv.Wait(); err != nil || !strings.Contains(out.String(), "received an image") {
+	if err := srv.Wait(); err != nil || !strings.Contains(out.String(), "page server done") {
 		t.Fatalf("page-server: %v, %q", err, out.String())
 	}
+	// The page server now serves that image to a lazy restore elsewhere.
+	srv = exec.Command(gocrBin, "page-server", "--address", "127.0.0.1", "--port", "0", "-D", dst, "--auth-token-file", token)
+	stderr, _ = srv.StderrPipe()
+	out.Reset()
+	srv.Stdout = &out
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n, _ = stderr.Read(line)
+	if addr = regexp.MustCompile(`listening on (\S+)`).FindSubmatch(line[:n]); addr == nil {
+		t.Fatalf("page-server says %q", line[:n])
+	}
 	at := lastCount(log)
-	if o, e, code := gocr(t, "restore", "-d", "-D", dst); code != 0 {
-		t.Fatalf("restore: exit %d\n%s%s", code, o, e)
+	if o, e, code := gocr(t, "restore", "-d", "--lazy-pages", "--page-server", string(addr[1]), "--auth-token-file", token); code != 0 || !strings.Contains(o, "every page is in") {
+		t.Fatalf("restore --lazy-pages --page-server: exit %d\n%s%s", code, o, e)
 	}
 	testutil.Adopt(t, p.Pid)
 	testutil.WaitFor(t, "the restored counter", func() bool { return lastCount(log) >= at+10 })
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("page-server serving the image: %v", err)
+	}
 }

@@ -24,13 +24,16 @@ func newCmdPageServer(g *globalOptions) *cobra.Command {
 	opts := &pageServerOptions{globalOptions: g}
 	cmd := &cobra.Command{
 		Use:   "page-server --port N -D DIR --auth-token-file FILE",
-		Short: "Receive an image sent by a dump on another machine",
+		Short: "Receive an image a dump sends from another machine, or serve one to a lazy restore",
 		Long: `As CRIU's page-server, on the receiving machine: wait for one dump sent with
 'gocr dump --page-server HOST:PORT' and write its image (memory and metadata) into DIR,
 checked whole (every file's size and checksum) before it appears there. Both ends must
 hold the same secret token (a file of 16 bytes or more, given to both with
 --auth-token-file): a peer that cannot prove it is refused, and the server waits on.
-The link is authenticated, not encrypted: carry it over a network you trust, or a tunnel.`,
+The link is authenticated, not encrypted: carry it over a network you trust, or a tunnel.
+When DIR holds an image, the server serves it instead, to one
+'gocr restore --lazy-pages --page-server HOST:PORT' on another machine: the metadata at
+once, the pages as the restored processes need them.`,
 		Example: `  head -c 32 /dev/urandom > token      # copy it to both machines
   gocr page-server --port 27000 -D /ckpt/job --auth-token-file token
   gocr dump -t 4121 --page-server dst:27000 --auth-token-file token   # on the source`,
@@ -56,7 +59,7 @@ The link is authenticated, not encrypted: carry it over a network you trust, or 
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(opts.out, "received an image into %s\n", opts.dir)
+			fmt.Fprintf(opts.out, "page server done: %s\n", opts.dir)
 			return nil
 		},
 	}

@@ -18,6 +18,8 @@ type restoreOptions struct {
 	dir          string
 	detach       bool
 	lazyPages    bool
+	pageServer   string
+	tokenFile    string
 	leaveStopped bool
 	checkOnly    bool
 	shellJob     bool
@@ -55,7 +57,7 @@ killed and nothing is left behind.`,
 			return noArgs(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if opts.dir == "" {
+			if opts.dir == "" && opts.pageServer == "" {
 				return usageError{fmt.Errorf("restore: from where? give the images directory with -D DIR")}
 			}
 			if opts.lazyPages && opts.execCmd {
@@ -77,6 +79,8 @@ killed and nothing is left behind.`,
 	f.BoolVarP(&opts.detach, "restore-detached", "d", false, "return once the tree runs, do not wait for it")
 	f.BoolVarP(&opts.leaveStopped, "leave-stopped", "s", false, "leave the restored tree stopped (see gocr resume)")
 	f.BoolVar(&opts.lazyPages, "lazy-pages", false, "start the tree before its memory is in: gocr serves each page on first touch and copies the rest in the background (with -d, gocr returns once every page is in)")
+	f.StringVar(&opts.pageServer, "page-server", "", "with --lazy-pages: take the image from a gocr page-server at HOST:PORT serving it (-D then receives its metadata)")
+	f.StringVar(&opts.tokenFile, "auth-token-file", "", "with --page-server: the secret the page server holds")
 	f.BoolVar(&opts.checkOnly, "check-only", false, "only check whether a restore here would work; create nothing")
 	f.BoolVarP(&opts.shellJob, "shell-job", "j", false, "restore a shell job onto the terminal gocr runs on (as CRIU)")
 	// CRIU needs -l to take file locks; gocr always takes them, and accepts the flag so that
@@ -100,7 +104,7 @@ func (e exitStatusError) Error() string {
 
 func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	checkOnly := opts.checkOnly
-	if !checkOnly {
+	if !checkOnly && opts.pageServer == "" {
 		var err error
 		if checkOnly, err = core.IsCheckOnly(opts.dir); err != nil {
 			return fmt.Errorf("restore: %w", err)
@@ -109,9 +113,16 @@ func restoreRun(cmd *cobra.Command, opts *restoreOptions) error {
 	if checkOnly {
 		return checkRun(opts.globalOptions, opts.dir, opts.json)
 	}
+	var token []byte
+	if opts.pageServer != "" {
+		var err error
+		if token, err = readToken(opts.tokenFile); err != nil {
+			return err
+		}
+	}
 	prog := newProgress(opts.errOut, "restore", opts.json)
 	ro := core.RestoreOptions{Dir: opts.dir, LeaveStopped: opts.leaveStopped, Progress: prog.update, ShellJob: opts.shellJob,
-		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, NewPidns: opts.newPidns, LazyPages: opts.lazyPages}
+		PluginDirs: opts.pluginDirs, PluginTimeout: opts.pluginTimeout, NoCgroups: opts.cgroups != "soft", ActionScripts: opts.actionScripts, ScriptOutput: opts.errOut, NewPidns: opts.newPidns, LazyPages: opts.lazyPages, PageServer: opts.pageServer, PageServerToken: token}
 	for _, spec := range opts.inheritFds {
 		var fd int
 		var key string

@@ -95,18 +95,34 @@ func clientHello(c net.Conn, token []byte) error {
 	return nil
 }
 
-// Receive serves one connection: it authenticates the peer and writes the image it sends
-// into dir (which must not hold one), whole, or leaves nothing.
-func Receive(c net.Conn, token []byte, dir string) error {
+// Serve serves one connection: it authenticates the peer, then, as it asks, writes the
+// image it sends into dir (which must not hold one), whole or not at all, or serves the
+// image in dir to a lazy restore.
+func Serve(c net.Conn, token []byte, dir string) error {
 	defer c.Close()
 	if err := serverHello(c, token); err != nil {
 		return err
 	}
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	var mode [1]byte
+	if _, err := io.ReadFull(c, mode[:]); err != nil {
+		return ErrAuth
+	}
+	switch mode[0] {
+	case 'P':
+		return receive(c, dir)
+	case 'F':
+		return serveImage(c, dir)
+	}
+	return fmt.Errorf("page server: the client asked for mode %#x", mode[0])
+}
+
+func receive(c net.Conn, dir string) error {
 	w, err := image.Create(dir, false)
 	if err != nil {
 		return err
 	}
-	err = receive(bufio.NewReaderSize(idleConn{c}, 1<<20), w)
+	err = receiveFrames(bufio.NewReaderSize(idleConn{c}, 1<<20), w)
 	if err != nil {
 		w.Abort()
 		msg := []byte(err.Error())
@@ -117,7 +133,7 @@ func Receive(c net.Conn, token []byte, dir string) error {
 	return err
 }
 
-func receive(r *bufio.Reader, w *image.Writer) error {
+func receiveFrames(r *bufio.Reader, w *image.Writer) error {
 	files := map[uint32]*os.File{}
 	u32 := func() (uint32, error) {
 		var b [4]byte
@@ -206,6 +222,9 @@ func Push(addr string, token []byte, dir string) error {
 	}
 	defer c.Close()
 	if err := clientHello(c, token); err != nil {
+		return fmt.Errorf("page server %s: %w", addr, err)
+	}
+	if _, err := c.Write([]byte{'P'}); err != nil {
 		return fmt.Errorf("page server %s: %w", addr, err)
 	}
 	ents, err := os.ReadDir(dir)

@@ -14,18 +14,18 @@ import (
 
 var token = []byte("the token of these tests, 32 b..")
 
-// receiveFrom runs Receive against a client that proves the token and then sends frames.
+// receiveFrom runs Serve (push) against a client that proves the token and then sends frames.
 func receiveFrom(t *testing.T, frames []byte) (error, string) {
 	t.Helper()
 	srv, cli := tcpPair(t)
 	dir := filepath.Join(t.TempDir(), "img")
 	done := make(chan error, 1)
-	go func() { done <- Receive(srv, token, dir) }()
+	go func() { done <- Serve(srv, token, dir) }()
 	if err := clientHello(cli, token); err != nil {
 		t.Fatalf("hello: %v", err)
 	}
 	go func() {
-		cli.Write(frames)
+		cli.Write(append([]byte{'P'}, frames...))
 		cli.(*net.TCPConn).CloseWrite() // all is sent
 		buf := make([]byte, 4096)
 		for {
@@ -96,7 +96,7 @@ func TestReceiveRefusesBadImages(t *testing.T) {
 func TestReceiveRefusesWrongToken(t *testing.T) {
 	srv, cli := tcpPair(t)
 	done := make(chan error, 1)
-	go func() { done <- Receive(srv, token, filepath.Join(t.TempDir(), "img")) }()
+	go func() { done <- Serve(srv, token, filepath.Join(t.TempDir(), "img")) }()
 	if err := clientHello(cli, []byte("some other token, long enough..")); !errors.Is(err, ErrAuth) {
 		t.Errorf("client with another token: %v, want ErrAuth", err)
 	}
