@@ -3,6 +3,8 @@ package core
 import (
 	"encoding/binary"
 	"fmt"
+	"golang.org/x/sys/unix"
+	"os"
 	"sort"
 	"unsafe"
 
@@ -228,7 +230,9 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			// Faulting pages in one by one during the fill costs more than populating a
 			// mapping that will be mostly filled anyway (not one to be served lazily: its
 			// pages must be missing).
-			if 2*dumpedPages(img.Pages, v.Start, v.End) >= length/linux.PageSize && !r.lazyVMA(v) {
+			// A large one is filled by two copiers at once (fillParallel), which fault its
+			// pages in on both cores.
+			if dumped := dumpedPages(img.Pages, v.Start, v.End); 2*dumped >= length/linux.PageSize && dumped*linux.PageSize < parallelFill && !r.lazyVMA(v) {
 				flags |= linux.MapPopulate
 			}
 			fd := ^uint64(0)
@@ -352,7 +356,7 @@ func (r *restorer) restoreMemory(p *procRestore) error {
 			if err != nil {
 				return err
 			}
-			err = r.fill(p, fd, segs, srcs[0].off)
+			err = r.fillParallel(p, r.pages[srcs[0].file], fd, segs, srcs[0].off)
 			r.call(p, "close page file", linux.SysClose, fd)
 			if err != nil {
 				return fmt.Errorf("fill memory: %w", err)
@@ -743,6 +747,78 @@ func (r *restorer) placeLazyCopy(p *procRestore) error {
 	}
 	if err != nil {
 		r.warnf("pid %d: no copy of its userfaultfd in the process (%v): should gocr die before every page is in, its missing pages would read as zeros", p.t.Pid, err)
+	}
+	return nil
+}
+
+// parallelFill is the size from which a stretch is filled by two copiers at once.
+const parallelFill = 128 << 20
+
+// fillParallel is fill for a large stretch of a page file (ours: gocr's fd of it, fd the
+// process's): the process reads the first half with preadv while gocr writes the second
+// half from the file mapped in gocr with process_vm_writev, each on its own core.
+func (r *restorer) fillParallel(p *procRestore, ours int, fd uint64, segs []seg, off uint64) error {
+	var total uint64
+	for _, s := range segs {
+		total += s.len
+	}
+	if total < parallelFill || ours <= 0 {
+		return r.fill(p, fd, segs, off)
+	}
+	half := (total / 2) &^ (linux.PageSize - 1)
+	var first, second []seg
+	left := half
+	for _, s := range segs {
+		switch {
+		case left >= s.len:
+			first = append(first, s)
+			left -= s.len
+		case left > 0:
+			first = append(first, seg{s.addr, left})
+			second = append(second, seg{s.addr + left, s.len - left})
+			left = 0
+		default:
+			second = append(second, s)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- writeFromFile(p.t.Pid, ours, second, off+half) }()
+	err := r.fill(p, fd, first, off)
+	if werr := <-errc; err == nil {
+		err = werr
+	}
+	if err == nil {
+		r.stats.Bytes += total - half
+	}
+	return err
+}
+
+// writeFromFile writes segments stored one after the other from offset off of the file fd
+// (gocr's) into process pid, from the file mapped in gocr.
+func writeFromFile(pid, fd int, segs []seg, off uint64) error {
+	var n uint64
+	for _, s := range segs {
+		n += s.len
+	}
+	m, err := unix.Mmap(fd, int64(off), int(n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return os.NewSyscallError("mmap page file", err)
+	}
+	defer unix.Munmap(m)
+	pos := uint64(0)
+	for _, s := range segs {
+		for done := uint64(0); done < s.len; {
+			k := min(s.len-done, 64<<20)
+			w, err := linux.ProcessVMWritev(pid, m[pos+done:pos+done+k], s.addr+done)
+			if err != nil {
+				return fmt.Errorf("write %#x: %w", s.addr+done, err)
+			}
+			if w == 0 {
+				return fmt.Errorf("write %#x: nothing written", s.addr+done)
+			}
+			done += uint64(w)
+		}
+		pos += s.len
 	}
 	return nil
 }
