@@ -45,6 +45,9 @@ func BenchmarkDump(b *testing.B) {
 					b.StopTimer()
 					b.ReportMetric(st.Memory.Seconds()*1000, "ms-memory")
 					b.ReportMetric(st.Commit.Seconds()*1000, "ms-commit")
+					b.ReportMetric(st.Collect.Seconds()*1000, "ms-collect")
+					b.ReportMetric(st.Frozen.Seconds()*1000, "ms-frozen")
+					b.ReportMetric(st.Total.Seconds()*1000, "ms-total")
 					os.RemoveAll(dir)
 					b.StartTimer()
 				}
