@@ -92,6 +92,7 @@ type lazyRange struct {
 	addr, len uint64
 	src       *lazyFile
 	off       uint64
+	level     int // of the image in the chain: the background copy takes level 0 first
 }
 
 // lazyUffd is one address space's userfaultfd (gocr's fd of it).
@@ -303,7 +304,7 @@ func (s *lazyServer) serve() {
 		}
 		for _, u := range uffds {
 			if len(u.pending) > 0 {
-				r := u.pending[0]
+				r := u.pending[nextRange(u.pending)]
 				if err := s.copy(u, r.addr, min(r.len, lazyStep)); err != nil {
 					s.fail(err)
 					return
@@ -421,6 +422,20 @@ func (f *lazyFile) verify(off, n uint64) error {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// nextRange is the pending range the background copy takes next: the first of the most
+// recently written ones. An incremental image's own pages were written after those its
+// parents hold (a pre-dump chain: the last dump holds what the job wrote last), so they come
+// first; within one image, front to back.
+func nextRange(rs []lazyRange) int {
+	best := 0
+	for i, r := range rs {
+		if r.level < rs[best].level {
+			best = i
+		}
+	}
+	return best
+}
+
 // findRange is the index of the pending range holding addr, or -1.
 func findRange(rs []lazyRange, addr uint64) int {
 	i := sort.Search(len(rs), func(i int) bool { return rs[i].addr+rs[i].len > addr })
@@ -439,12 +454,12 @@ func cutRanges(rs []lazyRange, lo, hi uint64) (kept, cut []lazyRange) {
 			continue
 		}
 		if r.addr < lo {
-			kept = append(kept, lazyRange{addr: r.addr, len: lo - r.addr, src: r.src, off: r.off})
+			kept = append(kept, lazyRange{addr: r.addr, len: lo - r.addr, src: r.src, off: r.off, level: r.level})
 		}
 		a, b := max(r.addr, lo), min(end, hi)
-		cut = append(cut, lazyRange{addr: a, len: b - a, src: r.src, off: r.off + a - r.addr})
+		cut = append(cut, lazyRange{addr: a, len: b - a, src: r.src, off: r.off + a - r.addr, level: r.level})
 		if end > hi {
-			kept = append(kept, lazyRange{addr: hi, len: end - hi, src: r.src, off: r.off + hi - r.addr})
+			kept = append(kept, lazyRange{addr: hi, len: end - hi, src: r.src, off: r.off + hi - r.addr, level: r.level})
 		}
 	}
 	return kept, cut

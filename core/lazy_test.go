@@ -173,3 +173,30 @@ func TestLazyRestorePageServerDies(t *testing.T) {
 		return st == "" || st == "Z"
 	})
 }
+
+// A lazy restore of a pre-dump chain takes pages from every image of it: the process checks
+// every page (written, dropped, untouched since the first image).
+func TestLazyRestoreChain(t *testing.T) {
+	testutil.RequireRoot(t)
+	p, dir := testutil.StartReady(t, "incr")
+	base := t.TempDir()
+	d1, d2 := filepath.Join(base, "1"), filepath.Join(base, "2")
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: d1, PreDump: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.Dump(t.Context(), core.DumpOptions{Roots: []int{p.Pid}, Dir: d2, Parent: "../1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitReaped(t, p)
+	res, err := core.Restore(t.Context(), core.RestoreOptions{Dir: d2, LazyPages: true})
+	if err != nil {
+		t.Fatalf("lazy restore of a chain: %v", err)
+	}
+	testutil.Adopt(t, res.Pids[0])
+	if err := res.WaitPages(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(t, p.Pid, filepath.Join(dir, "report"), 1); !strings.HasPrefix(got, "ok ") {
+		t.Fatalf("after a lazy restore of a chain: %s", got)
+	}
+}

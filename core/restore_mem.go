@@ -492,9 +492,11 @@ type seg struct{ addr, len uint64 }
 type pageSource struct {
 	file           string
 	off, addr, len uint64
-	// ck is the image whose page file it is, and name the file's name there.
-	ck   *image.Checkpoint
-	name string
+	// ck is the image whose page file it is, and name the file's name there; level is how
+	// far up the chain it is (0: the image itself, whose pages were written last).
+	ck    *image.Checkpoint
+	name  string
+	level int
 }
 
 // pageSources says where every dumped page of process pid is: in this image's page file, or,
@@ -531,7 +533,7 @@ func pageSources(chain []*image.Checkpoint, pid int32) ([]pageSource, error) {
 				if run.InParent {
 					next = append(next, s)
 				} else {
-					out = append(out, pageSource{file: key, off: off + s.lo - lo, addr: s.lo, len: s.hi - s.lo, ck: ck, name: proc.PagesFile})
+					out = append(out, pageSource{file: key, off: off + s.lo - lo, addr: s.lo, len: s.hi - s.lo, ck: ck, name: proc.PagesFile, level: level})
 				}
 			}
 			if !run.InParent {
@@ -688,7 +690,7 @@ func (r *restorer) registerLazy(p *procRestore, srcs []pageSource) ([]pageSource
 				if err != nil {
 					return nil, err
 				}
-				later = append(later, lazyRange{addr: x.lo, len: x.hi - x.lo, src: f, off: s.off + x.lo - s.addr})
+				later = append(later, lazyRange{addr: x.lo, len: x.hi - x.lo, src: f, off: s.off + x.lo - s.addr, level: s.level})
 			}
 			parts = rest
 		}
