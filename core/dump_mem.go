@@ -108,19 +108,22 @@ func writtenHeld(pm int, lo, hi uint64) (written, held []span, err error) {
 	}
 	for _, w := range regions {
 		written = append(written, span{w.Start, w.End})
-		rs, err := linux.PagemapScan(pm, w.Start, w.End, linux.PageIsPresent|linux.PageIsSwapped, ret)
-		if err != nil {
-			return nil, nil, fmt.Errorf("scan pages of %#x-%#x: %w", w.Start, w.End, err)
+	}
+	if len(regions) == 0 {
+		return nil, nil, nil
+	}
+	rs, err := linux.PagemapWrittenHeld(pm, lo, hi, ret)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan written pages of %#x-%#x: %w", lo, hi, err)
+	}
+	for _, r := range rs {
+		if r.Categories&linux.PageIsPFNZero != 0 {
+			continue
 		}
-		for _, r := range rs {
-			if r.Categories&linux.PageIsPFNZero != 0 {
-				continue
-			}
-			if k := len(held); k > 0 && held[k-1].hi == r.Start {
-				held[k-1].hi = r.End
-			} else {
-				held = append(held, span{r.Start, r.End})
-			}
+		if k := len(held); k > 0 && held[k-1].hi == r.Start {
+			held[k-1].hi = r.End
+		} else {
+			held = append(held, span{r.Start, r.End})
 		}
 	}
 	return written, held, nil

@@ -51,6 +51,12 @@ func PagemapWritten(pagemapFd int, start, end uint64) ([]PageRegion, error) {
 	return scanPagemap(pagemapFd, start, end, 0, PageIsWritten, PageIsWritten)
 }
 
+// PagemapWrittenHeld lists the pages of [start, end) written since the write tracking was
+// reset that are present or swapped, with the categories in ret: one walk for all of them.
+func PagemapWrittenHeld(pagemapFd int, start, end uint64, ret uint64) ([]PageRegion, error) {
+	return scanPagemap(pagemapFd, start, end, PageIsPresent|PageIsSwapped, PageIsWritten, ret)
+}
+
 // PagemapScan lists the pages of [start, end) that have any of the anyof categories, with
 // the categories in ret, through the PAGEMAP_SCAN ioctl on an open /proc/PID/pagemap.
 func PagemapScan(pagemapFd int, start, end uint64, anyof, ret uint64) ([]PageRegion, error) {
