@@ -48,6 +48,7 @@ bench-gpu:
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzImage -fuzztime 60s ./core/image
+	$(GO) test -run XXX -fuzz FuzzReceive -fuzztime 60s ./core/internal/pagesrv
 
 generate:
 	$(GO) generate ./...

@@ -175,6 +175,26 @@ func TestDamagedImages(t *testing.T) {
 		{"network lock that is not gocr's", tree(func(tr *imagepb.Tree) { tr.NetLock = "filter" }), TreeName},
 		{"negative session", tree(func(tr *imagepb.Tree) { tr.Processes[0].Sid = -1 }), TreeName},
 		{"parent missing", tree(func(tr *imagepb.Tree) { tr.Roots = []int32{100}; tr.Processes[0].Pid = 101 }), ProcName(101)},
+		{"symlink in place of a file", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, PagesName(100))
+			os.Remove(p)
+			os.Symlink("/etc/passwd", p)
+		}, PagesName(100)},
+		{"two files swapped", func(t *testing.T, dir string) {
+			a, b := filepath.Join(dir, TreeName), filepath.Join(dir, ProcName(100))
+			os.Rename(a, a+".x")
+			os.Rename(b, a)
+			os.Rename(a+".x", b)
+		}, ProcName(100)},
+		{"a metadata file said compressed", func(t *testing.T, dir string) {
+			editMessage(t, dir, IndexName, &imagepb.Index{}, func(i *imagepb.Index) {
+				for _, e := range i.Files {
+					if e.Name == TreeName {
+						e.Compression, e.RawSize = imagepb.Compression_COMPRESSION_ZSTD, e.Size
+					}
+				}
+			})
+		}, IndexName},
 		{"version", func(t *testing.T, dir string) {
 			editMessage(t, dir, IndexName, &imagepb.Index{}, func(i *imagepb.Index) { i.FormatVersion = 99 })
 		}, ""},

@@ -124,3 +124,24 @@ func tcpPair(t *testing.T) (srv, cli net.Conn) {
 	}
 	return <-got, cli
 }
+
+// FuzzReceive feeds arbitrary frames from an authenticated client: the page server must
+// refuse or commit a checked image, never panic, hang or write outside its directory.
+func FuzzReceive(f *testing.F) {
+	f.Add(frame('C', uint32(1), uint16(11), "pages-1.img"))
+	f.Add(cat(frame('C', uint32(1), uint16(11), "pages-1.img"), frame('D', uint32(1), uint32(3), "abc"), frame('I', uint32(2), "\x08\x01")))
+	f.Fuzz(func(t *testing.T, frames []byte) {
+		err, dir := receiveFrom(t, frames)
+		if err == nil {
+			if _, err := image.Open(dir); err != nil {
+				t.Fatalf("committed an image that does not open: %v", err)
+			}
+		}
+		ents, _ := os.ReadDir(filepath.Dir(dir))
+		for _, e := range ents {
+			if e.Name() != filepath.Base(dir) {
+				t.Fatalf("left %s beside the image directory", e.Name())
+			}
+		}
+	})
+}
