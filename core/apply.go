@@ -45,6 +45,9 @@ func Apply(ctx context.Context, opts ApplyOptions) (*ApplyStats, error) {
 	if opts.Root <= 0 {
 		return nil, fmt.Errorf("apply: pid %d: %w", opts.Root, ErrBadArgs)
 	}
+	if err := needFeatures("dump"); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(procfs.Path(opts.Root, "")); err != nil {
 		return nil, fmt.Errorf("apply: pid %d: %w", opts.Root, ErrNoProcess)
 	}

@@ -148,6 +148,9 @@ func Dump(ctx context.Context, opts DumpOptions) (*DumpStats, error) {
 	if len(opts.Roots) == 0 {
 		return nil, fmt.Errorf("dump: no process given: %w", ErrBadArgs)
 	}
+	if err := needFeatures("dump"); err != nil {
+		return nil, err
+	}
 	if opts.Tracked && (opts.Parent != "" || opts.CheckOnly || opts.PreDump) {
 		return nil, fmt.Errorf("dump: a tracked dump stands alone: not with a parent image, check-only or pre-dump: %w", ErrBadArgs)
 	}

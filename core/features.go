@@ -1,6 +1,8 @@
 package core
 
 import (
+	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/gocr/gocr/core/internal/linux"
@@ -14,6 +16,8 @@ type Feature struct {
 	Required bool   `json:"required"` // gocr cannot dump or restore without it
 	Detail   string `json:"detail,omitempty"`
 	Cost     string `json:"cost,omitempty"` // what a user loses without it
+	// For are the operations that cannot run without it (dump, restore, track).
+	For []string `json:"for,omitempty"`
 }
 
 var (
@@ -25,7 +29,7 @@ var (
 func Features() []Feature {
 	featuresOnce.Do(func() {
 		for _, p := range linux.Probes() {
-			features = append(features, Feature{Name: p.Name, Present: p.Err == nil, Required: p.Required, Detail: errText(p.Err), Cost: p.Cost})
+			features = append(features, Feature{Name: p.Name, Present: p.Err == nil, Required: p.Required, Detail: errText(p.Err), Cost: p.Cost, For: p.Ops})
 		}
 		err := netlock.Probe()
 		features = append(features, Feature{Name: "nftables (network lock for TCP connections)", Present: err == nil, Detail: errText(err),
@@ -50,4 +54,15 @@ func missingKernelFeatures() []Feature {
 		}
 	}
 	return out
+}
+
+// needFeatures fails an operation at once, naming the feature, when this kernel lacks one
+// it cannot run without (rather than deep inside with a raw errno).
+func needFeatures(op string) error {
+	for _, f := range Features() {
+		if !f.Present && slices.Contains(f.For, op) {
+			return fmt.Errorf("%s: this kernel lacks %s (%s): %w", op, f.Name, f.Cost, ErrUnsupported)
+		}
+	}
+	return nil
 }

@@ -133,6 +133,9 @@ func (r *Restored) Wait() (syscall.WaitStatus, error) {
 // checked; if anything fails later, every process created so far is killed and reaped.
 func Restore(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	start := time.Now()
+	if err := needFeatures("restore"); err != nil {
+		return nil, err
+	}
 	var remote *pagesrv.Client
 	tmpDir := ""
 	if opts.PageServer != "" {

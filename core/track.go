@@ -407,6 +407,9 @@ func Track(ctx context.Context, opts TrackOptions) (*TrackReport, error) {
 	if len(opts.Roots) == 0 {
 		return nil, fmt.Errorf("track: no process given: %w", ErrBadArgs)
 	}
+	if err := needFeatures("track"); err != nil {
+		return nil, err
+	}
 	var pids []int
 	for _, root := range opts.Roots {
 		if root <= 0 {

@@ -17,6 +17,8 @@ type Probe struct {
 	Required bool
 	Cost     string // what is lost without it
 	Err      error  // nil when present
+	// Ops are the operations that cannot run without it: "dump", "restore", "track".
+	Ops []string
 }
 
 var errMissing = errors.New("not supported by this kernel")
@@ -24,19 +26,19 @@ var errMissing = errors.New("not supported by this kernel")
 // Probes tries every kernel feature gocr uses, without side effects.
 func Probes() []Probe {
 	return []Probe{
-		{"ptrace attach (PTRACE_SEIZE)", true, "no dump or restore at all", probePtraceScope()},
-		{"clone3 with set_tid (Linux 5.5)", true, "no restore: processes cannot get their PIDs back", probeClone3SetTid()},
-		{"pidfd_open and pidfd_getfd (Linux 5.6)", true, "no dump of fds and no restore of files", probePidfdGetfd()},
-		{"prctl PR_SET_MM_MAP (CONFIG_CHECKPOINT_RESTORE)", true, "no restore: the mm fields and exe link cannot be set", probeSetMMMap()},
-		{"kcmp (CONFIG_KCMP)", true, "no dump: shared open files cannot be told apart", probeKcmp()},
-		{"PAGEMAP_SCAN ioctl (Linux 6.7)", true, "no dump: pages cannot be listed", probePagemapScan()},
-		{"/proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)", true, "no dump of process trees", probeChildren()},
-		{"/proc/PID/map_files", true, "no dump of shared memory, no checksums of mapped files", probeMapFiles()},
-		{"process_vm_readv and process_vm_writev", true, "no dump of memory", probeVMReadv()},
-		{"sock_diag for unix sockets (CONFIG_UNIX_DIAG)", false, "processes with unix sockets cannot be dumped", probeUnixDiag()},
-		{"userfaultfd write-protect, async (Linux 6.7)", false, "--track-mem tracks nothing: every dump (pre-dumps included) writes all memory", probeUffdWP()},
-		{"timer_create with chosen IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17)", false, "processes with POSIX timers cannot be restored", probeTimerIDs()},
-		{"soft-dirty page bits (CONFIG_MEM_SOFT_DIRTY)", false, "none: gocr tracks writes with userfaultfd write-protect, not soft-dirty bits", probeSoftDirty()},
+		{"ptrace attach (PTRACE_SEIZE)", true, "no dump or restore at all", probePtraceScope(), []string{"dump", "restore", "track"}},
+		{"clone3 with set_tid (Linux 5.5)", true, "no restore: processes cannot get their PIDs back", probeClone3SetTid(), []string{"restore"}},
+		{"pidfd_open and pidfd_getfd (Linux 5.6)", true, "no dump of fds and no restore of files", probePidfdGetfd(), []string{"dump", "restore", "track"}},
+		{"prctl PR_SET_MM_MAP (CONFIG_CHECKPOINT_RESTORE)", true, "no restore: the mm fields and exe link cannot be set", probeSetMMMap(), []string{"restore"}},
+		{"kcmp (CONFIG_KCMP)", true, "no dump: shared open files cannot be told apart", probeKcmp(), []string{"dump"}},
+		{"PAGEMAP_SCAN ioctl (Linux 6.7)", true, "no dump: pages cannot be listed", probePagemapScan(), []string{"dump", "track"}},
+		{"/proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)", true, "no dump of process trees", probeChildren(), []string{"dump", "track"}},
+		{"/proc/PID/map_files", true, "no dump of shared memory, no checksums of mapped files", probeMapFiles(), []string{"dump"}},
+		{"process_vm_readv and process_vm_writev", true, "no dump of memory", probeVMReadv(), []string{"dump", "restore"}},
+		{"sock_diag for unix sockets (CONFIG_UNIX_DIAG)", false, "processes with unix sockets cannot be dumped", probeUnixDiag(), nil},
+		{"userfaultfd write-protect, async (Linux 6.7)", false, "--track-mem tracks nothing: every dump (pre-dumps included) writes all memory", probeUffdWP(), []string{"track"}},
+		{"timer_create with chosen IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17)", false, "processes with POSIX timers cannot be restored", probeTimerIDs(), nil},
+		{"soft-dirty page bits (CONFIG_MEM_SOFT_DIRTY)", false, "none: gocr tracks writes with userfaultfd write-protect, not soft-dirty bits", probeSoftDirty(), nil},
 	}
 }
 
